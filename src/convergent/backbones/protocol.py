@@ -1,0 +1,141 @@
+"""The Backbone contract shared by text and image encoders.
+
+Every registered backbone subclasses :class:`Backbone` and provides:
+
+* ``forward_features(x, mask=None, **kw) -> (B, N, C)`` final (normalised) tokens;
+  ``mask`` is a ``(B, N_tokens)`` bool tensor, True where the input is hidden and the mask
+  token replaces it (SimMIM, BERT MLM, data2vec students).
+* ``forward_intermediates(x, mask=None, indices=None, **kw) -> (tokens, [per-block outputs])``
+  for data2vec targets and probes (block outputs are taken before the final norm).
+* ``pooled(tokens) -> (B, C)``, ``embed_dim``, ``num_features``, ``no_weight_decay()``,
+  ``set_grad_checkpointing()``, ``layer_id(param_name)`` / ``num_layers`` for layer decay.
+
+Optional capabilities are class flags checked when a run is built, so a bad pairing fails
+at once: ``supports_mask_token`` (SimMIM/MLM), ``supports_token_drop`` (MAE: encode only
+kept tokens, ``forward_features(x, keep=ids)``), ``supports_causal`` (causal LM).
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class Backbone(nn.Module):
+    """Base class: shared plumbing for the contract above."""
+
+    supports_mask_token: bool = True
+    supports_token_drop: bool = False
+    supports_causal: bool = False
+    num_prefix_tokens: int = 0
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+        self.grad_checkpointing = False
+
+    # --- contract -----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.forward_features(x, **kwargs)
+
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        return self.forward_intermediates(x, mask=mask, indices=[], **kwargs)[0]
+
+    def forward_intermediates(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, indices: Any = None, **kwargs
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        raise NotImplementedError
+
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names (as in ``named_parameters``) that take no weight decay."""
+        return set()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @property
+    def num_layers(self) -> int:
+        """Layer-decay depth: 0 = embeddings, 1..depth = blocks, depth+1 = final norm/head."""
+        raise NotImplementedError
+
+    def layer_id(self, name: str) -> int:
+        raise NotImplementedError
+
+    # --- helpers for subclasses ---------------------------------------------------------
+    def run_block(self, block: nn.Module, *args) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    @classmethod
+    def transfer_config(cls, source_config: Any, config: Any, overrides: dict) -> Any:
+        """Config to build when weights saved with ``source_config`` are loaded with
+        ``overrides``; lets a family fill in derived fields. The default changes nothing."""
+        return config
+
+    def adapt_state_dict(self, state_dict: dict, source_config: Any) -> dict:
+        """Map a state dict saved with ``source_config`` onto this model's configuration
+        (resolution / window transfer). The default changes nothing."""
+        return state_dict
+
+    def load_weights(self, state_dict: dict, source: str = "state dict") -> None:
+        """Strict load that reports all missing and unexpected keys in one message."""
+        missing, unexpected = _key_diff(self.state_dict().keys(), state_dict.keys())
+        if missing or unexpected:
+            raise KeyError(
+                f"{source} does not match {type(self).__name__}: "
+                f"missing keys {missing or 'none'}; unexpected keys {unexpected or 'none'}"
+            )
+        shapes = [
+            f"{k}: {tuple(v.shape)} vs expected {tuple(self.state_dict()[k].shape)}"
+            for k, v in state_dict.items()
+            if tuple(v.shape) != tuple(self.state_dict()[k].shape)
+        ]
+        if shapes:
+            raise ValueError(f"{source} has tensors of the wrong shape: " + "; ".join(shapes))
+        self.load_state_dict(state_dict, strict=True)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        from convergent.backbones.pretrained import save_pretrained
+
+        return save_pretrained(self, path)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **overrides) -> "Backbone":
+        from convergent.backbones.pretrained import from_pretrained
+
+        return from_pretrained(path, **overrides)
+
+
+def select_indices(indices: Any, n: int) -> list[int]:
+    """Normalise ``indices`` (None: all, int k: last k, sequence: those, negatives allowed)."""
+    if indices is None:
+        return list(range(n))
+    if isinstance(indices, int):
+        return list(range(n - indices, n))
+    out = sorted({i % n for i in indices}) if n else []
+    for i in indices:
+        if not -n <= i < n:
+            raise IndexError(f"intermediate index {i} out of range for {n} blocks")
+    return out
+
+
+def apply_mask_token(tokens: torch.Tensor, mask: torch.Tensor | None, mask_token: torch.Tensor) -> torch.Tensor:
+    """Replace ``tokens`` ``(B, N, C)`` where ``mask`` ``(B, N)`` is True by ``mask_token``."""
+    if mask is None:
+        return tokens
+    if mask.shape != tokens.shape[:2]:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape[:2])}")
+    w = mask.unsqueeze(-1).to(tokens.dtype)
+    return tokens * (1 - w) + mask_token.to(tokens.dtype) * w
+
+
+def _key_diff(expected: Sequence[str], got: Sequence[str]) -> tuple[list[str], list[str]]:
+    expected, got = set(expected), set(got)
+    return sorted(expected - got), sorted(got - expected)

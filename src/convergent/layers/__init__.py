@@ -1,0 +1,28 @@
+"""Building blocks written once and shared by every backbone."""
+
+from convergent.layers.attention import Attention
+from convergent.layers.drop import DropPath
+from convergent.layers.mlp import Mlp
+from convergent.layers.patch_embed import PatchEmbed, PatchMerging
+from convergent.layers.pos_embed import (
+    ContinuousPositionBias,
+    RelativePositionBias,
+    interpolate_pos_embed,
+    interpolate_rel_pos_table,
+)
+from convergent.layers.window import shift_attn_mask, window_partition, window_reverse
+
+__all__ = [
+    "Attention",
+    "ContinuousPositionBias",
+    "DropPath",
+    "Mlp",
+    "PatchEmbed",
+    "PatchMerging",
+    "RelativePositionBias",
+    "interpolate_pos_embed",
+    "interpolate_rel_pos_table",
+    "shift_attn_mask",
+    "window_partition",
+    "window_reverse",
+]

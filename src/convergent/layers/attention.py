@@ -1,0 +1,132 @@
+"""Multi-head self-attention through ``scaled_dot_product_attention``.
+
+One module serves every backbone:
+
+* BERT / ViT / Swin V1: scaled dot-product attention, optional additive bias
+  (Swin's relative position bias plus the shifted-window mask) and key-padding mask;
+* Swin V2: scaled cosine attention. q and k are L2-normalised, the learned per-head logit
+  scale (clamped at log(100)) is folded into q and SDPA runs with ``scale=1``, so the fused
+  kernel still applies.
+
+Inputs may carry several leading batch dimensions, ``(..., N, C)``: Swin passes windows as
+``(B, num_windows, N, C)`` so a per-window bias of shape ``(num_windows, heads, N, N)``
+broadcasts over the batch without being copied.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
+
+
+class Attention(nn.Module):
+    """Self-attention with a fused qkv projection.
+
+    Args:
+        dim: token width.
+        num_heads: number of heads; ``dim`` must be divisible by it.
+        qkv_bias: learn biases for q, k, v.
+        key_bias: when ``qkv_bias``, whether k has a bias too. Swin V2 learns only q and v
+            biases (``q_bias``/``v_bias``), the key bias is fixed at zero.
+        cosine: Swin V2 scaled cosine attention with a learned per-head logit scale.
+        attn_drop: dropout on attention probabilities (training only).
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        key_bias: bool = True,
+        cosine: bool = False,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.cosine = cosine
+        self.attn_drop = attn_drop
+        separate_bias = qkv_bias and not key_bias
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias and key_bias)
+        if separate_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_bias = self.v_bias = None
+        if cosine:
+            self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)))
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _qkv_bias(self) -> torch.Tensor | None:
+        if self.q_bias is None:
+            return self.qkv.bias
+        return torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """Attend over the second-to-last dimension.
+
+        Args:
+            x: ``(..., N, C)`` tokens.
+            bias: additive float bias broadcastable to ``(..., heads, N, N)``.
+            key_padding_mask: ``(B, N)`` bool, True for real tokens, False for padding
+                (only with a single leading batch dimension).
+            causal: each token attends to itself and earlier tokens only.
+        """
+        *lead, n, c = x.shape
+        qkv = F.linear(x, self.qkv.weight, self._qkv_bias())
+        qkv = qkv.unflatten(-1, (3, self.num_heads, self.head_dim)).movedim(-3, 0)  # (3, ..., N, H, Dh)
+        q, k, v = qkv.transpose(-3, -2).unbind(0)  # (..., H, N, Dh)
+        scale = None
+        if self.cosine:
+            logit_scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()  # (H, 1, 1)
+            q = F.normalize(q, dim=-1) * logit_scale
+            k = F.normalize(k, dim=-1)
+            scale = 1.0
+        mask = _combine_masks(bias, key_padding_mask, causal, n, q.dtype, q.device)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.attn_drop if self.training else 0.0,
+            is_causal=causal and mask is None,
+            scale=scale,
+        )
+        out = out.transpose(-3, -2).reshape(*lead, n, c)  # (..., N, C)
+        return self.proj_drop(self.proj(out))
+
+
+def _combine_masks(
+    bias: torch.Tensor | None,
+    key_padding_mask: torch.Tensor | None,
+    causal: bool,
+    n: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """Fold padding and (when mixed with other masks) causality into one additive mask."""
+    mask = bias
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype != torch.bool:
+            key_padding_mask = key_padding_mask.bool()
+        pad = torch.zeros(key_padding_mask.shape, dtype=dtype, device=device)
+        pad = pad.masked_fill(~key_padding_mask, torch.finfo(dtype).min)[:, None, None, :]  # (B, 1, 1, N)
+        mask = pad if mask is None else mask + pad
+    if causal and mask is not None:
+        future = torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
+        mask = mask.masked_fill(future, torch.finfo(dtype).min)
+    return mask

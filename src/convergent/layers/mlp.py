@@ -1,0 +1,25 @@
+"""Transformer feed-forward block."""
+
+import torch
+from torch import nn
+
+
+class Mlp(nn.Module):
+    """``fc2(drop(act(fc1(x))))`` with exact GELU by default (BERT, ViT and Swin all use it)."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0, act: str = "gelu"):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = _activation(act)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def _activation(name: str) -> nn.Module:
+    table = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU}
+    if name not in table:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(table)}")
+    return table[name]()
