@@ -1,0 +1,228 @@
+"""BERT-compatible text Transformer encoder (post-norm), bidirectional or causal.
+
+Layout follows BERT (Devlin et al., 2019) and HF ``BertModel`` exactly, so weights convert
+both ways (``convergent.converters.hf_bert``):
+
+* embeddings: word + learned absolute position + token type (optional), LayerNorm, dropout;
+* blocks: ``x = norm1(x + drop(attn(x)))``; ``x = norm2(x + drop(mlp(x)))``;
+* no final norm (the last block already ends in one); optional dense+tanh pooler.
+
+``causal=True`` gives GPT-style left-to-right attention (HF ``BertModel`` with
+``is_decoder=True``); masked positions (MLM, data2vec students) take the word embedding of
+``mask_token_id``, or a learned mask token when that is None.
+"""
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from convergent.backbones.configs import TextConfig
+from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
+from convergent.layers import Attention, Mlp
+
+_EMBED_PREFIXES = ("word_embed.", "pos_embed.", "type_embed.", "embed_norm.", "mask_token")
+
+
+class TextBlock(nn.Module):
+    """Post-norm Transformer block (BERT): the residual sum is normalised after each branch.
+
+    Dropout is applied once per branch, after the output projection, as in BERT (our
+    ``Mlp`` is built without its inner dropout so the activations are not dropped too).
+    """
+
+    def __init__(self, config: TextConfig):
+        super().__init__()
+        dim = config.embed_dim
+        self.causal = config.causal
+        self.attn = Attention(dim, config.num_heads, qkv_bias=True, attn_drop=config.attn_dropout)
+        self.norm1 = nn.LayerNorm(dim, eps=config.norm_eps)
+        self.mlp = Mlp(dim, config.mlp_dim, dropout=0.0, act=config.act)
+        self.norm2 = nn.LayerNorm(dim, eps=config.norm_eps)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, L, C)`` → ``(B, L, C)``; ``key_padding_mask`` ``(B, L)`` bool, True = real token."""
+        x = self.norm1(x + self.drop(self.attn(x, key_padding_mask=key_padding_mask, causal=self.causal)))
+        return self.norm2(x + self.drop(self.mlp(x)))
+
+
+class Pooler(nn.Module):
+    """BERT's pooler: ``tanh(dense(first token))``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dense = nn.Linear(dim, dim)
+
+    def forward(self, first: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(first))  # (B, C)
+
+
+class TextTransformer(Backbone):
+    """BERT-style text encoder behind the :class:`Backbone` contract.
+
+    Inputs are token ids ``(B, L)``; keyword inputs (all optional) follow HF ``BertModel``:
+    ``attention_mask`` ``(B, L)`` (1/True real token, 0/False padding), ``token_type_ids``
+    ``(B, L)`` and ``position_ids`` (``(B, L)`` or ``(L,)``; default ``0..L-1``).
+    """
+
+    supports_mask_token = True
+    supports_token_drop = False
+    supports_causal = True
+
+    def __init__(self, config: TextConfig):
+        super().__init__(config)
+        dim = config.embed_dim
+        if not 0 <= config.pad_token_id < config.vocab_size:
+            raise ValueError(f"pad_token_id {config.pad_token_id} is outside the vocabulary of {config.vocab_size}")
+        if config.mask_token_id is not None and not 0 <= config.mask_token_id < config.vocab_size:
+            raise ValueError(f"mask_token_id {config.mask_token_id} is outside the vocabulary of {config.vocab_size}")
+        self.embed_dim = self.num_features = dim
+        self.word_embed = nn.Embedding(config.vocab_size, dim, padding_idx=config.pad_token_id)
+        self.pos_embed = nn.Embedding(config.max_position, dim)
+        self.type_embed = nn.Embedding(config.type_vocab_size, dim) if config.type_vocab_size > 0 else None
+        # a separate learned mask token only when no vocabulary id plays that role
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.mask_token_id is None else None
+        self.embed_norm = nn.LayerNorm(dim, eps=config.norm_eps)
+        self.embed_drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([TextBlock(config) for _ in range(config.depth)])
+        self.pooler = Pooler(dim) if config.pooler else None
+        self.apply(_init_weights)
+        if self.mask_token is not None:
+            nn.init.normal_(self.mask_token, std=0.02)
+
+    # --- forward ------------------------------------------------------------------------
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token ids ``(B, L)`` → normalised embeddings ``(B, L, C)``; ``mask`` ``(B, L)``
+        bool replaces the word embedding of masked positions by the mask token."""
+        self._check_inputs(input_ids, token_type_ids, position_ids)
+        x = self.word_embed(input_ids)  # (B, L, C)
+        x = apply_mask_token(x, mask, self._mask_embedding())
+        if position_ids is None:
+            x = x + self.pos_embed.weight[: input_ids.shape[1]]  # (L, C) broadcasts over B
+        else:
+            x = x + self.pos_embed(position_ids)
+        if self.type_embed is not None:
+            # HF defaults missing token types to 0
+            x = x + (self.type_embed.weight[0] if token_type_ids is None else self.type_embed(token_type_ids))
+        return self.embed_drop(self.embed_norm(x))
+
+    def forward_intermediates(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        indices: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final tokens ``(B, L, C)`` and the outputs of the blocks in ``indices`` (None: all;
+        int k: last k; sequence: those, negatives allowed), each ``(B, L, C)``."""
+        take = set(select_indices(indices, len(self.blocks)))
+        pad_mask = None
+        if attention_mask is not None:
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(
+                    f"attention_mask of shape {tuple(attention_mask.shape)} does not match "
+                    f"input_ids {tuple(input_ids.shape)}"
+                )
+            pad_mask = attention_mask.bool()  # (B, L) True = real token
+        x = self.embed(input_ids, mask, token_type_ids, position_ids)
+        outs = []
+        for i, block in enumerate(self.blocks):
+            x = self.run_block(block, x, pad_mask)
+            if i in take:
+                outs.append(x)
+        return x, outs
+
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, L, C)`` → ``(B, C)``: the first token, through the pooler when there is one."""
+        first = tokens[:, 0]
+        return self.pooler(first) if self.pooler is not None else first
+
+    # --- training metadata --------------------------------------------------------------
+    def no_weight_decay(self) -> set[str]:
+        """Biases, LayerNorm weights, position / token-type embeddings and the mask token."""
+        names = {n for n, _ in self.named_parameters() if n.endswith(".bias")}
+        names |= {f"{n}.weight" for n, m in self.named_modules() if isinstance(m, nn.LayerNorm)}
+        names.add("pos_embed.weight")
+        if self.type_embed is not None:
+            names.add("type_embed.weight")
+        if self.mask_token is not None:
+            names.add("mask_token")
+        return names
+
+    @property
+    def num_layers(self) -> int:
+        """Embeddings (0), one per block (1..depth), then the pooler (depth + 1)."""
+        return len(self.blocks) + 2
+
+    def layer_id(self, name: str) -> int:
+        """Layer-decay group of parameter ``name`` (as in ``named_parameters``)."""
+        if name.startswith(_EMBED_PREFIXES):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return len(self.blocks) + 1
+
+    # --- helpers ------------------------------------------------------------------------
+    def _mask_embedding(self) -> torch.Tensor:
+        """The vector masked positions take, ``(1, 1, C)``."""
+        if self.mask_token is not None:
+            return self.mask_token
+        return self.word_embed.weight[self.config.mask_token_id].view(1, 1, -1)
+
+    def _check_inputs(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None
+    ) -> None:
+        """Clear errors instead of an index error deep inside ``nn.Embedding`` (or a CUDA
+        device assert). Value checks are skipped while compiling to avoid graph breaks."""
+        cfg = self.config
+        if input_ids.ndim != 2:
+            raise ValueError(f"expected input_ids of shape (B, L), got {tuple(input_ids.shape)}")
+        length = input_ids.shape[1]
+        if position_ids is None and length > cfg.max_position:
+            raise ValueError(f"sequence length {length} exceeds max_position {cfg.max_position}")
+        if torch.compiler.is_compiling():
+            return
+        _check_range("input_ids", input_ids, cfg.vocab_size, "vocab_size")
+        if token_type_ids is not None:
+            if token_type_ids.shape != input_ids.shape:
+                raise ValueError(
+                    f"token_type_ids of shape {tuple(token_type_ids.shape)} does not match "
+                    f"input_ids {tuple(input_ids.shape)}"
+                )
+            # without token-type embeddings only type 0 (which adds nothing) is meaningful
+            _check_range("token_type_ids", token_type_ids, max(cfg.type_vocab_size, 1), "type_vocab_size")
+        if position_ids is not None:
+            _check_range("position_ids", position_ids, cfg.max_position, "max_position")
+
+
+def _check_range(name: str, ids: torch.Tensor, size: int, size_name: str) -> None:
+    if ids.numel() and bool(((ids < 0) | (ids >= size)).any()):  # one host sync
+        raise ValueError(
+            f"{name} must lie in [0, {size}) ({size_name}={size}), got values in "
+            f"[{int(ids.min())}, {int(ids.max())}]"
+        )
+
+
+@torch.no_grad()
+def _init_weights(module: nn.Module) -> None:
+    """BERT init: normal(0.02) weights, zero biases, LayerNorm ones/zeros, zero pad row."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.padding_idx is not None:
+            module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,205 @@
+"""Vision Transformer (Dosovitskiy et al., 2021): class token, learned absolute positions,
+pre-norm blocks. Serves SimMIM (mask token), MAE (encode kept tokens only), data2vec
+(per-block outputs), MoCo v3 / CLIP (pooled class token) and fine-tuning.
+
+Weights map one-to-one onto HF ``ViTModel`` (see ``convergent.converters.hf_vit``).
+"""
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from convergent.backbones.configs import ViTConfig
+from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
+from convergent.layers import Attention, DropPath, Mlp, PatchEmbed, interpolate_pos_embed
+
+_EMBEDDING_PARAMS = ("patch_embed.", "cls_token", "pos_embed", "mask_token")
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: ``x + drop_path(attn(norm1(x)))``, then the same for the MLP."""
+
+    def __init__(self, cfg: ViTConfig, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        self.attn = Attention(
+            cfg.embed_dim,
+            cfg.num_heads,
+            qkv_bias=cfg.qkv_bias,
+            attn_drop=cfg.attn_dropout,
+            proj_drop=cfg.dropout,
+        )
+        self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        self.mlp = Mlp(cfg.embed_dim, cfg.mlp_dim, dropout=cfg.dropout, act=cfg.act)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))  # (B, N, C)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class VisionTransformer(Backbone):
+    """ViT encoder behind the :class:`~convergent.backbones.protocol.Backbone` contract.
+
+    Tokens are ``(B, 1 + N, C)``: the class token first, then the patch tokens in row-major
+    order. Inputs at another resolution than ``config.img_size`` (same patch size) get
+    bicubically interpolated position embeddings on the fly, as HF's
+    ``interpolate_pos_encoding=True``.
+    """
+
+    supports_mask_token = True
+    supports_token_drop = True
+    num_prefix_tokens = 1
+
+    def __init__(self, config: ViTConfig):
+        super().__init__(config)
+        if config.img_size % config.patch_size:
+            raise ValueError(f"img_size {config.img_size} is not a multiple of patch_size {config.patch_size}")
+        if config.global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {config.global_pool!r}")
+        c = config.embed_dim
+        self.embed_dim = self.num_features = c
+        self.grid = (config.img_size // config.patch_size,) * 2
+        self.patch_embed = PatchEmbed(config.patch_size, config.in_chans, c, pad=False)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], c))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c))
+        self.pos_drop = nn.Dropout(config.dropout)
+        rates = torch.linspace(0, config.drop_path, config.depth).tolist()  # stochastic depth per block
+        self.blocks = nn.ModuleList(Block(config, r) for r in rates)
+        self.norm = nn.LayerNorm(c, eps=config.norm_eps)
+        self.pooler = nn.Sequential(OrderedDict(dense=nn.Linear(c, c), act=nn.Tanh())) if config.pooler else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """timm/MAE initialisation: truncated normal (std 0.02) for positions, class token and
+        linear weights; Xavier-uniform for the patch projection viewed as a linear map (MAE);
+        zeros for biases and the mask token; LayerNorm at identity."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.zeros_(self.mask_token)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # --- forward --------------------------------------------------------------------------
+    def _check_inputs(self, x: torch.Tensor, mask: torch.Tensor | None, keep: torch.Tensor | None) -> None:
+        if x.ndim != 4 or x.shape[1] != self.config.in_chans:
+            raise ValueError(
+                f"expected images of shape (B, {self.config.in_chans}, H, W), got {tuple(x.shape)}"
+            )
+        if mask is not None and keep is not None:
+            raise ValueError(
+                "pass either mask (SimMIM: hidden patches become the mask token) or keep "
+                "(MAE: encode only the kept patches), not both"
+            )
+        if keep is not None and (keep.ndim != 2 or keep.shape[0] != x.shape[0] or keep.is_floating_point()):
+            raise ValueError(
+                f"keep must be (B={x.shape[0]}, K) integer indices of patch tokens, "
+                f"got {tuple(keep.shape)} {keep.dtype}"
+            )
+
+    def pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Position embeddings ``(1, 1 + Gh*Gw, C)`` for a patch grid, interpolated when it
+        differs from the configured one."""
+        return interpolate_pos_embed(self.pos_embed, self.grid, grid, num_prefix=1)
+
+    def embed(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images ``(B, C_in, H, W)`` → embedded tokens ``(B, 1 + N or 1 + K, C)`` before the blocks."""
+        self._check_inputs(x, mask, keep)
+        tokens, grid = self.patch_embed(x)  # (B, N, C)
+        tokens = apply_mask_token(tokens, mask, self.mask_token)
+        pos = self.pos_embed_for(grid)  # (1, 1 + N, C)
+        tokens = tokens + pos[:, 1:]
+        if keep is not None:
+            index = keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])  # (B, K, C)
+            tokens = torch.gather(tokens, 1, index)  # (B, K, C)
+        cls = (self.cls_token + pos[:, :1]).expand(tokens.shape[0], -1, -1)  # (B, 1, C)
+        return self.pos_drop(torch.cat([cls, tokens], dim=1))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        indices=None,
+        keep: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the encoder and collect block outputs.
+
+        Args:
+            x: images ``(B, C_in, H, W)``; H and W multiples of the patch size.
+            mask: ``(B, N)`` bool, True where a patch is hidden and replaced by the mask token
+                (SimMIM / data2vec student).
+            indices: which block outputs to return (None: all, int k: last k, sequence of
+                indices, negatives allowed).
+            keep: ``(B, K)`` indices of the patch tokens to encode (MAE); the others are
+                dropped before the blocks, so kept tokens attend only to each other.
+
+        Returns:
+            final normalised tokens ``(B, 1 + N, C)`` (``1 + K`` with ``keep``) and the selected
+            block outputs, taken before the final norm.
+        """
+        take = set(select_indices(indices, len(self.blocks)))
+        tokens = self.embed(x, mask, keep)
+        outs = []
+        for i, block in enumerate(self.blocks):
+            tokens = self.run_block(block, tokens)
+            if i in take:
+                outs.append(tokens)
+        return self.norm(tokens), outs
+
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, 1 + N, C)`` → ``(B, C)``: class token ('token') or mean of patch tokens ('avg'),
+        then the dense+tanh pooler when configured."""
+        x = tokens[:, 0] if self.config.global_pool == "token" else tokens[:, 1:].mean(dim=1)
+        return self.pooler(x) if self.pooler is not None else x
+
+    # --- training hooks -------------------------------------------------------------------
+    def no_weight_decay(self) -> set[str]:
+        """Position embeddings, class and mask tokens, biases and norm weights."""
+        named = {"pos_embed", "cls_token", "mask_token"}
+        return {n for n, p in self.named_parameters() if p.ndim <= 1 or n in named}
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks) + 2
+
+    def layer_id(self, name: str) -> int:
+        """0: embeddings; i+1: ``blocks.i``; depth+1: final norm and pooler."""
+        if name.startswith(_EMBEDDING_PARAMS):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        if name.startswith(("norm.", "pooler.")):
+            return len(self.blocks) + 1
+        raise ValueError(f"{type(self).__name__} has no parameter {name!r}")
+
+    # --- resolution transfer --------------------------------------------------------------
+    def adapt_state_dict(self, state_dict: dict, source_config: ViTConfig) -> dict:
+        """Resize ``pos_embed`` saved at ``source_config.img_size`` to this model's grid."""
+        if source_config.patch_size != self.config.patch_size:
+            raise ValueError(
+                f"cannot load weights with patch_size {source_config.patch_size} into a model with "
+                f"patch_size {self.config.patch_size}: the patch projection does not transfer"
+            )
+        if source_config.img_size % source_config.patch_size:
+            raise ValueError(
+                f"source img_size {source_config.img_size} is not a multiple of patch_size {source_config.patch_size}"
+            )
+        old = (source_config.img_size // source_config.patch_size,) * 2
+        if old == self.grid or "pos_embed" not in state_dict:
+            return state_dict
+        state_dict = dict(state_dict)
+        state_dict["pos_embed"] = interpolate_pos_embed(state_dict["pos_embed"], old, self.grid, num_prefix=1)
+        return state_dict

@@ -1,0 +1,59 @@
+"""``convergent <verb>``: the command-line interface (jsonargparse sub-commands).
+
+Imports are lazy: building the parser and ``convergent list`` never import torch, so they
+answer in well under a second. Each verb lives in :mod:`convergent.commands`; adding one is
+a module there plus one line in :data:`COMMANDS`. Set ``CONVERGENT_DEBUG=1`` to see the
+traceback behind a one-line error.
+"""
+
+import importlib
+import os
+import sys
+
+from convergent import __version__
+from convergent.commands.parser import CommandError, Parser
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("convergent.commands.listing", "List registered backbones, tasks and datasets."),
+    "convert": (
+        "convergent.commands.convert",
+        "Convert weights between convergent, HF transformers and official Swin layouts.",
+    ),
+}
+"""Verb -> (module providing ``parser()`` and ``run(args)``, one-line help)."""
+
+
+def build_parser() -> Parser:
+    """The ``convergent`` parser with one sub-command per entry of :data:`COMMANDS`."""
+    parser = Parser(
+        prog="convergent",
+        description="Converged vision and language pre-training: one Transformer family (text, ViT, "
+        "Swin V1/V2), one family of predict-the-unknown objectives, one evaluation suite.",
+    )
+    parser.add_argument("--version", action="version", version=f"convergent {__version__}")
+    commands = parser.add_subcommands(dest="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        commands.add_subcommand(name, importlib.import_module(module).parser(), help=help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``convergent`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+    Usage errors exit 2 via the parser; bad input found while running returns 2 with one line."""
+    args = build_parser().parse_args(argv)
+    command = args.command
+    run = importlib.import_module(COMMANDS[command][0]).run
+    try:
+        return run(args[command]) or 0
+    except CommandError as e:
+        if os.environ.get("CONVERGENT_DEBUG"):
+            raise
+        print(f"convergent {command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `convergent list | head`: stop quietly
+        sys.stdout = open(os.devnull, "w")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

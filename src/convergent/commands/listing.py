@@ -1,0 +1,105 @@
+"""``convergent list [backbones|tasks|datasets]``: what can be built, from torch-free registries.
+
+Backbones come from :mod:`convergent.backbones.registry`. Tasks and datasets are read from
+``convergent.tasks.registry`` and ``convergent.data.registry`` once those modules exist; each
+must offer a torch-free ``names() -> list[str]`` (listing must stay fast, see BENCHMARKS.md).
+"""
+
+import importlib
+import sys
+
+from convergent.commands.parser import Parser
+
+SECTIONS = ("backbones", "tasks", "datasets")
+REGISTRIES = {"tasks": "convergent.tasks.registry", "datasets": "convergent.data.registry"}
+"""Section -> module with a ``names()`` function; a missing module means none registered yet."""
+
+COLUMNS = ("name", "family", "version", "embed_dim", "depth(s)", "heads", "img", "patch", "window")
+
+
+def parser() -> Parser:
+    p = Parser(description="List registered backbones, tasks and datasets.")
+    p.add_argument(
+        "what", nargs="?", default="all", choices=("all", *SECTIONS), help="Section to list (default: all)."
+    )
+    return p
+
+
+def run(args) -> int:
+    sections = SECTIONS if args.what == "all" else (args.what,)
+    tty = sys.stdout.isatty()
+    for i, section in enumerate(sections):
+        if i:
+            print()
+        if section == "backbones":
+            _print_table("backbones", COLUMNS, backbone_rows(), tty)
+        else:
+            _print_names(section, registered_names(section))
+    return 0
+
+
+def backbone_rows() -> list[tuple[str, ...]]:
+    """One row of :data:`COLUMNS` per registered backbone ("-" where a field does not apply)."""
+    from convergent.backbones.registry import backbone_config, backbone_names
+
+    rows = []
+    for name in backbone_names():
+        cfg = backbone_config(name)
+        depth, heads = getattr(cfg, "depths", getattr(cfg, "depth", "-")), getattr(cfg, "num_heads", "-")
+        rows.append(
+            (
+                name,
+                cfg.family,
+                *(_cell(getattr(cfg, f, "-")) for f in ("version", "embed_dim")),
+                _cell(depth),
+                _cell(heads),
+                *(_cell(getattr(cfg, f, "-")) for f in ("img_size", "patch_size", "window_size")),
+            )
+        )
+    return rows
+
+
+def registered_names(section: str) -> list[str] | None:
+    """Names registered in ``section``'s registry, or None while that registry does not exist."""
+    module = REGISTRIES[section]
+    try:
+        registry = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):  # the registry (or its package) is not written yet
+            return None
+        raise
+    return sorted(registry.names())
+
+
+def _cell(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "-".join(str(v) for v in value)
+    return str(value)
+
+
+def _print_names(section: str, names: list[str] | None) -> None:
+    if names is None:
+        print(f"{section}: none registered yet")
+    elif not names:
+        print(f"{section}: none registered")
+    else:
+        print(f"{section} ({len(names)}): " + ", ".join(names))
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], tty: bool) -> None:
+    """A rich table on a terminal; aligned plain text otherwise (pipes, files, tests)."""
+    if tty:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{title} ({len(rows)})", title_justify="left")
+        for c in columns:
+            table.add_column(c, justify="left" if c in ("name", "family") else "right")
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    print(f"{title} ({len(rows)})")
+    for row in (columns, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

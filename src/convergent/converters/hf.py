@@ -1,0 +1,291 @@
+"""Conversions on disk: read a Hugging Face directory, an official Swin checkpoint or a
+convergent directory, let the pure state-dict converter map it, write the other layout.
+
+The converters themselves (``hf_bert``, ``hf_vit``, ``hf_swin``, ``official_swin``) only map
+configs and state dicts; this module owns the files and picks the converter:
+
+* by ``config.json``'s ``model_type`` for HF directories (:data:`HF_CONVERTERS`),
+* by the backbone family for convergent directories (:data:`FAMILY_CONVERTERS`).
+
+Each HF converter module provides ``config_from_hf(hf_dict) -> config``,
+``state_dict_from_hf(sd, cfg) -> dict``, ``config_to_hf(cfg) -> dict`` (with ``model_type``)
+and ``state_dict_to_hf(sd, cfg, **kw) -> dict``; optionally ``ignored_keys(sd) -> list`` to
+report the source keys it leaves out (task heads). Torch is imported only inside functions.
+"""
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HF_CONFIG = "config.json"
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+"""Weight files looked for in a HF directory, in this order (each may be sharded with an
+``<name>.index.json`` beside it)."""
+
+HF_CONVERTERS = {
+    "bert": "convergent.converters.hf_bert",
+    "vit": "convergent.converters.hf_vit",
+    "swin": "convergent.converters.hf_swin",
+    "swinv2": "convergent.converters.hf_swin",
+}
+FAMILY_CONVERTERS = {
+    "text": "convergent.converters.hf_bert",
+    "vit": "convergent.converters.hf_vit",
+    "swin": "convergent.converters.hf_swin",
+}
+OFFICIAL_SWIN = "convergent.converters.official_swin"
+
+
+class ConversionError(ValueError):
+    """Input that cannot be converted; the message names the file or key and what was expected."""
+
+
+@dataclass
+class ConversionResult:
+    """What a conversion did, for the one-line summary the CLI prints."""
+
+    source: str
+    """What was read, e.g. ``"HF bert"``."""
+    target: str
+    """What was written, e.g. ``"convergent text (depth 12, width 768)"``."""
+    dst: Path
+    num_tensors: int
+    ignored: list[str] = field(default_factory=list)
+    """Source keys deliberately left out (task heads such as ``classifier.*``)."""
+
+    def summary(self) -> str:
+        line = f"converted {self.source} -> {self.target}: {self.num_tensors} tensors"
+        if self.ignored:
+            shown = ", ".join(self.ignored[:4]) + (", ..." if len(self.ignored) > 4 else "")
+            line += f"; ignored {len(self.ignored)} head keys ({shown})"
+        return f"{line}; written to {self.dst}"
+
+
+# --- conversions ------------------------------------------------------------------------------
+
+
+def hf_to_convergent(src: str | Path, dst: str | Path) -> ConversionResult:
+    """Convert the HF model directory ``src`` into a convergent directory ``dst``."""
+    src = Path(src)
+    config, state_dict = load_hf_dir(src)
+    model_type = config.get("model_type")
+    module = _converter(HF_CONVERTERS, model_type, f"{src / HF_CONFIG}: model_type")
+    try:
+        cfg = module.config_from_hf(config)
+        converted = module.state_dict_from_hf(state_dict, cfg)
+    except (KeyError, ValueError) as e:
+        raise ConversionError(f"{src}: {_text(e)}") from e
+    ignored = _ignored_keys(module, state_dict, converted, cfg)
+    _build_and_save(cfg, converted, dst, source=str(src))
+    return ConversionResult(f"HF {model_type}", _describe(cfg), Path(dst), len(converted), ignored)
+
+
+def convergent_to_hf(src: str | Path, dst: str | Path, legacy: bool = False) -> ConversionResult:
+    """Convert the convergent directory ``src`` into a HF directory ``dst`` (``config.json`` +
+    ``model.safetensors``); ``legacy`` asks for transformers 4.x key names."""
+    from convergent.backbones.pretrained import from_pretrained
+
+    model = from_pretrained(src)  # validates config, keys and shapes, naming the file
+    cfg = model.config
+    module = _converter(FAMILY_CONVERTERS, cfg.family, f"{Path(src) / HF_CONFIG}: family")
+    state_dict = {k: v.detach() for k, v in model.state_dict().items()}
+    try:
+        hf_config = module.config_to_hf(cfg)
+        hf_state = module.state_dict_to_hf(state_dict, cfg, **({"legacy": True} if legacy else {}))
+    except TypeError as e:
+        if legacy and "legacy" in str(e):
+            raise ConversionError(f"--legacy is not supported for {cfg.family} backbones") from e
+        raise
+    write_hf_dir(dst, hf_config, hf_state)
+    kind = f"HF {hf_config.get('model_type', '?')}" + (" (4.x key names)" if legacy else "")
+    return ConversionResult(_describe(cfg), kind, Path(dst), len(hf_state))
+
+
+def official_swin_to_convergent(src: str | Path, dst: str | Path, img_size: int | None = None) -> ConversionResult:
+    """Convert an official Swin / Swin V2 checkpoint file into a convergent directory.
+    The file stores no config: it is inferred from tensor shapes; ``img_size`` gives the
+    resolution it was trained at where shapes cannot tell."""
+    src = Path(src)
+    state_dict = load_checkpoint(src)
+    module = _import_converter(OFFICIAL_SWIN, "official Swin checkpoints")
+    try:
+        cfg = module.config_from_official(state_dict, img_size=img_size)
+        converted = module.state_dict_from_official(state_dict, cfg)
+    except (KeyError, ValueError) as e:
+        raise ConversionError(f"{src}: {_text(e)}") from e
+    if hasattr(module, "ignored_keys"):
+        ignored = sorted(module.ignored_keys(state_dict))
+    else:
+        ignored = sorted(k for k in state_dict if k.startswith("head."))
+    _build_and_save(cfg, converted, dst, source=str(src))
+    return ConversionResult(f"official Swin V{cfg.version}", _describe(cfg), Path(dst), len(converted), ignored)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def load_hf_dir(path: str | Path) -> tuple[dict, dict]:
+    """``(config dict, state dict)`` of a HF model directory: ``config.json`` plus
+    ``model.safetensors`` or ``pytorch_model.bin`` (sharded ``*.index.json`` also read)."""
+    path = Path(path)
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is not a directory"
+        raise ConversionError(f"{path} {what}; expected a HF model directory with {HF_CONFIG} and weights")
+    config = read_json(path / HF_CONFIG, what="HF model config")
+    for name in HF_WEIGHTS:
+        if (path / name).is_file():
+            return config, load_weights_file(path / name)
+        if (path / f"{name}.index.json").is_file():
+            return config, _load_sharded(path / f"{name}.index.json")
+    raise ConversionError(f"{path}: no weights; expected {' or '.join(HF_WEIGHTS)} beside {HF_CONFIG}")
+
+
+def read_json(file: Path, what: str = "JSON") -> dict:
+    """The JSON object in ``file``; errors name the file and what was expected."""
+    if not file.is_file():
+        raise ConversionError(f"{file}: missing; expected the {what}")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{file}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ConversionError(f"{file}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_weights_file(file: Path) -> dict:
+    """Tensors of a ``.safetensors`` file, or of a torch file loaded with ``weights_only=True``
+    (never unpickles code)."""
+    if not file.is_file():
+        raise ConversionError(f"{file}: missing; expected a weights file")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(file))
+        import torch
+
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt/truncated files raise many types; report them all the same way
+        kind = "safetensors" if file.suffix == ".safetensors" else "torch (weights_only)"
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConversionError(f"{file}: cannot be read as {kind} weights ({detail})") from e
+
+
+def load_checkpoint(file: Path) -> dict:
+    """State dict of a checkpoint file (``.pth``/``.pt``/``.bin``/``.safetensors``); a training
+    checkpoint's weights under ``"model"`` (or ``"state_dict"``) are unwrapped."""
+    if not file.is_file():
+        raise ConversionError(f"{file}: missing; expected a .pth/.pt or .safetensors checkpoint file")
+    data = load_weights_file(file)
+    for key in ("model", "state_dict"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    import torch
+
+    if not isinstance(data, dict) or not data:
+        raise ConversionError(f"{file}: expected a state dict (name -> tensor), got {type(data).__name__}")
+    bad = sorted(k for k, v in data.items() if not isinstance(v, torch.Tensor))
+    if bad:
+        raise ConversionError(f"{file}: entries that are not tensors: {bad[:5]}; expected a state dict")
+    return data
+
+
+def _load_sharded(index_file: Path) -> dict:
+    index = read_json(index_file, what="sharded weights index")
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ConversionError(f"{index_file}: no 'weight_map' object")
+    state_dict = {}
+    for shard in sorted(set(weight_map.values())):
+        state_dict.update(load_weights_file(index_file.parent / shard))
+    return state_dict
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def write_hf_dir(dst: str | Path, config: dict, state_dict: dict) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` as transformers' ``from_pretrained`` reads them."""
+    from safetensors.torch import save_file
+
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    tensors, seen = {}, set()
+    for k, v in state_dict.items():
+        v = v.detach().contiguous().cpu()
+        if v.data_ptr() in seen and v.numel():  # tied weights: safetensors refuses shared storage
+            v = v.clone()
+        seen.add(v.data_ptr())
+        tensors[k] = v
+    tmp = dst / (HF_WEIGHTS[0] + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.replace(dst / HF_WEIGHTS[0])
+    (dst / HF_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return dst
+
+
+def _build_and_save(cfg: Any, state_dict: dict, dst: str | Path, source: str):
+    """Build the backbone for ``cfg``, load ``state_dict`` strictly and save it to ``dst``."""
+    from convergent.backbones.registry import build_backbone
+
+    model = build_backbone(cfg)
+    try:
+        model.load_weights(state_dict, source=f"converted {source}")
+    except (KeyError, ValueError) as e:
+        raise ConversionError(_text(e)) from e
+    model.save_pretrained(dst)
+    return model
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _converter(table: dict[str, str], key: Any, where: str):
+    if key not in table:
+        raise ConversionError(f"{where} {key!r} is not supported; supported: {', '.join(sorted(table))}")
+    return _import_converter(table[key], repr(key))
+
+
+def _import_converter(module: str, what: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            raise ConversionError(f"no converter for {what} yet ({module} is missing)") from e
+        raise
+
+
+def _ignored_keys(module, source: dict, converted: dict, cfg: Any) -> list[str]:
+    """Source keys the converter left out. Asks the converter (``ignored_keys``) when it can;
+    otherwise maps the result back and reports source keys that match no key produced
+    (either may carry a wrapper prefix such as ``bert.``)."""
+    if hasattr(module, "ignored_keys"):
+        return sorted(module.ignored_keys(source))
+    produced: set[str] = set()
+    for kw in ({}, {"legacy": True}):
+        try:
+            produced |= set(module.state_dict_to_hf(converted, cfg, **kw))
+        except Exception:  # best effort: the summary must not fail the conversion
+            continue
+    if not produced:
+        return []
+    suffixes = {p.split(".", i)[-1] for p in produced for i in range(p.count(".") + 1)}
+
+    def known(key: str) -> bool:
+        return key in suffixes or any(key.split(".", i)[-1] in produced for i in range(key.count(".") + 1))
+
+    return sorted(k for k in source if not known(k))
+
+
+def _describe(cfg: Any) -> str:
+    if cfg.family == "swin":
+        return f"convergent swin v{cfg.version} (depths {list(cfg.depths)}, width {cfg.embed_dim})"
+    return f"convergent {cfg.family} (depth {cfg.depth}, width {cfg.embed_dim})"
+
+
+def _text(e: BaseException) -> str:
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)

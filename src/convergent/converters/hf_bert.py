@@ -1,0 +1,236 @@
+"""HF ``transformers`` BERT ⇄ :class:`~convergent.backbones.text.TextTransformer`.
+
+Pure functions over config dicts and state dicts; ``transformers`` is never imported.
+
+Key map (HF ``BertModel`` → ours; ``BertForMaskedLM`` / ``BertForPreTraining`` keys lose
+their ``bert.`` prefix first and their ``cls.`` heads are ignored):
+
+====================================================  =====================================
+``embeddings.word_embeddings.weight``                 ``word_embed.weight``
+``embeddings.position_embeddings.weight``             ``pos_embed.weight``
+``embeddings.token_type_embeddings.weight``           ``type_embed.weight``
+``embeddings.LayerNorm.{weight,bias}``                ``embed_norm.{weight,bias}``
+``encoder.layer.i.attention.self.{query,key,value}``  ``blocks.i.attn.qkv`` (concatenated)
+``encoder.layer.i.attention.output.dense``            ``blocks.i.attn.proj``
+``encoder.layer.i.attention.output.LayerNorm``        ``blocks.i.norm1``
+``encoder.layer.i.intermediate.dense``                ``blocks.i.mlp.fc1``
+``encoder.layer.i.output.dense``                      ``blocks.i.mlp.fc2``
+``encoder.layer.i.output.LayerNorm``                  ``blocks.i.norm2``
+``pooler.dense``                                      ``pooler.dense``
+====================================================  =====================================
+
+Two things have no counterpart on the other side:
+
+* ``mask_token``: when ``cfg.mask_token_id`` is None our model learns a separate mask token.
+  ``state_dict_from_hf`` fills it with zeros (give ``config_from_hf`` a ``mask_token_id``,
+  e.g. 103 for the uncased BERT vocabulary, to use the [MASK] word embedding instead);
+  ``state_dict_to_hf`` drops it.
+* token types: HF always has at least one token-type row. ``type_vocab_size=0`` is exported
+  as ``type_vocab_size=1`` with a zero row (token type 0 then adds nothing), and imported
+  only if that row is zero.
+"""
+
+import torch
+
+from convergent.backbones.configs import TextConfig
+from convergent.converters.common import KeyTracker, strip_prefix
+
+# HF hidden_act → ours; gelu_new is the same tanh approximation written out by hand
+_ACT_FROM_HF = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "relu": "relu"}
+_ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+
+# (HF suffix inside encoder.layer.i, our suffix inside blocks.i), q/k/v handled apart
+_BLOCK_KEYS = (
+    ("attention.output.dense", "attn.proj"),
+    ("attention.output.LayerNorm", "norm1"),
+    ("intermediate.dense", "mlp.fc1"),
+    ("output.dense", "mlp.fc2"),
+    ("output.LayerNorm", "norm2"),
+)
+_EMBED_KEYS = (
+    ("embeddings.word_embeddings.weight", "word_embed.weight"),
+    ("embeddings.position_embeddings.weight", "pos_embed.weight"),
+    ("embeddings.LayerNorm.weight", "embed_norm.weight"),
+    ("embeddings.LayerNorm.bias", "embed_norm.bias"),
+)
+# buffers that older checkpoints saved; the model rebuilds them
+_HF_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+
+def config_from_hf(hf: dict, mask_token_id: int | None = None, pooler: bool = True) -> TextConfig:
+    """Our config from a ``BertConfig.to_dict()``-style dict.
+
+    Args:
+        hf: the HF config dict.
+        mask_token_id: the [MASK] id whose word embedding masked positions take (BERT
+            uncased: 103); None gives a learned mask token, zero after conversion.
+        pooler: whether the checkpoint has a pooler (``BertModel``'s default; False for
+            ``BertForMaskedLM`` checkpoints, which have none).
+
+    Raises:
+        ValueError: for architectures we do not implement (relative position embeddings,
+            cross-attention, other model types, unknown activations).
+    """
+    _check_supported(hf)
+    act = hf.get("hidden_act", "gelu")
+    pad = hf.get("pad_token_id")
+    return TextConfig(
+        vocab_size=hf["vocab_size"],
+        max_position=hf["max_position_embeddings"],
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        embed_dim=hf["hidden_size"],
+        depth=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        mlp_dim=hf["intermediate_size"],
+        dropout=float(hf.get("hidden_dropout_prob", 0.1)),
+        attn_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)),
+        norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
+        act=_ACT_FROM_HF[act],
+        pad_token_id=0 if pad is None else pad,  # HF allows None; our embedding needs a row
+        mask_token_id=mask_token_id,
+        causal=bool(hf.get("is_decoder", False)),
+        pooler=pooler,
+    )
+
+
+def _check_supported(hf: dict) -> None:
+    problems = []
+    if hf.get("model_type", "bert") != "bert":
+        problems.append(f"model_type {hf['model_type']!r} (only 'bert')")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        problems.append(f"position_embedding_type {hf['position_embedding_type']!r} (only 'absolute')")
+    if hf.get("hidden_act", "gelu") not in _ACT_FROM_HF:
+        problems.append(f"hidden_act {hf['hidden_act']!r} (supported: {sorted(_ACT_FROM_HF)})")
+    if hf.get("add_cross_attention") or hf.get("is_encoder_decoder"):
+        problems.append("cross-attention / encoder-decoder use")
+    if hf.get("embedding_size", hf.get("hidden_size")) != hf.get("hidden_size"):
+        problems.append(f"embedding_size {hf['embedding_size']} != hidden_size {hf['hidden_size']}")
+    if problems:
+        raise ValueError("unsupported HF BERT config: " + "; ".join(problems))
+
+
+def config_to_hf(cfg: TextConfig) -> dict:
+    """A dict such that ``transformers.BertConfig(**d)`` builds the equivalent model.
+
+    ``cfg.pooler`` maps to ``BertModel(..., add_pooling_layer=cfg.pooler)`` and
+    ``cfg.mask_token_id`` has no HF field; ``type_vocab_size=0`` is exported as 1 (see the
+    module docstring).
+    """
+    return {
+        "model_type": "bert",
+        "architectures": ["BertModel"],
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.embed_dim,
+        "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.mlp_dim,
+        "hidden_act": _ACT_TO_HF[cfg.act],
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attn_dropout,
+        "max_position_embeddings": cfg.max_position,
+        "type_vocab_size": max(cfg.type_vocab_size, 1),
+        "layer_norm_eps": cfg.norm_eps,
+        "pad_token_id": cfg.pad_token_id,
+        "is_decoder": cfg.causal,
+    }
+
+
+def state_dict_from_hf(sd: dict, cfg: TextConfig, ignore: tuple[str, ...] = ("cls.",)) -> dict:
+    """HF ``BertModel`` (or ``bert.``-prefixed ``BertFor*``) state dict → ours.
+
+    Keys starting with an ``ignore`` prefix (task heads) are skipped; any other key not
+    understood raises one ``KeyError`` listing them all. A pooler present on one side only
+    raises ``ValueError``. Old TF-style ``LayerNorm.gamma``/``beta`` names are accepted.
+    """
+    sd = _rename_gamma_beta(strip_prefix(sd, ("bert.",)))
+    src = KeyTracker(sd, "HF BERT state dict", ignore=ignore)
+    for key in _HF_BUFFERS:
+        if key in src:
+            src.skip(key)
+    out = {ours: src.pop(theirs) for theirs, ours in _EMBED_KEYS}
+    out.update(_token_types_from_hf(src, cfg))
+    if cfg.mask_token_id is None:
+        word = out["word_embed.weight"]
+        out["mask_token"] = torch.zeros(1, 1, word.shape[1], dtype=word.dtype)
+    for i in range(cfg.depth):
+        out.update(_block_from_hf(src, i))
+    out.update(_pooler_from_hf(src, cfg, ignore))
+    src.finish()
+    return out
+
+
+def _token_types_from_hf(src: KeyTracker, cfg: TextConfig) -> dict:
+    key = "embeddings.token_type_embeddings.weight"
+    if cfg.type_vocab_size > 0:
+        return {"type_embed.weight": src.pop(key)}
+    if key in src:
+        table = src.pop(key)
+        if table.shape[0] != 1 or table.count_nonzero():
+            raise ValueError(
+                f"{key} of shape {tuple(table.shape)} is not a single zero row, but cfg.type_vocab_size is 0; "
+                f"convert with type_vocab_size={table.shape[0]}"
+            )
+    return {}
+
+
+def _block_from_hf(src: KeyTracker, i: int) -> dict:
+    hf, ours = f"encoder.layer.{i}.", f"blocks.{i}."
+    qkv = [f"{hf}attention.self.{name}" for name in ("query", "key", "value")]
+    out = {
+        f"{ours}attn.qkv.weight": torch.cat([src.pop(f"{k}.weight") for k in qkv]),  # (3C, C): q, k, v
+        f"{ours}attn.qkv.bias": torch.cat([src.pop(f"{k}.bias") for k in qkv]),
+    }
+    for theirs, mine in _BLOCK_KEYS:
+        for p in ("weight", "bias"):
+            out[f"{ours}{mine}.{p}"] = src.pop(f"{hf}{theirs}.{p}")
+    return out
+
+
+def _pooler_from_hf(src: KeyTracker, cfg: TextConfig, ignore: tuple[str, ...]) -> dict:
+    has = "pooler.dense.weight" in src
+    if cfg.pooler and not has:
+        raise ValueError("HF BERT state dict has no pooler (pooler.dense.*) but cfg.pooler is True; use pooler=False")
+    if not cfg.pooler and has and not "pooler.dense.weight".startswith(tuple(ignore)):
+        raise ValueError(
+            "HF BERT state dict has a pooler (pooler.dense.*) but cfg.pooler is False; "
+            "use pooler=True, or add 'pooler.' to ignore to drop it"
+        )
+    if not cfg.pooler:
+        return {}
+    return {f"pooler.dense.{p}": src.pop(f"pooler.dense.{p}") for p in ("weight", "bias")}
+
+
+def _rename_gamma_beta(sd: dict) -> dict:
+    def rename(k: str) -> str:
+        if k.endswith("LayerNorm.gamma"):
+            return k[: -len("gamma")] + "weight"
+        if k.endswith("LayerNorm.beta"):
+            return k[: -len("beta")] + "bias"
+        return k
+
+    return {rename(k): v for k, v in sd.items()}
+
+
+def state_dict_to_hf(sd: dict, cfg: TextConfig) -> dict:
+    """Our state dict → HF ``BertModel`` keys, loadable with ``load_state_dict(strict=True)``
+    into ``BertModel(BertConfig(**config_to_hf(cfg)), add_pooling_layer=cfg.pooler)``.
+    The learned ``mask_token`` (if any) has no HF counterpart and is dropped."""
+    src = KeyTracker(sd, "convergent TextTransformer state dict", ignore=("mask_token",))
+    out = {theirs: src.pop(ours) for theirs, ours in _EMBED_KEYS}
+    word = out["embeddings.word_embeddings.weight"]
+    out["embeddings.token_type_embeddings.weight"] = (
+        src.pop("type_embed.weight") if cfg.type_vocab_size > 0 else torch.zeros(1, word.shape[1], dtype=word.dtype)
+    )
+    for i in range(cfg.depth):
+        hf, ours = f"encoder.layer.{i}.", f"blocks.{i}."
+        for p in ("weight", "bias"):
+            q, k, v = src.pop(f"{ours}attn.qkv.{p}").chunk(3, dim=0)  # (3C, ...) → 3 × (C, ...)
+            for name, t in zip(("query", "key", "value"), (q, k, v)):
+                out[f"{hf}attention.self.{name}.{p}"] = t.clone()
+            for theirs, mine in _BLOCK_KEYS:
+                out[f"{hf}{theirs}.{p}"] = src.pop(f"{ours}{mine}.{p}")
+    if cfg.pooler:
+        for p in ("weight", "bias"):
+            out[f"pooler.dense.{p}"] = src.pop(f"pooler.dense.{p}")
+    src.finish()
+    return out

@@ -1,0 +1,34 @@
+"""Shared test helpers."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+def randomize_(module: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
+    """Give every parameter noticeable random values (incl. norms and biases), so a wrong
+    weight mapping cannot pass a parity test by accident."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, std)
+    return module
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def assert_grads_match(ours: dict, ref: dict, tol: float = 1e-4) -> None:
+    """Every gradient in ``ours`` matches ``ref`` to ``tol`` relative error. Gradients that are
+    zero in exact arithmetic (e.g. of a key bias, which softmax ignores) are compared against
+    1% of the median gradient norm instead of their own rounding-noise norm."""
+    floor = 1e-2 * torch.stack([g.norm() for g in ref.values()]).median()
+    for k, g in ours.items():
+        assert k in ref, f"no reference gradient for {k}"
+        err = (g - ref[k]).norm() / torch.maximum(ref[k].norm(), floor)
+        assert err <= tol, f"{k}: relative gradient error {err:.2e}"
