@@ -282,7 +282,8 @@ def test_no_token_types_exports_a_zero_row():
     hf.load_state_dict(hf_sd, strict=True)
     ids, am, _ = inputs()
     with torch.no_grad():
-        torch.testing.assert_close(ours(ids, attention_mask=am), hf(ids, attention_mask=am).last_hidden_state, atol=ATOL, rtol=0)
+        ref = hf(ids, attention_mask=am).last_hidden_state
+        torch.testing.assert_close(ours(ids, attention_mask=am), ref, atol=ATOL, rtol=0)
     hf_sd["embeddings.token_type_embeddings.weight"] = torch.ones(1, 32)
     with pytest.raises(ValueError, match="type_vocab_size"):
         state_dict_from_hf(hf_sd, cfg)

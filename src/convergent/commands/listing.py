@@ -15,7 +15,8 @@ REGISTRIES = {"tasks": "convergent.tasks.registry", "datasets": "convergent.data
 """Section -> module with a ``names()`` function; a missing module means none registered yet."""
 
 COLUMNS = ("name", "family", "version", "embed_dim", "depth(s)", "heads", "img", "patch", "window")
-
+_FIELDS = (("version",), ("embed_dim",), ("depths", "depth"), ("num_heads",), ("img_size",), ("patch_size",), ("window_size",))
+"""Config fields shown after name and family, one tuple per column (first field present wins)."""
 
 def parser() -> Parser:
     p = Parser(description="List registered backbones, tasks and datasets.")
@@ -45,17 +46,7 @@ def backbone_rows() -> list[tuple[str, ...]]:
     rows = []
     for name in backbone_names():
         cfg = backbone_config(name)
-        depth, heads = getattr(cfg, "depths", getattr(cfg, "depth", "-")), getattr(cfg, "num_heads", "-")
-        rows.append(
-            (
-                name,
-                cfg.family,
-                *(_cell(getattr(cfg, f, "-")) for f in ("version", "embed_dim")),
-                _cell(depth),
-                _cell(heads),
-                *(_cell(getattr(cfg, f, "-")) for f in ("img_size", "patch_size", "window_size")),
-            )
-        )
+        rows.append((name, cfg.family, *(_field(cfg, names) for names in _FIELDS)))
     return rows
 
 
@@ -65,16 +56,19 @@ def registered_names(section: str) -> list[str] | None:
     try:
         registry = importlib.import_module(module)
     except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")):  # the registry (or its package) is not written yet
-            return None
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            return None  # the registry (or its package) is not written yet
         raise
     return sorted(registry.names())
 
 
-def _cell(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return "-".join(str(v) for v in value)
-    return str(value)
+def _field(cfg, names: tuple[str, ...]) -> str:
+    """The first of ``names`` that ``cfg`` has, as text (sequences as ``2-2-6-2``); "-" if none."""
+    for name in names:
+        if hasattr(cfg, name):
+            value = getattr(cfg, name)
+            return "-".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+    return "-"
 
 
 def _print_names(section: str, names: list[str] | None) -> None:
@@ -88,18 +82,22 @@ def _print_names(section: str, names: list[str] | None) -> None:
 
 def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], tty: bool) -> None:
     """A rich table on a terminal; aligned plain text otherwise (pipes, files, tests)."""
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     if tty:
+        from rich import box
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"{title} ({len(rows)})", title_justify="left")
-        for c in columns:
-            table.add_column(c, justify="left" if c in ("name", "family") else "right")
+        table = Table(title=f"{title} ({len(rows)})", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for c, w in zip(columns, widths):
+            table.add_column(c, justify="left" if c in ("name", "family") else "right", no_wrap=True, min_width=w)
         for row in rows:
             table.add_row(*row)
-        Console().print(table)
+        console = Console()
+        # never crop or truncate (names are what users copy): a narrow terminal wraps instead
+        console.width = max(console.width, sum(widths) + 3 * len(columns))
+        console.print(table)
         return
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     print(f"{title} ({len(rows)})")
     for row in (columns, *rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -10,10 +10,13 @@ configs and state dicts; this module owns the files and picks the converter:
 Each HF converter module provides ``config_from_hf(hf_dict) -> config``,
 ``state_dict_from_hf(sd, cfg) -> dict``, ``config_to_hf(cfg) -> dict`` (with ``model_type``)
 and ``state_dict_to_hf(sd, cfg, **kw) -> dict``; optionally ``ignored_keys(sd) -> list`` to
-report the source keys it leaves out (task heads). Torch is imported only inside functions.
+report the source keys it leaves out (task heads; otherwise the keys under the default
+``ignore`` prefixes of ``state_dict_from_hf`` are reported). Torch is imported only inside
+functions.
 """
 
 import importlib
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,33 +76,32 @@ def hf_to_convergent(src: str | Path, dst: str | Path) -> ConversionResult:
     model_type = config.get("model_type")
     module = _converter(HF_CONVERTERS, model_type, f"{src / HF_CONFIG}: model_type")
     try:
-        cfg = module.config_from_hf(config)
+        cfg = module.config_from_hf(config, **_pooler_kwarg(module.config_from_hf, state_dict))
         converted = module.state_dict_from_hf(state_dict, cfg)
     except (KeyError, ValueError) as e:
         raise ConversionError(f"{src}: {_text(e)}") from e
-    ignored = _ignored_keys(module, state_dict, converted, cfg)
     _build_and_save(cfg, converted, dst, source=str(src))
+    ignored = _ignored_keys(module, state_dict)
     return ConversionResult(f"HF {model_type}", _describe(cfg), Path(dst), len(converted), ignored)
 
 
 def convergent_to_hf(src: str | Path, dst: str | Path, legacy: bool = False) -> ConversionResult:
     """Convert the convergent directory ``src`` into a HF directory ``dst`` (``config.json`` +
-    ``model.safetensors``); ``legacy`` asks for transformers 4.x key names."""
+    ``model.safetensors``); ``legacy`` asks for transformers 4.x key names (a no-op for
+    converters whose ``state_dict_to_hf`` takes no ``legacy``: their names did not change)."""
     from convergent.backbones.pretrained import from_pretrained
 
     model = from_pretrained(src)  # validates config, keys and shapes, naming the file
     cfg = model.config
     module = _converter(FAMILY_CONVERTERS, cfg.family, f"{Path(src) / HF_CONFIG}: family")
     state_dict = {k: v.detach() for k, v in model.state_dict().items()}
-    try:
-        hf_config = module.config_to_hf(cfg)
-        hf_state = module.state_dict_to_hf(state_dict, cfg, **({"legacy": True} if legacy else {}))
-    except TypeError as e:
-        if legacy and "legacy" in str(e):
-            raise ConversionError(f"--legacy is not supported for {cfg.family} backbones") from e
-        raise
+    takes_legacy = "legacy" in inspect.signature(module.state_dict_to_hf).parameters
+    hf_config = module.config_to_hf(cfg)
+    hf_state = module.state_dict_to_hf(state_dict, cfg, **({"legacy": legacy} if takes_legacy else {}))
     write_hf_dir(dst, hf_config, hf_state)
-    kind = f"HF {hf_config.get('model_type', '?')}" + (" (4.x key names)" if legacy else "")
+    kind = f"HF {hf_config.get('model_type', '?')}"
+    if legacy:
+        kind += " (4.x key names)" if takes_legacy else " (4.x key names are the same)"
     return ConversionResult(_describe(cfg), kind, Path(dst), len(hf_state))
 
 
@@ -259,26 +261,22 @@ def _import_converter(module: str, what: str):
         raise
 
 
-def _ignored_keys(module, source: dict, converted: dict, cfg: Any) -> list[str]:
-    """Source keys the converter left out. Asks the converter (``ignored_keys``) when it can;
-    otherwise maps the result back and reports source keys that match no key produced
-    (either may carry a wrapper prefix such as ``bert.``)."""
+def _pooler_kwarg(config_from_hf, state_dict: dict) -> dict:
+    """HF configs do not record whether a model has a pooler (``add_pooling_layer``); when the
+    converter asks (a ``pooler`` parameter), answer from the checkpoint's keys."""
+    if "pooler" not in inspect.signature(config_from_hf).parameters:
+        return {}
+    return {"pooler": any(k.split(".")[-3:-1] == ["pooler", "dense"] for k in state_dict)}
+
+
+def _ignored_keys(module, source: dict) -> list[str]:
+    """Source keys the converter leaves out as task heads: its ``ignored_keys(sd)`` when it has
+    one, else the keys under the default ``ignore`` prefixes of its ``state_dict_from_hf``."""
     if hasattr(module, "ignored_keys"):
         return sorted(module.ignored_keys(source))
-    produced: set[str] = set()
-    for kw in ({}, {"legacy": True}):
-        try:
-            produced |= set(module.state_dict_to_hf(converted, cfg, **kw))
-        except Exception:  # best effort: the summary must not fail the conversion
-            continue
-    if not produced:
-        return []
-    suffixes = {p.split(".", i)[-1] for p in produced for i in range(p.count(".") + 1)}
-
-    def known(key: str) -> bool:
-        return key in suffixes or any(key.split(".", i)[-1] in produced for i in range(key.count(".") + 1))
-
-    return sorted(k for k in source if not known(k))
+    param = inspect.signature(module.state_dict_from_hf).parameters.get("ignore")
+    prefixes = () if param is None or param.default is inspect.Parameter.empty else tuple(param.default)
+    return sorted(k for k in source if k.startswith(prefixes))
 
 
 def _describe(cfg: Any) -> str:

@@ -67,6 +67,9 @@ def config_from_hf(hf: dict, mask_token_id: int | None = None, pooler: bool = Tr
         pooler: whether the checkpoint has a pooler (``BertModel``'s default; False for
             ``BertForMaskedLM`` checkpoints, which have none).
 
+    ``is_decoder`` maps to ``causal`` (HF then combines a causal mask with the padding mask,
+    as we do); ``pad_token_id=None`` becomes 0.
+
     Raises:
         ValueError: for architectures we do not implement (relative position embeddings,
             cross-attention, other model types, unknown activations).
@@ -151,7 +154,7 @@ def state_dict_from_hf(sd: dict, cfg: TextConfig, ignore: tuple[str, ...] = ("cl
     out.update(_token_types_from_hf(src, cfg))
     if cfg.mask_token_id is None:
         word = out["word_embed.weight"]
-        out["mask_token"] = torch.zeros(1, 1, word.shape[1], dtype=word.dtype)
+        out["mask_token"] = word.new_zeros(1, 1, word.shape[1])
     for i in range(cfg.depth):
         out.update(_block_from_hf(src, i))
     out.update(_pooler_from_hf(src, cfg, ignore))
@@ -218,9 +221,10 @@ def state_dict_to_hf(sd: dict, cfg: TextConfig) -> dict:
     src = KeyTracker(sd, "convergent TextTransformer state dict", ignore=("mask_token",))
     out = {theirs: src.pop(ours) for theirs, ours in _EMBED_KEYS}
     word = out["embeddings.word_embeddings.weight"]
-    out["embeddings.token_type_embeddings.weight"] = (
-        src.pop("type_embed.weight") if cfg.type_vocab_size > 0 else torch.zeros(1, word.shape[1], dtype=word.dtype)
-    )
+    if cfg.type_vocab_size > 0:
+        out["embeddings.token_type_embeddings.weight"] = src.pop("type_embed.weight")
+    else:  # HF always has a token-type row; a zero one adds nothing
+        out["embeddings.token_type_embeddings.weight"] = word.new_zeros(1, word.shape[1])
     for i in range(cfg.depth):
         hf, ours = f"encoder.layer.{i}.", f"blocks.{i}."
         for p in ("weight", "bias"):
