@@ -15,7 +15,15 @@ REGISTRIES = {"tasks": "convergent.tasks.registry", "datasets": "convergent.data
 """Section -> module with a ``names()`` function; a missing module means none registered yet."""
 
 COLUMNS = ("name", "family", "version", "embed_dim", "depth(s)", "heads", "img", "patch", "window")
-_FIELDS = (("version",), ("embed_dim",), ("depths", "depth"), ("num_heads",), ("img_size",), ("patch_size",), ("window_size",))
+_FIELDS = (
+    ("version",),
+    ("embed_dim",),
+    ("depths", "depth"),
+    ("num_heads",),
+    ("img_size",),
+    ("patch_size",),
+    ("window_size",),
+)
 """Config fields shown after name and family, one tuple per column (first field present wins)."""
 
 def parser() -> Parser:

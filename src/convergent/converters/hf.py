@@ -117,11 +117,8 @@ def official_swin_to_convergent(src: str | Path, dst: str | Path, img_size: int 
         converted = module.state_dict_from_official(state_dict, cfg)
     except (KeyError, ValueError) as e:
         raise ConversionError(f"{src}: {_text(e)}") from e
-    if hasattr(module, "ignored_keys"):
-        ignored = sorted(module.ignored_keys(state_dict))
-    else:
-        ignored = sorted(k for k in state_dict if k.startswith("head."))
     _build_and_save(cfg, converted, dst, source=str(src))
+    ignored = sorted(module.ignored_keys(state_dict))
     return ConversionResult(f"official Swin V{cfg.version}", _describe(cfg), Path(dst), len(converted), ignored)
 
 
@@ -134,7 +131,10 @@ def load_hf_dir(path: str | Path) -> tuple[dict, dict]:
     path = Path(path)
     if not path.is_dir():
         what = "does not exist" if not path.exists() else "is not a directory"
-        raise ConversionError(f"{path} {what}; expected a HF model directory with {HF_CONFIG} and weights")
+        hint = ""
+        if not path.exists() and str(path).count("/") == 1 and not str(path).startswith("."):
+            hint = f" (a Hub id? download it first: hf download {path} --local-dir DIR)"
+        raise ConversionError(f"{path} {what}; expected a HF model directory with {HF_CONFIG} and weights{hint}")
     config = read_json(path / HF_CONFIG, what="HF model config")
     for name in HF_WEIGHTS:
         if (path / name).is_file():
