@@ -60,9 +60,10 @@ def alternate(steps: dict[str, Callable[[], object]], warmup: int, reps: int) ->
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def train_step(model: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
-    """forward + backward + AdamW step on ``model``; ``forward`` returns a scalar loss."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+def train_step(model: torch.nn.Module, forward: Callable[[], torch.Tensor], fused: bool = True) -> Callable[[], None]:
+    """forward + backward + AdamW step on ``model``; ``forward`` returns a scalar loss. Both
+    sides of a comparison get the same optimizer (fused AdamW by default)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -72,13 +73,39 @@ def train_step(model: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> C
     return step
 
 
+def reset_peak_rss() -> None:
+    """Reset the kernel's RSS high-water mark (Linux ``clear_refs`` 5). A child started by
+    fork+exec otherwise inherits its parent's ``ru_maxrss``."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mb() -> float:
+    """Peak resident memory since the last :func:`reset_peak_rss` (MB)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def measure_memory_subprocess(script: str, case: str, side: str, args: list[str]) -> float | None:
     """Run ``script --memory case side`` in a fresh interpreter; it prints JSON {"peak_mb": ..}:
-    the peak RSS increase of two train steps over the process after building the model."""
+    the peak RSS of two train steps above the RSS after building the model (weights, input)."""
     cmd = [sys.executable, script, "--memory", case, side, *args]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in out.stdout.splitlines()[::-1]:

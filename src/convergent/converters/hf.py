@@ -7,16 +7,13 @@ configs and state dicts; this module owns the files and picks the converter:
 * by ``config.json``'s ``model_type`` for HF directories (:data:`HF_CONVERTERS`),
 * by the backbone family for convergent directories (:data:`FAMILY_CONVERTERS`).
 
-Each HF converter module provides ``config_from_hf(hf_dict) -> config``,
-``state_dict_from_hf(sd, cfg) -> dict``, ``config_to_hf(cfg) -> dict`` (with ``model_type``)
-and ``state_dict_to_hf(sd, cfg, **kw) -> dict``; optionally ``ignored_keys(sd) -> list`` to
-report the source keys it leaves out (task heads; otherwise the keys under the default
-``ignore`` prefixes of ``state_dict_from_hf`` are reported). Torch is imported only inside
-functions.
+Each HF converter module provides one interface: ``config_from_checkpoint(hf_dict, sd)``,
+``state_dict_from_hf(sd, cfg)``, ``config_to_hf(cfg)`` (with ``model_type``),
+``state_dict_to_hf(sd, cfg, legacy=False)`` and ``HEAD_PREFIXES``, the task-head keys it
+skips (reported in the summary). Torch is imported only inside functions.
 """
 
 import importlib
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,32 +73,28 @@ def hf_to_convergent(src: str | Path, dst: str | Path) -> ConversionResult:
     model_type = config.get("model_type")
     module = _converter(HF_CONVERTERS, model_type, f"{src / HF_CONFIG}: model_type")
     try:
-        cfg = module.config_from_hf(config, **_pooler_kwarg(module.config_from_hf, state_dict))
+        cfg = module.config_from_checkpoint(config, state_dict)
         converted = module.state_dict_from_hf(state_dict, cfg)
     except (KeyError, ValueError) as e:
         raise ConversionError(f"{src}: {_text(e)}") from e
     _build_and_save(cfg, converted, dst, source=str(src))
-    ignored = _ignored_keys(module, state_dict)
+    ignored = sorted(k for k in state_dict if k.startswith(module.HEAD_PREFIXES))
     return ConversionResult(f"HF {model_type}", _describe(cfg), Path(dst), len(converted), ignored)
 
 
 def convergent_to_hf(src: str | Path, dst: str | Path, legacy: bool = False) -> ConversionResult:
     """Convert the convergent directory ``src`` into a HF directory ``dst`` (``config.json`` +
-    ``model.safetensors``); ``legacy`` asks for transformers 4.x key names (a no-op for
-    converters whose ``state_dict_to_hf`` takes no ``legacy``: their names did not change)."""
+    ``model.safetensors``); ``legacy`` asks for transformers 4.x key names."""
     from convergent.backbones.pretrained import from_pretrained
 
     model = from_pretrained(src)  # validates config, keys and shapes, naming the file
     cfg = model.config
     module = _converter(FAMILY_CONVERTERS, cfg.family, f"{Path(src) / HF_CONFIG}: family")
     state_dict = {k: v.detach() for k, v in model.state_dict().items()}
-    takes_legacy = "legacy" in inspect.signature(module.state_dict_to_hf).parameters
     hf_config = module.config_to_hf(cfg)
-    hf_state = module.state_dict_to_hf(state_dict, cfg, **({"legacy": legacy} if takes_legacy else {}))
+    hf_state = module.state_dict_to_hf(state_dict, cfg, legacy=legacy)
     write_hf_dir(dst, hf_config, hf_state)
-    kind = f"HF {hf_config.get('model_type', '?')}"
-    if legacy:
-        kind += " (4.x key names)" if takes_legacy else " (4.x key names are the same)"
+    kind = f"HF {hf_config.get('model_type', '?')}" + (" (4.x key names)" if legacy else "")
     return ConversionResult(_describe(cfg), kind, Path(dst), len(hf_state))
 
 
@@ -259,24 +252,6 @@ def _import_converter(module: str, what: str):
         if e.name == module:
             raise ConversionError(f"no converter for {what} yet ({module} is missing)") from e
         raise
-
-
-def _pooler_kwarg(config_from_hf, state_dict: dict) -> dict:
-    """HF configs do not record whether a model has a pooler (``add_pooling_layer``); when the
-    converter asks (a ``pooler`` parameter), answer from the checkpoint's keys."""
-    if "pooler" not in inspect.signature(config_from_hf).parameters:
-        return {}
-    return {"pooler": any(k.split(".")[-3:-1] == ["pooler", "dense"] for k in state_dict)}
-
-
-def _ignored_keys(module, source: dict) -> list[str]:
-    """Source keys the converter leaves out as task heads: its ``ignored_keys(sd)`` when it has
-    one, else the keys under the default ``ignore`` prefixes of its ``state_dict_from_hf``."""
-    if hasattr(module, "ignored_keys"):
-        return sorted(module.ignored_keys(source))
-    param = inspect.signature(module.state_dict_from_hf).parameters.get("ignore")
-    prefixes = () if param is None or param.default is inspect.Parameter.empty else tuple(param.default)
-    return sorted(k for k in source if k.startswith(prefixes))
 
 
 def _describe(cfg: Any) -> str:

@@ -57,6 +57,16 @@ _EMBED_KEYS = (
 _HF_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 
+HEAD_PREFIXES = ("cls.",)
+"""Task-head keys (``BertForMaskedLM`` / ``BertForPreTraining``) that conversion skips."""
+
+
+def config_from_checkpoint(hf: dict, state_dict: dict) -> TextConfig:
+    """Our config for a HF checkpoint: its config dict plus whether its weights hold a pooler
+    (HF configs do not record ``add_pooling_layer``)."""
+    return config_from_hf(hf, pooler=any(k.split(".")[-3:-1] == ["pooler", "dense"] for k in state_dict))
+
+
 def config_from_hf(hf: dict, mask_token_id: int | None = None, pooler: bool = True) -> TextConfig:
     """Our config from a ``BertConfig.to_dict()``-style dict.
 
@@ -138,7 +148,7 @@ def config_to_hf(cfg: TextConfig) -> dict:
     }
 
 
-def state_dict_from_hf(sd: dict, cfg: TextConfig, ignore: tuple[str, ...] = ("cls.",)) -> dict:
+def state_dict_from_hf(sd: dict, cfg: TextConfig, ignore: tuple[str, ...] = HEAD_PREFIXES) -> dict:
     """HF ``BertModel`` (or ``bert.``-prefixed ``BertFor*``) state dict → ours.
 
     Keys starting with an ``ignore`` prefix (task heads) are skipped; any other key not
@@ -214,10 +224,11 @@ def _rename_gamma_beta(sd: dict) -> dict:
     return {rename(k): v for k, v in sd.items()}
 
 
-def state_dict_to_hf(sd: dict, cfg: TextConfig) -> dict:
+def state_dict_to_hf(sd: dict, cfg: TextConfig, legacy: bool = False) -> dict:
     """Our state dict → HF ``BertModel`` keys, loadable with ``load_state_dict(strict=True)``
     into ``BertModel(BertConfig(**config_to_hf(cfg)), add_pooling_layer=cfg.pooler)``.
-    The learned ``mask_token`` (if any) has no HF counterpart and is dropped."""
+    The learned ``mask_token`` (if any) has no HF counterpart and is dropped. ``legacy`` is
+    accepted for a uniform interface: BERT's 4.x and 5.x key names are the same."""
     src = KeyTracker(sd, "convergent TextTransformer state dict", ignore=("mask_token",))
     out = {theirs: src.pop(ours) for theirs, ours in _EMBED_KEYS}
     word = out["embeddings.word_embeddings.weight"]

@@ -14,6 +14,12 @@ from convergent.converters.common import KeyTracker, strip_prefix
 
 PREFIXES = ("swin.", "swinv2.", "model.")
 HEAD_PREFIXES = ("decoder.", "classifier.")
+"""Task-head keys (``Swin*ForMaskedImageModeling`` / ``ForImageClassification``) skipped."""
+
+
+def config_from_checkpoint(hf: dict, state_dict: dict) -> SwinConfig:
+    """Our config for a HF checkpoint (Swin's config dict says everything)."""
+    return config_from_hf(hf)
 
 
 def config_from_hf(hf: dict) -> SwinConfig:

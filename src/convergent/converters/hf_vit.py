@@ -55,6 +55,16 @@ def _square(value, name: str) -> int:
     return int(value)
 
 
+HEAD_PREFIXES = ("classifier.", "decoder.")
+"""Task-head keys (``ViTForImageClassification`` / ``ViTForMaskedImageModeling``) skipped."""
+
+
+def config_from_checkpoint(hf: dict, state_dict: dict) -> ViTConfig:
+    """Our config for a HF checkpoint: its config dict plus whether its weights hold a pooler
+    (HF configs do not record ``add_pooling_layer``)."""
+    return config_from_hf(hf, pooler=any(k.split(".")[-3:-1] == ["pooler", "dense"] for k in state_dict))
+
+
 def config_from_hf(hf: dict, pooler: bool = False) -> ViTConfig:
     """``ViTConfig`` from a ``transformers.ViTConfig.to_dict()``-style dict.
 
@@ -167,7 +177,7 @@ def _block_names(i: int, legacy: bool) -> dict[str, str]:
     return out
 
 
-def state_dict_from_hf(sd: dict, cfg: ViTConfig, ignore=("classifier.", "decoder.")) -> dict:
+def state_dict_from_hf(sd: dict, cfg: ViTConfig, ignore=HEAD_PREFIXES) -> dict:
     """HF ViT state dict (``ViTModel``, or ``ViTFor*`` with its ``vit.`` prefix; 5.x or 4.x
     key layout) → convergent ``VisionTransformer`` state dict for ``cfg``.
 

@@ -1,0 +1,55 @@
+"""The dependency direction of DESIGN.md, enforced: layers → backbones → converters → commands/cli,
+never backwards; nothing imports torchvision or timm."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "convergent"
+
+# package → convergent packages it may import (besides itself and the torch-free top level)
+ALLOWED = {
+    "layers": set(),
+    "backbones": {"layers"},
+    "converters": {"backbones", "layers"},
+    "commands": {"backbones", "converters", "commands", "tasks", "data"},
+}
+
+
+def imports_of(file: Path) -> set[str]:
+    tree = ast.parse(file.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def files():
+    return sorted(SRC.rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_dependency_direction(package):
+    bad = []
+    for file in sorted((SRC / package).rglob("*.py")):
+        for name in imports_of(file):
+            parts = name.split(".")
+            if parts[0] != "convergent" or len(parts) < 2 or parts[1] in (package, "__init__"):
+                continue
+            if parts[1] not in ALLOWED[package]:
+                bad.append(f"{file.relative_to(SRC)} imports {name}")
+    assert not bad, "imports against the dependency direction:\n" + "\n".join(bad)
+
+
+def test_no_torchvision_or_timm():
+    bad = [
+        f"{f.relative_to(SRC)}: {n}"
+        for f in files()
+        for n in imports_of(f)
+        if n.split(".")[0] in ("torchvision", "timm")
+    ]
+    assert not bad, bad
