@@ -12,31 +12,9 @@ from torch import nn
 
 from convergent.backbones.configs import ViTConfig
 from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
-from convergent.layers import Attention, DropPath, Mlp, PatchEmbed, interpolate_pos_embed
+from convergent.layers import Block, PatchEmbed, interpolate_pos_embed
 
 _EMBEDDING_PARAMS = ("patch_embed.", "cls_token", "pos_embed", "mask_token")
-
-
-class Block(nn.Module):
-    """Pre-norm Transformer block: ``x + drop_path(attn(norm1(x)))``, then the same for the MLP."""
-
-    def __init__(self, cfg: ViTConfig, drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
-        self.attn = Attention(
-            cfg.embed_dim,
-            cfg.num_heads,
-            qkv_bias=cfg.qkv_bias,
-            attn_drop=cfg.attn_dropout,
-            proj_drop=cfg.dropout,
-        )
-        self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
-        self.mlp = Mlp(cfg.embed_dim, cfg.mlp_dim, dropout=cfg.dropout, act=cfg.act)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))  # (B, N, C)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class VisionTransformer(Backbone):
@@ -67,7 +45,11 @@ class VisionTransformer(Backbone):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c))
         self.pos_drop = nn.Dropout(config.dropout)
         rates = torch.linspace(0, config.drop_path, config.depth).tolist()  # stochastic depth per block
-        self.blocks = nn.ModuleList(Block(config, r) for r in rates)
+        self.blocks = nn.ModuleList(
+            Block(c, config.num_heads, config.mlp_dim, config.qkv_bias, config.dropout, config.attn_dropout, r,
+                  config.norm_eps, config.act)
+            for r in rates
+        )
         self.norm = nn.LayerNorm(c, eps=config.norm_eps)
         self.pooler = nn.Sequential(OrderedDict(dense=nn.Linear(c, c), act=nn.Tanh())) if config.pooler else None
         self.reset_parameters()

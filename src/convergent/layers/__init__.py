@@ -1,6 +1,7 @@
 """Building blocks written once and shared by every backbone."""
 
 from convergent.layers.attention import Attention
+from convergent.layers.block import Block
 from convergent.layers.drop import DropPath
 from convergent.layers.mlp import Mlp
 from convergent.layers.patch_embed import PatchEmbed, PatchMerging
@@ -14,6 +15,7 @@ from convergent.layers.window import shift_attn_mask, window_partition, window_r
 
 __all__ = [
     "Attention",
+    "Block",
     "ContinuousPositionBias",
     "DropPath",
     "Mlp",

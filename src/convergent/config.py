@@ -1,0 +1,130 @@
+"""Typed run configuration (torch-free). The CLI (jsonargparse) is generated from these
+dataclasses; presets in ``configs/*.yaml`` set fields of :class:`PretrainConfig`."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are augmented."""
+
+    name: str = "fashion-mnist"
+    """Registered dataset (``convergent list datasets``): fashion-mnist, image-folder, ..."""
+    root: str | None = None
+    """Directory with the data (None: the dataset's default location or bundled subset)."""
+    img_size: int = 32
+    """Side of the square images fed to the model."""
+    in_chans: int = 3
+    """Channels fed to the model (grayscale is repeated to 3)."""
+    batch_size: int = 64
+    """Global batch size (split across processes)."""
+    num_workers: int = 0
+    """DataLoader worker processes (decoding only; augmentation runs batched in the main process)."""
+    scale: tuple[float, float] = (0.67, 1.0)
+    """Random-resized-crop area range (training)."""
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    """Random-resized-crop aspect-ratio range (training)."""
+    hflip: float = 0.5
+    """Probability of a horizontal flip (training)."""
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    """Per-channel normalisation mean."""
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    """Per-channel normalisation std."""
+    limit: int | None = None
+    """Use at most this many training samples (None: all)."""
+
+
+@dataclass
+class ModelConfig:
+    """The backbone: a registered variant plus field overrides."""
+
+    backbone: str = "swinv2_test"
+    """Registered backbone (``convergent list backbones``)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Backbone config fields to change, e.g. ``{img_size: 32, window_size: 4}``."""
+    init: str | None = None
+    """Directory written by ``save_pretrained`` to start from (None: random init)."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with parameter groups, cosine schedule with warm-up."""
+
+    lr: float = 1e-3
+    """Peak learning rate (for the global batch size)."""
+    min_lr: float = 1e-5
+    """Final learning rate of the cosine schedule."""
+    weight_decay: float = 0.05
+    """Decoupled weight decay (not applied where the model declares no_weight_decay)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    warmup_steps: int = 100
+    """Linear warm-up steps."""
+    layer_decay: float = 1.0
+    """Layer-wise learning-rate decay (1.0: none; fine-tuning uses e.g. 0.75)."""
+    clip_grad: float | None = 5.0
+    """Clip the global gradient norm to this value (None: no clipping)."""
+    accumulate: int = 1
+    """Gradient accumulation steps per optimizer step."""
+
+
+@dataclass
+class TrainerConfig:
+    """How and where the run executes (Lightning Fabric)."""
+
+    max_steps: int = 1000
+    """Optimizer steps to train."""
+    accelerator: str = "auto"
+    """cpu, cuda, or auto."""
+    devices: int | str = 1
+    """Devices (processes) per node."""
+    num_nodes: int = 1
+    """Nodes."""
+    strategy: str = "auto"
+    """auto, ddp, fsdp."""
+    precision: str = "32-true"
+    """Fabric precision: 32-true, bf16-mixed, 16-mixed."""
+    seed: int = 0
+    """Seed for weights, data order, augmentation and masks."""
+    compile: bool = False
+    """Compile the train step with torch.compile."""
+    log_every: int = 10
+    """Steps between metric log lines."""
+    checkpoint_every: int = 200
+    """Steps between checkpoints (and at the end)."""
+    visualize_every: int = 0
+    """Steps between reconstruction pictures (0: only at the end)."""
+    nonfinite: str = "skip"
+    """On a non-finite loss: 'skip' the step (counted) or 'stop' the run."""
+    out_dir: str = "runs"
+    """Parent directory of run directories."""
+    run_name: str | None = None
+    """Run directory name (None: task-backbone-timestamp)."""
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of the pre-trained encoder on frozen features."""
+
+    knn: bool = True
+    """Run the kNN classifier."""
+    knn_k: int = 20
+    """Neighbours."""
+    knn_temperature: float = 0.07
+    """Temperature of the weighted vote."""
+    linear_probe: bool = True
+    """Train a linear classifier on frozen features."""
+    probe_epochs: int = 20
+    """Linear-probe epochs."""
+    probe_lr: float = 1e-2
+    """Linear-probe learning rate."""
+    layer: int = -1
+    """Block whose output is probed (-1: final normalised tokens)."""
+    pooling: str = "avg"
+    """How tokens become one vector: avg, cls."""
+    limit_train: int | None = None
+    """At most this many labelled training samples for the probes (None: all)."""
+
+
+__all__ = ["DataConfig", "EvalConfig", "ModelConfig", "OptimConfig", "TrainerConfig"]

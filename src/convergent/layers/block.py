@@ -1,0 +1,35 @@
+"""Pre-norm Transformer block (ViT encoder, MAE decoder)."""
+
+import torch
+from torch import nn
+
+from convergent.layers.attention import Attention
+from convergent.layers.drop import DropPath
+from convergent.layers.mlp import Mlp
+
+
+class Block(nn.Module):
+    """``x + drop_path(attn(norm1(x)))``, then ``x + drop_path(mlp(norm2(x)))``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        drop_path: float = 0.0,
+        eps: float = 1e-6,
+        act: str = "gelu",
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_dropout, proj_drop=dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, mlp_dim, dropout=dropout, act=act)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), key_padding_mask=key_padding_mask))  # (B, N, C)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
