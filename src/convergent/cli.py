@@ -15,6 +15,10 @@ from convergent.commands.parser import CommandError, Parser
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("convergent.commands.listing", "List registered backbones, tasks and datasets."),
+    "masks": ("convergent.commands.masks", "Draw masks of a masking strategy, print their AvgDist, save example pictures."),
+    "pretrain": ("convergent.commands.pretrain", "Pre-train an encoder with a task, evaluate and save it."),
+    "eval": ("convergent.commands.evaluate", "kNN / linear-probe evaluation of a saved encoder."),
+    "finetune": ("convergent.commands.finetune", "Fine-tune a (pre-trained) backbone for classification."),
     "convert": (
         "convergent.commands.convert",
         "Convert weights between convergent, HF transformers and official Swin layouts.",

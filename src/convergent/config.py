@@ -1,5 +1,6 @@
 """Typed run configuration (torch-free). The CLI (jsonargparse) is generated from these
-dataclasses; presets in ``configs/*.yaml`` set fields of :class:`PretrainConfig`."""
+dataclasses. Their defaults are the shared defaults of every preset (a small run on 32-px
+images on a CPU); presets in ``convergent/configs/*.yaml`` change only what differs."""
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ class DataConfig:
     """Side of the square images fed to the model."""
     in_chans: int = 3
     """Channels fed to the model (grayscale is repeated to 3)."""
-    batch_size: int = 64
+    batch_size: int = 128
     """Global batch size (split across processes)."""
     num_workers: int = 0
     """DataLoader worker processes (decoding only; augmentation runs batched in the main process)."""
@@ -39,7 +40,7 @@ class DataConfig:
 class ModelConfig:
     """The backbone: a registered variant plus field overrides."""
 
-    backbone: str = "swinv2_test"
+    backbone: str = "swinv2_micro"
     """Registered backbone (``convergent list backbones``)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Backbone config fields to change, e.g. ``{img_size: 32, window_size: 4}``."""
@@ -59,7 +60,7 @@ class OptimConfig:
     """Decoupled weight decay (not applied where the model declares no_weight_decay)."""
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas."""
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     """Linear warm-up steps."""
     layer_decay: float = 1.0
     """Layer-wise learning-rate decay (1.0: none; fine-tuning uses e.g. 0.75)."""
@@ -73,7 +74,7 @@ class OptimConfig:
 class TrainerConfig:
     """How and where the run executes (Lightning Fabric)."""
 
-    max_steps: int = 1000
+    max_steps: int = 400
     """Optimizer steps to train."""
     accelerator: str = "auto"
     """cpu, cuda, or auto."""
@@ -128,3 +129,105 @@ class EvalConfig:
 
 
 __all__ = ["DataConfig", "EvalConfig", "ModelConfig", "OptimConfig", "TrainerConfig"]
+
+
+def task_config_class() -> type:
+    """``TaskConfig``: a ``name`` plus one field per registered task holding that task's
+    config dataclass, generated from the task registry so adding a task adds its options."""
+    from dataclasses import make_dataclass
+
+    from convergent.tasks.registry import entry, names
+
+    fields_ = [("name", str, field(default="simmim"))]
+    for n in names():
+        cls = entry(n).config
+        fields_.append((task_field(n), cls, field(default_factory=cls)))
+    return make_dataclass("TaskConfig", fields_)
+
+
+def task_field(name: str) -> str:
+    """Attribute of ``TaskConfig`` holding task ``name``'s config (``causal-lm`` → ``causal_lm``)."""
+    return name.replace("-", "_")
+
+
+def pretrain_config_class() -> type:
+    """``PretrainConfig``: everything one ``convergent pretrain`` run needs."""
+    from dataclasses import make_dataclass
+
+    task_cls = task_config_class()
+    return make_dataclass(
+        "PretrainConfig",
+        [
+            ("data", DataConfig, field(default_factory=DataConfig)),
+            ("model", ModelConfig, field(default_factory=ModelConfig)),
+            ("task", task_cls, field(default_factory=task_cls)),
+            ("optim", OptimConfig, field(default_factory=OptimConfig)),
+            ("trainer", TrainerConfig, field(default_factory=TrainerConfig)),
+            ("eval", EvalConfig, field(default_factory=EvalConfig)),
+        ],
+    )
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a (nested) dict; unknown keys are an error naming ``where``."""
+    import dataclasses
+
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; expected some of {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        ftype = known[name].type
+        if dataclasses.is_dataclass(ftype) and isinstance(value, dict):
+            value = from_dict(ftype, value, f"{where}.{name}")
+        elif isinstance(value, list) and "tuple" in str(ftype):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples as lists) of a config dataclass, for YAML."""
+    import dataclasses
+
+    def plain(v):
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def finetune_config_class() -> type:
+    """``FinetuneConfig``: a classification fine-tuning run (``convergent finetune``)."""
+    from dataclasses import make_dataclass
+
+    from convergent.tasks.configs import ClassifyConfig
+
+    return make_dataclass(
+        "FinetuneConfig",
+        [
+            ("data", DataConfig, field(default_factory=DataConfig)),
+            ("model", ModelConfig, field(default_factory=ModelConfig)),
+            ("classify", ClassifyConfig, field(default_factory=ClassifyConfig)),
+            ("optim", OptimConfig, field(default_factory=lambda: OptimConfig(layer_decay=0.75))),
+            ("trainer", TrainerConfig, field(default_factory=TrainerConfig)),
+        ],
+    )
+
+
+def eval_config_class() -> type:
+    """``EvalRunConfig``: frozen-feature evaluation of a saved encoder (``convergent eval``)."""
+    from dataclasses import make_dataclass
+
+    return make_dataclass(
+        "EvalRunConfig",
+        [
+            ("data", DataConfig, field(default_factory=DataConfig)),
+            ("eval", EvalConfig, field(default_factory=EvalConfig)),
+            ("trainer", TrainerConfig, field(default_factory=TrainerConfig)),
+        ],
+    )

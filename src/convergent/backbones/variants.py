@@ -51,6 +51,12 @@ def vit_test() -> ViTConfig:
     return _vit(32, 2, 2, img_size=32, patch_size=8)
 
 
+@register_backbone("vit_micro")
+def vit_micro() -> ViTConfig:
+    """Small ViT for 32-px images (e.g. Fashion-MNIST): 8x8 patches of 4 px, width 192, 6 blocks."""
+    return _vit(192, 6, 3, img_size=32, patch_size=4)
+
+
 @register_backbone("vit_tiny_patch16")
 def vit_tiny_patch16() -> ViTConfig:
     return _vit(192, 12, 3)
@@ -104,6 +110,14 @@ def swin_test() -> SwinConfig:
 @register_backbone("swinv2_test")
 def swinv2_test() -> SwinConfig:
     return SwinConfig(version=2, img_size=32, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4)
+
+
+@register_backbone("swinv2_micro")
+def swinv2_micro() -> SwinConfig:
+    """Small Swin V2 for 32-px images (e.g. Fashion-MNIST): 2-px patches, grids 16/8/4, window 4."""
+    return SwinConfig(
+        version=2, img_size=32, patch_size=2, embed_dim=48, depths=(2, 2, 4), num_heads=(3, 6, 12), window_size=4
+    )
 
 
 @register_backbone("swin_tiny")

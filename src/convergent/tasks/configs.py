@@ -32,3 +32,21 @@ class MAEConfig:
     """Decoder attention heads."""
     norm_pix_loss: bool = True
     """Regress per-patch normalised pixels (mean/var of each target patch), as the paper's best setting."""
+
+
+@dataclass
+class ClassifyConfig:
+    """Supervised classification (fine-tuning, as MAE / SimMIM / BEiT): pool the backbone's
+    final tokens, dropout + linear head, cross-entropy with label smoothing."""
+
+    num_classes: int = 1000
+    """Number of classes (1000: ImageNet-1K; set it to your dataset's)."""
+    label_smoothing: float = 0.1
+    """Label smoothing of the cross-entropy (MAE / SimMIM fine-tuning: 0.1)."""
+    pooling: str = "avg"
+    """How tokens become one vector: 'avg' (mean of patch tokens, MAE fine-tuning), 'cls' (class
+    token; ViT only), 'default' (the backbone's ``pooled``)."""
+    head_dropout: float = 0.0
+    """Dropout before the linear head."""
+    head_init_std: float = 2e-5
+    """Std of the head's truncated-normal weight init (MAE: 2e-5), so initial logits are ~0."""

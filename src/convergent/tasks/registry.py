@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from convergent.tasks.configs import MAEConfig, SimMIMConfig
+from convergent.tasks.configs import ClassifyConfig, MAEConfig, SimMIMConfig
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ def register_task(name: str, target: str, config: type, description: str) -> Non
 
 register_task("simmim", "convergent.tasks.simmim:SimMIM", SimMIMConfig, "SimMIM: masked image modelling, L1 on masked pixels")
 register_task("mae", "convergent.tasks.mae:MAE", MAEConfig, "MAE: encode visible patches, decode, MSE on masked patches")
+register_task("classify", "convergent.tasks.classify:Classify", ClassifyConfig, "Classify: supervised fine-tuning, pooled tokens + linear head, label-smoothed cross-entropy")
 
 
 def names() -> list[str]:

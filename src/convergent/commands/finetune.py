@@ -1,0 +1,31 @@
+"""``convergent finetune``: classification fine-tuning of a pre-trained encoder (``--model.init``:
+an encoder or a pretrain run directory) or, without it, of a randomly initialised backbone
+(the from-scratch baseline)."""
+
+from convergent.commands.parser import CommandError, Parser
+from convergent.commands.presets import ActionPreset
+
+
+def parser() -> Parser:
+    from convergent.config import finetune_config_class
+
+    p = Parser(description="Fine-tune a (pre-trained) backbone for classification and report test accuracy.")
+    p.add_argument("--config", action=ActionPreset, help="A YAML file with any subset of the options.")
+    p.add_class_arguments(finetune_config_class(), None, as_group=False)
+    return p
+
+
+def run(args) -> int:
+    import dataclasses
+
+    from convergent.config import finetune_config_class, from_dict
+    from convergent.workflows.finetune import run_finetune
+
+    cls = finetune_config_class()
+    keep = {f.name for f in dataclasses.fields(cls)}
+    try:
+        cfg = from_dict(cls, {k: v for k, v in args.as_dict().items() if k in keep}, "finetune config")
+        run_finetune(cfg)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise CommandError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e
+    return 0

@@ -1,0 +1,198 @@
+"""A directory of images, decoded with Pillow.
+
+Layout (``root``):
+
+* class sub-folders ``root/<class>/**/<image>``: label = index of ``<class>`` in the sorted
+  sub-folder names; image files directly in ``root`` are then skipped ("outside class folders");
+* flat ``root/<image>`` (no sub-folders): every label is -1 and ``classes`` is ``[]``;
+* split folders ``root/{train,val,validation,test}/...``: when any exists, ``split`` picks one
+  (``test`` and ``val``/``validation`` stand in for each other), and ``classes`` is the union
+  over all split folders so labels agree between splits. Otherwise every split reads ``root``.
+
+Hidden files and folders (name starting with ".") are ignored.
+
+Unreadable samples never crash a run:
+
+* at construction (cheap, from the directory scan): files whose extension is not an image
+  extension ("not an image") and zero-byte files ("empty file") are listed in ``skipped``;
+* at ``__getitem__`` (decoding is the only full check): if sample ``i`` cannot be decoded,
+  item ``i`` is the next readable sample ``i+1, i+2, ...`` (wrapping around; deterministic,
+  so the same index always yields the same image), and every sample passed over is named in
+  the item's ``"skipped"`` field, a list of ``(path, reason)``.
+
+DataLoader workers are copies of the dataset, so what a worker finds cannot reach the
+parent's ``skipped`` list directly; instead :func:`convergent.data.collate.collate`
+concatenates the items' ``"skipped"`` lists into the batch, and
+:func:`convergent.data.collate.record_skipped` merges a batch's list into ``dataset.skipped``
+(once per path), so ``len(dataset.skipped)`` at the end of a run counts every unreadable
+file met, with any ``num_workers``.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset(
+    {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
+)
+SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "test"), "test": ("test", "val", "validation")}
+"""Split -> sub-folder names tried in order, when ``root`` has split folders."""
+_ALL_SPLIT_DIRS = frozenset(n for names in SPLIT_DIRS.values() for n in names)
+
+
+def _visible(entries) -> list[os.DirEntry]:
+    return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+
+
+def _subdirs(path: Path) -> list[str]:
+    with os.scandir(path) as it:
+        return [e.name for e in _visible(it) if e.is_dir()]
+
+
+def _walk_files(path: Path) -> list[os.DirEntry]:
+    """Visible files under ``path``, recursively, in sorted (deterministic) order."""
+    files = []
+    with os.scandir(path) as it:
+        entries = _visible(it)
+    for e in entries:
+        if e.is_dir():
+            files += _walk_files(Path(e.path))
+        elif e.is_file():
+            files.append(e)
+    return files
+
+
+def _check(entry: os.DirEntry) -> str | None:
+    """Why ``entry`` cannot be a sample, from name and size alone; None if it may be one."""
+    suffix = os.path.splitext(entry.name)[1].lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        return f"not an image (extension {suffix or 'none'!r})"
+    if entry.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
+def scan(folder: Path, classes: list[str] | None) -> tuple[list[str], list[int], list[tuple[str, str]]]:
+    """``(paths, labels, skipped)`` of ``folder``: class sub-folders if ``classes`` (labels are
+    indices into it), else flat (labels -1)."""
+    paths, labels, skipped = [], [], []
+
+    def add(entries, label):
+        for e in entries:
+            reason = _check(e)
+            if reason is None:
+                paths.append(e.path)
+                labels.append(label)
+            else:
+                skipped.append((e.path, reason))
+
+    with os.scandir(folder) as it:
+        top = [e for e in _visible(it) if e.is_file()]
+    if classes is None:
+        add(top, -1)
+        return paths, labels, skipped
+    skipped += [(e.path, "outside class folders") for e in top]
+    for name in _subdirs(folder):
+        add(_walk_files(folder / name), classes.index(name))
+    return paths, labels, skipped
+
+
+def decode(path: str, img_size: int, in_chans: int) -> torch.Tensor:
+    """``(in_chans, img_size, img_size)`` uint8: RGB (alpha flattened onto white) or L,
+    centre-cropped to a square and resized (bilinear, antialiased) to ``img_size``."""
+    with Image.open(path) as img:
+        img.draft("RGB" if in_chans == 3 else "L", (img_size, img_size))  # JPEG: decode at reduced scale
+        if img.mode in ("LA", "La", "PA", "RGBa") or "transparency" in img.info:
+            img = img.convert("RGBA")  # palette/L/RGB with a transparent colour, or alpha
+        if img.mode == "RGBA":
+            white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(white, img)
+        img = img.convert("RGB" if in_chans == 3 else "L")
+        w, h = img.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2  # centred square, whole pixels
+        if side != w or side != h:
+            img = img.crop((left, top, left + side, top + side))  # so no pixel outside bleeds in
+        img = img.resize((img_size, img_size), Image.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8).reshape(img_size, img_size, in_chans)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (C, S, S)
+
+
+class ImageFolder(Dataset):
+    """Items ``{"image": uint8 (C, S, S), "label": int, "skipped": [(path, reason), ...]}``."""
+
+    def __init__(self, paths, labels, classes, skipped, img_size: int, in_chans: int, source: str):
+        self.paths = list(paths)
+        self.labels = torch.tensor(labels, dtype=torch.int64)  # (N,); -1 when unlabelled
+        self.classes = list(classes)
+        self.skipped: list[tuple[str, str]] = list(skipped)
+        self.img_size = img_size
+        self.in_chans = in_chans
+        self.source = source
+        self._bad: dict[int, str] = {}  # index -> reason, found by this process
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self.paths)
+        passed = []
+        for j in range(i, i + n):  # the next readable sample, wrapping around
+            j %= n
+            if j not in self._bad:
+                try:
+                    image = decode(self.paths[j], self.img_size, self.in_chans)
+                except Exception as e:  # Pillow raises many types for bad data; all mean "skip"
+                    self._note_bad(j, f"unreadable ({type(e).__name__}: {e})")
+                else:
+                    return {"image": image, "label": int(self.labels[j]), "skipped": passed}
+            passed.append((self.paths[j], self._bad[j]))
+        raise RuntimeError(f"image-folder: none of the {n} image files could be decoded: {self.source}")
+
+    def _note_bad(self, j: int, reason: str) -> None:
+        self._bad[j] = reason
+        if all(p != self.paths[j] for p, _ in self.skipped):
+            self.skipped.append((self.paths[j], reason))
+        log.warning("skipping %s: %s", self.paths[j], reason)
+
+
+def _resolve(root: Path, split: str) -> tuple[Path, list[Path], str]:
+    """``(folder, class_roots, note)``: the folder of ``split`` and the folders whose sub-folders
+    name the classes (all split folders, so labels agree between splits)."""
+    present = [d for d in _subdirs(root) if d in _ALL_SPLIT_DIRS]
+    if not present:
+        return root, [root], " (no split folders: every split reads these images)"
+    for name in SPLIT_DIRS.get(split, (split,)):
+        if name in present:
+            return root / name, [root / d for d in present], ""
+    raise FileNotFoundError(f"image-folder: {root} has split folders {present} but none for split {split!r}")
+
+
+def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> ImageFolder:
+    """The images under ``root`` (see the module docstring for the layouts)."""
+    if root is None:
+        raise ValueError("image-folder needs a directory: set data.root (--data.root DIR)")
+    if in_chans not in (1, 3):
+        raise ValueError(f"image-folder: in_chans must be 1 (L) or 3 (RGB), got {in_chans}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image-folder: {root} is not a directory")
+    folder, class_roots, note = _resolve(root, split)
+    names = sorted({d for r in class_roots for d in _subdirs(r)})
+    paths, labels, skipped = scan(folder, names or None)
+    if not paths:
+        read = " ".join(sorted(IMAGE_EXTENSIONS))
+        raise ValueError(f"image-folder: no images in {folder} ({len(skipped)} files skipped; extensions read: {read})")
+    if limit is not None and limit < len(paths):  # evenly spaced, so every class keeps its share
+        keep = np.linspace(0, len(paths) - 1, limit).round().astype(int)
+        paths, labels = [paths[k] for k in keep], [labels[k] for k in keep]
+    kind = f"{len(names)} classes" if names else "unlabelled"
+    source = f"image-folder {split}: {len(paths)} images ({kind}) from {folder}{note}"
+    return ImageFolder(paths, labels, names, skipped, img_size, in_chans, source)

@@ -1,0 +1,93 @@
+"""Dataset registry. Torch-free: one line per dataset names its builder lazily, so
+``convergent list datasets`` answers without importing torch.
+
+    register_dataset("fashion-mnist", "convergent.data.builtin.fashion_mnist:build", "images", "...")
+
+``build_dataset(name, split, ...)`` imports the builder only then. A builder is a function
+taking the keyword arguments of :func:`build_dataset` and returning a
+``torch.utils.data.Dataset`` whose items are dicts (images: ``{"image": uint8 (C, S, S),
+"label": int}``) and which has the attributes ``classes``, ``skipped`` and ``source``.
+"""
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    target: str
+    """``"module:function"`` building the dataset."""
+    kind: str
+    """What the items hold: ``images`` (image + label), later ``text``, ``image-text``."""
+    description: str
+
+
+_DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, target: str, kind: str, description: str) -> None:
+    """Register ``target`` (``"module:function"``) under ``name``."""
+    if name in _DATASETS:
+        raise ValueError(f"dataset {name!r} is registered twice")
+    if target.count(":") != 1:
+        raise ValueError(f"dataset {name!r}: target {target!r} must be 'module:function'")
+    _DATASETS[name] = DatasetEntry(name, target, kind, description)
+
+
+register_dataset(
+    "fashion-mnist",
+    "convergent.data.builtin.fashion_mnist:build",
+    "images",
+    "Fashion-MNIST, 10 clothing classes, 28x28 grayscale (Debian package files, --data.root, or bundled 6k/1k subset)",
+)
+register_dataset(
+    "image-folder",
+    "convergent.data.image_folder:build",
+    "images",
+    "A directory of images: class sub-folders (label = sorted index) or flat (unlabelled); "
+    "optional train/val/test split folders",
+)
+
+
+def names() -> list[str]:
+    """Registered dataset names, sorted."""
+    return sorted(_DATASETS)
+
+
+def entry(name: str) -> DatasetEntry:
+    """The registry entry of ``name``; KeyError with close matches if unknown."""
+    if name not in _DATASETS:
+        close = difflib.get_close_matches(name, _DATASETS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown dataset {name!r}{hint} (see `convergent list datasets`)")
+    return _DATASETS[name]
+
+
+def describe(name: str) -> str:
+    """One-line description of dataset ``name``."""
+    return entry(name).description
+
+
+def build_dataset(
+    name: str,
+    split: str,
+    root: str | None = None,
+    img_size: int = 32,
+    in_chans: int = 3,
+    limit: int | None = None,
+) -> Any:
+    """Build split ``split`` of dataset ``name`` (imports its module, and torch, only now).
+
+    ``root``: where the data lies (None: the dataset's default location or bundled subset);
+    ``img_size``/``in_chans``: images are decoded to ``(in_chans, img_size, img_size)`` uint8;
+    ``limit``: at most this many samples (None: all).
+    """
+    e = entry(name)
+    if limit is not None and limit < 1:
+        raise ValueError(f"dataset {name!r}: limit must be >= 1 or None, got {limit}")
+    module, fn = e.target.split(":")
+    builder = getattr(importlib.import_module(module), fn)
+    return builder(split=split, root=root, img_size=img_size, in_chans=in_chans, limit=limit)

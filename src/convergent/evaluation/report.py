@@ -1,0 +1,80 @@
+"""Evaluation results for people (an aligned table in the run summary) and for machines (JSON).
+
+``results`` is a flat or nested dict, e.g. ``{"knn": {"acc": 0.81, "k": 20}, "linear_probe":
+{"acc": 0.84, "train_acc": 0.9}, "finetune": {"test_acc": 0.92}}``. Nested keys are joined
+with dots (``knn.acc``); accuracies (keys ending in ``acc``) are shown as percentages.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+def flatten(results: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    flat = {}
+    for key, value in results.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _format_value(key: str, value: Any) -> str:
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # 0-d torch / numpy scalar
+        value = value.item()
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        if key.rsplit(".", 1)[-1].endswith("acc") and math.isfinite(value):
+            return f"{100 * value:.2f}%"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_report(results: dict[str, Any], title: str = "evaluation") -> str:
+    """A two-column table: names left-aligned; numbers right-aligned in one column, text
+    (paths, names) left-aligned so a long path does not push the numbers aside."""
+    flat = flatten(results)
+    if not flat:
+        return f"{title}: no results"
+    rows = [(k, _format_value(k, v), _is_number(v)) for k, v in flat.items()]
+    wk = max(len(k) for k, _, _ in rows)
+    wn = max([len(v) for _, v, num in rows if num] or [0])
+    lines = [f"{k:<{wk}}  {v:>{wn}}" if num else f"{k:<{wk}}  {v}" for k, v, num in rows]
+    rule = "-" * max(len(line) for line in lines)
+    return "\n".join([title, rule, *lines, rule])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) or getattr(value, "ndim", None) == 0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # 0-d torch / numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN / inf
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def write_report(results: dict[str, Any], path: str | Path) -> Path:
+    """Write ``results`` as indented JSON (atomically: temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(results), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,115 @@
+"""SimMIM (Xie et al., 2022): hide random squares of the image behind a learned mask token,
+predict the raw pixels with a linear head, L1 on the masked pixels only.
+
+Encoder, decoder and loss are separate pieces: any backbone with a mask token
+(``forward_features(x, mask=...)``) whose output tokens form a square grid — ViT (class
+token dropped, stride = patch size) or Swin (stride = patch size · 2^(stages-1)) — feeds a
+:class:`~convergent.heads.pixel_decoder.LinearPixelDecoder`, scored by
+:func:`~convergent.losses.reconstruction.masked_l1`.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from convergent.heads.pixel_decoder import LinearPixelDecoder
+from convergent.losses.reconstruction import masked_l1
+from convergent.masking import SimMIMMaskGenerator, mask_to_pixels
+from convergent.tasks.base import Task
+from convergent.tasks.configs import SimMIMConfig
+
+
+class SimMIM(Task):
+    """SimMIM around an image backbone.
+
+    ``forward(batch)`` reads ``batch["image"]`` ``(B, C, H, W)`` and, optionally,
+    ``batch["mask"]`` ``(B, (H/p)·(W/p))`` bool at the backbone's patch resolution (True =
+    hidden); without it a mask is drawn from the global torch RNG (reproducible under a
+    seeded, checkpointed RNG state). Returns ``{"loss", "masked_pixels"}`` (the fraction of
+    pixels hidden); with ``return_outputs=True`` also ``"prediction"`` ``(B, C, H, W)`` and
+    ``"mask_pixels"`` ``(B, 1, H, W)``.
+    """
+
+    name = "simmim"
+    batch_keys = ("image",)
+    requires = ("supports_mask_token",)
+    families = ("vit", "swin")
+
+    def __init__(self, backbone: nn.Module, config: SimMIMConfig):
+        super().__init__(backbone, config)
+        cfg = backbone.config
+        self.patch_size = cfg.patch_size
+        if config.mask_patch_size % self.patch_size:
+            raise ValueError(
+                f"SimMIM mask_patch_size {config.mask_patch_size} must be a multiple of the backbone's "
+                f"patch_size {self.patch_size}"
+            )
+        self.num_prefix = int(getattr(backbone, "num_prefix_tokens", 0))
+        self.encoder_stride = config.encoder_stride or derive_encoder_stride(backbone)
+        self.decoder = LinearPixelDecoder(backbone.num_features, self.encoder_stride, cfg.in_chans)
+
+    def forward(self, batch: dict[str, torch.Tensor], return_outputs: bool = False) -> dict[str, torch.Tensor]:
+        images = batch["image"]
+        b, _, h, w = images.shape
+        p, s = self.patch_size, self.encoder_stride
+        if h % s or w % s:
+            raise ValueError(f"SimMIM needs images whose sides are multiples of the encoder stride {s}, got {h}x{w}")
+        mask = batch.get("mask")
+        if mask is None:
+            mask = self.draw_mask(b, h, w, images.device)
+        elif mask.shape != (b, (h // p) * (w // p)):
+            raise ValueError(
+                f"batch['mask'] must be (B={b}, {(h // p) * (w // p)}) at the {p}-px patch resolution, "
+                f"got {tuple(mask.shape)}"
+            )
+        mask = mask.bool()
+        tokens = self.backbone.forward_features(images, mask=mask)[:, self.num_prefix :]  # (B, h/s * w/s, C)
+        prediction = self.decoder(tokens, grid=(h // s, w // s))  # (B, C, H, W)
+        mask_pixels = mask_to_pixels(mask, (h // p, w // p), p).unsqueeze(1)  # (B, 1, H, W)
+        out = {
+            "loss": masked_l1(prediction, images, mask_pixels),
+            "masked_pixels": mask_pixels.float().mean(),
+        }
+        if return_outputs:
+            out.update(prediction=prediction, mask_pixels=mask_pixels)
+        return out
+
+    def draw_mask(self, b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """SimMIM masks ``(B, (H/p)²)`` from the global RNG for square ``H = W`` images."""
+        if h != w:
+            raise ValueError(f"SimMIM draws square masks; got {h}x{w} images (pass batch['mask'] instead)")
+        cfg = self.config
+        return SimMIMMaskGenerator(h, cfg.mask_patch_size, self.patch_size, cfg.mask_ratio)(b, device=device)
+
+
+def derive_encoder_stride(backbone: nn.Module) -> int:
+    """Pixels per output token: ``img_size / sqrt(N_out)`` from one forward pass of a blank
+    ``img_size`` image (ViT: the patch size; Swin with 4 stages: 32)."""
+    cfg = backbone.config
+    size = cfg.img_size
+    param = next(backbone.parameters())
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, cfg.in_chans, size, size, device=param.device, dtype=param.dtype)
+            n = backbone.forward_features(x).shape[1] - int(getattr(backbone, "num_prefix_tokens", 0))
+    finally:
+        backbone.train(was_training)
+    side = math.isqrt(n)
+    if side * side != n or size % side:
+        raise ValueError(
+            f"{type(backbone).__name__} gives {n} output tokens at {size} px, not a square grid that divides "
+            "the image; set SimMIMConfig.encoder_stride"
+        )
+    return size // side
+
+
+def decoder_state_dict_from_hf(state_dict: dict) -> dict:
+    """HF ``*ForMaskedImageModeling`` state dict → :class:`LinearPixelDecoder` state dict
+    (``decoder.0`` is the 1×1 convolution; the pixel shuffle has no weights)."""
+    try:
+        return {"proj.weight": state_dict["decoder.0.weight"], "proj.bias": state_dict["decoder.0.bias"]}
+    except KeyError as e:
+        raise KeyError(f"HF masked-image-modelling state dict lacks {e.args[0]!r}") from None

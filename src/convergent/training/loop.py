@@ -1,0 +1,395 @@
+"""The training loop on Lightning Fabric.
+
+    trainer = Trainer(trainer_cfg, optim_cfg, run_dir, batch_size=64)   # launches, seeds
+    task = build_task(...)                  # after Trainer(): same initial weights everywhere
+    summary = trainer.fit(task, dataset, transform, resume=True)
+
+**Processes.** ``Trainer(...)`` creates the ``Fabric`` and calls ``fabric.launch()``. Under
+``torchrun`` / SLURM the processes already exist and ``launch()`` only joins the process
+group; with ``devices > 1`` in a plain ``python script.py`` Fabric re-runs the script's
+command once per extra device (everything before ``Trainer(...)`` runs in every process).
+Then ``fabric.seed_everything(cfg.seed)`` is called, so a task built after the Trainer has
+the same initial weights on every process (DDP also broadcasts rank 0's weights).
+
+**Randomness.** ``fit`` seeds torch / numpy / python RNGs per process from ``(seed, rank)``
+(so random masks differ across processes, and the run does not depend on what was drawn
+before ``fit``), and owns a ``torch.Generator`` on the device, passed to ``transform``. On
+``resume=True`` all of these, the data position, model, optimizer and scheduler come back
+from the latest checkpoint, so the continuation is exact. Callbacks should not draw from
+the global RNGs (they run after a step's checkpoint is taken).
+
+**Batches.** ``batch_size`` is the global batch per optimizer step; each process runs
+micro-batches of ``batch_size / (world_size * accumulate)`` samples. The data order is
+:class:`~convergent.training.sampler.ResumableSampler` (one epoch = one permutation, the
+incomplete tail dropped). A dataset may define ``collate_fn`` (default: ``default_collate``)
+and ``skipped`` (a list of ``(path, reason)``, reported in the summary).
+
+**A step.** For each micro-batch: ``transform(batch["image"], generator)`` on the device,
+``task(batch)["loss"] / accumulate`` backward (gradient sync only on the last one). Then the
+loss and every scalar term the task returns are averaged over micro-batches and processes
+(one all-reduce, one host sync per step), gradients are clipped, and the optimizer steps
+unless the loss (or, without an fp16 grad scaler, the gradient norm) is not finite: then the
+step is skipped and counted (``nonfinite='skip'``) or the run stops (``'stop'``). A skipped
+step still counts as a step (the schedule and the data move on). Then the schedule advances,
+``task.on_step_end(step, max_steps)`` runs (``step`` = steps completed, 1..max_steps),
+metrics are logged every ``log_every`` steps, a checkpoint is written every
+``checkpoint_every`` steps and at the end, and each callback's ``on_step_end(trainer, task,
+step, metrics)`` runs.
+"""
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric import Fabric
+from torch import nn
+from torch.utils.data import DataLoader, default_collate
+
+from convergent.training.checkpoint import (
+    checkpoints_dir,
+    clean_incomplete,
+    complete_checkpoints,
+    load_latest,
+    save_checkpoint,
+    weights_for_saving,
+)
+from convergent.training.metrics import MetricsLogger, ProgressReporter
+from convergent.training.optim import build_optimizer
+from convergent.training.rng import derive_seed, gather_rng, restore_rng, seed_rng
+from convergent.training.sampler import ResumableSampler
+from convergent.training.schedule import CosineWarmup
+
+SUMMARY_FILE = "summary_train.json"
+
+
+def micro_batch_size(batch_size: int, world_size: int, accumulate: int) -> int:
+    """Samples per process per micro-batch; a clear error when it is not a whole number."""
+    parts = world_size * accumulate
+    if batch_size < parts or batch_size % parts:
+        raise ValueError(
+            f"batch_size {batch_size} cannot be split evenly over {world_size} process(es) x {accumulate} "
+            f"accumulation step(s) = {parts} micro-batches ({batch_size / parts:g} samples each); "
+            f"use a batch size that is a multiple of {parts}"
+        )
+    return batch_size // parts
+
+
+@dataclass
+class _Run:
+    """Everything one ``fit`` call works with."""
+
+    task: nn.Module
+    module: Any  # the task wrapped by Fabric (and DDP, torch.compile)
+    optimizer: Any  # Fabric-wrapped optimizer
+    raw_optimizer: torch.optim.Optimizer
+    scheduler: CosineWarmup
+    sampler: ResumableSampler
+    loader: DataLoader
+    generator: torch.Generator
+    losses: list[float] = field(default_factory=list)  # finite step losses, all steps
+    nonfinite: int = 0
+    last_saved: int = -1
+    resumed: bool = False
+    start_step: int = 0
+    images: int = 0  # global images seen in this fit() call
+    t_start: float = 0.0
+    log_step: int = 0
+    log_time: float = 0.0
+    logger: Any = None
+    reporter: Any = None
+
+
+class Trainer:
+    """Trains a Task (see the module docstring). ``trainer.fabric`` stays usable after
+    ``fit`` (evaluation); ``trainer.step`` is the number of optimizer steps done."""
+
+    def __init__(self, trainer_cfg, optim_cfg, run_dir: str | Path, batch_size: int, num_workers: int = 0,
+                 progress: bool = True):  # fmt: skip
+        if trainer_cfg.nonfinite not in ("skip", "stop"):
+            raise ValueError(f"trainer.nonfinite must be 'skip' or 'stop', not {trainer_cfg.nonfinite!r}")
+        if optim_cfg.accumulate < 1:
+            raise ValueError(f"optim.accumulate must be >= 1, not {optim_cfg.accumulate}")
+        self.cfg, self.optim_cfg = trainer_cfg, optim_cfg
+        self.run_dir = Path(run_dir)
+        self.batch_size, self.num_workers, self.progress = int(batch_size), int(num_workers), progress
+        self.fabric = Fabric(
+            accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
+            strategy=_strategy(trainer_cfg), precision=trainer_cfg.precision,
+        )  # fmt: skip
+        _check_strategy(self.fabric)
+        self.fabric.launch()
+        self.fabric.seed_everything(trainer_cfg.seed, verbose=False)
+        self.micro_batch = micro_batch_size(self.batch_size, self.fabric.world_size, optim_cfg.accumulate)
+        self.step = 0
+        self.summary: dict | None = None
+
+    # --- public -------------------------------------------------------------------------
+    def fit(self, task: nn.Module, dataset, transform=None, resume: bool = False, callbacks=()) -> dict:
+        """Train ``task`` on ``dataset`` for ``max_steps`` optimizer steps; returns the summary
+        (also written to ``run_dir/summary_train.json`` by rank 0)."""
+        t0 = time.perf_counter()
+        run = self._setup(task, dataset, resume)
+        zero = self.fabric.is_global_zero
+        run.logger = MetricsLogger(self.run_dir, enabled=zero, resume_step=self.step if run.resumed else None)
+        run.reporter = ProgressReporter(self.cfg.max_steps, self.step, enabled=zero and self.progress)
+        run.t_start = run.log_time = time.perf_counter()
+        try:
+            self._train(run, transform, callbacks)
+        finally:
+            run.logger.close()
+            run.reporter.close()
+        train_s = time.perf_counter() - run.t_start
+        if run.last_saved != self.step:
+            self._save(run)
+        self.summary = self._summary(run, dataset, train_s, time.perf_counter() - t0)
+        for cb in callbacks:
+            if hasattr(cb, "on_fit_end"):
+                cb.on_fit_end(self, task)
+        return self.summary
+
+    # --- setup --------------------------------------------------------------------------
+    def _setup(self, task: nn.Module, dataset, resume: bool) -> _Run:
+        fabric, cfg = self.fabric, self.cfg
+        if not resume and complete_checkpoints(self.run_dir):
+            raise FileExistsError(
+                f"{checkpoints_dir(self.run_dir)} already holds checkpoints; pass resume=True to continue "
+                "that run, or choose another run directory"
+            )
+        sampler = ResumableSampler(
+            len(dataset), self.micro_batch, self.optim_cfg.accumulate, fabric.world_size, fabric.global_rank, cfg.seed
+        )
+        if sampler.steps_per_epoch == 0:
+            raise ValueError(f"the dataset has {len(dataset)} samples, fewer than one batch of {self.batch_size}")
+        loader = DataLoader(
+            dataset, batch_size=self.micro_batch, sampler=sampler, num_workers=self.num_workers, drop_last=True,
+            collate_fn=getattr(dataset, "collate_fn", None) or default_collate,
+            pin_memory=fabric.device.type == "cuda", generator=torch.Generator(),
+        )  # fmt: skip
+        task.train()
+        module = fabric.setup_module(torch.compile(task) if cfg.compile else task)
+        raw = build_optimizer(task, self.optim_cfg)
+        scheduler = CosineWarmup(raw, self.optim_cfg.warmup_steps, cfg.max_steps, self.optim_cfg.lr, self.optim_cfg.min_lr)
+        run = _Run(task, module, fabric.setup_optimizers(raw), raw, scheduler, sampler, loader,
+                   torch.Generator(device=fabric.device))  # fmt: skip
+        run.resumed = resume and self._restore(run)
+        if not run.resumed:
+            if fabric.is_global_zero:
+                clean_incomplete(self.run_dir)
+            self.step = 0
+            seed_rng(derive_seed(cfg.seed, fabric.global_rank))
+            run.generator.manual_seed(derive_seed(cfg.seed, fabric.global_rank, 1))
+        run.start_step = run.log_step = self.step
+        return run
+
+    def _restore(self, run: _Run) -> bool:
+        """Load the newest complete checkpoint of ``run_dir`` into ``run``; False if none."""
+        fabric = self.fabric
+        ck = load_latest(self.run_dir, clean=fabric.is_global_zero)
+        fabric.barrier()
+        if ck is None:
+            warnings.warn(f"resume: no checkpoint in {checkpoints_dir(self.run_dir)}; starting from step 0")
+            return False
+        state = ck.state
+        self._check_compatible(state, run)
+        run.task.load_state_dict(ck.weights, strict=True)
+        run.raw_optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        self.step = run.last_saved = int(state["step"])
+        run.nonfinite = int(state["nonfinite_steps"])
+        run.losses = state["losses"].tolist()
+        rng = state["rng"]
+        if len(rng) == fabric.world_size:
+            restore_rng(rng[fabric.global_rank], None)
+        else:
+            warnings.warn(f"resume: checkpoint from {len(rng)} process(es), now {fabric.world_size}; RNGs reseeded")
+            seed_rng(derive_seed(self.cfg.seed, fabric.global_rank, self.step))
+            run.generator.manual_seed(derive_seed(self.cfg.seed, fabric.global_rank, self.step, 1))
+        return True
+
+    def _check_compatible(self, state: dict, run: _Run) -> None:
+        now = {"global_batch": self.batch_size, "accumulate": self.optim_cfg.accumulate,
+               "num_samples": run.sampler.num_samples, "seed": self.cfg.seed}  # fmt: skip
+        changed = [f"{k} {state.get(k)} -> {v}" for k, v in now.items() if state.get(k) != v]
+        if changed:
+            warnings.warn("resume: " + ", ".join(changed) + "; the data order will not continue exactly")
+
+    # --- training -----------------------------------------------------------------------
+    def _train(self, run: _Run, transform, callbacks) -> None:
+        cfg, rank = self.cfg, self.fabric.global_rank
+        per_epoch = run.sampler.steps_per_epoch
+        while self.step < cfg.max_steps:
+            epoch, pos = divmod(self.step, per_epoch)
+            run.sampler.set_epoch(epoch, pos * self.optim_cfg.accumulate)
+            run.loader.generator.manual_seed(derive_seed(cfg.seed, rank, epoch, pos))  # worker seeds
+            batches = iter(run.loader)
+            for _ in range(min(per_epoch - pos, cfg.max_steps - self.step)):
+                values, skipped = self._train_step(run, batches, transform)
+                self.step += 1
+                metrics = self._after_step(run, values, skipped)
+                for cb in callbacks:
+                    if hasattr(cb, "on_step_end"):
+                        cb.on_step_end(self, run.task, self.step, metrics)
+            del batches  # stop workers before the next epoch
+
+    def _train_step(self, run: _Run, batches, transform) -> tuple[dict[str, float], bool]:
+        """One optimizer step over ``accumulate`` micro-batches; returns the averaged
+        metrics and whether the update was skipped."""
+        fabric, acc = self.fabric, self.optim_cfg.accumulate
+        sums: dict[str, torch.Tensor] = {}
+        for m in range(acc):
+            batch = self._prepare(next(batches), transform, run.generator)
+            with fabric.no_backward_sync(run.module, enabled=m < acc - 1):
+                out = run.module(batch)
+                if not isinstance(out, dict) or "loss" not in out:
+                    raise TypeError(f"{type(run.task).__name__}.forward must return a dict with a 'loss'")
+                fabric.backward(out["loss"] / acc)
+            for k, v in _scalars(out, fabric.device).items():
+                sums[k] = sums[k] + v if k in sums else v
+        if self.optim_cfg.clip_grad:
+            norm = fabric.clip_gradients(run.module, run.optimizer, max_norm=self.optim_cfg.clip_grad,
+                                         error_if_nonfinite=False)  # fmt: skip
+            sums["grad_norm"] = norm.detach().float().reshape(()) * acc  # same on every process
+        names = sorted(sums)
+        packed = fabric.all_reduce(torch.stack([sums[k] for k in names]) / acc, reduce_op="mean")
+        values = dict(zip(names, packed.tolist()))
+        values["lr"] = run.scheduler.lr
+        problem = self._nonfinite_problem(values)
+        if problem is None:
+            run.optimizer.step()
+        else:
+            self._on_nonfinite(run, problem)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+        return values, problem is not None
+
+    def _prepare(self, batch: dict, transform, generator: torch.Generator) -> dict:
+        batch = self.fabric.to_device(batch)
+        if transform is not None and "image" in batch:
+            batch["image"] = transform(batch["image"], generator)
+        return batch
+
+    def _nonfinite_problem(self, values: dict[str, float]) -> str | None:
+        if not math.isfinite(values["loss"]):
+            return f"non-finite loss ({values['loss']})"
+        scaler = self.cfg.precision in ("16-mixed", "16")  # the grad scaler skips such steps itself
+        if not scaler and not math.isfinite(values.get("grad_norm", 0.0)):
+            return f"non-finite gradient norm ({values['grad_norm']})"
+        return None
+
+    def _on_nonfinite(self, run: _Run, problem: str) -> None:
+        step = self.step + 1
+        if self.cfg.nonfinite == "stop":
+            raise RuntimeError(
+                f"{problem} at step {step}; stopping because trainer.nonfinite='stop'. Checkpoints are in "
+                f"{checkpoints_dir(self.run_dir)}. Lower the learning rate, enable gradient clipping or "
+                "use trainer.nonfinite='skip'"
+            )
+        run.nonfinite += 1
+        if self.fabric.is_global_zero:
+            warnings.warn(f"{problem} at step {step}: update skipped ({run.nonfinite} so far)")
+
+    def _after_step(self, run: _Run, values: dict[str, float], skipped: bool) -> dict[str, float]:
+        cfg = self.cfg
+        if not skipped:
+            run.losses.append(values["loss"])
+        run.task.on_step_end(self.step, cfg.max_steps)
+        run.images += self.batch_size
+        metrics = {**values, "epoch": self.step / run.sampler.steps_per_epoch, "nonfinite_steps": run.nonfinite}
+        logged = _every(self.step, cfg.log_every) or self.step == cfg.max_steps
+        if logged:
+            now = time.perf_counter()
+            metrics["images_per_s"] = (self.step - run.log_step) * self.batch_size / max(now - run.log_time, 1e-9)
+            metrics["elapsed_s"] = now - run.t_start
+            run.log_step, run.log_time = self.step, now
+            run.logger.log(self.step, metrics)
+        run.reporter.update(self.step, metrics, logged)
+        if _every(self.step, cfg.checkpoint_every):
+            self._save(run)
+        return metrics
+
+    # --- checkpoint and summary ---------------------------------------------------------
+    def _save(self, run: _Run) -> None:
+        """Checkpoint the run (a collective: every process calls it; rank 0 writes)."""
+        per_epoch = run.sampler.steps_per_epoch
+        state = {
+            "step": self.step, "epoch": self.step // per_epoch, "batch_in_epoch": self.step % per_epoch,
+            "optimizer": run.raw_optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "rng": gather_rng(self.fabric, run.generator), "nonfinite_steps": run.nonfinite,
+            "losses": torch.tensor(run.losses, dtype=torch.float64), "global_batch": self.batch_size,
+            "accumulate": self.optim_cfg.accumulate, "num_samples": run.sampler.num_samples,
+            "seed": self.cfg.seed, "world_size": self.fabric.world_size,
+        }  # fmt: skip
+        if self.fabric.is_global_zero:
+            save_checkpoint(self.run_dir, self.step, weights_for_saving(run.task), state)
+        self.fabric.barrier()
+        run.last_saved = self.step
+
+    def _summary(self, run: _Run, dataset, train_s: float, wall_s: float) -> dict:
+        skipped = list(getattr(dataset, "skipped", None) or [])
+        count = torch.tensor(len(skipped), device=self.fabric.device)
+        count = int(self.fabric.all_reduce(count, reduce_op="sum").item()) if self.fabric.world_size > 1 else len(skipped)
+        tail = run.losses[-max(1, math.ceil(len(run.losses) / 10)) :] if run.losses else []
+        done = complete_checkpoints(self.run_dir)
+        summary = {
+            "steps": self.step,
+            "epochs": self.step / run.sampler.steps_per_epoch,
+            "final_loss": run.losses[-1] if run.losses else None,
+            "mean_loss_last_10pct": sum(tail) / len(tail) if tail else None,
+            "nonfinite_steps": run.nonfinite,
+            "images_per_s": run.images / max(train_s, 1e-9),
+            "wall_s": wall_s,
+            "skipped_samples": count,
+            "skipped_examples": [_describe_skip(s) for s in skipped[:10]],
+            "world_size": self.fabric.world_size,
+            "run_dir": str(self.run_dir),
+            "checkpoint": str(done[-1]) if done else None,
+        }
+        if self.fabric.is_global_zero:
+            (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def _strategy(cfg):
+    """DDP with ``find_unused_parameters`` (tasks leave some backbone parameters unused, e.g.
+    the mask token of an MAE encoder); other strategies as named."""
+    devices = cfg.devices
+    if isinstance(devices, str):
+        devices = int(devices) if devices.isdigit() else len(devices.split(",")) if "," in devices else 1
+    elif isinstance(devices, (list, tuple)):
+        devices = len(devices)
+    if cfg.strategy == "ddp" or (cfg.strategy == "auto" and max(int(devices), 1) * cfg.num_nodes > 1):
+        from lightning_fabric.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True)
+    return cfg.strategy
+
+
+def _check_strategy(fabric: Fabric) -> None:
+    from lightning_fabric.strategies import FSDPStrategy
+
+    if isinstance(fabric.strategy, FSDPStrategy):
+        raise NotImplementedError("checkpoints of FSDP runs are not implemented yet; use strategy='ddp'")
+
+
+def _scalars(out: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    """The scalar terms of a task's output as detached float32 0-d tensors."""
+    found = {}
+    for k, v in out.items():
+        if torch.is_tensor(v) and v.numel() == 1:
+            found[k] = v.detach().float().reshape(())
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            found[k] = torch.tensor(float(v), device=device)
+    return found
+
+
+def _describe_skip(item) -> str:
+    return ": ".join(map(str, item)) if isinstance(item, (tuple, list)) else str(item)
+
+
+def _every(step: int, n: int) -> bool:
+    return n > 0 and step % n == 0

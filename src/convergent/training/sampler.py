@@ -1,0 +1,58 @@
+"""Resumable, distributed data order.
+
+One epoch is a permutation of the dataset (``torch.randperm`` seeded with ``seed + epoch``),
+cut into global micro-batches of ``world_size * micro_batch`` samples; process ``rank``
+takes slice ``rank`` of each. The incomplete tail is dropped, so an epoch holds a whole
+number of optimizer steps. The union over processes of micro-batch ``j`` depends only on
+the global micro-batch size, so one process with batch ``B`` and two with ``B / 2`` each
+see the same samples at every step. Resuming starts the iteration at a micro-batch index:
+the indices before it are never yielded, so their samples are never read.
+"""
+
+import torch
+from torch.utils.data import Sampler
+
+
+class ResumableSampler(Sampler[int]):
+    """Indices of one process for one epoch; set the epoch (and start) before iterating."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        micro_batch: int,
+        accumulate: int = 1,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+    ):
+        self.num_samples = int(num_samples)
+        self.micro_batch = int(micro_batch)
+        self.world_size, self.rank = int(world_size), int(rank)
+        self.seed, self.shuffle = int(seed), shuffle
+        global_micro = self.micro_batch * self.world_size
+        self.steps_per_epoch = self.num_samples // (global_micro * accumulate)
+        self.micro_batches_per_epoch = self.steps_per_epoch * accumulate
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch ``epoch`` from its micro-batch ``start`` on."""
+        if not 0 <= start <= self.micro_batches_per_epoch:
+            raise ValueError(f"start micro-batch {start} outside 0..{self.micro_batches_per_epoch}")
+        self.epoch, self.start = int(epoch), int(start)
+
+    def order(self) -> torch.Tensor:
+        """The epoch's permutation of all sample indices (identical on every process)."""
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.num_samples, generator=gen)
+
+    def __iter__(self):
+        b, w = self.micro_batch, self.world_size
+        # (micro_batches, world, b): row j holds global micro-batch j, column r this rank's share
+        used = self.order()[: self.micro_batches_per_epoch * w * b].view(-1, w, b)
+        yield from used[self.start :, self.rank].reshape(-1).tolist()
+
+    def __len__(self) -> int:
+        return (self.micro_batches_per_epoch - self.start) * self.micro_batch

@@ -1,0 +1,58 @@
+"""Training callbacks of the pre-training workflow."""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RECONSTRUCTIONS = "reconstructions.png"
+
+
+class ReconstructionCallback:
+    """Saves ``reconstructions.png`` (original | masked | prediction) for a fixed batch of
+    held-out images every ``trainer.visualize_every`` steps and at the end.
+
+    Tasks that reconstruct pixels return ``prediction`` (in the normalised space of the
+    input) and ``mask_pixels`` when called with ``return_outputs=True``; for other tasks the
+    callback does nothing. The picture is drawn under a forked RNG, so the training stream of
+    random numbers (masks, augmentation) is the same with and without pictures.
+    """
+
+    def __init__(self, cfg: Any, dataset, run_dir: Path, count: int = 8):
+        self.cfg = cfg
+        self.every = cfg.trainer.visualize_every
+        self.path = Path(run_dir) / RECONSTRUCTIONS
+        n = min(count, len(dataset)) if dataset is not None else 0
+        self.images = torch.stack([dataset[i]["image"] for i in range(n)]) if n else None
+
+    def on_step_end(self, trainer, task, step: int, metrics: dict) -> None:
+        if self.every and step % self.every == 0:
+            self.draw(trainer, task, f"step {step}")
+
+    def on_fit_end(self, trainer, task) -> None:
+        self.draw(trainer, task, f"step {getattr(trainer, 'step', '?')}")
+
+    @torch.no_grad()
+    def draw(self, trainer, task, title: str) -> Path | None:
+        from convergent.data.transforms import build_transform, denormalize
+        from convergent.workflows.pictures import save_reconstructions
+
+        fabric = getattr(trainer, "fabric", None)
+        if self.images is None or (fabric is not None and fabric.global_rank != 0):
+            return None
+        device = next(task.parameters()).device
+        images = build_transform(self.cfg.data, train=False)(self.images.to(device), None)
+        was_training = task.training
+        task.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.trainer.seed)  # the same masks in every picture
+                out = task({"image": images}, return_outputs=True)
+        except TypeError:  # the task does not reconstruct pixels
+            return None
+        finally:
+            task.train(was_training)
+        if "prediction" not in out or "mask_pixels" not in out:
+            return None
+        to01 = lambda x: denormalize(x.float(), self.cfg.data)  # noqa: E731
+        return save_reconstructions(to01(images), out["mask_pixels"], to01(out["prediction"]), self.path, title)

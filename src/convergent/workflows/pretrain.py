@@ -1,0 +1,97 @@
+"""``convergent pretrain``: data → backbone → task → trainer → saved encoder → evaluation.
+
+The run directory holds the resolved ``config.yaml``, ``metrics.jsonl``, TensorBoard logs,
+``checkpoints/``, the pre-trained ``encoder/`` (``save_pretrained``), ``reconstructions.png``,
+``loss.png`` and ``summary.json``.
+"""
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from convergent.config import from_dict, pretrain_config_class, task_field, to_dict
+
+CONFIG_FILE = "config.yaml"
+
+
+def config_from_namespace(ns: Any) -> Any:
+    """The typed :class:`PretrainConfig` from the CLI's parsed namespace."""
+    data = ns.as_dict() if hasattr(ns, "as_dict") else dict(ns)
+    cls = pretrain_config_class()
+    import dataclasses
+
+    keep = {f.name for f in dataclasses.fields(cls)}
+    return from_dict(cls, {k: v for k, v in data.items() if k in keep}, "pretrain config")
+
+
+def resume_config(run_dir: str | Path) -> Any:
+    """The config a run directory was started with."""
+    file = Path(run_dir) / CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: not found; --resume expects a run directory of `convergent pretrain`")
+    return from_dict(pretrain_config_class(), yaml.safe_load(file.read_text()) or {}, str(file))
+
+
+def run_dir_for(cfg: Any, resume_dir: str | Path | None) -> Path:
+    if resume_dir is not None:
+        return Path(resume_dir)
+    name = cfg.trainer.run_name or f"{cfg.task.name}-{cfg.model.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(cfg.trainer.out_dir) / name
+
+
+def build_encoder(cfg: Any):
+    """The backbone of the run: registered variant (+ overrides) or ``model.init`` weights.
+    Image backbones take the data's image size and channels unless overrides say otherwise."""
+    from convergent.backbones.pretrained import from_pretrained, load_config
+    from convergent.backbones.registry import backbone_config, build_backbone
+
+    overrides = dict(cfg.model.overrides or {})
+    base = load_config(cfg.model.init) if cfg.model.init else backbone_config(cfg.model.backbone)
+    if hasattr(base, "img_size"):
+        overrides.setdefault("img_size", cfg.data.img_size)
+        overrides.setdefault("in_chans", cfg.data.in_chans)
+    if cfg.model.init:
+        return from_pretrained(cfg.model.init, **overrides)
+    return build_backbone(cfg.model.backbone, **overrides)
+
+
+def build_datasets(cfg: Any) -> tuple[Any, Any | None]:
+    """Training set and, when the dataset has one, the labelled test split for evaluation."""
+    from convergent.data.registry import build_dataset
+
+    kw = dict(root=cfg.data.root, img_size=cfg.data.img_size, in_chans=cfg.data.in_chans)
+    train = build_dataset(cfg.data.name, "train", limit=cfg.data.limit, **kw)
+    try:
+        test = build_dataset(cfg.data.name, "test", **kw)
+    except (ValueError, KeyError, FileNotFoundError):
+        test = None
+    return train, test
+
+
+def run_pretrain(cfg: Any, resume_dir: str | Path | None = None) -> dict:
+    """Run (or resume) one pre-training run; returns the summary (also in ``summary.json``)."""
+    import torch
+
+    from convergent.data.transforms import build_transform
+    from convergent.tasks.registry import build_task
+    from convergent.training.loop import Trainer
+    from convergent.workflows.callbacks import ReconstructionCallback
+    from convergent.workflows.summary import finish_run
+
+    run_dir = run_dir_for(cfg, resume_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume_dir is None:
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    torch.manual_seed(cfg.trainer.seed)  # weights of the backbone and heads
+    train_set, test_set = build_datasets(cfg)
+    backbone = build_encoder(cfg)
+    task = build_task(cfg.task.name, backbone, getattr(cfg.task, task_field(cfg.task.name)))
+    trainer = Trainer(cfg.trainer, cfg.optim, run_dir, cfg.data.batch_size, cfg.data.num_workers)
+    callbacks = [ReconstructionCallback(cfg, test_set or train_set, run_dir)]
+    train_summary = trainer.fit(
+        task, train_set, transform=build_transform(cfg.data, train=True), resume=resume_dir is not None,
+        callbacks=callbacks,
+    )
+    return finish_run(cfg, trainer, task, train_set, test_set, run_dir, train_summary)

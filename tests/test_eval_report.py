@@ -1,0 +1,42 @@
+"""Run-summary table and JSON report."""
+
+import json
+import math
+
+import torch
+
+from convergent.evaluation.report import flatten, format_report, write_report
+
+RESULTS = {"knn": {"acc": 0.8123, "k": 20}, "linear_probe": {"acc": 0.5, "train_acc": 0.75}, "finetune": {"test_acc": 1.0}}
+
+
+def test_flatten_joins_nested_keys():
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_table_is_aligned_with_percentages():
+    text = format_report(RESULTS, title="eval")
+    lines = text.splitlines()
+    assert lines[0] == "eval"
+    rows = lines[2:-1]
+    assert [r.split()[0] for r in rows] == ["knn.acc", "knn.k", "linear_probe.acc", "linear_probe.train_acc", "finetune.test_acc"]
+    assert len({len(r) for r in rows}) == 1, "rows have one width"
+    assert "81.23%" in rows[0] and rows[1].endswith(" 20") and "100.00%" in rows[4]
+    assert format_report({}) == "evaluation: no results"
+
+
+def test_write_report_round_trips_json(tmp_path):
+    results = {**RESULTS, "loss": torch.tensor(0.25), "bad": float("nan")}
+    path = write_report(results, tmp_path / "sub" / "eval.json")
+    data = json.loads(path.read_text())
+    assert data["knn"] == {"acc": 0.8123, "k": 20}
+    assert data["loss"] == 0.25 and data["bad"] == "nan"
+    assert not list(path.parent.glob("*.tmp"))
+    assert math.isclose(data["finetune"]["test_acc"], 1.0)
+
+
+def test_text_values_do_not_shift_numbers():
+    text = format_report({"run_dir": "runs/a/very/long/path/to/a/run", "steps": 100, "loss": torch.tensor(0.5)})
+    rows = text.splitlines()[2:-1]
+    assert rows[0].endswith("runs/a/very/long/path/to/a/run")
+    assert rows[1].endswith(" 100") and rows[2].endswith(" 0.5") and len(rows[1]) == len(rows[2])

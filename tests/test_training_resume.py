@@ -1,0 +1,131 @@
+"""Exact resume (model, optimizer, scheduler, data position, every RNG) and atomic checkpoints."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from convergent.training import checkpoint as ckpt
+from convergent.training.loop import Trainer
+from tests.training_helpers import MaskedTask, SyntheticImages, build, configs, random_transform, read_metrics
+
+TERMS = ("loss", "masked", "grad_norm", "lr")
+
+
+class Kill(Exception):
+    pass
+
+
+class KillAt:
+    """Raises after step ``step`` (after its checkpoint): a kill the run does not see coming."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, task, step, metrics):
+        if step == self.step:
+            raise Kill(step)
+
+
+def _fit(run_dir, resume=False, callbacks=(), max_steps=8, **cfg):
+    trainer = Trainer(*configs(max_steps=max_steps, checkpoint_every=2, **cfg), run_dir, batch_size=8, progress=False)
+    task = build(MaskedTask)
+    trainer.fit(task, SyntheticImages(44), random_transform, resume=resume, callbacks=callbacks)  # 5 steps/epoch
+    return trainer, task
+
+
+def _per_step(run_dir):
+    return [(m["step"],) + tuple(m[k] for k in TERMS) for m in read_metrics(run_dir)]
+
+
+def test_resume_is_exact(tmp_path):
+    _, straight = _fit(tmp_path / "a")
+    with pytest.raises(Kill):
+        _fit(tmp_path / "b", callbacks=[KillAt(4)])
+    assert [m["step"] for m in read_metrics(tmp_path / "b")] == [1, 2, 3, 4]
+    trainer, resumed = _fit(tmp_path / "b", resume=True)
+    assert resumed.steps_seen == [5, 6, 7, 8]  # really continued from the step-4 checkpoint
+    assert trainer.step == 8
+    a, b = _per_step(tmp_path / "a"), _per_step(tmp_path / "b")
+    assert [s[0] for s in b] == list(range(1, 9))
+    assert len({s[1] for s in a}) == 8  # losses differ step to step: the comparison has teeth
+    assert a == b  # identical, not approximately equal
+    for (name, x), (_, y) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(x, y), name
+    summary_a = (tmp_path / "a" / "summary_train.json").read_text()
+    assert '"nonfinite_steps": 0' in summary_a
+
+
+def test_checkpoint_contents(tmp_path):
+    trainer, task = _fit(tmp_path, max_steps=5)
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-000004", "step-000005"]  # keeps 2
+    assert (root / "latest").read_text().strip() == "step-000005"
+    weights = load_file(str(root / "step-000005" / "model.safetensors"))
+    assert weights.keys() == task.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in task.state_dict().items())
+    state = torch.load(root / "step-000005" / "state.pt", weights_only=True)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (5, 1, 0)
+    assert len(state["losses"]) == 5 and len(state["rng"]) == 1
+    assert state["optimizer"]["state"]  # AdamW moments are there
+
+
+def _boom_after_partial_write(real):
+    def boom(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")  # a torn file, then the process "dies"
+        raise Kill("killed while saving")
+
+    return boom
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    _fit(tmp_path, max_steps=2)
+    monkeypatch.setattr(ckpt, "save_file", _boom_after_partial_write(ckpt.save_file))
+    with pytest.raises(Kill):
+        _fit(tmp_path, resume=True, max_steps=4)  # dies writing step 4
+    root = tmp_path / "checkpoints"
+    assert (root / "step-000004.tmp").is_dir()
+    assert not (root / "step-000004").exists()
+    assert (root / "latest").read_text().strip() == "step-000002"
+    found = ckpt.load_latest(tmp_path)
+    assert found is not None and found.step == 2 and found.path.name == "step-000002"
+    assert not (root / "step-000004.tmp").exists()  # cleaned
+    monkeypatch.undo()
+    trainer, _ = _fit(tmp_path, resume=True, max_steps=4)
+    assert trainer.step == 4 and (root / "latest").read_text().strip() == "step-000004"
+
+
+def test_interrupted_state_write_and_damaged_checkpoint(tmp_path, monkeypatch):
+    weights = {"w": torch.ones(2)}
+    ckpt.save_checkpoint(tmp_path, 1, weights, {"step": 1})
+    monkeypatch.setattr(ckpt.torch, "save", lambda *a, **k: (_ for _ in ()).throw(Kill("killed in torch.save")))
+    with pytest.raises(Kill):
+        ckpt.save_checkpoint(tmp_path, 2, weights, {"step": 2})
+    monkeypatch.undo()
+    assert ckpt.load_latest(tmp_path, clean=False).step == 1
+    assert (tmp_path / "checkpoints" / "step-000002.tmp").is_dir()  # ignored, not cleaned
+    ckpt.save_checkpoint(tmp_path, 3, weights, {"step": 3})
+    (tmp_path / "checkpoints" / "step-000003" / "state.pt").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="cannot be loaded"):
+        assert ckpt.load_latest(tmp_path).step == 1  # falls back past the damaged one
+
+
+def test_tied_weights_are_saved(tmp_path):
+    shared = torch.randn(3, 2)
+    saved = ckpt.weights_for_saving(torch.nn.ParameterDict({"a": torch.nn.Parameter(shared)}))
+    module = torch.nn.Module()
+    module.a = torch.nn.Linear(2, 3, bias=False)
+    module.b = torch.nn.Linear(2, 3, bias=False)
+    module.b.weight = module.a.weight  # tied
+    path = ckpt.save_checkpoint(tmp_path, 1, ckpt.weights_for_saving(module), {"step": 1})
+    loaded = load_file(str(path / "model.safetensors"))
+    assert torch.equal(loaded["a.weight"], loaded["b.weight"]) and saved["a"].shape == (3, 2)
+
+
+def test_fresh_run_refuses_dir_with_checkpoints_and_resume_without_one_starts(tmp_path):
+    _fit(tmp_path, max_steps=2)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        _fit(tmp_path, max_steps=2)
+    with pytest.warns(UserWarning, match="no checkpoint"):
+        trainer, _ = _fit(tmp_path / "new", resume=True, max_steps=1)
+    assert trainer.step == 1

@@ -1,0 +1,113 @@
+"""Tiny tasks, data and configs shared by the training tests and ``ddp_worker.py``."""
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from convergent.backbones import build_backbone
+from convergent.config import OptimConfig, TrainerConfig
+from convergent.tasks.base import Task
+
+PATCH = 8  # vit_test: 32 px images, 8 px patches → 16 tokens of width 32
+
+
+class SyntheticImages(Dataset):
+    """``n`` random uint8 images (3, 32, 32) with 4 labels; ``skipped`` as a loader reports it."""
+
+    def __init__(self, n: int = 48, seed: int = 0, skipped=()):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+        self.labels = torch.arange(n) % 4
+        self.skipped = list(skipped)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": int(self.labels[i])}
+
+
+class RegressTask(Task):
+    """Deterministic: pooled features → linear → one-hot label (MSE)."""
+
+    name = "regress"
+
+    def __init__(self, backbone: nn.Module, nan_at_call: int | None = None):
+        super().__init__(backbone, None)
+        self.head = nn.Linear(backbone.embed_dim, 4)
+        self.nan_at_call, self.calls = nan_at_call, 0
+
+    def forward(self, batch: dict) -> dict:
+        self.calls += 1
+        pred = self.head(self.backbone.pooled(self.backbone.forward_features(batch["image"])))
+        loss = F.mse_loss(pred, F.one_hot(batch["label"], 4).float())
+        if self.calls == self.nan_at_call:
+            loss = loss * float("nan")
+        return {"loss": loss, "mse": loss.detach(), "ratio": 0.5}
+
+
+class MaskedTask(Task):
+    """Masked patch reconstruction whose randomness comes from all three global RNGs:
+    the mask ratio from python ``random``, a target offset from numpy, the mask from torch."""
+
+    name = "masked"
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__(backbone, None)
+        self.head = nn.Linear(backbone.embed_dim, 3 * PATCH * PATCH)
+        self.steps_seen: list[int] = []
+
+    def forward(self, batch: dict) -> dict:
+        x = batch["image"]
+        patches = F.unfold(x, PATCH, stride=PATCH).transpose(1, 2)  # (B, 16, 3*8*8)
+        ratio = 0.3 + 0.4 * random.random()
+        offset = float(np.random.uniform(-0.1, 0.1))
+        mask = torch.rand(patches.shape[:2], device=x.device) < ratio  # (B, 16)
+        mask[:, 0] = True  # at least one masked patch per image
+        tokens = self.backbone.forward_features(x, mask=mask)[:, 1:]  # drop the class token
+        err = ((self.head(tokens) - patches - offset) ** 2).mean(-1)
+        loss = (err * mask).sum() / mask.sum()
+        return {"loss": loss, "masked": mask.float().mean()}
+
+    def on_step_end(self, step: int, max_steps: int) -> None:
+        self.steps_seen.append(step)
+
+
+def random_transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """uint8 → [-1, 1], random horizontal flip and a random shift (roll) of up to 2 px."""
+    x = images.float() / 127.5 - 1.0
+    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    dy, dx = torch.randint(-2, 3, (2,), generator=generator, device=x.device).tolist()
+    return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+
+
+def eval_transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return images.float() / 127.5 - 1.0
+
+
+def configs(**trainer) -> tuple[TrainerConfig, OptimConfig]:
+    """Small CPU configs; ``trainer`` overrides TrainerConfig fields, ``optim_*`` OptimConfig ones."""
+    optim = {k[len("optim_") :]: trainer.pop(k) for k in list(trainer) if k.startswith("optim_")}
+    t = dict(max_steps=8, accelerator="cpu", devices=1, log_every=1, checkpoint_every=100, seed=0)
+    o = dict(lr=3e-3, min_lr=1e-4, warmup_steps=2, weight_decay=0.05, clip_grad=1.0)
+    return TrainerConfig(**{**t, **trainer}), OptimConfig(**{**o, **optim})
+
+
+def build(task_cls=RegressTask, **kw) -> Task:
+    return task_cls(build_backbone("vit_test"), **kw)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(run_dir: Path, keys=("loss",)) -> list[tuple]:
+    return [(m["step"],) + tuple(m[k] for k in keys) for m in read_metrics(run_dir)]
