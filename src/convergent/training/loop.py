@@ -204,7 +204,7 @@ class Trainer:
         run.losses = state["losses"].tolist()
         rng = state["rng"]
         if len(rng) == fabric.world_size:
-            restore_rng(rng[fabric.global_rank], None)
+            restore_rng(rng[fabric.global_rank], run.generator)
         else:
             warnings.warn(f"resume: checkpoint from {len(rng)} process(es), now {fabric.world_size}; RNGs reseeded")
             seed_rng(derive_seed(self.cfg.seed, fabric.global_rank, self.step))

@@ -63,6 +63,7 @@ class ProgressReporter:
     def __init__(self, total: int, start: int, enabled: bool = True):
         self.total, self.start, self.enabled = total, start, enabled
         self._t0 = time.perf_counter()
+        self._ips: float | None = None  # last measured throughput, shown between log steps
         self._bar = None
         if enabled and sys.stdout.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -78,7 +79,8 @@ class ProgressReporter:
         """Advance to ``step``; print a plain line when ``logged`` and not on a terminal."""
         if not self.enabled:
             return
-        info = _describe(values)
+        self._ips = values.get("images_per_s", self._ips)
+        info = _describe({**values, "images_per_s": self._ips} if self._ips is not None else values)
         if self._bar is not None:
             self._bar.update(self._task, completed=step, info=info)
         elif logged:

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import torch
+import torch.distributed
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -60,5 +61,11 @@ def gather_rng(fabric, generator: torch.Generator | None = None) -> list[dict[st
     local = capture_rng(generator)
     if fabric.world_size == 1:
         return [local]
-    gathered = fabric.all_gather({k: v.to(fabric.device) for k, v in local.items()})  # each (world, ...)
-    return [{k: v[r].cpu() for k, v in gathered.items()} for r in range(fabric.world_size)]
+    gathered = [{} for _ in range(fabric.world_size)]
+    for key, value in local.items():
+        value = value.to(fabric.device)  # NCCL gathers device tensors only
+        parts = [torch.empty_like(value) for _ in range(fabric.world_size)]
+        torch.distributed.all_gather(parts, value)
+        for rank, part in enumerate(parts):
+            gathered[rank][key] = part.cpu()
+    return gathered

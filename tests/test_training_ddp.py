@@ -1,0 +1,40 @@
+"""DDP on CPU (gloo): 2 processes x 2 accumulation steps x 2 samples reproduce 1 process x 8
+samples. Launched with ``python -m torch.distributed.run --standalone --nproc_per_node 2``."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tests import ddp_worker
+from tests.training_helpers import assert_weights_close, read_metrics
+
+WORKER = Path(ddp_worker.__file__)
+
+
+def _final_weights(run_dir: Path) -> dict:
+    return load_file(str(run_dir / "checkpoints" / f"step-{ddp_worker.STEPS:06d}" / "model.safetensors"))
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    ddp_dir, ref_dir = tmp_path / "ddp", tmp_path / "single"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(WORKER), str(ddp_dir), "2", "2"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    summary = ddp_worker.main(str(ref_dir), devices=1, accumulate=1)
+    assert summary["world_size"] == 1
+    ddp, ref = read_metrics(ddp_dir), read_metrics(ref_dir)
+    assert [m["step"] for m in ddp] == list(range(1, ddp_worker.STEPS + 1))
+    for a, b in zip(ddp, ref, strict=True):
+        assert abs(a["loss"] - b["loss"]) <= 1e-6, (a["step"], a["loss"], b["loss"])
+    assert len({round(m["loss"], 6) for m in ref}) == len(ref)  # the losses change: a real comparison
+    assert '"world_size": 2' in (ddp_dir / "summary_train.json").read_text()
+    state = torch.load(ddp_dir / "checkpoints" / f"step-{ddp_worker.STEPS:06d}" / "state.pt", weights_only=True)
+    assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    assert_weights_close(_final_weights(ddp_dir), _final_weights(ref_dir), atol=1e-6)

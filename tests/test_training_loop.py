@@ -1,0 +1,110 @@
+"""The loop: gradient accumulation, non-finite losses, batch divisibility, logging, summary."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from convergent.training.loop import Trainer, micro_batch_size
+from tests.training_helpers import (
+    RegressTask,
+    SyntheticImages,
+    assert_weights_close,
+    build,
+    configs,
+    eval_transform,
+    random_transform,
+    read_metrics,
+)
+
+
+def _trainer(run_dir, batch_size=8, **cfg):
+    return Trainer(*configs(**cfg), run_dir, batch_size=batch_size, progress=False)
+
+
+def test_accumulation_matches_one_big_batch(tmp_path):
+    results = {}
+    for acc in (1, 2):
+        trainer = _trainer(tmp_path / str(acc), max_steps=4, optim_accumulate=acc)
+        assert trainer.micro_batch == 8 // acc
+        task = build(RegressTask)
+        trainer.fit(task, SyntheticImages(32), eval_transform)
+        results[acc] = (read_metrics(tmp_path / str(acc)), task.state_dict(), task.calls)
+    (m1, w1, calls1), (m2, w2, calls2) = results[1], results[2]
+    assert (calls1, calls2) == (4, 8)  # really two micro-batches per step
+    for a, b in zip(m1, m2, strict=True):
+        assert abs(a["loss"] - b["loss"]) <= 1e-6, a["step"]
+    assert_weights_close(w1, w2, atol=1e-6)
+    assert not torch.equal(w1["head.weight"], build(RegressTask).state_dict()["head.weight"])  # it trained
+
+
+class Snapshot:
+    def __init__(self):
+        self.weights, self.metrics = {}, {}
+
+    def on_step_end(self, trainer, task, step, metrics):
+        self.weights[step] = {k: v.clone() for k, v in task.state_dict().items()}
+        self.metrics[step] = metrics
+
+
+def test_nonfinite_skip_counts_and_continues(tmp_path):
+    trainer = _trainer(tmp_path, max_steps=4, nonfinite="skip")
+    snap = Snapshot()
+    with pytest.warns(UserWarning, match="non-finite loss .* at step 2: update skipped"):
+        summary = trainer.fit(build(RegressTask, nan_at_call=2), SyntheticImages(32), eval_transform, callbacks=[snap])
+    assert summary["nonfinite_steps"] == 1 and summary["steps"] == 4
+    assert all(torch.equal(snap.weights[1][k], snap.weights[2][k]) for k in snap.weights[1])  # no update
+    assert not torch.equal(snap.weights[2]["head.weight"], snap.weights[3]["head.weight"])  # then it goes on
+    assert all(torch.isfinite(v).all() for v in snap.weights[4].values())
+    losses = [m["loss"] for m in read_metrics(tmp_path)]
+    assert losses[1] is None and all(math.isfinite(x) for x in losses[:1] + losses[2:])
+    assert snap.metrics[4]["nonfinite_steps"] == 1
+    assert math.isfinite(summary["final_loss"])
+
+
+def test_nonfinite_stop_raises_naming_the_step(tmp_path):
+    trainer = _trainer(tmp_path, max_steps=4, nonfinite="stop")
+    with pytest.raises(RuntimeError, match=r"non-finite loss \(nan\) at step 3.*nonfinite='stop'"):
+        trainer.fit(build(RegressTask, nan_at_call=3), SyntheticImages(32), eval_transform)
+    assert trainer.step == 2
+
+
+def test_batch_divisibility_errors(tmp_path):
+    assert micro_batch_size(8, 2, 2) == 2
+    with pytest.raises(ValueError, match=r"batch_size 6 cannot be split evenly over 4 process\(es\) x 1"):
+        micro_batch_size(6, 4, 1)
+    with pytest.raises(ValueError, match="multiple of 3"):
+        _trainer(tmp_path, optim_accumulate=3)
+    with pytest.raises(ValueError, match="fewer than one batch of 8"):
+        _trainer(tmp_path).fit(build(), SyntheticImages(5), eval_transform)
+    with pytest.raises(ValueError, match="'skip' or 'stop'"):
+        _trainer(tmp_path, nonfinite="ignore")
+
+
+class Ends:
+    calls = 0
+
+    def on_fit_end(self, trainer, task):
+        Ends.calls += 1
+        assert trainer.step == 5 and trainer.summary["steps"] == 5
+
+
+def test_summary_logging_and_plain_progress(tmp_path, capsys):
+    bad = [(f"bad/{i}.png", "cannot decode") for i in range(12)]
+    trainer = Trainer(*configs(max_steps=5, log_every=2), tmp_path, batch_size=8)
+    summary = trainer.fit(build(RegressTask), SyntheticImages(24, skipped=bad), random_transform, callbacks=[Ends()])
+    assert Ends.calls == 1
+    assert summary == json.loads((tmp_path / "summary_train.json").read_text())
+    assert summary["skipped_samples"] == 12 and summary["skipped_examples"][0] == "bad/0.png: cannot decode"
+    assert len(summary["skipped_examples"]) == 10
+    assert (summary["steps"], summary["world_size"], summary["epochs"]) == (5, 1, 5 / 3)
+    assert summary["mean_loss_last_10pct"] == summary["final_loss"] == read_metrics(tmp_path)[-1]["loss"]
+    assert summary["images_per_s"] > 0 and summary["checkpoint"].endswith("step-000005")
+    records = read_metrics(tmp_path)
+    assert [m["step"] for m in records] == [2, 4, 5]  # every log_every steps and the last
+    assert {"loss", "mse", "ratio", "lr", "grad_norm", "images_per_s", "elapsed_s"} <= records[0].keys()
+    assert records[0]["ratio"] == 0.5
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
+    assert len(lines) == 3 and lines[0].startswith("step 2/5 loss")  # one plain line per logged step
+    assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
