@@ -73,13 +73,16 @@ def test_finetune_wires_task_and_trainer(monkeypatch, tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("convergent.training.loop") is None,
                     reason="the training engine (convergent.training.loop) is not written yet")
 def test_finetune_learns_separable_task(tmp_path):
-    train, test = halves(128, 0), halves(64, 1)
+    """60 steps of the real Trainer on 'which half is bright' (needs spatial features; a ViT
+    from scratch; 15/15 seeds tried reached >= 0.97)."""
+    train, test = halves(256, 0), halves(128, 1)
     backbone = build_backbone("vit_test")
     before = evaluate_classifier(Classify(backbone, ClassifyConfig(num_classes=2)), test, to_float)
     tcfg = TrainerConfig(max_steps=60, accelerator="cpu", devices=1, log_every=20, checkpoint_every=1000,
                          seed=0, out_dir=str(tmp_path))
-    ocfg = OptimConfig(lr=3e-3, min_lr=1e-4, warmup_steps=5, weight_decay=0.05, layer_decay=0.9)
+    ocfg = OptimConfig(lr=5e-3, min_lr=1e-4, warmup_steps=5, weight_decay=0.05, layer_decay=0.9)
     out = finetune(backbone, train, test, to_float, to_float, num_classes=2, trainer_cfg=tcfg, optim_cfg=ocfg,
                    run_dir=tmp_path / "ft", batch_size=32)
     assert before < 0.75  # the untrained model is near chance
     assert out["test_acc"] > 0.9, out
+    assert isinstance(out["train_summary"], dict)

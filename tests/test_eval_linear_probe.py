@@ -10,7 +10,8 @@ from convergent.evaluation.linear_probe import linear_probe, standardize
 def clusters(n_train=400, n_test=200, classes=10, dim=32, spread=1.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(classes, dim, generator=g) * 2
-    y_train, y_test = torch.randint(0, classes, (n_train,), generator=g), torch.randint(0, classes, (n_test,), generator=g)
+    y_train = torch.randint(0, classes, (n_train,), generator=g)
+    y_test = torch.randint(0, classes, (n_test,), generator=g)
     x_train = centers[y_train] + spread * torch.randn(n_train, dim, generator=g)
     x_test = centers[y_test] + spread * torch.randn(n_test, dim, generator=g)
     return x_train, y_train, x_test, y_test

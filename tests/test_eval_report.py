@@ -7,7 +7,11 @@ import torch
 
 from convergent.evaluation.report import flatten, format_report, write_report
 
-RESULTS = {"knn": {"acc": 0.8123, "k": 20}, "linear_probe": {"acc": 0.5, "train_acc": 0.75}, "finetune": {"test_acc": 1.0}}
+RESULTS = {
+    "knn": {"acc": 0.8123, "k": 20},
+    "linear_probe": {"acc": 0.5, "train_acc": 0.75},
+    "finetune": {"test_acc": 1.0},
+}
 
 
 def test_flatten_joins_nested_keys():
@@ -19,7 +23,8 @@ def test_table_is_aligned_with_percentages():
     lines = text.splitlines()
     assert lines[0] == "eval"
     rows = lines[2:-1]
-    assert [r.split()[0] for r in rows] == ["knn.acc", "knn.k", "linear_probe.acc", "linear_probe.train_acc", "finetune.test_acc"]
+    names = ["knn.acc", "knn.k", "linear_probe.acc", "linear_probe.train_acc", "finetune.test_acc"]
+    assert [r.split()[0] for r in rows] == names
     assert len({len(r) for r in rows}) == 1, "rows have one width"
     assert "81.23%" in rows[0] and rows[1].endswith(" 20") and "100.00%" in rows[4]
     assert format_report({}) == "evaluation: no results"

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from convergent.training.loop import Trainer, micro_batch_size
+from convergent.training.sampler import ResumableSampler
 from tests.training_helpers import (
     RegressTask,
     SyntheticImages,
@@ -19,14 +20,15 @@ from tests.training_helpers import (
 )
 
 
-def _trainer(run_dir, batch_size=8, **cfg):
-    return Trainer(*configs(**cfg), run_dir, batch_size=batch_size, progress=False)
+def _trainer(run_dir, batch_size=8, num_workers=0, **cfg):
+    return Trainer(*configs(**cfg), run_dir, batch_size=batch_size, num_workers=num_workers, progress=False)
 
 
 def test_accumulation_matches_one_big_batch(tmp_path):
+    """Also: DataLoader worker processes (acc=2 run) do not change the data order."""
     results = {}
     for acc in (1, 2):
-        trainer = _trainer(tmp_path / str(acc), max_steps=4, optim_accumulate=acc)
+        trainer = _trainer(tmp_path / str(acc), max_steps=4, optim_accumulate=acc, num_workers=2 * (acc - 1))
         assert trainer.micro_batch == 8 // acc
         task = build(RegressTask)
         trainer.fit(task, SyntheticImages(32), eval_transform)
@@ -108,3 +110,22 @@ def test_summary_logging_and_plain_progress(tmp_path, capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
     assert len(lines) == 3 and lines[0].startswith("step 2/5 loss")  # one plain line per logged step
     assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_sampler_shares_and_resume_offset():
+    one = ResumableSampler(20, micro_batch=4, accumulate=2, world_size=1, rank=0, seed=3)
+    two = [ResumableSampler(20, micro_batch=2, accumulate=2, world_size=2, rank=r, seed=3) for r in (0, 1)]
+    assert one.steps_per_epoch == two[0].steps_per_epoch == 2  # 20 // 8; the tail of 4 is dropped
+    for epoch in (0, 1):
+        for s in [one, *two]:
+            s.set_epoch(epoch)
+        ref, shares = list(one), [list(s) for s in two]
+        assert len(set(ref)) == 16 and len(ref) == len(one)
+        for j in range(4):  # global micro-batch j = the union of the ranks' micro-batches j
+            assert sorted(ref[4 * j : 4 * j + 4]) == sorted(shares[0][2 * j : 2 * j + 2] + shares[1][2 * j : 2 * j + 2])
+    one.set_epoch(0)
+    first = list(one)
+    one.set_epoch(1)
+    assert list(one) != first  # reshuffled per epoch
+    one.set_epoch(0, start=2)
+    assert list(one) == first[8:] and len(one) == 8  # resume: skipped indices are never produced

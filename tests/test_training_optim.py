@@ -72,7 +72,8 @@ def test_build_optimizer_adamw_settings():
 
 def test_cosine_warmup_values_by_hand():
     p = nn.Parameter(torch.zeros(2))
-    opt = torch.optim.SGD([{"params": [p], "lr_scale": 1.0}, {"params": [nn.Parameter(torch.zeros(1))], "lr_scale": 0.5}])
+    half = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p], "lr_scale": 1.0}, {"params": [half], "lr_scale": 0.5}])
     sched = CosineWarmup(opt, warmup_steps=4, max_steps=12, base_lr=1.0, min_lr=0.1)
     seen = []
     for _ in range(12):

@@ -24,11 +24,13 @@ class SyntheticImages(Dataset):
         self.images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
         self.labels = torch.arange(n) % 4
         self.skipped = list(skipped)
+        self.reads = 0  # items read (in this process)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict:
+        self.reads += 1
         return {"image": self.images[i], "label": int(self.labels[i])}
 
 

@@ -25,12 +25,15 @@ def knn_predict(
     ``chunk * N_train`` similarities."""
     if train_feats.ndim != 2 or test_feats.ndim != 2 or train_feats.shape[1] != test_feats.shape[1]:
         raise ValueError(
-            f"features must be (N, C) with the same C; got train {tuple(train_feats.shape)}, test {tuple(test_feats.shape)}"
+            "features must be (N, C) with the same C; "
+            f"got train {tuple(train_feats.shape)}, test {tuple(test_feats.shape)}"
         )
     if train_labels.shape != train_feats.shape[:1]:
         raise ValueError(f"{train_feats.shape[0]} train features but labels of shape {tuple(train_labels.shape)}")
     if len(train_feats) == 0 or k < 1 or temperature <= 0:
-        raise ValueError(f"need training samples, k >= 1 and temperature > 0 (got {len(train_feats)}, {k}, {temperature})")
+        raise ValueError(
+            f"need training samples, k >= 1 and temperature > 0 (got {len(train_feats)}, {k}, {temperature})"
+        )
     num_classes = num_classes or int(train_labels.max()) + 1
     k = min(k, len(train_feats))
     train = F.normalize(train_feats.float(), dim=1)  # (N_train, C)

@@ -35,7 +35,9 @@ def accuracy(model: nn.Module, feats: torch.Tensor, labels: torch.Tensor, batch_
 
 def _check(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, split: str) -> None:
     if feats.ndim != 2 or labels.shape != feats.shape[:1] or len(feats) == 0:
-        raise ValueError(f"{split} features must be (N, C) with N labels; got {tuple(feats.shape)}, {tuple(labels.shape)}")
+        raise ValueError(
+            f"{split} features must be (N, C) with N labels; got {tuple(feats.shape)}, {tuple(labels.shape)}"
+        )
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"{split} labels must lie in [0, {num_classes}); got [{labels.min()}, {labels.max()}]")
 

@@ -60,7 +60,9 @@ def weights_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_checkpoint(run_dir: str | Path, step: int, weights: dict[str, torch.Tensor], state: dict, keep: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: str | Path, step: int, weights: dict[str, torch.Tensor], state: dict, keep: int = 2
+) -> Path:
     """Write checkpoint ``step`` atomically, point ``latest`` at it and keep the newest
     ``keep`` complete checkpoints. Returns the checkpoint directory."""
     root = checkpoints_dir(run_dir)

@@ -39,4 +39,6 @@ def cosine_momentum(step: int, max_steps: int, base: float, final: float = 1.0) 
 def _check_names(kind: str, target: dict, source: dict) -> None:
     if target.keys() != source.keys():
         missing, extra = sorted(target.keys() - source.keys()), sorted(source.keys() - target.keys())
-        raise KeyError(f"EMA {kind} do not match: missing in source {missing or 'none'}; only in source {extra or 'none'}")
+        raise KeyError(
+            f"EMA {kind} do not match: missing in source {missing or 'none'}; only in source {extra or 'none'}"
+        )

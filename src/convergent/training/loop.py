@@ -173,7 +173,8 @@ class Trainer:
         task.train()
         module = fabric.setup_module(torch.compile(task) if cfg.compile else task)
         raw = build_optimizer(task, self.optim_cfg)
-        scheduler = CosineWarmup(raw, self.optim_cfg.warmup_steps, cfg.max_steps, self.optim_cfg.lr, self.optim_cfg.min_lr)
+        o = self.optim_cfg
+        scheduler = CosineWarmup(raw, o.warmup_steps, cfg.max_steps, o.lr, o.min_lr)
         run = _Run(task, module, fabric.setup_optimizers(raw), raw, scheduler, sampler, loader,
                    torch.Generator(device=fabric.device))  # fmt: skip
         run.resumed = resume and self._restore(run)
@@ -332,7 +333,9 @@ class Trainer:
     def _summary(self, run: _Run, dataset, train_s: float, wall_s: float) -> dict:
         skipped = list(getattr(dataset, "skipped", None) or [])
         count = torch.tensor(len(skipped), device=self.fabric.device)
-        count = int(self.fabric.all_reduce(count, reduce_op="sum").item()) if self.fabric.world_size > 1 else len(skipped)
+        if self.fabric.world_size > 1:  # each process reads (and skips) its own share
+            count = self.fabric.all_reduce(count, reduce_op="sum")
+        count = int(count.item())
         tail = run.losses[-max(1, math.ceil(len(run.losses) / 10)) :] if run.losses else []
         done = complete_checkpoints(self.run_dir)
         summary = {
