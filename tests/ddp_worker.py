@@ -25,4 +25,9 @@ def main(run_dir: str, devices: int, accumulate: int) -> dict:
 
 
 if __name__ == "__main__":
+    import torch.distributed as dist
+
     main(sys.argv[1], devices=int(sys.argv[2]), accumulate=int(sys.argv[3]))
+    if dist.is_initialized():  # a clean shutdown: gloo threads left running abort the process at exit
+        dist.barrier()
+        dist.destroy_process_group()

@@ -131,7 +131,7 @@ def test_loss_falls_on_a_fixed_batch():
     batch = {"image": smooth, "mask": task.draw_mask(4, 32, 32, torch.device("cpu"))}
     opt = torch.optim.AdamW(task.parameters(), lr=2e-3)
     losses = []
-    for _ in range(30):
+    for _ in range(60):
         loss = task(batch)["loss"]
         opt.zero_grad()
         loss.backward()

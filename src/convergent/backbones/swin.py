@@ -161,7 +161,10 @@ class SwinTransformer(Backbone):
         self.embed_dim = cfg.embed_dim
         self.num_features = cfg.embed_dim * 2 ** (len(cfg.depths) - 1)
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.embed_dim, cfg.patch_norm, True, cfg.norm_eps)
+        # SimMIM's init; a zero token makes q = k = 0 in V2's cosine attention of fully
+        # masked windows, where normalising a zero vector has a 1/eps (1e12) gradient
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
         grids = stage_grids(cfg)
         if cfg.ape:
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, grids[0][0] * grids[0][1], cfg.embed_dim))

@@ -57,10 +57,10 @@ class VisionTransformer(Backbone):
     def reset_parameters(self) -> None:
         """timm/MAE initialisation: truncated normal (std 0.02) for positions, class token and
         linear weights; Xavier-uniform for the patch projection viewed as a linear map (MAE);
-        zeros for biases and the mask token; LayerNorm at identity."""
+        zeros for biases; the mask token as SimMIM (truncated normal, std 0.02); LayerNorm at identity."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.zeros_(self.mask_token)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)  # SimMIM's init
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)

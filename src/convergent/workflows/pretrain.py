@@ -94,4 +94,15 @@ def run_pretrain(cfg: Any, resume_dir: str | Path | None = None) -> dict:
         task, train_set, transform=build_transform(cfg.data, train=True), resume=resume_dir is not None,
         callbacks=callbacks,
     )
-    return finish_run(cfg, trainer, task, train_set, test_set, run_dir, train_summary)
+    summary = finish_run(cfg, trainer, task, train_set, test_set, run_dir, train_summary)
+    _shutdown_distributed()
+    return summary
+
+
+def _shutdown_distributed() -> None:
+    """Leave the process group cleanly (rank 0 evaluated alone meanwhile)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
