@@ -37,6 +37,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from convergent.data.collate import collate, record_skipped
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset(
@@ -138,6 +140,15 @@ class ImageFolder(Dataset):
         self.source = source
         self._bad: dict[int, str] = {}  # index -> reason, found by this process
 
+    @staticmethod
+    def collate_fn(items: list[dict]) -> dict:
+        """Stack items; ``"skipped"`` lists of the items are joined (see :meth:`record_skipped`)."""
+        return collate(items)
+
+    def record_skipped(self, batch: dict) -> int:
+        """Merge the unreadable files a (worker's) batch passed over into :attr:`skipped`."""
+        return record_skipped(self, batch)
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -195,4 +206,6 @@ def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: i
         paths, labels = [paths[k] for k in keep], [labels[k] for k in keep]
     kind = f"{len(names)} classes" if names else "unlabelled"
     source = f"image-folder {split}: {len(paths)} images ({kind}) from {folder}{note}"
-    return ImageFolder(paths, labels, names, skipped, img_size, in_chans, source)
+    dataset = ImageFolder(paths, labels, names, skipped, img_size, in_chans, source)
+    dataset.heldout = folder != root  # False: every split reads the same images (no split folders)
+    return dataset

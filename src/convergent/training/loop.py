@@ -22,7 +22,8 @@ the global RNGs (they run after a step's checkpoint is taken).
 micro-batches of ``batch_size / (world_size * accumulate)`` samples. The data order is
 :class:`~convergent.training.sampler.ResumableSampler` (one epoch = one permutation, the
 incomplete tail dropped). A dataset may define ``collate_fn`` (default: ``default_collate``)
-and ``skipped`` (a list of ``(path, reason)``, reported in the summary).
+and ``skipped`` (a list of ``(path, reason)``, reported in the summary); a batch key
+``"skipped"`` (samples a worker passed over) goes to the dataset's ``record_skipped(batch)``.
 
 **A step.** For each micro-batch: ``transform(batch["image"], generator)`` on the device,
 ``task(batch)["loss"] / accumulate`` backward (gradient sync only on the last one). Then the
@@ -133,6 +134,7 @@ class Trainer:
         """Train ``task`` on ``dataset`` for ``max_steps`` optimizer steps; returns the summary
         (also written to ``run_dir/summary_train.json`` by rank 0)."""
         t0 = time.perf_counter()
+        self._record_skipped = getattr(dataset, "record_skipped", None)
         run = self._setup(task, dataset, resume)
         zero = self.fabric.is_global_zero
         run.logger = MetricsLogger(self.run_dir, enabled=zero, resume_step=self.step if run.resumed else None)
@@ -269,6 +271,9 @@ class Trainer:
         return values, problem is not None
 
     def _prepare(self, batch: dict, transform, generator: torch.Generator) -> dict:
+        found = batch.pop("skipped", None)  # unreadable samples a loader worker passed over
+        if found and self._record_skipped is not None:
+            self._record_skipped({"skipped": found})
         batch = self.fabric.to_device(batch)
         if transform is not None and "image" in batch:
             batch["image"] = transform(batch["image"], generator)
