@@ -120,3 +120,93 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+# --- one driver for every side-by-side benchmark script ---------------------------------------
+
+
+@dataclass
+class Case:
+    """What a benchmark case builds: both models and a loss closure for each."""
+
+    ours: torch.nn.Module
+    peer: torch.nn.Module
+    loss_ours: Callable[[], torch.Tensor]
+    loss_peer: Callable[[], torch.Tensor]
+    compiled_loss: Callable[[Callable], Callable[[], torch.Tensor]] | None = None
+    """Given ``torch.compile(ours)``, a loss closure calling it (for ``--compile``)."""
+
+
+def _memory_main(cases: dict, case: str, side: str, batch: int) -> None:
+    built = cases[case][1](batch)
+    model, fwd = (built.ours, built.loss_ours) if side == "ours" else (built.peer, built.loss_peer)
+    step = train_step(model, fwd)
+    import gc
+
+    gc.collect()
+    base = current_rss_mb()  # weights, inputs and the interpreter
+    reset_peak_rss()
+    step()
+    step()
+    print(json.dumps({"peak_mb": peak_rss_mb() - base}))
+
+
+def _run_case(cases: dict, case: str, script: str, args) -> list[list[str]]:
+    """Rows for one case, timed side by side, alternating: ours and HF with the same optimizer
+    (fused AdamW: the model-side comparison), HF with ``torch.optim.AdamW()`` defaults (the
+    BENCHMARKS.md peer recipe), and ours under ``torch.compile`` with ``--compile``."""
+    label, build = cases[case]
+    built = build(args.batch)
+    steps = {"ours": train_step(built.ours, built.loss_ours), "HF": train_step(built.peer, built.loss_peer)}
+    steps["HF, default AdamW"] = train_step(built.peer, built.loss_peer, fused=False)
+    if args.compile and built.compiled_loss is not None:
+        compiled = torch.compile(built.ours, dynamic=False)
+        steps["ours, compiled"] = train_step(built.ours, built.compiled_loss(compiled))
+        steps["ours, compiled"]()  # compile outside the timing
+    flops = count_flops(steps["ours"])
+    med = alternate(steps, args.warmup, args.reps)
+    res = {k: Result(k, med[k], flops) for k in steps}
+    if not args.no_memory:
+        for k, side in (("ours", "ours"), ("HF", "hf")):
+            res[k].peak_mb = measure_memory_subprocess(script, case, side, ["--batch", str(args.batch)])
+    rows = []
+    for k, r in res.items():
+        rows.append(
+            [
+                label,
+                k,
+                f"{r.rate(args.batch):.2f} img/s",
+                f"{res['HF'].median_s / r.median_s:.2f}x",
+                f"{res['HF, default AdamW'].median_s / r.median_s:.2f}x",
+                f"{flops / 1e9:.0f}",
+                f"{r.gflops():.0f} ({r.gflops() / args.peak:.0%})",
+                f"{r.peak_mb:.0f} MB" if r.peak_mb is not None else "",
+            ]
+        )
+    return rows
+
+
+def benchmark_main(cases: dict, script: str, doc: str) -> None:
+    """Command line of a benchmark script: ``cases`` maps a name to ``(label, build(batch) -> Case)``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--case", choices=sorted(cases), action="append", help="default: all")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-memory", action="store_true", help="skip the per-model memory subprocesses")
+    p.add_argument("--compile", action="store_true", help="also time ours under torch.compile (minutes to compile)")
+    p.add_argument("--memory", nargs=2, metavar=("CASE", "SIDE"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.memory:
+        return _memory_main(cases, *args.memory, args.batch)
+    args.peak = matmul_peak()
+    print(f"torch {torch.__version__}, {args.threads} threads, fp32 matmul peak {args.peak:.0f} GFLOP/s (2048^3)")
+    rows = [row for c in (args.case or list(cases)) for row in _run_case(cases, c, script, args)]
+    header = ["train step", "run", "throughput", "vs HF", "vs HF default AdamW", "GFLOP/step",
+              "GFLOP/s (of peak)", "peak mem"]  # fmt: skip
+    print(table(rows, header))

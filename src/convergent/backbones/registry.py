@@ -7,24 +7,21 @@
 ``build_backbone(name, **overrides)`` imports the model class only then.
 """
 
-import difflib
 import importlib
 from collections.abc import Callable
 from typing import Any
 
 from convergent.backbones.configs import replace_config
+from convergent.registry import Registry, load_target
 
-_VARIANTS: dict[str, Callable[[], Any]] = {}
+_VARIANTS: Registry[Callable[[], Any]] = Registry("backbone")
 
 
 def register_backbone(name: str) -> Callable:
     """Decorator registering a variant function under ``name``."""
 
     def wrap(fn: Callable[[], Any]) -> Callable[[], Any]:
-        if name in _VARIANTS:
-            raise ValueError(f"backbone {name!r} is registered twice")
-        _VARIANTS[name] = fn
-        return fn
+        return _VARIANTS.add(name, fn)
 
     return wrap
 
@@ -36,24 +33,19 @@ def _load_variants() -> None:
 def backbone_names() -> list[str]:
     """Registered backbone names, sorted."""
     _load_variants()
-    return sorted(_VARIANTS)
+    return _VARIANTS.names()
 
 
 def backbone_config(name: str, **overrides) -> Any:
     """The config of variant ``name`` with ``overrides`` applied."""
     _load_variants()
-    if name not in _VARIANTS:
-        close = difflib.get_close_matches(name, _VARIANTS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown backbone {name!r}{hint} (see `convergent list backbones`)")
-    cfg = _VARIANTS[name]()
+    cfg = _VARIANTS.get(name)()
     return replace_config(cfg, **overrides) if overrides else cfg
 
 
 def model_class(cfg: Any) -> type:
     """The ``nn.Module`` class that builds ``cfg`` (imports torch)."""
-    module, cls = cfg.builder.split(":")
-    return getattr(importlib.import_module(module), cls)
+    return load_target(cfg.builder)
 
 
 def build_backbone(name_or_config: Any, **overrides):

@@ -28,6 +28,7 @@ from convergent.layers import (
     PatchEmbed,
     PatchMerging,
     RelativePositionBias,
+    init_linear_norm_,
     interpolate_pos_embed,
     interpolate_rel_pos_table,
     shift_attn_mask,
@@ -179,7 +180,7 @@ class SwinTransformer(Backbone):
             for i, (s, d) in enumerate(zip(starts, cfg.depths))
         )
         self.norm = nn.LayerNorm(self.num_features, eps=cfg.norm_eps)
-        self.apply(_init_weights)  # as the official code: trunc_normal(0.02) linears, unit norms
+        self.apply(init_linear_norm_)  # as the official code: trunc_normal(0.02) linears, unit norms
 
     # --- contract -----------------------------------------------------------------------
     def forward_intermediates(
@@ -275,13 +276,3 @@ class SwinTransformer(Backbone):
 def stage_windows(cfg: SwinConfig) -> list[int]:
     """Effective window side per stage."""
     return [effective_window(g, cfg.window_size)[0] for g in stage_grids(cfg)]
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)

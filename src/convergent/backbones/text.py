@@ -19,7 +19,7 @@ from torch import nn
 
 from convergent.backbones.configs import TextConfig
 from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
-from convergent.layers import Attention, Mlp
+from convergent.layers import Attention, Mlp, init_linear_norm_
 
 _EMBED_PREFIXES = ("word_embed.", "pos_embed.", "type_embed.", "embed_norm.", "mask_token")
 
@@ -215,14 +215,8 @@ def _check_range(name: str, ids: torch.Tensor, size: int, size_name: str) -> Non
 @torch.no_grad()
 def _init_weights(module: nn.Module) -> None:
     """BERT init: normal(0.02) weights, zero biases, LayerNorm ones/zeros, zero pad row."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
+    init_linear_norm_(module, std=0.02, truncated=False)
+    if isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, std=0.02)
         if module.padding_idx is not None:
             module.weight[module.padding_idx].zero_()
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

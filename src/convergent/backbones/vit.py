@@ -12,7 +12,7 @@ from torch import nn
 
 from convergent.backbones.configs import ViTConfig
 from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
-from convergent.layers import Block, PatchEmbed, interpolate_pos_embed
+from convergent.layers import Block, PatchEmbed, init_linear_norm_, interpolate_pos_embed
 
 _EMBEDDING_PARAMS = ("patch_embed.", "cls_token", "pos_embed", "mask_token")
 
@@ -64,14 +64,7 @@ class VisionTransformer(Backbone):
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.apply(init_linear_norm_)
 
     # --- forward --------------------------------------------------------------------------
     def _check_inputs(self, x: torch.Tensor, mask: torch.Tensor | None, keep: torch.Tensor | None) -> None:

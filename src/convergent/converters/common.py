@@ -48,3 +48,9 @@ class KeyTracker:
         left = sorted(k for k in self.sd if k not in self.used and not k.startswith(self.ignore))
         if left:
             raise KeyError(f"{self.source}: {len(left)} keys were not understood: {left}")
+
+
+def has_pooler(state_dict: dict) -> bool:
+    """Whether a HF checkpoint holds a ``pooler.dense`` layer (HF configs do not record
+    ``add_pooling_layer``)."""
+    return any(k.split(".")[-3:-1] == ["pooler", "dense"] for k in state_dict)

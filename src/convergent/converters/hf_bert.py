@@ -33,7 +33,7 @@ Two things have no counterpart on the other side:
 import torch
 
 from convergent.backbones.configs import TextConfig
-from convergent.converters.common import KeyTracker, strip_prefix
+from convergent.converters.common import KeyTracker, has_pooler, strip_prefix
 
 # HF hidden_act → ours; gelu_new is the same tanh approximation written out by hand
 _ACT_FROM_HF = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "relu": "relu"}
@@ -62,9 +62,8 @@ HEAD_PREFIXES = ("cls.",)
 
 
 def config_from_checkpoint(hf: dict, state_dict: dict) -> TextConfig:
-    """Our config for a HF checkpoint: its config dict plus whether its weights hold a pooler
-    (HF configs do not record ``add_pooling_layer``)."""
-    return config_from_hf(hf, pooler=any(k.split(".")[-3:-1] == ["pooler", "dense"] for k in state_dict))
+    """Our config for a HF checkpoint: its config dict plus whether its weights hold a pooler."""
+    return config_from_hf(hf, pooler=has_pooler(state_dict))
 
 
 def config_from_hf(hf: dict, mask_token_id: int | None = None, pooler: bool = True) -> TextConfig:

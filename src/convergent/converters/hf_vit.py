@@ -15,7 +15,7 @@ state-dict functions do.
 """
 
 from convergent.backbones.configs import ViTConfig
-from convergent.converters.common import KeyTracker, strip_prefix
+from convergent.converters.common import KeyTracker, has_pooler, strip_prefix
 
 # HF activation name → convergent ``act``; the reverse uses the first name of each kind.
 _ACT_FROM_HF = {
@@ -60,9 +60,8 @@ HEAD_PREFIXES = ("classifier.", "decoder.")
 
 
 def config_from_checkpoint(hf: dict, state_dict: dict) -> ViTConfig:
-    """Our config for a HF checkpoint: its config dict plus whether its weights hold a pooler
-    (HF configs do not record ``add_pooling_layer``)."""
-    return config_from_hf(hf, pooler=any(k.split(".")[-3:-1] == ["pooler", "dense"] for k in state_dict))
+    """Our config for a HF checkpoint: its config dict plus whether its weights hold a pooler."""
+    return config_from_hf(hf, pooler=has_pooler(state_dict))
 
 
 def config_from_hf(hf: dict, pooler: bool = False) -> ViTConfig:

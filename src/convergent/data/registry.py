@@ -9,10 +9,10 @@ taking the keyword arguments of :func:`build_dataset` and returning a
 "label": int}``) and which has the attributes ``classes``, ``skipped`` and ``source``.
 """
 
-import difflib
-import importlib
 from dataclasses import dataclass
 from typing import Any
+
+from convergent.registry import Registry, load_target
 
 
 @dataclass(frozen=True)
@@ -25,16 +25,14 @@ class DatasetEntry:
     description: str
 
 
-_DATASETS: dict[str, DatasetEntry] = {}
+_DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register_dataset(name: str, target: str, kind: str, description: str) -> None:
     """Register ``target`` (``"module:function"``) under ``name``."""
-    if name in _DATASETS:
-        raise ValueError(f"dataset {name!r} is registered twice")
     if target.count(":") != 1:
         raise ValueError(f"dataset {name!r}: target {target!r} must be 'module:function'")
-    _DATASETS[name] = DatasetEntry(name, target, kind, description)
+    _DATASETS.add(name, DatasetEntry(name, target, kind, description))
 
 
 register_dataset(
@@ -54,16 +52,12 @@ register_dataset(
 
 def names() -> list[str]:
     """Registered dataset names, sorted."""
-    return sorted(_DATASETS)
+    return _DATASETS.names()
 
 
 def entry(name: str) -> DatasetEntry:
     """The registry entry of ``name``; KeyError with close matches if unknown."""
-    if name not in _DATASETS:
-        close = difflib.get_close_matches(name, _DATASETS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown dataset {name!r}{hint} (see `convergent list datasets`)")
-    return _DATASETS[name]
+    return _DATASETS.get(name)
 
 
 def describe(name: str) -> str:
@@ -88,6 +82,4 @@ def build_dataset(
     e = entry(name)
     if limit is not None and limit < 1:
         raise ValueError(f"dataset {name!r}: limit must be >= 1 or None, got {limit}")
-    module, fn = e.target.split(":")
-    builder = getattr(importlib.import_module(module), fn)
-    return builder(split=split, root=root, img_size=img_size, in_chans=in_chans, limit=limit)
+    return load_target(e.target)(split=split, root=root, img_size=img_size, in_chans=in_chans, limit=limit)

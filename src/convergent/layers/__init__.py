@@ -3,6 +3,7 @@
 from convergent.layers.attention import Attention
 from convergent.layers.block import Block
 from convergent.layers.drop import DropPath
+from convergent.layers.init import init_linear_norm_
 from convergent.layers.mlp import Mlp
 from convergent.layers.patch_embed import PatchEmbed, PatchMerging
 from convergent.layers.pos_embed import (
@@ -22,6 +23,7 @@ __all__ = [
     "PatchEmbed",
     "PatchMerging",
     "RelativePositionBias",
+    "init_linear_norm_",
     "interpolate_pos_embed",
     "interpolate_rel_pos_table",
     "shift_attn_mask",

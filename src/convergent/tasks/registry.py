@@ -6,11 +6,10 @@ answers without importing torch.
 ``build_task(name, backbone, config)`` imports the class only then.
 """
 
-import difflib
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from convergent.registry import Registry, load_target
 from convergent.tasks.configs import ClassifyConfig, MAEConfig, SimMIMConfig
 
 
@@ -24,13 +23,11 @@ class TaskEntry:
     description: str
 
 
-_TASKS: dict[str, TaskEntry] = {}
+_TASKS: Registry[TaskEntry] = Registry("task")
 
 
 def register_task(name: str, target: str, config: type, description: str) -> None:
-    if name in _TASKS:
-        raise ValueError(f"task {name!r} is registered twice")
-    _TASKS[name] = TaskEntry(name, target, config, description)
+    _TASKS.add(name, TaskEntry(name, target, config, description))
 
 
 register_task("simmim", "convergent.tasks.simmim:SimMIM", SimMIMConfig, "SimMIM: masked image modelling, L1 on masked pixels")
@@ -40,15 +37,12 @@ register_task("classify", "convergent.tasks.classify:Classify", ClassifyConfig, 
 
 def names() -> list[str]:
     """Registered task names, sorted."""
-    return sorted(_TASKS)
+    return _TASKS.names()
 
 
 def entry(name: str) -> TaskEntry:
-    if name not in _TASKS:
-        close = difflib.get_close_matches(name, _TASKS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown task {name!r}{hint} (see `convergent list tasks`)")
-    return _TASKS[name]
+    """The registry entry of ``name``; KeyError with close matches if unknown."""
+    return _TASKS.get(name)
 
 
 def describe(name: str) -> str:
@@ -58,5 +52,4 @@ def describe(name: str) -> str:
 def build_task(name: str, backbone: Any, config: Any = None):
     """The task ``name`` around ``backbone`` (config: its dataclass; default values if None)."""
     e = entry(name)
-    module, cls = e.target.split(":")
-    return getattr(importlib.import_module(module), cls)(backbone, config if config is not None else e.config())
+    return load_target(e.target)(backbone, config if config is not None else e.config())
