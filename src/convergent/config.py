@@ -151,21 +151,23 @@ def task_field(name: str) -> str:
     return name.replace("-", "_")
 
 
-def pretrain_config_class() -> type:
-    """``PretrainConfig``: everything one ``convergent pretrain`` run needs."""
+def _sections(name: str, **sections: Any) -> type:
+    """A run config dataclass ``name`` with one field per section: a config class (default:
+    its defaults) or a zero-argument factory of a default instance."""
     from dataclasses import make_dataclass
 
-    task_cls = task_config_class()
-    return make_dataclass(
-        "PretrainConfig",
-        [
-            ("data", DataConfig, field(default_factory=DataConfig)),
-            ("model", ModelConfig, field(default_factory=ModelConfig)),
-            ("task", task_cls, field(default_factory=task_cls)),
-            ("optim", OptimConfig, field(default_factory=OptimConfig)),
-            ("trainer", TrainerConfig, field(default_factory=TrainerConfig)),
-            ("eval", EvalConfig, field(default_factory=EvalConfig)),
-        ],
+    fields_ = []
+    for key, spec in sections.items():
+        cls = spec if isinstance(spec, type) else type(spec())
+        fields_.append((key, cls, field(default_factory=spec)))
+    return make_dataclass(name, fields_)
+
+
+def pretrain_config_class() -> type:
+    """``PretrainConfig``: everything one ``convergent pretrain`` run needs."""
+    return _sections(
+        "PretrainConfig", data=DataConfig, model=ModelConfig, task=task_config_class(), optim=OptimConfig,
+        trainer=TrainerConfig, eval=EvalConfig,
     )
 
 
@@ -204,31 +206,24 @@ def to_dict(cfg: Any) -> dict:
 
 def finetune_config_class() -> type:
     """``FinetuneConfig``: a classification fine-tuning run (``convergent finetune``)."""
-    from dataclasses import make_dataclass
-
     from convergent.tasks.configs import ClassifyConfig
 
-    return make_dataclass(
-        "FinetuneConfig",
-        [
-            ("data", DataConfig, field(default_factory=DataConfig)),
-            ("model", ModelConfig, field(default_factory=ModelConfig)),
-            ("classify", ClassifyConfig, field(default_factory=ClassifyConfig)),
-            ("optim", OptimConfig, field(default_factory=lambda: OptimConfig(layer_decay=0.75))),
-            ("trainer", TrainerConfig, field(default_factory=TrainerConfig)),
-        ],
+    return _sections(
+        "FinetuneConfig", data=DataConfig, model=ModelConfig, classify=ClassifyConfig,
+        optim=lambda: OptimConfig(layer_decay=0.75), trainer=TrainerConfig,
     )
 
 
 def eval_config_class() -> type:
     """``EvalRunConfig``: frozen-feature evaluation of a saved encoder (``convergent eval``)."""
-    from dataclasses import make_dataclass
+    return _sections("EvalRunConfig", data=DataConfig, eval=EvalConfig, trainer=TrainerConfig)
 
-    return make_dataclass(
-        "EvalRunConfig",
-        [
-            ("data", DataConfig, field(default_factory=DataConfig)),
-            ("eval", EvalConfig, field(default_factory=EvalConfig)),
-            ("trainer", TrainerConfig, field(default_factory=TrainerConfig)),
-        ],
-    )
+
+def from_namespace(cls: type, namespace: Any, where: str) -> Any:
+    """Dataclass ``cls`` from a parsed CLI namespace; keys that are not its fields (``--config``,
+    ``--resume``, ...) are left out."""
+    import dataclasses
+
+    data = namespace.as_dict() if hasattr(namespace, "as_dict") else dict(namespace)
+    keep = {f.name for f in dataclasses.fields(cls)}
+    return from_dict(cls, {k: v for k, v in data.items() if k in keep}, where)

@@ -18,17 +18,17 @@ def parser() -> Parser:
 def run(args) -> int:
     import dataclasses
 
-    from convergent.config import eval_config_class, from_dict
+    from convergent.config import eval_config_class, from_namespace
     from convergent.workflows.evaluate import resolve_encoder, run_eval
 
     data = args.as_dict()
     try:
         _, run_cfg = resolve_encoder(args.encoder)
-        if run_cfg and "data" in run_cfg:  # the run's data settings, unless given on the command line
+        if run_cfg and "data" in run_cfg:
+            # the run's data settings, except options set to something other than their default
             defaults = dataclasses.asdict(eval_config_class()().data)
             data["data"] = {**run_cfg["data"], **{k: v for k, v in data["data"].items() if v != defaults[k]}}
-        keep = {f.name for f in dataclasses.fields(eval_config_class())}
-        cfg = from_dict(eval_config_class(), {k: v for k, v in data.items() if k in keep}, "eval config")
+        cfg = from_namespace(eval_config_class(), data, "eval config")
         run_eval(cfg, args.encoder, args.out)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e

@@ -16,15 +16,11 @@ def parser() -> Parser:
 
 
 def run(args) -> int:
-    import dataclasses
-
-    from convergent.config import finetune_config_class, from_dict
+    from convergent.config import finetune_config_class, from_namespace
     from convergent.workflows.finetune import run_finetune
 
-    cls = finetune_config_class()
-    keep = {f.name for f in dataclasses.fields(cls)}
     try:
-        cfg = from_dict(cls, {k: v for k, v in args.as_dict().items() if k in keep}, "finetune config")
+        cfg = from_namespace(finetune_config_class(), args, "finetune config")
         run_finetune(cfg)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e

@@ -54,3 +54,12 @@ def has_pooler(state_dict: dict) -> bool:
     """Whether a HF checkpoint holds a ``pooler.dense`` layer (HF configs do not record
     ``add_pooling_layer``)."""
     return any(k.split(".")[-3:-1] == ["pooler", "dense"] for k in state_dict)
+
+
+def square_size(value, what: str) -> int:
+    """A HF size that may be ``[h, w]`` as one int; convergent's image backbones are square."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f"HF config: {what}={list(value)} is not square; convergent needs h == w")
+        value = value[0]
+    return int(value)

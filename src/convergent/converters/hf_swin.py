@@ -10,7 +10,7 @@ q/v biases become ``q_bias``/``v_bias`` as in the official release.
 import torch
 
 from convergent.backbones.configs import SwinConfig
-from convergent.converters.common import KeyTracker, strip_prefix
+from convergent.converters.common import KeyTracker, square_size, strip_prefix
 
 PREFIXES = ("swin.", "swinv2.", "model.")
 HEAD_PREFIXES = ("decoder.", "classifier.")
@@ -33,8 +33,8 @@ def config_from_hf(hf: dict) -> SwinConfig:
     depths = tuple(hf["depths"])
     return SwinConfig(
         version=2 if kind == "swinv2" else 1,
-        img_size=int(_side(hf.get("image_size", 224))),
-        patch_size=int(_side(hf.get("patch_size", 4))),
+        img_size=square_size(hf.get("image_size", 224), "image_size"),
+        patch_size=square_size(hf.get("patch_size", 4), "patch_size"),
         in_chans=hf.get("num_channels", 3),
         embed_dim=hf["embed_dim"],
         depths=depths,
@@ -51,14 +51,6 @@ def config_from_hf(hf: dict) -> SwinConfig:
         norm_eps=hf.get("layer_norm_eps", 1e-5),
         act=act,
     )
-
-
-def _side(v):
-    if isinstance(v, (list, tuple)):
-        if v[0] != v[1]:
-            raise ValueError(f"only square sizes are supported, got {v}")
-        return v[0]
-    return v
 
 
 def config_to_hf(cfg: SwinConfig) -> dict:

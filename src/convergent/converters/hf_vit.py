@@ -15,7 +15,7 @@ state-dict functions do.
 """
 
 from convergent.backbones.configs import ViTConfig
-from convergent.converters.common import KeyTracker, has_pooler, strip_prefix
+from convergent.converters.common import KeyTracker, has_pooler, square_size, strip_prefix
 
 # HF activation name → convergent ``act``; the reverse uses the first name of each kind.
 _ACT_FROM_HF = {
@@ -44,15 +44,6 @@ _HF_DEFAULTS = dict(
     qkv_bias=True,
     pooler_act="tanh",
 )
-
-
-def _square(value, name: str) -> int:
-    """HF allows ``image_size``/``patch_size`` as ``[h, w]``; convergent's ViT is square."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2 or value[0] != value[1]:
-            raise ValueError(f"HF ViT config: {name}={list(value)} is not square; convergent ViT needs h == w")
-        value = value[0]
-    return int(value)
 
 
 HEAD_PREFIXES = ("classifier.", "decoder.")
@@ -86,8 +77,8 @@ def config_from_hf(hf: dict, pooler: bool = False) -> ViTConfig:
             f"got {h['pooler_act']!r} and {h.get('pooler_output_size')}"
         )
     return ViTConfig(
-        img_size=_square(h["image_size"], "image_size"),
-        patch_size=_square(h["patch_size"], "patch_size"),
+        img_size=square_size(h["image_size"], "image_size"),
+        patch_size=square_size(h["patch_size"], "patch_size"),
         in_chans=h["num_channels"],
         embed_dim=width,
         depth=h["num_hidden_layers"],

@@ -23,6 +23,9 @@ class Task(nn.Module):
     """Backbone capability flags needed, e.g. ``("supports_mask_token",)``."""
     families: ClassVar[tuple[str, ...] | None] = None
     """Backbone families the task works with (None: any)."""
+    reconstructs: ClassVar[bool] = False
+    """``forward(batch, return_outputs=True)`` adds ``"prediction"`` (pixels, in the input's
+    normalised space) and ``"mask_pixels"`` (B, 1, H, W), for reconstruction pictures."""
 
     def __init__(self, backbone: nn.Module, config: Any):
         super().__init__()

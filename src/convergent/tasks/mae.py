@@ -32,6 +32,7 @@ class MAE(Task):
     """
 
     name = "mae"
+    reconstructs = True
     batch_keys = ("image",)
     requires = ("supports_token_drop",)
     families = ("vit",)

@@ -32,6 +32,7 @@ class SimMIM(Task):
     """
 
     name = "simmim"
+    reconstructs = True
     batch_keys = ("image",)
     requires = ("supports_mask_token",)
     families = ("vit", "swin")

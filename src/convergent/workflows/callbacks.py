@@ -12,9 +12,8 @@ class ReconstructionCallback:
     """Saves ``reconstructions.png`` (original | masked | prediction) for a fixed batch of
     held-out images every ``trainer.visualize_every`` steps and at the end.
 
-    Tasks that reconstruct pixels return ``prediction`` (in the normalised space of the
-    input) and ``mask_pixels`` when called with ``return_outputs=True``; for other tasks the
-    callback does nothing. The picture is drawn under a forked RNG, so the training stream of
+    Only for tasks that declare ``reconstructs`` (see ``Task``); for others it does nothing.
+    The picture is drawn under a forked RNG, so the training stream of
     random numbers (masks, augmentation) is the same with and without pictures.
     """
 
@@ -38,7 +37,9 @@ class ReconstructionCallback:
         from convergent.workflows.pictures import save_reconstructions
 
         fabric = getattr(trainer, "fabric", None)
-        if self.images is None or (fabric is not None and fabric.global_rank != 0):
+        if self.images is None or not getattr(task, "reconstructs", False):
+            return None
+        if fabric is not None and fabric.global_rank != 0:
             return None
         device = next(task.parameters()).device
         images = build_transform(self.cfg.data, train=False)(self.images.to(device), None)
@@ -48,11 +49,7 @@ class ReconstructionCallback:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.cfg.trainer.seed)  # the same masks in every picture
                 out = task({"image": images}, return_outputs=True)
-        except TypeError:  # the task does not reconstruct pixels
-            return None
         finally:
             task.train(was_training)
-        if "prediction" not in out or "mask_pixels" not in out:
-            return None
         to01 = lambda x: denormalize(x.float(), self.cfg.data)  # noqa: E731
         return save_reconstructions(to01(images), out["mask_pixels"], to01(out["prediction"]), self.path, title)

@@ -11,19 +11,14 @@ from typing import Any
 
 import yaml
 
-from convergent.config import from_dict, pretrain_config_class, task_field, to_dict
+from convergent.config import from_dict, from_namespace, pretrain_config_class, task_field, to_dict
 
 CONFIG_FILE = "config.yaml"
 
 
 def config_from_namespace(ns: Any) -> Any:
     """The typed :class:`PretrainConfig` from the CLI's parsed namespace."""
-    data = ns.as_dict() if hasattr(ns, "as_dict") else dict(ns)
-    cls = pretrain_config_class()
-    import dataclasses
-
-    keep = {f.name for f in dataclasses.fields(cls)}
-    return from_dict(cls, {k: v for k, v in data.items() if k in keep}, "pretrain config")
+    return from_namespace(pretrain_config_class(), ns, "pretrain config")
 
 
 def resume_config(run_dir: str | Path) -> Any:
