@@ -248,3 +248,28 @@ def avg_dist(mask_pixels: torch.Tensor) -> torch.Tensor:
     total = torch.where(m, d, torch.zeros_like(d)).sum(dim=(-2, -1))
     count = m.sum(dim=(-2, -1))
     return total / count  # 0/0 -> nan
+
+
+def token_masking(
+    candidates: torch.Tensor, mask_ratio: float = 0.15, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """BERT token masking: hide ``round(mask_ratio * n)`` (at least one) uniformly chosen
+    positions among each row's ``n`` candidates.
+
+    Args:
+        candidates: ``(B, L)`` bool, True where a token may be hidden (real, non-special tokens).
+        mask_ratio: fraction of candidates hidden, in (0, 1].
+        generator: RNG (global RNG when None); on the candidates' device.
+
+    Returns:
+        ``(B, L)`` bool, True = hidden; rows without candidates hide nothing.
+    """
+    if not 0.0 < mask_ratio <= 1.0:
+        raise ValueError(f"mask_ratio must be in (0, 1], got {mask_ratio}")
+    candidates = candidates.bool()
+    n = candidates.sum(1, keepdim=True)  # (B, 1)
+    k = torch.where(n > 0, (n.float() * mask_ratio).round().clamp(min=1), 0).long()  # hidden per row
+    noise = torch.rand(candidates.shape, generator=generator, device=_gen_device(generator) or candidates.device)
+    noise = noise.masked_fill(~candidates, 2.0)  # non-candidates sort last
+    rank = noise.argsort(1).argsort(1)  # (B, L) position of each token in its row's order
+    return rank < k

@@ -13,6 +13,13 @@ Every registered backbone subclasses :class:`Backbone` and provides:
 Optional capabilities are class flags checked when a run is built, so a bad pairing fails
 at once: ``supports_mask_token`` (SimMIM/MLM), ``supports_token_drop`` (MAE: encode only
 kept tokens, ``forward_features(x, keep=ids)``), ``supports_causal`` (causal LM).
+
+Inputs come from dict batches without the task knowing the modality: ``input_key`` names
+the batch entry that is ``x`` (``"image"`` or ``"input_ids"``) and ``extra_input_keys`` the
+optional entries passed on as keyword arguments (text: ``attention_mask``,
+``token_type_ids``); :func:`backbone_inputs` does that lookup. ``mask_kind`` names the mask
+generator that suits the backbone's input (``"token"`` text, ``"block"`` ViT, ``"patch"``
+Swin) for modality-agnostic objectives such as data2vec.
 """
 
 from collections.abc import Sequence
@@ -31,6 +38,9 @@ class Backbone(nn.Module):
     supports_token_drop: bool = False
     supports_causal: bool = False
     num_prefix_tokens: int = 0
+    input_key: str = "image"
+    extra_input_keys: tuple[str, ...] = ()
+    mask_kind: str = "patch"
 
     def __init__(self, config: Any):
         super().__init__()
@@ -111,6 +121,16 @@ class Backbone(nn.Module):
         from convergent.backbones.pretrained import from_pretrained
 
         return from_pretrained(path, **overrides)
+
+
+def backbone_inputs(backbone: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+    """``(x, kwargs)`` for ``backbone`` from a dict batch: ``batch[backbone.input_key]`` and
+    those of ``backbone.extra_input_keys`` that the batch holds."""
+    key = getattr(backbone, "input_key", "image")
+    if key not in batch:
+        raise KeyError(f"{type(backbone).__name__} reads batch[{key!r}], but the batch holds {sorted(batch)}")
+    extra = {k: batch[k] for k in getattr(backbone, "extra_input_keys", ()) if batch.get(k) is not None}
+    return batch[key], extra
 
 
 def select_indices(indices: Any, n: int) -> list[int]:

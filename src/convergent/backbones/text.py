@@ -69,6 +69,9 @@ class TextTransformer(Backbone):
     supports_mask_token = True
     supports_token_drop = False
     supports_causal = True
+    input_key = "input_ids"
+    extra_input_keys = ("attention_mask", "token_type_ids")
+    mask_kind = "token"
 
     def __init__(self, config: TextConfig):
         super().__init__(config)

@@ -29,6 +29,7 @@ class VisionTransformer(Backbone):
     supports_mask_token = True
     supports_token_drop = True
     num_prefix_tokens = 1
+    mask_kind = "block"
 
     def __init__(self, config: ViTConfig):
         super().__init__(config)
