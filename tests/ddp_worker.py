@@ -1,7 +1,8 @@
 """One process of the DDP test (``tests/test_training_ddp.py``); launched by torchrun, or
 imported and called with ``devices=1`` for the single-process reference run.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py RUN_DIR
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py \
+        RUN_DIR DEVICES ACCUMULATE [STRATEGY [MAX_STEPS [resume]]]
 """
 
 import sys
@@ -9,25 +10,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
+
 from convergent.training.loop import Trainer  # noqa: E402
 from tests.training_helpers import RegressTask, SyntheticImages, build, configs, eval_transform  # noqa: E402
 
 BATCH, STEPS = 8, 6
 
 
-def main(run_dir: str, devices: int, accumulate: int) -> dict:
+def main(run_dir: str, devices: int, accumulate: int, strategy: str | None = None, max_steps: int = STEPS,
+         resume: bool = False) -> dict:  # fmt: skip
+    strategy = strategy or ("ddp" if devices > 1 else "auto")
     trainer_cfg, optim_cfg = configs(
-        max_steps=STEPS, devices=devices, strategy="ddp" if devices > 1 else "auto", optim_accumulate=accumulate
+        max_steps=max_steps, devices=devices, strategy=strategy, optim_accumulate=accumulate, checkpoint_every=3
     )
     trainer = Trainer(trainer_cfg, optim_cfg, run_dir, batch_size=BATCH, progress=False)
     task = build(RegressTask)  # after Trainer(): seeded identically on every process
-    return trainer.fit(task, SyntheticImages(40), eval_transform)
+    summary = trainer.fit(task, SyntheticImages(40), eval_transform, resume=resume)
+    if trainer.sharded:  # fit() gathered the full weights back into the task on every process
+        torch.save(task.state_dict(), Path(run_dir) / f"gathered-{trainer.fabric.global_rank}.pt")
+    return summary
 
 
 if __name__ == "__main__":
     import torch.distributed as dist
 
-    main(sys.argv[1], devices=int(sys.argv[2]), accumulate=int(sys.argv[3]))
+    args = sys.argv[1:]
+    main(args[0], devices=int(args[1]), accumulate=int(args[2]), strategy=args[3] if len(args) > 3 else None,
+         max_steps=int(args[4]) if len(args) > 4 else STEPS, resume=len(args) > 5 and args[5] == "resume")  # fmt: skip
     if dist.is_initialized():  # a clean shutdown: gloo threads left running abort the process at exit
         dist.barrier()
         dist.destroy_process_group()

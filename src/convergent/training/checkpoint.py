@@ -47,10 +47,15 @@ def checkpoints_dir(run_dir: str | Path) -> Path:
 
 
 def weights_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
-    """``module.state_dict()`` as contiguous CPU tensors, with tensors that share storage
-    (tied weights) cloned apart, as safetensors requires."""
+    """``module.state_dict()`` ready for safetensors (see :func:`contiguous_weights`)."""
+    return contiguous_weights(module.state_dict())
+
+
+def contiguous_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as contiguous CPU tensors, with tensors that share storage (tied
+    weights) cloned apart, as safetensors requires."""
     out, seen = {}, set()
-    for name, value in module.state_dict().items():
+    for name, value in state_dict.items():
         t = value.detach().cpu().contiguous()
         ptr = t.untyped_storage().data_ptr()
         if ptr in seen:

@@ -38,6 +38,7 @@ metrics are logged every ``log_every`` steps, a checkpoint is written every
 step, metrics)`` runs.
 """
 
+import copy
 import json
 import math
 import time
@@ -55,10 +56,12 @@ from convergent.training.checkpoint import (
     checkpoints_dir,
     clean_incomplete,
     complete_checkpoints,
+    contiguous_weights,
     load_latest,
     save_checkpoint,
     weights_for_saving,
 )
+from convergent.training.fsdp import OPTIMIZER_FORMAT, fsdp_strategy, full_state, gather_into, load_full_state
 from convergent.training.metrics import MetricsLogger, ProgressReporter
 from convergent.training.optim import build_optimizer
 from convergent.training.rng import derive_seed, gather_rng, restore_rng, seed_rng
@@ -123,6 +126,8 @@ class Trainer:
             strategy=_strategy(trainer_cfg), precision=trainer_cfg.precision,
         )  # fmt: skip
         _check_strategy(self.fabric)
+        self.sharded = trainer_cfg.strategy == "fsdp"
+        """FSDP: the task is trained as a sharded copy (see :mod:`convergent.training.fsdp`)."""
         self.fabric.launch()
         self.fabric.seed_everything(trainer_cfg.seed, verbose=False)
         self.micro_batch = micro_batch_size(self.batch_size, self.fabric.world_size, optim_cfg.accumulate)
@@ -148,6 +153,8 @@ class Trainer:
         train_s = time.perf_counter() - run.t_start
         if run.last_saved != self.step:
             self._save(run)
+        if self.sharded:
+            gather_into(run.task, task)
         self.summary = self._summary(run, dataset, train_s, time.perf_counter() - t0)
         for cb in callbacks:
             if hasattr(cb, "on_fit_end"):
@@ -173,6 +180,8 @@ class Trainer:
             pin_memory=fabric.device.type == "cuda", generator=torch.Generator(),
         )  # fmt: skip
         task.train()
+        if self.sharded:  # shard a copy; fit() gathers the trained weights back into `task`
+            task = copy.deepcopy(task)
         module = fabric.setup_module(torch.compile(task) if cfg.compile else task)
         raw = build_optimizer(task, self.optim_cfg)
         o = self.optim_cfg
@@ -199,8 +208,15 @@ class Trainer:
             return False
         state = ck.state
         self._check_compatible(state, run)
-        run.task.load_state_dict(ck.weights, strict=True)
-        run.raw_optimizer.load_state_dict(state["optimizer"])
+        if state.get("optimizer_format") == OPTIMIZER_FORMAT:
+            load_full_state(run.task, run.raw_optimizer, ck.weights, state["optimizer"])
+        elif self.sharded:
+            raise ValueError(
+                f"resume: {ck.path} was saved without FSDP; resume it with the strategy it was trained with"
+            )
+        else:
+            run.task.load_state_dict(ck.weights, strict=True)
+            run.raw_optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
         self.step = run.last_saved = int(state["step"])
         run.nonfinite = int(state["nonfinite_steps"])
@@ -256,6 +272,7 @@ class Trainer:
         if self.optim_cfg.clip_grad:
             norm = fabric.clip_gradients(run.module, run.optimizer, max_norm=self.optim_cfg.clip_grad,
                                          error_if_nonfinite=False)  # fmt: skip
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a DTensor
             sums["grad_norm"] = norm.detach().float().reshape(()) * acc  # same on every process
         names = sorted(sums)
         packed = fabric.all_reduce(torch.stack([sums[k] for k in names]) / acc, reduce_op="mean")
@@ -322,16 +339,23 @@ class Trainer:
     def _save(self, run: _Run) -> None:
         """Checkpoint the run (a collective: every process calls it; rank 0 writes)."""
         per_epoch = run.sampler.steps_per_epoch
+        if self.sharded:
+            weights, optimizer = full_state(run.task, run.raw_optimizer)  # collective
+        else:
+            weights, optimizer = None, run.raw_optimizer.state_dict()
         state = {
             "step": self.step, "epoch": self.step // per_epoch, "batch_in_epoch": self.step % per_epoch,
-            "optimizer": run.raw_optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "optimizer": optimizer, "scheduler": run.scheduler.state_dict(),
             "rng": gather_rng(self.fabric, run.generator), "nonfinite_steps": run.nonfinite,
             "losses": torch.tensor(run.losses, dtype=torch.float64), "global_batch": self.batch_size,
             "accumulate": self.optim_cfg.accumulate, "num_samples": run.sampler.num_samples,
             "seed": self.cfg.seed, "world_size": self.fabric.world_size,
         }  # fmt: skip
+        if self.sharded:
+            state["optimizer_format"] = OPTIMIZER_FORMAT
         if self.fabric.is_global_zero:
-            save_checkpoint(self.run_dir, self.step, weights_for_saving(run.task), state)
+            weights = weights_for_saving(run.task) if weights is None else contiguous_weights(weights)
+            save_checkpoint(self.run_dir, self.step, weights, state)
         self.fabric.barrier()
         run.last_saved = self.step
 
@@ -364,12 +388,15 @@ class Trainer:
 
 def _strategy(cfg):
     """DDP with ``find_unused_parameters`` (tasks leave some backbone parameters unused, e.g.
-    the mask token of an MAE encoder); other strategies as named."""
+    the mask token of an MAE encoder); ``fsdp``: FSDP2 (:mod:`convergent.training.fsdp`);
+    other strategies as named."""
     devices = cfg.devices
     if isinstance(devices, str):
         devices = int(devices) if devices.isdigit() else len(devices.split(",")) if "," in devices else 1
     elif isinstance(devices, (list, tuple)):
         devices = len(devices)
+    if cfg.strategy == "fsdp":
+        return fsdp_strategy(max(int(devices), 1) * cfg.num_nodes)
     if cfg.strategy == "ddp" or (cfg.strategy == "auto" and max(int(devices), 1) * cfg.num_nodes > 1):
         from lightning_fabric.strategies import DDPStrategy
 
@@ -381,7 +408,10 @@ def _check_strategy(fabric: Fabric) -> None:
     from lightning_fabric.strategies import FSDPStrategy
 
     if isinstance(fabric.strategy, FSDPStrategy):
-        raise NotImplementedError("checkpoints of FSDP runs are not implemented yet; use strategy='ddp'")
+        raise ValueError(
+            f"strategy {type(fabric.strategy).__name__} (FSDP1) is not supported; use strategy='fsdp' (FSDP2, "
+            "full-state checkpoints) or 'ddp'"
+        )
 
 
 def _scalars(out: dict, device: torch.device) -> dict[str, torch.Tensor]:

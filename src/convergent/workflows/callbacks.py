@@ -25,7 +25,8 @@ class ReconstructionCallback:
         self.images = torch.stack([dataset[i]["image"] for i in range(n)]) if n else None
 
     def on_step_end(self, trainer, task, step: int, metrics: dict) -> None:
-        if self.every and step % self.every == 0:
+        # a sharded (FSDP) task runs forward only as a collective: draw at the end instead
+        if self.every and step % self.every == 0 and not getattr(trainer, "sharded", False):
             self.draw(trainer, task, f"step {step}")
 
     def on_fit_end(self, trainer, task) -> None:
