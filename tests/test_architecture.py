@@ -21,7 +21,7 @@ ALLOWED = {
     "converters": {"backbones", "layers"},
     "tasks": {"backbones", "heads", "layers", "losses", "masking"},
     "training": {"config", "tasks"},
-    "evaluation": {"config", "tasks", "heads", "training", "data"},
+    "evaluation": {"config", "backbones", "tasks", "heads", "training", "data"},
     "workflows": {"config", "backbones", "data", "tasks", "training", "evaluation"},
     "commands": {"backbones", "converters", "config", "data", "masking", "tasks", "workflows"},
 }

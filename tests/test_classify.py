@@ -52,8 +52,8 @@ def test_cls_pooling_reads_the_class_token():
 def test_bad_pairings_are_clear_errors():
     with pytest.raises(ValueError, match="class token"):
         Classify(build_backbone("swinv2_test"), ClassifyConfig(num_classes=3, pooling="cls"))
-    with pytest.raises(ValueError, match="works with vit, swin backbones"):
-        Classify(build_backbone("text_test"), ClassifyConfig(num_classes=3))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        Classify(build_backbone("text_test"), ClassifyConfig(num_classes=3, label_smoothing=1.0))
     with pytest.raises(ValueError, match="pooling must be one of"):
         Classify(build_backbone("vit_test"), ClassifyConfig(num_classes=3, pooling="max"))
 

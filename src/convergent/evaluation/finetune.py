@@ -1,7 +1,8 @@
 """End-to-end fine-tuning: wrap a (pre-trained) backbone in the :class:`Classify` task, train
 all of it with the project's :class:`~convergent.training.loop.Trainer` (AdamW, cosine
 schedule, layer-wise lr decay from ``OptimConfig.layer_decay`` through ``task.layer_id``), then
-measure top-1 accuracy on a held-out set.
+measure top-1 accuracy on a held-out set. Images or text: batches come from the dataset's
+``collate_fn`` when it has one (text), and the transforms apply to ``batch["image"]`` only.
 """
 
 import dataclasses
@@ -13,28 +14,29 @@ import torch
 from torch.utils.data import DataLoader
 
 from convergent.config import OptimConfig, TrainerConfig
-from convergent.evaluation.features import Transform, collate_labelled
+from convergent.evaluation.features import Transform, collate_for, prepare_batch
 from convergent.tasks.classify import Classify
 from convergent.tasks.configs import ClassifyConfig
 
 
 @torch.no_grad()
-def evaluate_classifier(task: Classify, dataset, transform: Transform, batch_size: int = 256,
+def evaluate_classifier(task: Classify, dataset, transform: Transform | None, batch_size: int = 256,
                         num_workers: int = 0) -> float:
     """Top-1 accuracy in [0, 1] of ``task.predict`` over ``dataset`` (items ``{"image": uint8
-    (C, H, W), "label": int}``), transformed with ``transform(images, None)`` on the task's
-    device, in eval mode (the previous mode is restored)."""
+    (C, H, W), "label": int}``, or a dataset with a ``collate_fn`` giving labelled dict batches,
+    e.g. text), on the task's device, in eval mode (the previous mode is restored). Images are
+    transformed with ``transform(images, None)``; ``transform`` may be None for text."""
     param = next(task.parameters())
     was_training = task.training
     task.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_labelled)
+                        collate_fn=collate_for(dataset))
     correct = total = 0
     try:
         for batch in loader:
-            images = transform(batch["image"].to(param.device), None).to(param.dtype)  # (B, C, H, W)
-            preds = task.predict(images).argmax(dim=-1).cpu()  # (B,)
-            correct += (preds == batch["label"]).sum().item()
+            logits = task.predict(prepare_batch(batch, transform, param.device, param.dtype))  # (B, K)
+            preds = logits.argmax(dim=-1)  # (B,)
+            correct += (preds.cpu() == batch["label"]).sum().item()
             total += len(preds)
     finally:
         task.train(was_training)
@@ -47,8 +49,8 @@ def finetune(
     backbone: torch.nn.Module,
     train_set,
     test_set,
-    transform_train: Transform,
-    transform_eval: Transform,
+    transform_train: Transform | None,
+    transform_eval: Transform | None,
     num_classes: int,
     trainer_cfg: TrainerConfig,
     optim_cfg: OptimConfig,
@@ -63,10 +65,13 @@ def finetune(
     what Trainer.fit returned}``.
 
     Args:
-        backbone: image backbone (ViT or Swin), trained in place.
-        train_set, test_set: map-style datasets of ``{"image": uint8 (C, H, W), "label": int}``.
-        transform_train: ``transform(images, generator)`` with augmentation (the Trainer seeds it).
-        transform_eval: deterministic transform, called with ``generator=None``.
+        backbone: any registered backbone (ViT, Swin, text), trained in place.
+        train_set, test_set: map-style labelled datasets: ``{"image": uint8 (C, H, W), "label":
+            int}`` items, or text datasets whose ``collate_fn`` gives ``input_ids``,
+            ``attention_mask`` and ``label``.
+        transform_train: ``transform(images, generator)`` with augmentation (the Trainer seeds
+            it); None for text.
+        transform_eval: deterministic transform, called with ``generator=None``; None for text.
         num_classes: classes of the head (overrides ``task_cfg.num_classes``).
         trainer_cfg, optim_cfg: the run's steps/devices/precision and optimizer/schedule;
             ``optim_cfg.layer_decay`` (e.g. 0.75) gives layer-wise lr decay.

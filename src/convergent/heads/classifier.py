@@ -1,5 +1,5 @@
 """Classification head and token pooling, shared by fine-tuning (``tasks/classify``) and the
-frozen-feature probes (``evaluation/features``).
+frozen-feature probes (``evaluation/features``), for image and text backbones alike.
 
 The head is dropout + one ``Linear``, as MAE's fine-tuning (``models_vit.py``): no extra
 LayerNorm here, because every backbone's final tokens are already normalised
@@ -15,13 +15,27 @@ from torch import nn
 POOLINGS = ("avg", "cls", "default")
 
 
-def pool_tokens(backbone: nn.Module, tokens: torch.Tensor, pooling: str) -> torch.Tensor:
+def has_class_token(backbone: nn.Module) -> bool:
+    """Whether the first output token summarises the input, so ``pooling="cls"`` means
+    something: a prefix (class) token of the backbone (ViT), or the ``[CLS]`` token that the
+    tokenizer puts first in every sequence of a backbone reading token ids (text). Swin's
+    first token is one window of the image: no."""
+    return int(getattr(backbone, "num_prefix_tokens", 0)) > 0 or getattr(backbone, "input_key", None) == "input_ids"
+
+
+def pool_tokens(
+    backbone: nn.Module, tokens: torch.Tensor, pooling: str, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Tokens ``(B, P + N, C)`` of ``backbone`` (P = ``backbone.num_prefix_tokens``) → ``(B, C)``.
 
-    * ``"avg"``: mean of the N patch tokens (prefix tokens such as ViT's class token skipped);
-    * ``"cls"``: the first prefix token; an error for backbones without one (Swin);
+    * ``"avg"``: mean of the N non-prefix tokens (prefix tokens such as ViT's class token
+      skipped); with ``attention_mask`` ``(B, P + N)`` (1/True = real token, 0/False =
+      padding, as the text backbone takes it) the mean runs over the real tokens only, so a
+      sample's features do not depend on how far its batch was padded;
+    * ``"cls"``: the first token (ViT's class token, text's ``[CLS]``); an error for backbones
+      without one (Swin), see :func:`has_class_token`;
     * ``"default"``: ``backbone.pooled(tokens)`` (the backbone's own choice, e.g. ViT's
-      ``global_pool`` and optional pooler).
+      ``global_pool`` and optional pooler, BERT's first token and pooler).
     """
     prefix = int(getattr(backbone, "num_prefix_tokens", 0))
     if tokens.ndim != 3:
@@ -29,17 +43,36 @@ def pool_tokens(backbone: nn.Module, tokens: torch.Tensor, pooling: str) -> torc
     if pooling == "avg":
         if tokens.shape[1] <= prefix:
             raise ValueError(f"no patch tokens to average: {tokens.shape[1]} tokens, {prefix} prefix tokens")
-        return tokens[:, prefix:].mean(dim=1)  # (B, C)
+        if attention_mask is None:
+            return tokens[:, prefix:].mean(dim=1)  # (B, C)
+        return _masked_mean(tokens[:, prefix:], _real_tokens(attention_mask, tokens)[:, prefix:])
     if pooling == "cls":
-        if prefix == 0:
+        if not has_class_token(backbone):
             raise ValueError(
                 f"pooling='cls' needs a class token, but {type(backbone).__name__} has no prefix tokens "
-                "(num_prefix_tokens=0); use pooling='avg' or 'default'"
+                "(num_prefix_tokens=0) and does not read token ids; use pooling='avg' or 'default'"
             )
         return tokens[:, 0]  # (B, C)
     if pooling == "default":
         return backbone.pooled(tokens)
     raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+
+
+def _real_tokens(attention_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``attention_mask`` as bool ``(B, N)``, True = real token, checked against ``tokens``."""
+    if attention_mask.shape != tokens.shape[:2]:
+        raise ValueError(
+            f"attention_mask of shape {tuple(attention_mask.shape)} does not match tokens {tuple(tokens.shape[:2])}"
+        )
+    return attention_mask.bool()
+
+
+def _masked_mean(tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of ``tokens`` ``(B, N, C)`` over the positions where ``keep`` ``(B, N)`` is True
+    (zeros for a row with none); padded positions add exact zeros, whatever they hold."""
+    total = tokens.masked_fill(~keep.unsqueeze(-1), 0).sum(dim=1)  # (B, C)
+    count = keep.sum(dim=1, keepdim=True).clamp_min(1).to(tokens.dtype)  # (B, 1)
+    return total / count
 
 
 class ClassifierHead(nn.Module):
