@@ -6,7 +6,9 @@
 ``build_dataset(name, split, ...)`` imports the builder only then. A builder is a function
 taking the keyword arguments of :func:`build_dataset` and returning a
 ``torch.utils.data.Dataset`` whose items are dicts (images: ``{"image": uint8 (C, S, S),
-"label": int}``) and which has the attributes ``classes``, ``skipped`` and ``source``.
+"label": int}``; text: ``{"text": str, "label": int}``, see :mod:`convergent.data.text`) and
+which has the attributes ``classes``, ``skipped`` and ``source``. Text builders ignore
+``img_size`` and ``in_chans``.
 """
 
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ class DatasetEntry:
     target: str
     """``"module:function"`` building the dataset."""
     kind: str
-    """What the items hold: ``images`` (image + label), later ``text``, ``image-text``."""
+    """What the items hold: ``images`` (image + label), ``text`` (text + label), later ``image-text``."""
     description: str
 
 
@@ -47,6 +49,26 @@ register_dataset(
     "images",
     "A directory of images: class sub-folders (label = sorted index) or flat (unlabelled); "
     "optional train/val/test split folders",
+)
+register_dataset(
+    "wordnet-glosses",
+    "convergent.data.builtin.wordnet:build",
+    "text",
+    "WordNet 3.0 glosses (definition + examples), label = part of speech (4); hash split 0.9/0.05/0.05, "
+    "deduplicated (Debian package files, --data.root, or bundled 10k subset)",
+)
+register_dataset(
+    "wordnet-definitions",
+    "convergent.data.builtin.wordnet:build_definitions",
+    "text",
+    "WordNet 3.0 definitions without examples: the 4-way part-of-speech benchmark (same splits as wordnet-glosses)",
+)
+register_dataset(
+    "text-lines",
+    "convergent.data.text:build",
+    "text",
+    "Text (one document per line) or JSONL ('text', optional 'label') files: a file, or a directory "
+    "with train/val/test files; bad lines skipped and counted",
 )
 
 

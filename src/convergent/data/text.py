@@ -1,0 +1,274 @@
+"""Text datasets: items ``{"text": str, "label": int}`` (label -1 when unlabelled), and the
+collator that tokenises a list of them into a batch.
+
+    ds = build_dataset("text-lines", "train", root="corpus/")
+    loader = DataLoader(ds.with_tokenizer(tok, max_length=128), batch_size=32, collate_fn=ds.collate_fn)
+    # batch: input_ids (B, L) int64, attention_mask (B, L) int64, special_tokens_mask (B, L) bool, label (B,)
+
+Every text dataset has ``classes``, ``labels`` ((N,) int64), ``skipped``, ``source`` and
+``heldout`` like the image datasets, and ``collate_fn`` (None until a tokenizer is attached with
+:meth:`TextDataset.with_tokenizer`; the default collate then gives ``text`` as a list).
+
+``text-lines`` (:func:`build`) reads ``root``:
+
+* a file: plain text (one document per line) or JSONL (``.jsonl``/``.ndjson``: a ``"text"``
+  field, optional ``"label"``: class name or index); every split reads it (``heldout`` False);
+* a directory with split files ``{train,val,validation,valid,dev,test}.{txt,text,jsonl,ndjson}``
+  or split folders of such files: ``split`` picks one (``test`` and ``val`` stand in for each
+  other, as for image-folder); class names are the sorted union over all split files, so labels
+  agree between splits;
+* a directory without split files: all its text/JSONL files, read by every split.
+
+Files are indexed once (see :mod:`convergent.data.lines`: bad lines are skipped and counted,
+never raised) and items are read lazily by seeking, each process opening its own handles.
+"""
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from convergent.data.lines import (
+    JSONL_SUFFIXES,
+    MAX_CHARS,
+    TEXT_SUFFIXES,
+    FileIndex,
+    describe_counts,
+    index_file,
+    read_line,
+)
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = {
+    "train": ("train",),
+    "val": ("val", "validation", "valid", "dev", "test"),
+    "test": ("test", "val", "validation", "valid", "dev"),
+}
+"""Split -> file/folder names tried in order, when ``root`` has split files."""
+_ALL_SPLIT_NAMES = frozenset(n for names in SPLIT_NAMES.values() for n in names)
+SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES
+
+
+class TextCollator:
+    """Tokenise items ``{"text", "label"}`` into ``input_ids``/``attention_mask``/
+    ``special_tokens_mask`` (see :meth:`convergent.data.tokenizer.Tokenizer.encode_batch`) plus
+    ``label`` (B,) int64. Picklable, for DataLoader workers."""
+
+    def __init__(self, tokenizer, max_length: int = 512, padding: str = "longest"):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.padding = padding
+
+    def __call__(self, items: Sequence[dict]) -> dict:
+        batch = self.tokenizer.encode_batch([it["text"] for it in items], self.max_length, self.padding)
+        batch["label"] = torch.tensor([it["label"] for it in items], dtype=torch.int64)
+        return batch
+
+
+class TextDataset(Dataset):
+    """Base of the text datasets: ``__getitem__`` is ``{"text": self.text(i), "label": labels[i]}``."""
+
+    classes: list[str]
+    labels: torch.Tensor
+    """``(N,)`` int64, -1 when unlabelled."""
+    skipped: list[tuple[str, str]]
+    source: str
+    heldout: bool = True
+    """False when every split reads the same texts (nothing is held out for evaluation)."""
+    collate_fn = None
+
+    def text(self, i: int) -> str:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"text": self.text(i), "label": int(self.labels[i])}
+
+    def texts(self) -> Iterator[str]:
+        """All texts in order, one at a time (e.g. to train a tokenizer)."""
+        return (self.text(i) for i in range(len(self)))
+
+    def with_tokenizer(self, tokenizer, max_length: int = 512, padding: str = "longest") -> "TextDataset":
+        """Set :attr:`collate_fn` to a :class:`TextCollator`; returns ``self``."""
+        self.collate_fn = TextCollator(tokenizer, max_length, padding)
+        return self
+
+
+class TextList(TextDataset):
+    """Texts held in memory (small corpora, e.g. WordNet glosses)."""
+
+    def __init__(self, texts: Sequence[str], labels: Sequence[int], classes: Sequence[str], source: str):
+        if len(texts) != len(labels):
+            raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+        self._texts = list(texts)
+        self.labels = torch.tensor(list(labels), dtype=torch.int64)
+        self.classes = list(classes)
+        self.skipped = []
+        self.source = source
+
+    def text(self, i: int) -> str:
+        return self._texts[i]
+
+
+class TextLines(TextDataset):
+    """The usable lines of one or more text/JSONL files, read lazily by seeking.
+
+    ``fmt``: None = by suffix; ``max_chars``: longer lines are skipped; ``classes``: class names
+    in label order (None: the sorted names found, or ``"0".."K-1"`` for integer labels).
+    ``skip_counts`` counts skipped lines by reason; ``skipped`` lists the first 1000 per file.
+    """
+
+    def __init__(
+        self,
+        paths: str | Path | Sequence[str | Path],
+        fmt: str | None = None,
+        text_field: str = "text",
+        label_field: str | None = "label",
+        max_chars: int = MAX_CHARS,
+        classes: Sequence[str] | None = None,
+        source: str | None = None,
+    ):
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if not paths:
+            raise ValueError("TextLines needs at least one file")
+        indexes = [index_file(p, fmt, text_field, label_field, max_chars) for p in paths]
+        for ix in indexes:
+            if not len(ix.offsets):
+                n = sum(ix.counts.values())
+                why = f"{n} lines skipped: {describe_counts(ix.counts)}" if n else "empty file"
+                raise ValueError(f"{ix.path}: no usable line ({why})")
+        self.classes = list(classes) if classes is not None else class_names(indexes)
+        self.paths = [ix.path for ix in indexes]
+        self.formats = [ix.fmt for ix in indexes]
+        self.offsets = np.concatenate([ix.offsets for ix in indexes])  # (N,) int64
+        self.file_ids = np.concatenate([np.full(len(ix.offsets), k, np.int32) for k, ix in enumerate(indexes)])
+        self.labels = torch.from_numpy(np.concatenate([_label_indices(ix, self.classes) for ix in indexes]))
+        self.text_field, self.max_chars = text_field, max_chars
+        self.skipped = [s for ix in indexes for s in ix.skipped]
+        self.skip_counts = sum((ix.counts for ix in indexes), Counter())
+        files = self.paths[0] if len(paths) == 1 else f"{len(paths)} files ({self.paths[0]}, ...)"
+        self.source = source or f"text-lines: {len(self)} lines from {files}"
+        self._handles: dict[int, object] = {}
+        self._pid = os.getpid()
+        if self.skip_counts:
+            log.warning("%s; %s", self.source, self.summary())
+
+    def summary(self) -> str:
+        """One line: how many lines are used and skipped, by reason."""
+        n = sum(self.skip_counts.values())
+        return f"{len(self)} lines used, {n} skipped ({describe_counts(self.skip_counts)})"
+
+    def select(self, keep: np.ndarray) -> "TextLines":
+        """Keep only the items at indices ``keep`` (in that order); returns ``self``."""
+        self.offsets, self.file_ids = self.offsets[keep], self.file_ids[keep]
+        self.labels = self.labels[torch.from_numpy(np.asarray(keep, dtype=np.int64))]
+        return self
+
+    def text(self, i: int) -> str:
+        k, offset = int(self.file_ids[i]), int(self.offsets[i])
+        try:
+            return read_line(self._handle(k), offset, self.formats[k], self.text_field, self.max_chars)
+        except (ValueError, KeyError, TypeError) as e:  # the index said this line was usable
+            raise RuntimeError(f"{self.paths[k]}: the line at byte {offset} changed since it was indexed ({e})") from e
+
+    def _handle(self, k: int):
+        if self._pid != os.getpid():  # a forked worker: never share the parent's file positions
+            self._handles, self._pid = {}, os.getpid()
+        if k not in self._handles:
+            self._handles[k] = open(self.paths[k], "rb")
+        return self._handles[k]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handles": {}}
+
+
+def class_names(indexes: Sequence[FileIndex]) -> list[str]:
+    """Sorted union of string labels, ``"0".."K-1"`` for integer labels, ``[]`` if unlabelled."""
+    kinds = {ix.label_kind for ix in indexes} - {"none"}
+    if len(kinds) > 1:
+        raise ValueError("label fields hold class names in some files and integers in others: " + ", ".join(
+            f"{ix.path} ({ix.label_kind})" for ix in indexes if ix.label_kind != "none"
+        ))  # fmt: skip
+    if kinds == {"str"}:
+        return sorted({n for ix in indexes for n in ix.names})
+    if kinds == {"int"}:
+        return [str(c) for c in range(1 + max(int(ix.labels.max()) for ix in indexes if len(ix.labels)))]
+    return []
+
+
+def _label_indices(ix: FileIndex, classes: list[str]) -> np.ndarray:
+    """``(N,)`` int64 labels of ``ix`` as indices into ``classes`` (-1 stays -1)."""
+    if ix.label_kind == "str":
+        unknown = [n for n in ix.names if n not in classes]
+        if unknown:
+            raise ValueError(f"{ix.path}: labels {unknown[:5]} are not among the classes {classes}")
+        table = np.array([classes.index(n) for n in ix.names] + [-1], dtype=np.int64)
+        return table[ix.labels]  # -1 indexes the trailing -1
+    if ix.label_kind == "int" and int(ix.labels.max()) >= len(classes):
+        raise ValueError(f"{ix.path}: label {int(ix.labels.max())} out of range for {len(classes)} classes")
+    return ix.labels.copy()
+
+
+def split_files(root: Path) -> dict[str, list[Path]]:
+    """Split name -> files, for ``root/<split>.<suffix>`` files and ``root/<split>/`` folders."""
+    found: dict[str, list[Path]] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir() and entry.name in _ALL_SPLIT_NAMES:
+            found[entry.name] = text_files(entry)
+        elif entry.is_file() and entry.stem in _ALL_SPLIT_NAMES and entry.suffix.lower() in SUFFIXES:
+            found.setdefault(entry.stem, []).append(entry)
+    return found
+
+
+def text_files(folder: Path) -> list[Path]:
+    """Visible text/JSONL files directly in ``folder``, sorted."""
+    visible = (p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith("."))
+    return [p for p in visible if p.suffix.lower() in SUFFIXES]
+
+
+def _resolve(root: Path, split: str) -> tuple[list[Path], list[Path], bool]:
+    """``(files of split, files of every split, heldout)``."""
+    if root.is_file():
+        return [root], [root], False
+    if not root.is_dir():
+        raise FileNotFoundError(f"text-lines: {root}: no such file or directory")
+    splits = split_files(root)
+    if not splits:
+        files = text_files(root)
+        if not files:
+            raise FileNotFoundError(f"text-lines: no {'/'.join(SUFFIXES)} files in {root}")
+        return files, files, False
+    everything = [p for files in splits.values() for p in files]
+    for name in SPLIT_NAMES.get(split, (split,)):
+        if splits.get(name):
+            return splits[name], everything, True
+    raise FileNotFoundError(f"text-lines: {root} has split files {sorted(splits)} but none for split {split!r}")
+
+
+def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> TextLines:
+    """The lines of ``root`` for ``split`` (layouts: module docstring). ``img_size``/``in_chans``
+    are ignored (the registry passes them to every builder)."""
+    if root is None:
+        raise ValueError("text-lines needs a file or directory: set data.root (--data.root PATH)")
+    files, everything, heldout = _resolve(Path(root).expanduser(), split)
+    labelled = any(index_file(p).label_kind != "none" for p in files)
+    classes = class_names([index_file(p) for p in everything]) if labelled else None  # cached: no re-read
+    where = files[0] if len(files) == 1 else f"{len(files)} files in {files[0].parent}"
+    dataset = TextLines(files, classes=classes)
+    if limit is not None and limit < len(dataset):  # evenly spaced, so every class keeps its share
+        dataset.select(np.linspace(0, len(dataset) - 1, limit).round().astype(np.int64))
+    note = "" if heldout else " (every split reads these lines)"
+    kind = f"{len(dataset.classes)} classes" if dataset.classes else "unlabelled"
+    dataset.source = f"text-lines {split}: {len(dataset)} lines ({kind}) from {where}{note}"
+    dataset.heldout = heldout
+    return dataset
