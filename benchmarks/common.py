@@ -135,6 +135,10 @@ class Case:
     loss_peer: Callable[[], torch.Tensor]
     compiled_loss: Callable[[Callable], Callable[[], torch.Tensor]] | None = None
     """Given ``torch.compile(ours)``, a loss closure calling it (for ``--compile``)."""
+    unit: str = "img"
+    """What the throughput counts (``img``, ``tokens``)."""
+    items_per_sample: int = 1
+    """Units per batch element (text: the sequence length)."""
 
 
 def _memory_main(cases: dict, case: str, side: str, batch: int) -> None:
@@ -163,9 +167,10 @@ def _run_case(cases: dict, case: str, script: str, args) -> list[list[str]]:
         compiled = torch.compile(built.ours, dynamic=False)
         steps["ours, compiled"] = train_step(built.ours, built.compiled_loss(compiled))
         steps["ours, compiled"]()  # compile outside the timing
-    flops = count_flops(steps["ours"])
+    # each side's own FLOPs: they may differ (e.g. MLM: our LM head runs on the masked tokens only)
+    flops = {"ours": count_flops(steps["ours"]), "HF": count_flops(steps["HF"])}
     med = alternate(steps, args.warmup, args.reps)
-    res = {k: Result(k, med[k], flops) for k in steps}
+    res = {k: Result(k, med[k], flops["HF" if k.startswith("HF") else "ours"]) for k in steps}
     if not args.no_memory:
         for k, side in (("ours", "ours"), ("HF", "hf")):
             res[k].peak_mb = measure_memory_subprocess(script, case, side, ["--batch", str(args.batch)])
@@ -175,10 +180,10 @@ def _run_case(cases: dict, case: str, script: str, args) -> list[list[str]]:
             [
                 label,
                 k,
-                f"{r.rate(args.batch):.2f} img/s",
+                f"{r.rate(args.batch * built.items_per_sample):.2f} {built.unit}/s",
                 f"{res['HF'].median_s / r.median_s:.2f}x",
                 f"{res['HF, default AdamW'].median_s / r.median_s:.2f}x",
-                f"{flops / 1e9:.0f}",
+                f"{r.flops / 1e9:.0f}",
                 f"{r.gflops():.0f} ({r.gflops() / args.peak:.0%})",
                 f"{r.peak_mb:.0f} MB" if r.peak_mb is not None else "",
             ]

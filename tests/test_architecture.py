@@ -15,6 +15,7 @@ ALLOWED = {
     "layers": set(),
     "losses": set(),
     "masking": set(),
+    "generation": set(),
     "data": {"config"},  # data imports no model code
     "backbones": {"layers"},
     "heads": {"layers"},
@@ -22,7 +23,7 @@ ALLOWED = {
     "tasks": {"backbones", "heads", "layers", "losses", "masking"},
     "training": {"config", "tasks"},
     "evaluation": {"config", "backbones", "tasks", "heads", "training", "data"},
-    "workflows": {"config", "backbones", "data", "tasks", "training", "evaluation"},
+    "workflows": {"config", "backbones", "data", "tasks", "training", "evaluation", "generation"},
     "commands": {"backbones", "converters", "config", "data", "masking", "tasks", "workflows"},
 }
 

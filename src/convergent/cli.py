@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "convergent.commands.convert",
         "Convert weights between convergent, HF transformers and official Swin layouts.",
     ),
+    "tokenizer": ("convergent.commands.tokenizer", "Train a WordPiece or BPE tokenizer on a text corpus."),
+    "generate": ("convergent.commands.generate", "Continue a prompt with the causal language model of a causal-lm run."),
 }
 """Verb -> (module providing ``parser()`` and ``run(args)``, one-line help)."""
 

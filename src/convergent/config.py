@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass
 class DataConfig:
-    """Where images come from and how they are augmented."""
+    """Where the data comes from; how images are augmented and texts tokenised."""
 
     name: str = "fashion-mnist"
     """Registered dataset (``convergent list datasets``): fashion-mnist, image-folder, ..."""
@@ -34,6 +34,15 @@ class DataConfig:
     """Per-channel normalisation std."""
     limit: int | None = None
     """Use at most this many training samples (None: all)."""
+    tokenizer: str | None = None
+    """Text data: a trained tokenizer (directory or tokenizer.json); None trains one on the
+    training split at the start of the run and saves it in the run directory."""
+    tokenizer_kind: str = "wordpiece"
+    """Text data: kind of tokenizer trained when none is given: wordpiece (BERT) or bpe (GPT)."""
+    vocab_size: int = 8192
+    """Text data: vocabulary of a tokenizer trained at the start of a run."""
+    max_length: int = 64
+    """Text data: tokens per sample, special tokens included (longer texts are truncated)."""
 
 
 @dataclass

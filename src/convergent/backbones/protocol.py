@@ -20,6 +20,17 @@ optional entries passed on as keyword arguments (text: ``attention_mask``,
 ``token_type_ids``); :func:`backbone_inputs` does that lookup. ``mask_kind`` names the mask
 generator that suits the backbone's input (``"token"`` text, ``"block"`` ViT, ``"patch"``
 Swin) for modality-agnostic objectives such as data2vec.
+
+Where masks go in and what they hide at the output, for such objectives:
+
+* ``mask_grid(x)`` — the grid of positions ``mask`` covers for input ``x``: ``(L,)`` tokens,
+  ``(H/p, W/p)`` patches; ``mask`` is that grid flattened row-major, ``(B, prod(grid))``;
+* ``mask_unit`` — side, in grid cells, of the input square one final token summarises
+  (1; Swin: ``2^(stages-1)``); masks drawn in whole units make ``output_mask`` exact;
+* ``output_mask(mask, grid)`` — ``(B, N_out)``: which final tokens (prefix tokens excluded)
+  are hidden; a token counts as hidden only when every position it summarises is;
+* ``final_stage_depth`` — how many trailing blocks give outputs shaped like the final tokens
+  (all blocks; Swin: the last stage's depth), the blocks whose outputs can be averaged.
 """
 
 from collections.abc import Sequence
@@ -41,6 +52,7 @@ class Backbone(nn.Module):
     input_key: str = "image"
     extra_input_keys: tuple[str, ...] = ()
     mask_kind: str = "patch"
+    mask_unit: int = 1
 
     def __init__(self, config: Any):
         super().__init__()
@@ -61,6 +73,20 @@ class Backbone(nn.Module):
 
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def mask_grid(self, x: torch.Tensor) -> tuple[int, ...]:
+        """Grid of the positions ``forward_features(x, mask=...)`` can hide for input ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare its mask grid (mask_grid)")
+
+    def output_mask(self, mask: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """Input mask ``(B, prod(grid))`` → ``(B, N_out)`` hidden final tokens (prefix tokens
+        excluded). The default: final tokens correspond one-to-one to grid positions."""
+        return mask
+
+    @property
+    def final_stage_depth(self) -> int:
+        """Trailing blocks whose outputs have the final tokens' shape (before the final norm)."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare final_stage_depth")
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names (as in ``named_parameters``) that take no weight decay."""

@@ -216,6 +216,30 @@ class SwinTransformer(Backbone):
         """Average over tokens ``(B, N, C)`` → ``(B, C)``."""
         return tokens.mean(dim=1)
 
+    def mask_grid(self, x: torch.Tensor) -> tuple[int, ...]:
+        """``(ceil(H/p), ceil(W/p))``: the patch grid (images are padded to whole patches)."""
+        p = self.config.patch_size
+        return (-(-x.shape[-2] // p), -(-x.shape[-1] // p))
+
+    @property
+    def mask_unit(self) -> int:
+        """Patches per side of one final token: each patch merging halves the grid."""
+        return 2 ** (len(self.config.depths) - 1)
+
+    def output_mask(self, mask: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """Patch mask ``(B, Gh*Gw)`` → ``(B, ceil(Gh/u) * ceil(Gw/u))`` with ``u = mask_unit``:
+        a final token is hidden when all its ``u × u`` patches are (the padding that patch
+        merging adds on the right/bottom does not count)."""
+        (gh, gw), u = grid, self.mask_unit
+        m = mask.reshape(mask.shape[0], gh, gw)
+        m = F.pad(m, (0, -gw % u, 0, -gh % u), value=True)  # (B, Hu*u, Wu*u)
+        b, h, w = m.shape
+        return m.view(b, h // u, u, w // u, u).all(dim=4).all(dim=2).flatten(1)
+
+    @property
+    def final_stage_depth(self) -> int:
+        return self.config.depths[-1]
+
     def no_weight_decay(self) -> set[str]:
         skip = ("absolute_pos_embed", "mask_token", "relative_position_bias_table", "logit_scale", "cpb_mlp")
         return {n for n, p in self.named_parameters() if p.ndim <= 1 or any(s in n for s in skip)}

@@ -149,6 +149,14 @@ class TextTransformer(Backbone):
         first = tokens[:, 0]
         return self.pooler(first) if self.pooler is not None else first
 
+    def mask_grid(self, input_ids: torch.Tensor) -> tuple[int, ...]:
+        """``(L,)``: every token position can be hidden."""
+        return (input_ids.shape[-1],)
+
+    @property
+    def final_stage_depth(self) -> int:
+        return len(self.blocks)
+
     # --- training metadata --------------------------------------------------------------
     def no_weight_decay(self) -> set[str]:
         """Biases, LayerNorm weights, position / token-type embeddings and the mask token."""

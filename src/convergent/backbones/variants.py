@@ -24,6 +24,11 @@ def bert_tiny() -> TextConfig:
     return _text(128, 2, 2)
 
 
+@register_backbone("bert_mini")
+def bert_mini() -> TextConfig:
+    return _text(256, 4, 4)
+
+
 @register_backbone("bert_small")
 def bert_small() -> TextConfig:
     return _text(512, 4, 8)

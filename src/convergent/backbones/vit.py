@@ -141,6 +141,15 @@ class VisionTransformer(Backbone):
         x = tokens[:, 0] if self.config.global_pool == "token" else tokens[:, 1:].mean(dim=1)
         return self.pooler(x) if self.pooler is not None else x
 
+    def mask_grid(self, x: torch.Tensor) -> tuple[int, ...]:
+        """``(H/p, W/p)``: the patch grid (the class token is never hidden)."""
+        p = self.config.patch_size
+        return (x.shape[-2] // p, x.shape[-1] // p)
+
+    @property
+    def final_stage_depth(self) -> int:
+        return len(self.blocks)
+
     # --- training hooks -------------------------------------------------------------------
     def no_weight_decay(self) -> set[str]:
         """Position embeddings, class and mask tokens, biases and norm weights."""

@@ -19,6 +19,18 @@ their ``bert.`` prefix first and their ``cls.`` heads are ignored):
 ``pooler.dense``                                      ``pooler.dense``
 ====================================================  =====================================
 
+The LM head (``BertForMaskedLM`` / ``BertForPreTraining`` / ``BertLMHeadModel``
+``cls.predictions``) maps onto :class:`~convergent.heads.lm_head.LMHead` with
+:func:`lm_head_from_hf` / :func:`lm_head_to_hf`:
+
+=====================================================  ==============================
+``cls.predictions.transform.dense.{weight,bias}``      ``dense.{weight,bias}``
+``cls.predictions.transform.LayerNorm.{weight,bias}``  ``norm.{weight,bias}``
+``cls.predictions.bias``                               ``bias``
+``cls.predictions.decoder.weight``                     tied: the word embeddings
+``cls.predictions.decoder.bias``                       tied: ``cls.predictions.bias``
+=====================================================  ==============================
+
 Two things have no counterpart on the other side:
 
 * ``mask_token``: when ``cfg.mask_token_id`` is None our model learns a separate mask token.
@@ -247,4 +259,52 @@ def state_dict_to_hf(sd: dict, cfg: TextConfig, legacy: bool = False) -> dict:
         for p in ("weight", "bias"):
             out[f"pooler.dense.{p}"] = src.pop(f"pooler.dense.{p}")
     src.finish()
+    return out
+
+
+# --- LM head (cls.predictions) ----------------------------------------------------------------
+
+_LM_HEAD = "cls.predictions."
+_LM_HEAD_KEYS = (
+    ("transform.dense.weight", "dense.weight"),
+    ("transform.dense.bias", "dense.bias"),
+    ("transform.LayerNorm.weight", "norm.weight"),
+    ("transform.LayerNorm.bias", "norm.bias"),
+    ("bias", "bias"),
+)
+
+
+def lm_head_from_hf(sd: dict) -> dict:
+    """HF ``BertForMaskedLM`` / ``BertForPreTraining`` / ``BertLMHeadModel`` state dict → the
+    state dict of :class:`~convergent.heads.lm_head.LMHead` (keys ``dense.*``, ``norm.*``,
+    ``bias``). Keys outside ``cls.predictions.`` are ignored (convert the encoder with
+    :func:`state_dict_from_hf`). The decoder is tied to the word embeddings in our head; a
+    checkpoint whose ``decoder.weight`` differs from them (untied) raises ``ValueError``."""
+    sd = _rename_gamma_beta(sd)
+    src = KeyTracker({k[len(_LM_HEAD) :]: v for k, v in sd.items() if k.startswith(_LM_HEAD)}, "HF BERT LM head")
+    out = {ours: src.pop(theirs) for theirs, ours in _LM_HEAD_KEYS}
+    word = strip_prefix(sd, ("bert.",)).get("embeddings.word_embeddings.weight")
+    decoder = src.get("decoder.weight")
+    if decoder is not None and word is not None and not torch.equal(decoder, word):
+        raise ValueError(
+            "HF BERT LM head: cls.predictions.decoder.weight differs from the word embeddings (an untied "
+            "decoder); convergent's LM head is tied to the input embedding"
+        )
+    bias = src.get("decoder.bias")
+    if bias is not None and not torch.equal(bias, out["bias"]):
+        raise ValueError("HF BERT LM head: cls.predictions.decoder.bias differs from cls.predictions.bias")
+    src.finish()
+    return out
+
+
+def lm_head_to_hf(head_sd: dict, word_embeddings: torch.Tensor) -> dict:
+    """:class:`~convergent.heads.lm_head.LMHead` state dict (+ the tied word embeddings
+    ``(V, C)``) → HF ``cls.predictions.*`` keys, the tied ``decoder`` weight and bias
+    included; with ``bert.``-prefixed :func:`state_dict_to_hf` keys (and no pooler) it loads
+    strictly into ``BertForMaskedLM`` / ``BertLMHeadModel``."""
+    src = KeyTracker(head_sd, "convergent LM head state dict")
+    out = {f"{_LM_HEAD}{theirs}": src.pop(ours) for theirs, ours in _LM_HEAD_KEYS}
+    src.finish()
+    out[f"{_LM_HEAD}decoder.weight"] = word_embeddings
+    out[f"{_LM_HEAD}decoder.bias"] = out[f"{_LM_HEAD}bias"]
     return out

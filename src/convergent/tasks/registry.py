@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from convergent.registry import Registry, load_target
-from convergent.tasks.configs import ClassifyConfig, MAEConfig, SimMIMConfig
+from convergent.tasks.configs import (
+    CausalLMConfig,
+    ClassifyConfig,
+    Data2VecConfig,
+    MAEConfig,
+    MLMConfig,
+    SimMIMConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,9 @@ def register_task(name: str, target: str, config: type, description: str) -> Non
 register_task("simmim", "convergent.tasks.simmim:SimMIM", SimMIMConfig, "SimMIM: masked image modelling, L1 on masked pixels")
 register_task("mae", "convergent.tasks.mae:MAE", MAEConfig, "MAE: encode visible patches, decode, MSE on masked patches")
 register_task("classify", "convergent.tasks.classify:Classify", ClassifyConfig, "Classify: supervised fine-tuning, pooled tokens + linear head, label-smoothed cross-entropy")
+register_task("mlm", "convergent.tasks.mlm:MLM", MLMConfig, "MLM: BERT masked language modelling (15 % of tokens, 80/10/10), cross-entropy on masked tokens")
+register_task("causal-lm", "convergent.tasks.causal_lm:CausalLM", CausalLMConfig, "Causal LM: GPT-style next-token prediction with a causal text backbone")
+register_task("data2vec", "convergent.tasks.data2vec:Data2Vec", Data2VecConfig, "data2vec: regress an EMA teacher's averaged top-K block outputs at masked positions (text, ViT, Swin)")
 
 
 def names() -> list[str]:
@@ -47,6 +57,11 @@ def entry(name: str) -> TaskEntry:
 
 def describe(name: str) -> str:
     return entry(name).description
+
+
+def task_class(name: str) -> type:
+    """The class of task ``name`` (imports it, and torch)."""
+    return load_target(entry(name).target)
 
 
 def build_task(name: str, backbone: Any, config: Any = None):

@@ -361,10 +361,11 @@ class Trainer:
 
     def _summary(self, run: _Run, dataset, train_s: float, wall_s: float) -> dict:
         skipped = list(getattr(dataset, "skipped", None) or [])
+        indexed = getattr(dataset, "skip_counts", None)  # text: found by indexing, the same in every process
         count = torch.tensor(len(skipped), device=self.fabric.device)
-        if self.fabric.world_size > 1:  # each process reads (and skips) its own share
+        if self.fabric.world_size > 1 and indexed is None:  # each process reads (and skips) its own share
             count = self.fabric.all_reduce(count, reduce_op="sum")
-        count = int(count.item())
+        count = int(count.item()) if indexed is None else int(sum(indexed.values()))
         tail = run.losses[-max(1, math.ceil(len(run.losses) / 10)) :] if run.losses else []
         done = complete_checkpoints(self.run_dir)
         summary = {

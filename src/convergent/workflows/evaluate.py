@@ -24,7 +24,10 @@ def evaluate_encoder(cfg: Any, backbone, train_set, test_set) -> dict:
     transform = build_transform(cfg.data, train=False)
     probe_train = train_set
     if e.limit_train is not None and e.limit_train < len(train_set):
-        probe_train = torch.utils.data.Subset(train_set, range(e.limit_train))
+        # a seeded random subset: datasets may be ordered by class (WordNet: file by file)
+        g = torch.Generator().manual_seed(cfg.trainer.seed)
+        keep = torch.randperm(len(train_set), generator=g)[: e.limit_train].sort().values
+        probe_train = torch.utils.data.Subset(train_set, keep.tolist())
     kw = dict(layer=e.layer, pooling=e.pooling)
     xtr, ytr = extract_features(backbone, probe_train, transform, **kw)
     xte, yte = extract_features(backbone, test_set, transform, **kw)
@@ -58,10 +61,12 @@ def run_eval(cfg: Any, encoder: str | Path, out: str | Path | None = None) -> di
     from convergent.backbones.pretrained import from_pretrained
     from convergent.evaluation.report import format_report
     from convergent.workflows.pretrain import build_datasets
+    from convergent.workflows.text import prepare_text
 
     enc_dir, _ = resolve_encoder(encoder)
     backbone = from_pretrained(enc_dir).eval()
     train_set, test_set = build_datasets(cfg)
+    prepare_text(cfg, None, train_set, test_set, encoder_dir=enc_dir)
     if test_set is None:
         raise ValueError(f"dataset {cfg.data.name!r} has no labelled test split to evaluate on")
     results = {"encoder": str(enc_dir), "data": getattr(train_set, "source", cfg.data.name)}

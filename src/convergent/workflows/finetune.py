@@ -22,6 +22,7 @@ def run_finetune(cfg: Any) -> dict:
     from convergent.evaluation.report import format_report
     from convergent.workflows.evaluate import resolve_encoder
     from convergent.workflows.pretrain import build_datasets, build_encoder
+    from convergent.workflows.text import prepare_text
 
     if cfg.model.init:
         enc_dir, _ = resolve_encoder(cfg.model.init)
@@ -38,7 +39,8 @@ def run_finetune(cfg: Any) -> dict:
         raise ValueError(f"dataset {cfg.data.name!r} needs class labels and a test split to fine-tune on")
     num_classes = len(train_set.classes)
     task_cfg = dataclasses.replace(cfg.classify, num_classes=num_classes)
-    backbone = build_encoder(cfg)
+    tokenizer = prepare_text(cfg, run_dir, train_set, test_set, encoder_dir=cfg.model.init)
+    backbone = build_encoder(cfg, tokenizer)
     result = finetune(
         backbone, train_set, test_set, build_transform(cfg.data, train=True), build_transform(cfg.data, train=False),
         num_classes, cfg.trainer, cfg.optim, run_dir, cfg.data.batch_size, cfg.data.num_workers, task_cfg=task_cfg,

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from convergent.config import from_dict, from_namespace, pretrain_config_class, task_field, to_dict
+from convergent.workflows.text import prepare_text, text_overrides
 
 CONFIG_FILE = "config.yaml"
 
@@ -36,9 +37,10 @@ def run_dir_for(cfg: Any, resume_dir: str | Path | None) -> Path:
     return Path(cfg.trainer.out_dir) / name
 
 
-def build_encoder(cfg: Any):
+def build_encoder(cfg: Any, tokenizer: Any = None, causal: bool = False):
     """The backbone of the run: registered variant (+ overrides) or ``model.init`` weights.
-    Image backbones take the data's image size and channels unless overrides say otherwise."""
+    Image backbones take the data's image size and channels, text backbones the tokenizer's
+    vocabulary and special ids (and ``causal``), unless overrides say otherwise."""
     from convergent.backbones.pretrained import from_pretrained, load_config
     from convergent.backbones.registry import backbone_config, build_backbone
 
@@ -47,6 +49,9 @@ def build_encoder(cfg: Any):
     if hasattr(base, "img_size"):
         overrides.setdefault("img_size", cfg.data.img_size)
         overrides.setdefault("in_chans", cfg.data.in_chans)
+    if tokenizer is not None and hasattr(base, "vocab_size"):
+        for k, v in text_overrides(tokenizer, cfg.data.max_length, base, causal).items():
+            overrides.setdefault(k, v)
     if cfg.model.init:
         return from_pretrained(cfg.model.init, **overrides)
     return build_backbone(cfg.model.backbone, **overrides)
@@ -73,7 +78,7 @@ def run_pretrain(cfg: Any, resume_dir: str | Path | None = None) -> dict:
     import torch
 
     from convergent.data.transforms import build_transform
-    from convergent.tasks.registry import build_task
+    from convergent.tasks.registry import build_task, task_class
     from convergent.training.loop import Trainer
     from convergent.workflows.callbacks import ReconstructionCallback
     from convergent.workflows.summary import finish_run
@@ -84,15 +89,16 @@ def run_pretrain(cfg: Any, resume_dir: str | Path | None = None) -> dict:
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     torch.manual_seed(cfg.trainer.seed)  # weights of the backbone and heads
     train_set, test_set = build_datasets(cfg)
-    backbone = build_encoder(cfg)
+    tokenizer = prepare_text(cfg, run_dir, train_set, test_set, encoder_dir=cfg.model.init)
+    backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in task_class(cfg.task.name).requires)
     task = build_task(cfg.task.name, backbone, getattr(cfg.task, task_field(cfg.task.name)))
     trainer = Trainer(cfg.trainer, cfg.optim, run_dir, cfg.data.batch_size, cfg.data.num_workers)
-    callbacks = [ReconstructionCallback(cfg, test_set or train_set, run_dir)]
+    callbacks = [ReconstructionCallback(cfg, test_set or train_set, run_dir)] if task.reconstructs else []
     train_summary = trainer.fit(
         task, train_set, transform=build_transform(cfg.data, train=True), resume=resume_dir is not None,
         callbacks=callbacks,
     )
-    summary = finish_run(cfg, trainer, task, train_set, test_set, run_dir, train_summary)
+    summary = finish_run(cfg, trainer, task, train_set, test_set, run_dir, train_summary, tokenizer)
     _shutdown_distributed()
     return summary
 

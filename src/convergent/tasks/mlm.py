@@ -1,0 +1,155 @@
+"""BERT masked language modelling (Devlin et al., 2019): choose 15 % of each sequence's real,
+non-special tokens; replace 80 % of those by [MASK], 10 % by a random id and keep 10 %;
+predict the original ids at the chosen positions with an LM head tied to the input embedding.
+
+Encoder, head and loss are separate pieces: a text backbone with a ``mask_token_id``
+encodes the corrupted ids, :class:`~convergent.heads.lm_head.LMHead` scores the vocabulary,
+:func:`~convergent.losses.language.token_cross_entropy` averages over the chosen tokens.
+Positions are chosen by :func:`~convergent.masking.token_masking` (an exact count per row,
+from the global RNG) and corrupted by :func:`corrupt_tokens`, as HF
+``DataCollatorForLanguageModeling`` does (random ids from the full vocabulary).
+"""
+
+import torch
+from torch import nn
+
+from convergent.backbones.protocol import backbone_inputs
+from convergent.heads.lm_head import LMHead
+from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
+from convergent.masking import token_masking
+from convergent.tasks.base import Task
+from convergent.tasks.configs import MLMConfig
+
+
+class MLM(Task):
+    """Masked language modelling around a bidirectional text backbone.
+
+    ``forward(batch)`` reads ``batch["input_ids"]`` ``(B, L)``, ``batch["attention_mask"]``
+    ``(B, L)`` (1 = real token) and, if present, ``batch["special_tokens_mask"]`` ``(B, L)``
+    bool (never chosen; without it padding, the pad / mask ids and
+    ``MLMConfig.special_ids`` are). Two ways to fix the corruption for exact tests:
+
+    * ``batch["mlm_mask"]`` ``(B, L)`` bool: the chosen positions (80/10/10 still drawn);
+    * ``batch["labels"]`` ``(B, L)``: HF style, ``input_ids`` already corrupted and the
+      original ids at predicted positions, -100 elsewhere; nothing is drawn.
+
+    Returns ``{"loss", "accuracy", "num_predictions"}``; with ``return_outputs=True`` also
+    ``"logits"`` ``(B, L, V)``, ``"labels"`` ``(B, L)`` (-100 where not predicted) and the
+    corrupted ``"input_ids"``. In training only the chosen positions go through the head,
+    which saves the vocabulary projection of the other ~85 % of the tokens.
+    """
+
+    name = "mlm"
+    batch_keys = ("input_ids", "attention_mask")
+    requires = ("supports_mask_token",)
+    families = ("text",)
+
+    def __init__(self, backbone: nn.Module, config: MLMConfig):
+        super().__init__(backbone, config)
+        cfg = backbone.config
+        _check_probs(config)
+        if cfg.mask_token_id is None:
+            raise ValueError(
+                f"task 'mlm' replaces chosen tokens by the backbone's mask_token_id, but {type(backbone).__name__} "
+                "was built with mask_token_id=None; set it to your tokenizer's [MASK] id (103 for BERT uncased)"
+            )
+        if cfg.causal:
+            raise ValueError(
+                "task 'mlm' predicts tokens from both sides, but the backbone was built with causal=True; "
+                "use causal=False (or the 'causal-lm' task)"
+            )
+        self.mask_token_id = cfg.mask_token_id
+        self.vocab_size = cfg.vocab_size
+        self.special_ids = tuple(sorted({cfg.pad_token_id, cfg.mask_token_id, *config.special_ids}))
+        self.head = LMHead(backbone.num_features, cfg.vocab_size, cfg.act, cfg.norm_eps)
+
+    def forward(self, batch: dict[str, torch.Tensor], return_outputs: bool = False) -> dict[str, torch.Tensor]:
+        input_ids, kwargs = backbone_inputs(self.backbone, batch)  # (B, L)
+        if batch.get("labels") is not None:
+            labels = batch["labels"]
+            if labels.shape != input_ids.shape:
+                raise ValueError(f"labels {tuple(labels.shape)} do not match input_ids {tuple(input_ids.shape)}")
+        else:
+            chosen = batch.get("mlm_mask")
+            if chosen is None:
+                chosen = token_masking(self.candidates(input_ids, batch), self.config.mask_ratio)
+            elif chosen.shape != input_ids.shape:
+                raise ValueError(f"mlm_mask {tuple(chosen.shape)} does not match input_ids {tuple(input_ids.shape)}")
+            input_ids, labels = corrupt_tokens(
+                input_ids, chosen.bool(), self.mask_token_id, self.vocab_size,
+                self.config.replace_prob, self.config.random_prob,
+            )  # fmt: skip
+        tokens = self.backbone.forward_features(input_ids, **kwargs)  # (B, L, C)
+        predicted = labels != IGNORE_INDEX  # (B, L)
+        if return_outputs:
+            logits = self.logits(tokens)  # (B, L, V)
+            picked = logits[predicted]
+        else:
+            picked = self.logits(tokens[predicted])  # (M, V): the chosen positions only
+        loss, accuracy, count = token_cross_entropy(picked, labels[predicted])
+        out = {"loss": loss, "accuracy": accuracy, "num_predictions": count}
+        if return_outputs:
+            out.update(logits=logits, labels=labels, input_ids=input_ids)
+        return out
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Backbone tokens ``(..., C)`` → vocabulary logits ``(..., V)`` (head tied to the input embedding)."""
+        return self.head(tokens, tied_embedding(self.backbone))
+
+    def candidates(self, input_ids: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, L)`` bool: real tokens (``attention_mask``) that are not special
+        (``special_tokens_mask``, or else ids among ``self.special_ids``)."""
+        real = batch.get("attention_mask")
+        real = torch.ones_like(input_ids, dtype=torch.bool) if real is None else real.bool()
+        special = batch.get("special_tokens_mask")
+        if special is None:
+            special = torch.isin(input_ids, torch.tensor(self.special_ids, device=input_ids.device))
+        return real & ~special.bool()
+
+
+def corrupt_tokens(
+    input_ids: torch.Tensor,
+    chosen: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    replace_prob: float = 0.8,
+    random_prob: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's corruption of the ``chosen`` ``(B, L)`` positions of ``input_ids`` ``(B, L)``.
+
+    Each chosen token independently becomes ``mask_token_id`` with probability
+    ``replace_prob``, a uniform id of ``[0, vocab_size)`` with probability ``random_prob``
+    (the full vocabulary, as HF ``DataCollatorForLanguageModeling``), or stays. Draws come
+    from ``generator`` (global RNG when None).
+
+    Returns:
+        the corrupted ids ``(B, L)`` and the labels ``(B, L)``: the original ids at chosen
+        positions, -100 elsewhere.
+    """
+    device = generator.device if generator is not None else input_ids.device
+    u = torch.rand(input_ids.shape, generator=generator, device=device).to(input_ids.device)  # one draw decides
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator, device=device).to(input_ids)
+    replace = chosen & (u < replace_prob)
+    randomise = chosen & (u >= replace_prob) & (u < replace_prob + random_prob)
+    corrupted = torch.where(replace, mask_token_id, input_ids)
+    corrupted = torch.where(randomise, random_ids, corrupted)
+    return corrupted, input_ids.masked_fill(~chosen, IGNORE_INDEX)
+
+
+def tied_embedding(backbone: nn.Module) -> torch.Tensor:
+    """The word-embedding table ``(V, C)`` of a text backbone, which LM heads share."""
+    embed = getattr(backbone, "word_embed", None)
+    if not isinstance(embed, nn.Embedding):
+        raise ValueError(f"{type(backbone).__name__} has no word embedding (word_embed) for an LM head to share")
+    return embed.weight
+
+
+def _check_probs(config: MLMConfig) -> None:
+    if not 0.0 < config.mask_ratio <= 1.0:
+        raise ValueError(f"MLMConfig.mask_ratio must be in (0, 1], got {config.mask_ratio}")
+    if config.replace_prob < 0 or config.random_prob < 0 or config.replace_prob + config.random_prob > 1:
+        raise ValueError(
+            "MLMConfig.replace_prob and random_prob must be >= 0 with a sum <= 1, got "
+            f"{config.replace_prob} and {config.random_prob}"
+        )

@@ -1,0 +1,348 @@
+"""data2vec: the teacher gets no gradient and follows the hand-written EMA and momentum
+schedule; targets equal a hand-computed top-K average (padded text, ViT, Swin); the same task
+class trains text, ViT and Swin; the state dict restores the teacher; clear errors; mask
+generators and the contract's mask mapping; the regression loss against a reference."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from convergent.backbones import ViTConfig, build_backbone
+from convergent.backbones.vit import VisionTransformer
+from convergent.losses.regression import masked_smooth_l1
+from convergent.tasks.configs import Data2VecConfig
+from convergent.tasks.data2vec import Data2Vec, normalize
+from convergent.tasks.registry import build_task
+from convergent.tasks.teacher import linear_momentum
+from convergent.training.checkpoint import weights_for_saving
+from convergent.training.loop import Trainer
+from convergent.training.optim import param_groups
+from tests.training_helpers import SyntheticImages, configs, random_transform, read_metrics
+
+DROP = {"text_test": {}} | {n: {"drop_path": 0.0} for n in ("vit_test", "swin_test", "swinv2_test")}
+
+
+def text_batch(b: int = 3, length: int = 12) -> dict:
+    """Random tokens, row 1 padded after 7 tokens, row 2 after 4; position 0 is special."""
+    ids = torch.randint(5, 1000, (b, length))
+    attn = torch.ones(b, length, dtype=torch.long)
+    attn[1, 7:] = 0
+    attn[2, 4:] = 0
+    ids[attn == 0] = 0  # the pad id
+    special = torch.zeros(b, length, dtype=torch.long)
+    special[:, 0] = 1
+    return {"input_ids": ids, "attention_mask": attn, "special_tokens_mask": special}
+
+
+def image_batch(b: int = 2) -> dict:
+    # smooth images: something the student can learn to predict from context
+    return {"image": F.interpolate(torch.randn(b, 3, 4, 4), size=(32, 32), mode="bilinear")}
+
+
+def make(name: str, **cfg) -> Data2Vec:
+    return Data2Vec(build_backbone(name, **DROP[name]), Data2VecConfig(**cfg))
+
+
+def batch_for(name: str) -> dict:
+    return text_batch() if name == "text_test" else image_batch()
+
+
+def fixed_mask(task: Data2Vec, batch: dict) -> dict:
+    x = batch[task.backbone.input_key]
+    return {**batch, "mask": task.draw_mask(batch, x, task.backbone.mask_grid(x))}
+
+
+# --- teacher ----------------------------------------------------------------------------------
+
+
+def test_teacher_gets_no_gradient_and_stays_in_eval():
+    task = make("text_test").train()
+    assert not task.teacher.training and task.backbone.training
+    assert all(not p.requires_grad for p in task.teacher.parameters())
+    task(text_batch())["loss"].backward()
+    assert all(p.grad is None for p in task.teacher.parameters())
+    assert task.head.weight.grad is not None
+    assert task.backbone.blocks[-1].mlp.fc2.weight.grad.abs().sum() > 0
+    assert task.backbone.mask_token.grad.abs().sum() > 0  # the student saw mask tokens
+    # the optimizer leaves the teacher out
+    trained = {id(p) for g in param_groups(task, 1e-3, 0.05) for p in g["params"]}
+    assert not any(id(p) in trained for p in task.teacher.parameters())
+    assert all(id(p) in trained for p in task.backbone.parameters())
+
+
+def test_ema_update_matches_reference_and_schedule():
+    task = make("vit_test", ema_decay=0.99, ema_end_decay=0.999, ema_anneal_end_step=10)
+    with torch.no_grad():
+        for p in task.backbone.parameters():
+            p.add_(torch.randn_like(p))  # the student moved away from the teacher
+    before = {n: p.clone() for n, p in task.teacher.named_parameters()}
+    student = dict(task.backbone.named_parameters())
+    task.on_step_end(4, 100)
+    m = 0.999 - (0.999 - 0.99) * (1 - 4 / 10)
+    for n, p in task.teacher.named_parameters():
+        torch.testing.assert_close(p, m * before[n] + (1 - m) * student[n], rtol=0, atol=1e-6)
+    assert task.ema_decay.item() == pytest.approx(m)
+    assert task(image_batch())["ema_decay"].item() == pytest.approx(m)
+    # schedule: linear from tau_0 to tau_e over tau_n steps, then constant
+    assert linear_momentum(0, 10, 0.99, 0.999) == pytest.approx(0.99)
+    assert linear_momentum(5, 10, 0.99, 0.999) == pytest.approx(0.9945)
+    assert linear_momentum(10, 10, 0.99, 0.999) == pytest.approx(0.999)
+    assert linear_momentum(50, 10, 0.99, 0.999) == pytest.approx(0.999)
+    # anneal end None: the run's max_steps
+    task = make("vit_test")
+    assert task(image_batch())["ema_decay"].item() == pytest.approx(0.999)
+    task.on_step_end(50, 100)
+    assert task.ema_decay.item() == pytest.approx(0.99945)
+
+
+# --- targets ----------------------------------------------------------------------------------
+
+
+def by_hand_instance_norm(x: torch.Tensor, length: int) -> torch.Tensor:
+    """``F.instance_norm`` of one sample's first ``length`` tokens ``(L, D)``."""
+    return F.instance_norm(x[None, :length].transpose(1, 2)).transpose(1, 2)[0]
+
+
+@pytest.mark.parametrize("name", ["text_test", "vit_test", "swinv2_test"])
+def test_targets_equal_hand_computed_top_k_average(name):
+    task = make(name, target_norm="instance", final_norm="layer", top_k_layers=2).eval()
+    with torch.no_grad():
+        for p in task.teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # a teacher unlike the student
+    batch = batch_for(name)
+    x = batch[task.backbone.input_key]
+    kwargs = {"attention_mask": batch["attention_mask"]} if name == "text_test" else {}
+    grid = task.backbone.mask_grid(x)
+    valid = ~task.backbone.output_mask(~task.real_positions(batch, x, grid), grid)
+    got = task.targets(x, kwargs, valid)
+
+    _, blocks = task.teacher.forward_intermediates(x, indices=None, **kwargs)  # every block
+    top = [b[:, task.num_prefix :] for b in blocks[-2:]]  # the last K=2, class token dropped
+    lengths = valid.sum(1).tolist()
+    for i, length in enumerate(lengths):
+        ref = sum(by_hand_instance_norm(b[i], length) for b in top) / 2
+        ref = F.layer_norm(ref, ref.shape[-1:])
+        torch.testing.assert_close(got[i, :length], ref, rtol=1e-4, atol=1e-4)
+    n_out = {"text_test": 12, "vit_test": 16, "swinv2_test": 16}[name]
+    assert got.shape == (x.shape[0], n_out, task.backbone.num_features)
+
+
+def test_default_layer_norm_targets_and_padding_does_not_leak():
+    task = make("text_test").eval()  # defaults: layer norm per block, no final norm, K = min(10, 2)
+    assert task.top_k == 2
+    batch = text_batch()
+    x, attn = batch["input_ids"], batch["attention_mask"]
+    valid = attn.bool()
+    got = task.targets(x, {"attention_mask": attn}, valid)
+    _, blocks = task.teacher.forward_intermediates(x, attention_mask=attn)
+    ref = sum(F.layer_norm(b, b.shape[-1:]) for b in blocks) / 2
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    # instance norm ignores padding: changing the pad tokens' outputs changes nothing real
+    a = torch.randn(3, 12, 8)
+    b = a.clone()
+    b[~valid] = 100.0
+    torch.testing.assert_close(normalize(a, "instance", valid)[valid], normalize(b, "instance", valid)[valid])
+    torch.testing.assert_close(normalize(a, "instance"), F.instance_norm(a.transpose(1, 2)).transpose(1, 2))
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["text_test", "vit_test", "swinv2_test", "swin_test"])
+def test_same_task_trains_text_vit_and_swin(name):
+    torch.manual_seed(0)
+    task = build_task("data2vec", build_backbone(name, **DROP[name]), Data2VecConfig()).train()
+    assert type(task) is Data2Vec
+    batch = fixed_mask(task, batch_for(name))
+    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=5e-3)
+    losses = []
+    for step in range(1, 13):
+        out = task(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        task.on_step_end(step, 12)
+        losses.append(out["loss"].item())
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.85 * losses[0], losses
+    assert 0 < out["masked_fraction"].item() < 1 and out["target_var"].item() > 0.1
+    assert set(out) == {"loss", "ema_decay", "target_var", "pred_var", "masked_fraction"}
+
+
+def test_batch_keys_and_defaults_come_from_the_backbone():
+    text, vit, swin = make("text_test"), make("vit_test"), make("swinv2_test")
+    assert text.batch_keys == ("input_ids", "attention_mask", "token_type_ids")
+    assert vit.batch_keys == swin.batch_keys == ("image",)
+    assert (text.mask_kind, text.mask_ratio, text.loss_beta) == ("token", 0.15, 4.0)
+    assert (vit.mask_kind, vit.mask_ratio, vit.loss_beta) == ("block", 0.6, 2.0)
+    assert (swin.mask_kind, swin.top_k) == ("patch", 2)  # the last stage has 2 blocks
+    assert make("vit_test", mask_kind="patch", mask_ratio=0.5, loss_beta=0.0).mask_kind == "patch"
+
+
+def test_state_dict_round_trip_restores_teacher():
+    torch.manual_seed(0)
+    task = make("vit_test").train()
+    batch = fixed_mask(task, image_batch())
+    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-2)
+    for step in (1, 2):
+        task(batch)["loss"].backward()
+        opt.step()
+        opt.zero_grad()
+        task.on_step_end(step, 10)
+    assert not torch.equal(task.teacher.blocks[0].attn.qkv.weight, task.backbone.blocks[0].attn.qkv.weight)
+    torch.manual_seed(1)
+    again = make("vit_test")
+    assert not torch.equal(again.teacher.blocks[0].attn.qkv.weight, task.teacher.blocks[0].attn.qkv.weight)
+    again.load_state_dict(task.state_dict(), strict=True)
+    for (n, a), (_, b) in zip(task.teacher.state_dict().items(), again.teacher.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert again.ema_decay.item() == task.ema_decay.item()
+    assert again(batch)["loss"].item() == task(batch)["loss"].item()
+
+
+def test_checkpoint_weights_survive_safetensors(tmp_path):
+    task = make("swinv2_test")
+    task.on_step_end(3, 10)
+    save_file(weights_for_saving(task), str(tmp_path / "w.safetensors"))
+    again = make("swinv2_test")
+    again.load_state_dict(load_file(str(tmp_path / "w.safetensors")), strict=True)
+    assert again.ema_decay.item() == pytest.approx(linear_momentum(3, 10, 0.999, 0.9999))
+    assert any(k.startswith("teacher.") for k in task.state_dict())
+
+
+class _Kill(Exception):
+    pass
+
+
+class _KillAfter:
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, task, step, metrics):
+        if step == self.step:
+            raise _Kill(step)
+
+
+def test_trainer_resume_is_exact_with_the_teacher(tmp_path):
+    """Through the real training loop: killed after step 3 (checkpoint at 2), resumed to 6."""
+
+    def fit(run_dir, **kw):
+        trainer = Trainer(*configs(max_steps=6, checkpoint_every=2), run_dir, batch_size=8, progress=False)
+        task = make("vit_test", ema_decay=0.9, ema_end_decay=0.99)  # a teacher that moves visibly
+        trainer.fit(task, SyntheticImages(44), random_transform, **kw)
+        return task
+
+    straight = fit(tmp_path / "a")
+    with pytest.raises(_Kill):
+        fit(tmp_path / "b", callbacks=[_KillAfter(3)])
+    resumed = fit(tmp_path / "b", resume=True)
+    terms = ("loss", "ema_decay", "target_var", "masked_fraction")
+    a, b = ([tuple(m[k] for k in terms) for m in read_metrics(tmp_path / r)] for r in ("a", "b"))
+    assert len(a) == 6 and a == b
+    assert a[0][1] == pytest.approx(0.9) and a[-1][1] == pytest.approx(linear_momentum(5, 6, 0.9, 0.99))
+    for (name, x), (_, y) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class _NoMaskToken(VisionTransformer):
+    supports_mask_token = False
+
+    def __init__(self):
+        super().__init__(ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_dim=64))
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="data2vec.*needs a backbone with mask_token.*_NoMaskToken"):
+        Data2Vec(_NoMaskToken(), Data2VecConfig())
+    with pytest.raises(ValueError, match="mask_kind must be 'auto' or one of"):
+        make("vit_test", mask_kind="random")
+    with pytest.raises(ValueError, match="target_norm must be one of"):
+        make("vit_test", target_norm="batch")
+    with pytest.raises(ValueError, match=r"top_k_layers=3.*2 blocks at its final resolution.*use 1\.\.2"):
+        make("swinv2_test", top_k_layers=3)
+    with pytest.raises(ValueError, match="mask_ratio must be in"):
+        make("vit_test", mask_ratio=0.0)
+    with pytest.raises(ValueError, match="ema_decay <= ema_end_decay"):
+        make("vit_test", ema_decay=0.9999, ema_end_decay=0.99)
+    with pytest.raises(ValueError, match="'block' needs a 2-d mask grid"):
+        make("text_test", mask_kind="block")(text_batch())
+    task = make("vit_test")
+    with pytest.raises(ValueError, match=r"batch\['mask'\] must be \(B=2, 16\)"):
+        task({**image_batch(), "mask": torch.zeros(2, 15, dtype=torch.bool)})
+    with pytest.raises(KeyError, match=r"reads batch\['image'\]"):
+        task(text_batch())
+
+
+# --- masks ------------------------------------------------------------------------------------
+
+
+def test_token_mask_skips_padding_and_special_tokens():
+    task = make("text_test", mask_ratio=0.5)
+    batch = text_batch(3, 12)
+    mask = task.draw_mask(batch, batch["input_ids"], (12,))
+    assert not (mask & (batch["attention_mask"] == 0)).any()
+    assert not mask[:, 0].any()
+    # round(0.5 * candidates): 11, 6, 3 candidates
+    assert mask.sum(1).tolist() == [round(0.5 * 11), round(0.5 * 6), round(0.5 * 3)]
+
+
+def test_block_mask_on_the_vit_patch_grid():
+    task = make("vit_test")
+    x = image_batch(4)["image"]
+    assert task.backbone.mask_grid(x) == (4, 4)
+    mask = task.draw_mask({}, x, (4, 4))
+    assert mask.shape == (4, 16) and mask.any(1).all() and (mask.sum(1) <= round(0.6 * 16)).all()
+    assert torch.equal(task.backbone.output_mask(mask, (4, 4)), mask)  # class token not included
+
+
+def test_swin_patch_mask_is_aligned_to_final_tokens():
+    task = make("swinv2_test")  # patch 4, two stages: one final token per 2x2 patches
+    x = image_batch(3)["image"]
+    grid = task.backbone.mask_grid(x)
+    assert grid == (8, 8) and task.backbone.mask_unit == 2
+    mask = task.draw_mask({}, x, grid)
+    out = task.backbone.output_mask(mask, grid)  # (3, 16)
+    assert out.shape == (3, 16) and out.sum(1).tolist() == [round(0.6 * 16)] * 3
+    back = out.view(3, 4, 4).repeat_interleave(2, 1).repeat_interleave(2, 2).flatten(1)
+    assert torch.equal(back, mask)  # exact: every hidden patch belongs to a hidden token
+    # a token is hidden only when all of its patches are; merge padding does not count
+    m = torch.zeros(1, 3, 3, dtype=torch.bool)  # a 3x3 grid -> 2x2 tokens, padded
+    m[0, :2, :2] = True  # token (0, 0) fully hidden
+    m[0, 2, 2] = True  # token (1, 1): its only real patch
+    m[0, 0, 2] = False
+    m[0, 1, 2] = True  # token (0, 1): one of two real patches
+    got = task.backbone.output_mask(m.flatten(1), (3, 3))
+    assert got.tolist() == [[True, False, False, True]]
+
+
+def test_mask_grid_for_other_sizes():
+    swin = build_backbone("swin_test")
+    assert swin.mask_grid(torch.zeros(1, 3, 36, 44)) == (9, 11)
+    assert build_backbone("text_test").mask_grid(torch.zeros(2, 7, dtype=torch.long)) == (7,)
+    assert build_backbone("vit_test").final_stage_depth == 2 and swin.final_stage_depth == 2
+
+
+# --- loss -------------------------------------------------------------------------------------
+
+
+def test_masked_smooth_l1_against_reference():
+    pred = torch.tensor([[[0.0, 0.0], [1.0, -3.0]], [[0.5, 0.0], [9.0, 9.0]]])
+    target = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    mask = torch.tensor([[True, True], [True, False]])
+
+    def ref(e: float, beta: float) -> float:
+        if beta == 0:
+            return e * e
+        return 0.5 * e * e / beta if abs(e) <= beta else abs(e) - 0.5 * beta
+
+    for beta in (0.0, 2.0, 4.0):
+        errors = [[1.0, 0.0], [1.0, -3.0], [0.5, 0.0]]  # the selected positions' errors
+        expected = sum(sum(ref(e, beta) for e in row) / 2 for row in errors) / 3
+        assert masked_smooth_l1(pred, target, mask, beta).item() == pytest.approx(expected)
+    assert masked_smooth_l1(pred, target, torch.zeros(2, 2, dtype=torch.bool), 2.0).item() == 0.0
