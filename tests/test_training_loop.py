@@ -102,10 +102,10 @@ def test_summary_logging_and_plain_progress(tmp_path, capsys):
     assert len(summary["skipped_examples"]) == 10
     assert (summary["steps"], summary["world_size"], summary["epochs"]) == (5, 1, 5 / 3)
     assert summary["mean_loss_last_10pct"] == summary["final_loss"] == read_metrics(tmp_path)[-1]["loss"]
-    assert summary["images_per_s"] > 0 and summary["checkpoint"].endswith("step-000005")
+    assert summary["samples_per_s"] > 0 and summary["checkpoint"].endswith("step-000005")
     records = read_metrics(tmp_path)
     assert [m["step"] for m in records] == [2, 4, 5]  # every log_every steps and the last
-    assert {"loss", "mse", "ratio", "lr", "grad_norm", "images_per_s", "elapsed_s"} <= records[0].keys()
+    assert {"loss", "mse", "ratio", "lr", "grad_norm", "samples_per_s", "elapsed_s"} <= records[0].keys()
     assert records[0]["ratio"] == 0.5
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
     assert len(lines) == 3 and lines[0].startswith("step 2/5 loss")  # one plain line per logged step

@@ -100,7 +100,7 @@ class _Run:
     last_saved: int = -1
     resumed: bool = False
     start_step: int = 0
-    images: int = 0  # global images seen in this fit() call
+    samples: int = 0  # global samples seen in this fit() call
     t_start: float = 0.0
     log_step: int = 0
     log_time: float = 0.0
@@ -321,12 +321,12 @@ class Trainer:
         if not skipped:
             run.losses.append(values["loss"])
         run.task.on_step_end(self.step, cfg.max_steps)
-        run.images += self.batch_size
+        run.samples += self.batch_size
         metrics = {**values, "epoch": self.step / run.sampler.steps_per_epoch, "nonfinite_steps": run.nonfinite}
         logged = _every(self.step, cfg.log_every) or self.step == cfg.max_steps
         if logged:
             now = time.perf_counter()
-            metrics["images_per_s"] = (self.step - run.log_step) * self.batch_size / max(now - run.log_time, 1e-9)
+            metrics["samples_per_s"] = (self.step - run.log_step) * self.batch_size / max(now - run.log_time, 1e-9)
             metrics["elapsed_s"] = now - run.t_start
             run.log_step, run.log_time = self.step, now
             run.logger.log(self.step, metrics)
@@ -374,7 +374,7 @@ class Trainer:
             "final_loss": run.losses[-1] if run.losses else None,
             "mean_loss_last_10pct": sum(tail) / len(tail) if tail else None,
             "nonfinite_steps": run.nonfinite,
-            "images_per_s": run.images / max(train_s, 1e-9),
+            "samples_per_s": run.samples / max(train_s, 1e-9),
             "wall_s": wall_s,
             "skipped_samples": count,
             "skipped_examples": [_describe_skip(s) for s in skipped[:10]],

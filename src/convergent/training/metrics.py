@@ -79,8 +79,8 @@ class ProgressReporter:
         """Advance to ``step``; print a plain line when ``logged`` and not on a terminal."""
         if not self.enabled:
             return
-        self._ips = values.get("images_per_s", self._ips)
-        info = _describe({**values, "images_per_s": self._ips} if self._ips is not None else values)
+        self._ips = values.get("samples_per_s", self._ips)
+        info = _describe({**values, "samples_per_s": self._ips} if self._ips is not None else values)
         if self._bar is not None:
             self._bar.update(self._task, completed=step, info=info)
         elif logged:
@@ -99,8 +99,8 @@ def _describe(values: dict[str, float]) -> str:
     parts = [f"loss {values['loss']:.4g}"] if "loss" in values else []
     if "lr" in values:
         parts.append(f"lr {values['lr']:.2e}")
-    if "images_per_s" in values:
-        parts.append(f"{values['images_per_s']:.0f} img/s")
+    if "samples_per_s" in values:
+        parts.append(f"{values['samples_per_s']:.0f} samples/s")
     return " ".join(parts)
 
 
