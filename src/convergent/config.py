@@ -43,6 +43,9 @@ class DataConfig:
     """Text data: vocabulary of a tokenizer trained at the start of a run."""
     max_length: int = 64
     """Text data: tokens per sample, special tokens included (longer texts are truncated)."""
+    pack: bool = False
+    """Text pre-training: pack the training texts into blocks of ``max_length`` tokens (no
+    padding; documents separated by [SEP]/eos), written once to ``RUN_DIR/packed-train.bin``."""
 
 
 @dataclass

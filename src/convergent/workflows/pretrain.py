@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from convergent.config import from_dict, from_namespace, pretrain_config_class, task_field, to_dict
-from convergent.workflows.text import prepare_text, text_overrides
+from convergent.workflows.text import packed_training_set, prepare_text, text_overrides
 
 CONFIG_FILE = "config.yaml"
 
@@ -94,8 +94,14 @@ def run_pretrain(cfg: Any, resume_dir: str | Path | None = None) -> dict:
     task = build_task(cfg.task.name, backbone, getattr(cfg.task, task_field(cfg.task.name)))
     trainer = Trainer(cfg.trainer, cfg.optim, run_dir, cfg.data.batch_size, cfg.data.num_workers)
     callbacks = [ReconstructionCallback(cfg, test_set or train_set, run_dir)] if task.reconstructs else []
+    fit_set = train_set
+    if cfg.data.pack and tokenizer is not None:
+        if trainer.fabric.is_global_zero:  # one process writes the blocks, the others open them
+            packed_training_set(run_dir, train_set, tokenizer, cfg.data.max_length)
+        trainer.fabric.barrier()
+        fit_set = packed_training_set(run_dir, train_set, tokenizer, cfg.data.max_length)
     train_summary = trainer.fit(
-        task, train_set, transform=build_transform(cfg.data, train=True), resume=resume_dir is not None,
+        task, fit_set, transform=build_transform(cfg.data, train=True), resume=resume_dir is not None,
         callbacks=callbacks,
     )
     summary = finish_run(cfg, trainer, task, train_set, test_set, run_dir, train_summary, tokenizer)

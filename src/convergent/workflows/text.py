@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 TOKENIZER_DIR = "tokenizer"
+PACKED_FILE = "packed-train.bin"
 
 
 def is_text(dataset: Any) -> bool:
@@ -52,6 +53,17 @@ def run_tokenizer(cfg: Any, run_dir: Path, train_set: Any):
     if not (saved / "tokenizer.json").is_file():
         tokenizer.save(saved)
     return tokenizer
+
+
+def packed_training_set(run_dir: Path, train_set: Any, tokenizer: Any, block_size: int):
+    """The training texts packed into ``block_size``-token blocks in ``RUN_DIR/packed-train.bin``
+    (written on the first call, reopened on resume)."""
+    from convergent.data.packing import PackedBlocks, pack_blocks
+
+    path = Path(run_dir) / PACKED_FILE
+    if path.is_file() and path.with_name(path.name + ".json").is_file():
+        return PackedBlocks(path)
+    return pack_blocks(tokenizer, train_set.texts(), path, block_size=block_size)
 
 
 def attach_tokenizer(tokenizer: Any, max_length: int, *datasets: Any) -> None:
