@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Convert weights between convergent, HF transformers and official Swin layouts.",
     ),
     "tokenizer": ("convergent.commands.tokenizer", "Train a WordPiece or BPE tokenizer on a text corpus."),
+    "data": ("convergent.commands.data", "Prepare data: write image-text pairs as webdataset-style tar shards."),
     "generate": ("convergent.commands.generate", "Continue a prompt with the causal language model of a causal-lm run."),
 }
 """Verb -> (module providing ``parser()`` and ``run(args)``, one-line help)."""

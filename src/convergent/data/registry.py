@@ -8,7 +8,9 @@ taking the keyword arguments of :func:`build_dataset` and returning a
 ``torch.utils.data.Dataset`` whose items are dicts (images: ``{"image": uint8 (C, S, S),
 "label": int}``; text: ``{"text": str, "label": int}``, see :mod:`convergent.data.text`) and
 which has the attributes ``classes``, ``skipped`` and ``source``. Text builders ignore
-``img_size`` and ``in_chans``.
+``img_size`` and ``in_chans``. Image–text builders return a
+:class:`convergent.data.pairs.ImageTextPairs` (items ``{"image", "text", "label", "skipped"}``,
+one per image; ``captions`` holds all captions of each image).
 """
 
 from dataclasses import dataclass
@@ -23,7 +25,8 @@ class DatasetEntry:
     target: str
     """``"module:function"`` building the dataset."""
     kind: str
-    """What the items hold: ``images`` (image + label), ``text`` (text + label), later ``image-text``."""
+    """What the items hold: ``images`` (image + label), ``text`` (text + label), ``image-text``
+    (image + caption + label)."""
     description: str
 
 
@@ -62,6 +65,20 @@ register_dataset(
     "convergent.data.builtin.wordnet:build_definitions",
     "text",
     "WordNet 3.0 definitions without examples: the 4-way part-of-speech benchmark (same splits as wordnet-glosses)",
+)
+register_dataset(
+    "image-text-pairs",
+    "convergent.data.pairs:build",
+    "image-text",
+    "Image-text pairs from a CSV/TSV/JSONL/JSON file ('image' path, 'text' or list of captions, optional "
+    "'label') or a directory with train/val/test files; bad rows and images skipped and counted",
+)
+register_dataset(
+    "emoji",
+    "convergent.data.builtin.emoji:build",
+    "image-text",
+    "Noto emoji images (64px RGBA on white) with their names, label = category (9); skin-tone variants "
+    "with their base; hash split 0.8/0.1/0.1 (npm emoji-datasource-google files, --data.root, or bundled ~500)",
 )
 register_dataset(
     "text-lines",

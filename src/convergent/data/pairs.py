@@ -1,0 +1,506 @@
+"""Image–text pairs (CLIP, ViLT) from a CSV/TSV, JSONL or JSON file and a folder of images.
+
+    ds = build_dataset("image-text-pairs", "train", root="data/captions.csv")  # images beside the file
+    ds = read_pairs("captions.jsonl", image_root="images/")
+    loader = DataLoader(ds.with_tokenizer(tok, max_length=32), batch_size=64, collate_fn=ds.collate_fn)
+    # batch: image (B, C, S, S) uint8, input_ids / attention_mask (B, L) int64,
+    #        special_tokens_mask (B, L) bool, label (B,) int64, skipped [(path, reason), ...]
+
+**An item is an image** with all its captions (``captions[i]``, a list). Reading item ``i``
+gives ``{"image": uint8 (C, S, S), "text": str, "label": int, "skipped": [(path, reason), ...]}``
+with one of its captions: ``caption="random"`` draws one uniformly from torch's global RNG (the
+trainer seeds it per process and per DataLoader worker and restores it on resume, so runs are
+reproducible); ``caption="first"`` always gives the first. The builders use ``"random"`` for
+``train`` and ``"first"`` for other splits; set :attr:`ImageTextPairs.caption` to change it. One
+item per image (not per caption) keeps two captions of one image out of a contrastive batch,
+where each would be the other's false negative. Images are decoded with Pillow like
+:mod:`convergent.data.image_folder` (alpha flattened onto white, centre square, resized to
+``img_size``, RGB or L by ``in_chans``). ``label`` is -1 when the file has none.
+
+For retrieval, ``captions`` maps every image to all of its captions; :meth:`ImageTextPairs.texts`
+lists all captions flat and :attr:`ImageTextPairs.image_of_caption` ``(M,)`` the image of each.
+
+**Files.** ``.csv`` / ``.tsv``: a header row naming an ``image`` column and a ``text`` (or
+``caption``) column, optional ``label``; several rows may name one image (several captions).
+``.jsonl`` / ``.ndjson``: one object per line; ``.json``: a list of objects; each object has
+``"image"`` and ``"text"`` / ``"caption"`` / ``"captions"`` (a string or a list of strings),
+optional ``"label"``. Image paths are relative to ``image_root`` (default: the file's folder)
+unless absolute. Labels are class names (classes: the sorted names) or integers (classes
+``"0".."K-1"``); -1, null or an empty cell is "no label". All rows of an image keep its first
+label; a row that gives it another label is skipped.
+
+``build`` (registered as ``image-text-pairs``) reads ``root``: a pairs file (every split reads
+it, ``heldout`` False) or a folder with split files ``{train,val,validation,valid,dev,test}.{csv,
+tsv,jsonl,ndjson,json}`` (``split`` picks one, ``test``/``val`` stand in for each other; classes
+are the union over all split files, so labels agree) or, without split files, all its pairs files.
+
+**Bad input never crashes a run.** Skipped and counted by reason (:attr:`ImageTextPairs.skip_counts`)
+and named (``skipped``, the first :data:`MAX_LISTED` per file): rows (``"file:line"``) that are
+invalid JSON, malformed, miss a field, have an empty caption (each empty caption counts), a bad
+or conflicting label; images (path) that are missing, empty, or whose header Pillow cannot
+read ("not an image", found when the dataset is built); images that fail to decode ("unreadable
+image") are found when read, and then item ``i`` is the next readable image, exactly as in
+image-folder (the items' ``"skipped"`` lists carry the finding out of DataLoader workers, see
+:func:`convergent.data.collate.record_skipped`). :meth:`ImageTextPairs.preload` decodes every
+image at once (small data read for many epochs), dropping unreadable ones. A file without one
+usable pair is an error naming the file and what was skipped.
+"""
+
+import csv
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from convergent.data.collate import collate, record_skipped
+from convergent.data.image_folder import decode
+from convergent.data.lines import JSONL_SUFFIXES, MAX_LISTED
+from convergent.data.text import SPLIT_NAMES, TextCollator
+
+log = logging.getLogger(__name__)
+
+CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
+SUFFIXES = (*CSV_DELIMITERS, *JSONL_SUFFIXES, ".json")
+TEXT_FIELDS = ("text", "caption", "captions")
+"""Fields (columns) that may hold the caption(s); the first present is used."""
+CAPTION_MODES = ("random", "first")
+REASONS = (
+    "invalid JSON", "bad row", "missing field", "empty caption", "bad label", "conflicting label",
+    "missing image", "empty file", "not an image", "unreadable image",
+)  # fmt: skip
+"""Reasons a row or an image is skipped: the keys of :attr:`ImageTextPairs.skip_counts`."""
+_ALL_SPLIT_NAMES = frozenset(n for names in SPLIT_NAMES.values() for n in names)
+
+
+class Row(NamedTuple):
+    """One usable row: where it is (``"file:line"``), its image path, captions and raw label."""
+
+    where: str
+    image: str
+    texts: list[str]
+    label: str | int | None
+
+
+class PairsCollator:
+    """Items ``{"image", "text", "label", "skipped"}`` -> ``image`` (B, C, S, S) uint8, the
+    :class:`~convergent.data.text.TextCollator` keys (``input_ids``, ``attention_mask``,
+    ``special_tokens_mask``, ``label``) and ``skipped`` (joined). Picklable, for workers."""
+
+    def __init__(self, tokenizer, max_length: int = 77, padding: str = "longest"):
+        self.text = TextCollator(tokenizer, max_length, padding)
+
+    def __call__(self, items: Sequence[dict]) -> dict:
+        batch = {"image": torch.stack([it["image"] for it in items]), **self.text(items)}
+        batch["skipped"] = [s for it in items for s in it.get("skipped", ())]
+        return batch
+
+
+class ImageTextPairs(Dataset):
+    """Images, each with one or more captions (see the module docstring).
+
+    ``paths``: image file of each item (with ``images``: only a name for reports);
+    ``captions``: non-empty list of strings per item; ``labels``: int per item (-1: none);
+    ``images``: None to decode ``paths`` when read, or all images already decoded, uint8
+    ``(N, in_chans, img_size, img_size)``.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        captions: Sequence[Sequence[str]],
+        labels: Sequence[int],
+        classes: Sequence[str] = (),
+        img_size: int = 32,
+        in_chans: int = 3,
+        source: str = "image-text pairs",
+        images: torch.Tensor | None = None,
+        caption: str = "random",
+    ):
+        if not len(paths) == len(captions) == len(labels):
+            raise ValueError(f"{len(paths)} images, {len(captions)} caption lists and {len(labels)} labels")
+        if caption not in CAPTION_MODES:
+            raise ValueError(f"caption must be one of {CAPTION_MODES}, got {caption!r}")
+        if any(not c for c in captions):
+            raise ValueError("every image needs at least one caption")
+        shape = (len(paths), in_chans, img_size, img_size)
+        if images is not None and (images.dtype != torch.uint8 or tuple(images.shape) != shape):
+            raise ValueError(f"images must be uint8 {shape}, got {images.dtype} {tuple(images.shape)}")
+        self.paths = list(paths)
+        self.captions = [list(c) for c in captions]
+        self.labels = torch.tensor(list(labels), dtype=torch.int64)  # (N,); -1 when unlabelled
+        self.classes = list(classes)
+        self.img_size, self.in_chans = img_size, in_chans
+        self.source = source
+        self.images = images
+        self.caption = caption
+        self.skipped: list[tuple[str, str]] = []
+        self.skip_counts: Counter = Counter()
+        self.heldout = True
+        """False when every split reads the same pairs (nothing is held out for evaluation)."""
+        self.collate_fn = collate
+        """Stacks images, lists texts; :meth:`with_tokenizer` replaces it with a :class:`PairsCollator`."""
+        self._bad: dict[int, str] = {}  # index -> reason, found by this process
+
+    # --- items ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, i: int) -> torch.Tensor:
+        """Image ``i`` ``(C, S, S)`` uint8 (raises if it cannot be decoded)."""
+        if self.images is not None:
+            return self.images[i]
+        return decode(self.paths[i], self.img_size, self.in_chans)
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self.paths)
+        passed = []
+        for j in range(i, i + n):  # the next readable image, wrapping around (as image-folder)
+            j %= n
+            if j not in self._bad:
+                try:
+                    image = self.image(j)
+                except Exception as e:  # Pillow raises many types for bad data; all mean "skip"
+                    self._note_bad(j, f"unreadable image ({type(e).__name__}: {e})")
+                else:
+                    label = int(self.labels[j])
+                    return {"image": image, "text": self.pick_caption(j), "label": label, "skipped": passed}
+            passed.append((self.paths[j], self._bad[j]))
+        raise RuntimeError(f"none of the {n} images could be decoded: {self.source}")
+
+    def pick_caption(self, i: int) -> str:
+        """The caption of item ``i`` for this access (by :attr:`caption`)."""
+        caps = self.captions[i]
+        if self.caption == "first" or len(caps) == 1:
+            return caps[0]
+        return caps[int(torch.randint(len(caps), ()))]
+
+    def texts(self) -> Iterator[str]:
+        """All captions, flat, image by image (e.g. to train a tokenizer, or retrieval queries)."""
+        return (t for caps in self.captions for t in caps)
+
+    @property
+    def image_of_caption(self) -> torch.Tensor:
+        """``(M,)`` int64: the item (image) index of each caption of :meth:`texts`."""
+        counts = torch.tensor([len(c) for c in self.captions], dtype=torch.int64)
+        return torch.repeat_interleave(torch.arange(len(counts)), counts)
+
+    # --- bookkeeping ------------------------------------------------------------------------
+    def with_tokenizer(self, tokenizer, max_length: int = 77, padding: str = "longest") -> "ImageTextPairs":
+        """Set :attr:`collate_fn` to a :class:`PairsCollator`; returns ``self``."""
+        self.collate_fn = PairsCollator(tokenizer, max_length, padding)
+        return self
+
+    def record_skipped(self, batch: dict) -> int:
+        """Merge the unreadable images a (worker's) batch passed over into :attr:`skipped`."""
+        return record_skipped(self, batch)
+
+    def summary(self) -> str:
+        """One line: images and captions used, skipped by reason."""
+        n = sum(self.skip_counts.values())
+        why = ", ".join(f"{self.skip_counts[r]} {r}" for r in REASONS if self.skip_counts.get(r)) or "none"
+        return f"{len(self)} images with {sum(map(len, self.captions))} captions used, {n} skipped ({why})"
+
+    def select(self, keep: Sequence[int] | np.ndarray) -> "ImageTextPairs":
+        """Keep only the items at indices ``keep`` (in that order); returns ``self``."""
+        keep = [int(k) for k in keep]
+        self.paths = [self.paths[k] for k in keep]
+        self.captions = [self.captions[k] for k in keep]
+        self.labels = self.labels[torch.tensor(keep, dtype=torch.int64)]
+        if self.images is not None:
+            self.images = self.images[torch.tensor(keep, dtype=torch.int64)]
+        self._bad = {}
+        return self
+
+    def preload(self) -> "ImageTextPairs":
+        """Decode every image now into :attr:`images` (unreadable ones are dropped and counted);
+        returns ``self``."""
+        if self.images is not None:
+            return self
+        good, decoded = [], []
+        for j, path in enumerate(self.paths):
+            try:
+                decoded.append(decode(path, self.img_size, self.in_chans))
+                good.append(j)
+            except Exception as e:  # as in __getitem__
+                self._note_bad(j, f"unreadable image ({type(e).__name__}: {e})")
+        if not good:
+            raise ValueError(f"none of the {len(self)} images could be decoded: {self.source}")
+        self.select(good)
+        self.images = torch.stack(decoded)  # (N, C, S, S)
+        return self
+
+    def _note_bad(self, j: int, reason: str) -> None:
+        self._bad[j] = reason
+        if all(p != self.paths[j] for p, _ in self.skipped):
+            self.skipped.append((self.paths[j], reason))
+            self.skip_counts["unreadable image"] += 1
+        log.warning("skipping %s: %s", self.paths[j], reason)
+
+
+# --- reading files --------------------------------------------------------------------------
+def _parse_label(value) -> str | int | None:
+    """A class name, an index >= 0, or None (no label); ValueError otherwise."""
+    if value is None or value == -1 or value == "" or value == "-1":
+        return None
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(value)
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(value)
+        return value
+    if isinstance(value, str):
+        value = value.strip()
+        return int(value) if value.isdigit() else (value or None)
+    raise ValueError(value)
+
+
+def _row_texts(value) -> list[str] | None:
+    """The captions of a text field (string or list of strings), stripped; None if malformed."""
+    if isinstance(value, str):
+        return [value.strip()]
+    if isinstance(value, list) and all(isinstance(t, str) for t in value):
+        return [t.strip() for t in value]
+    return None
+
+
+def _csv_records(path: Path) -> Iterator[tuple[str, dict | str]]:
+    """``(where, record or reason)`` for each data row of a CSV/TSV file."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 (byte {e.start})") from e
+    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=CSV_DELIMITERS[path.suffix.lower()])
+    header = reader.fieldnames or []
+    if "image" not in header or not any(f in header for f in TEXT_FIELDS):
+        raise ValueError(f"{path}: the header row {header} must name an 'image' and a 'text' (or 'caption') column")
+    for record in reader:
+        where = f"{path}:{reader.line_num}"
+        if None in record or None in record.values():  # more / fewer cells than the header
+            yield where, "bad row"
+        elif any(v.strip() for v in record.values()):  # blank lines are not rows
+            yield where, record
+
+
+def _json_records(path: Path) -> Iterator[tuple[str, dict | str]]:
+    """``(where, record or reason)`` for each object of a JSONL or JSON-list file."""
+    if path.suffix.lower() == ".json":
+        try:
+            records = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a JSON file ({e})") from e
+        if not isinstance(records, list):
+            raise ValueError(f"{path}: expected a JSON list of objects, got {type(records).__name__}")
+        for k, record in enumerate(records):
+            yield f"{path}:[{k}]", record if isinstance(record, dict) else "bad row"
+        return
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                yield f"{path}:{lineno}", "invalid JSON"
+                continue
+            yield f"{path}:{lineno}", record if isinstance(record, dict) else "bad row"
+
+
+def read_rows(path: str | Path, image_root: str | Path | None = None) -> tuple[list[Row], Counter, list]:
+    """``(rows, counts, skipped)`` of one pairs file: the usable rows (image paths resolved
+    against ``image_root``, default the file's folder), skipped rows counted by reason and
+    the first :data:`MAX_LISTED` named."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such pairs file")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{path}: a pairs file must end in {'/'.join(SUFFIXES)}")
+    root = Path(image_root).expanduser() if image_root is not None else path.parent
+    records = _csv_records(path) if suffix in CSV_DELIMITERS else _json_records(path)
+    rows, counts, skipped = [], Counter(), []
+
+    def skip(where: str, reason: str) -> None:
+        counts[reason] += 1
+        if len(skipped) < MAX_LISTED:
+            skipped.append((where, reason))
+
+    for where, record in records:
+        if isinstance(record, str):
+            skip(where, record)
+            continue
+        field = next((f for f in TEXT_FIELDS if f in record), None)
+        image = record.get("image")
+        texts = _row_texts(record[field]) if field else None
+        if field is None or not isinstance(image, str) or not image.strip():
+            skip(where, "missing field")
+            continue
+        if texts is None:
+            skip(where, "bad row")
+            continue
+        try:
+            label = _parse_label(record.get("label"))
+        except ValueError:
+            skip(where, "bad label")
+            continue
+        for _ in range(sum(not t for t in texts)):
+            skip(where, "empty caption")
+        if any(texts):
+            rows.append(Row(where, str(root / image.strip()), [t for t in texts if t], label))
+    return rows, counts, skipped
+
+
+def class_names(labels: Sequence[str | int | None], where: str) -> list[str]:
+    """Sorted names, ``"0".."K-1"`` for integer labels, ``[]`` if unlabelled."""
+    kinds = {type(v) for v in labels if v is not None}
+    if len(kinds) > 1:
+        raise ValueError(f"{where}: labels are class names in some rows and integers in others")
+    if kinds == {str}:
+        return sorted({v for v in labels if v is not None})
+    if kinds == {int}:
+        return [str(c) for c in range(1 + max(v for v in labels if v is not None))]
+    return []
+
+
+def check_image(path: str) -> str | None:
+    """Why ``path`` cannot be an image (missing, empty, header unreadable); None if it may be one."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+    except OSError:
+        return "missing image"
+    try:
+        with Image.open(path):  # reads the header only
+            return None
+    except Exception:  # noqa: BLE001 - whatever Pillow raises, the file is no image it can read
+        return "not an image"
+
+
+def group_rows(rows: Sequence[Row], counts: Counter, skipped: list) -> tuple[list[str], list[list[str]], list]:
+    """``(images, captions, raw labels)``: rows of one image joined, in first-appearance order;
+    a row giving its image another label is skipped ("conflicting label")."""
+    index: dict[str, int] = {}
+    images, captions, labels = [], [], []
+    for row in rows:
+        k = index.get(row.image)
+        if k is None:
+            index[row.image] = len(images)
+            images.append(row.image)
+            captions.append(list(row.texts))
+            labels.append(row.label)
+        elif row.label is not None and labels[k] is not None and row.label != labels[k]:
+            counts["conflicting label"] += 1
+            skipped.append((row.where, "conflicting label"))
+        else:
+            captions[k] += [t for t in row.texts if t not in captions[k]]
+            labels[k] = labels[k] if labels[k] is not None else row.label
+    return images, captions, labels
+
+
+def read_pairs(
+    files: str | Path | Sequence[str | Path],
+    image_root: str | Path | None = None,
+    img_size: int = 32,
+    in_chans: int = 3,
+    classes: Sequence[str] | None = None,
+    caption: str = "random",
+) -> ImageTextPairs:
+    """The pairs of one or more files (``image_root``: default each file's folder).
+    ``classes``: class names in label order (None: from the files' labels)."""
+    if in_chans not in (1, 3):
+        raise ValueError(f"image-text pairs: in_chans must be 1 (L) or 3 (RGB), got {in_chans}")
+    files = [files] if isinstance(files, (str, Path)) else list(files)
+    rows, counts, skipped = [], Counter(), []
+    for path in files:
+        r, c, s = read_rows(path, image_root)
+        images = {row.image for row in r}
+        if not images:
+            n = sum(c.values())
+            why = ", ".join(f"{c[k]} {k}" for k in REASONS if c.get(k))
+            raise ValueError(f"{path}: no usable image-text pair ({f'{n} rows skipped: {why}' if n else 'no rows'})")
+        rows += r
+        counts += c
+        skipped += s
+    paths, captions, raw = group_rows(rows, counts, skipped)
+    bad = {p: reason for p in paths if (reason := check_image(p))}
+    for p, reason in bad.items():
+        counts[reason] += 1
+        skipped.append((p, reason))
+    keep = [k for k, p in enumerate(paths) if p not in bad]
+    names = ", ".join(map(str, files))
+    if not keep:
+        raise ValueError(f"{names}: no usable image-text pair (all {len(paths)} images skipped: "
+                         f"{', '.join(f'{counts[r]} {r}' for r in REASONS if counts.get(r))})")  # fmt: skip
+    classes = list(classes) if classes is not None else class_names(raw, names)
+    labels = [_label_index(raw[k], classes, names) for k in keep]
+    source = f"image-text pairs: {len(keep)} images from {names}"
+    dataset = ImageTextPairs([paths[k] for k in keep], [captions[k] for k in keep], labels, classes,
+                             img_size, in_chans, source, caption=caption)  # fmt: skip
+    dataset.skipped, dataset.skip_counts = skipped, counts
+    if counts:
+        log.warning("%s; %s", source, dataset.summary())
+    return dataset
+
+
+def _label_index(label: str | int | None, classes: list[str], where: str) -> int:
+    if label is None:
+        return -1
+    name = str(label)
+    if name not in classes:
+        raise ValueError(f"{where}: label {label!r} is not among the classes {classes}")
+    return classes.index(name)
+
+
+def split_files(root: Path) -> dict[str, list[Path]]:
+    """Split name -> pairs files ``root/<split>.<suffix>``."""
+    found: dict[str, list[Path]] = {}
+    for p in sorted(root.iterdir()):
+        if p.is_file() and p.stem in _ALL_SPLIT_NAMES and p.suffix.lower() in SUFFIXES:
+            found.setdefault(p.stem, []).append(p)
+    return found
+
+
+def _resolve(root: Path, split: str) -> tuple[list[Path], list[Path], bool]:
+    """``(files of split, files of every split, heldout)``."""
+    if root.is_file():
+        return [root], [root], False
+    if not root.is_dir():
+        raise FileNotFoundError(f"image-text-pairs: {root}: no such file or directory")
+    splits = split_files(root)
+    if not splits:
+        files = [p for p in sorted(root.iterdir()) if p.is_file() and p.suffix.lower() in SUFFIXES]
+        if not files:
+            raise FileNotFoundError(f"image-text-pairs: no {'/'.join(SUFFIXES)} files in {root}")
+        return files, files, False
+    everything = [p for files in splits.values() for p in files]
+    for name in SPLIT_NAMES.get(split, (split,)):
+        if splits.get(name):
+            return splits[name], everything, True
+    raise FileNotFoundError(f"image-text-pairs: {root} has split files {sorted(splits)} but none for split {split!r}")
+
+
+def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> ImageTextPairs:
+    """The pairs of ``root`` for ``split`` (layouts: module docstring); images relative to each
+    file's folder."""
+    if root is None:
+        raise ValueError("image-text-pairs needs a pairs file or directory: set data.root (--data.root PATH)")
+    files, everything, heldout = _resolve(Path(root).expanduser(), split)
+    all_rows = [row for p in everything for row in read_rows(p)[0]]
+    classes = class_names([r.label for r in all_rows], str(root))  # union over splits: labels agree
+    dataset = read_pairs(files, img_size=img_size, in_chans=in_chans, classes=classes,
+                         caption="random" if split == "train" else "first")  # fmt: skip
+    if limit is not None and limit < len(dataset):  # evenly spaced, so every class keeps its share
+        dataset.select(np.linspace(0, len(dataset) - 1, limit).round().astype(np.int64))
+    where = files[0] if len(files) == 1 else f"{len(files)} files in {files[0].parent}"
+    note = "" if heldout else " (every split reads these pairs)"
+    kind = f"{len(dataset.classes)} classes" if dataset.classes else "unlabelled"
+    dataset.source = f"image-text-pairs {split}: {len(dataset)} images ({kind}) from {where}{note}"
+    dataset.heldout = heldout
+    return dataset

@@ -1,0 +1,406 @@
+"""Image–text pairs as webdataset-style tar shards: written by :func:`write_shards`, streamed
+by :class:`ShardDataset` (standard :mod:`tarfile`, no ``webdataset`` dependency; the files are
+ordinary webdataset shards, so either library reads what the other wrote).
+
+    write_shards(read_pairs("captions.csv"), "shards/", max_per_shard=1000)  # or: convergent data shard ...
+    ds = ShardDataset("shards/", img_size=64, shuffle=1000, seed=0).with_tokenizer(tok, max_length=32)
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for batch in DataLoader(ds, batch_size=256, num_workers=8, collate_fn=ds.collate_fn):
+            ...  # image (B, C, S, S) uint8, input_ids, attention_mask, special_tokens_mask, label, skipped
+
+**Format.** A shard ``shard-000000.tar`` holds samples as consecutive members sharing a key:
+``<key>.<image ext>`` (``jpg``, ``jpeg``, ``png``, ``webp``, ...: the original bytes) and either
+``<key>.txt`` (the caption) or ``<key>.json`` (``"text"`` or ``"caption"``: a string, or
+``"captions"``: a list, and optional ``"label"``); a ``<key>.cls`` member (an integer) is a
+label too. The key is the member name up to the first dot of its last path part. ``manifest.json``
+beside the shards (written by :func:`write_shards`, optional when reading) lists shards, sample
+counts and class names.
+
+**Streaming, not map-style.** :class:`ShardDataset` is an ``IterableDataset``: it has no
+length and no random access, so the :class:`~convergent.training.loop.Trainer` (which draws
+batches with a map-style resumable sampler) does not take it; it is for users streaming data
+too big to index, with their own ``DataLoader`` loop as above. Every (rank, worker) reads a
+disjoint part: the shard list (in one order for all, shuffled by ``(seed, epoch)`` when
+``shuffle``) is dealt round-robin to the ``world_size * num_workers`` readers; with fewer shards
+than readers, every reader reads all shards and keeps every ``world_size * num_workers``-th sample
+instead. Readers may get unequal numbers of samples: for DDP, stop each epoch after a fixed
+number of steps (or use ``repeat=True`` and count steps). ``shuffle`` > 0 also passes samples
+through a buffer of that many (seeded by ``(seed, epoch, reader)``). Call :meth:`ShardDataset.set_epoch`
+before each epoch's ``DataLoader`` iterator is made, for a new order (workers copy the dataset
+then, so not with ``persistent_workers``). ``rank``/``world_size`` default to ``torch.distributed``'s when it
+is initialised.
+
+Unusable samples (no image, no caption, invalid JSON, image that does not decode) are skipped,
+counted in ``skip_counts`` and named in ``skipped`` in the reading process, and carried out of
+workers in the items' ``"skipped"`` lists (:meth:`ShardDataset.record_skipped`, as image-folder).
+"""
+
+import glob
+import io
+import json
+import logging
+import os
+import random
+import tarfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from convergent.data.collate import collate, record_skipped
+from convergent.data.image_folder import IMAGE_EXTENSIONS, decode
+from convergent.data.pairs import CAPTION_MODES, ImageTextPairs, PairsCollator
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "convergent-shards/1"
+IMAGE_EXTS = tuple(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+"""Member extensions read as the image of a sample."""
+MAX_LISTED = 1000
+"""Skipped samples named in ``skipped``; ``skip_counts`` counts them all."""
+
+
+# --- writing --------------------------------------------------------------------------------
+def _png_bytes(image: torch.Tensor) -> bytes:
+    """PNG of a uint8 ``(C, H, W)`` tensor (C = 1 or 3)."""
+    array = image.permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _records(source) -> Iterator[tuple[bytes | None, str, list[str], int, str]]:
+    """``(image bytes or None, image ext, captions, label, name)`` of each pair of ``source``:
+    an :class:`ImageTextPairs` (original file bytes; PNG of its images when held in memory) or an
+    iterable of dicts ``{"image": path | bytes | uint8 (C, H, W), "text": str | [str, ...],
+    "label": int (optional)}`` (bytes are taken as PNG unless ``"ext"`` says otherwise)."""
+    if isinstance(source, ImageTextPairs):
+        for i, path in enumerate(source.paths):
+            caps, label = source.captions[i], int(source.labels[i])
+            if source.images is not None:
+                yield _png_bytes(source.images[i]), "png", caps, label, path
+            else:
+                try:
+                    data = Path(path).read_bytes()
+                except OSError:
+                    data = None
+                yield data, Path(path).suffix.lower().lstrip("."), caps, label, path
+        return
+    for k, item in enumerate(source):
+        image, text = item["image"], item["text"]
+        caps = [text] if isinstance(text, str) else list(text)
+        label, name = int(item.get("label", -1)), str(item.get("key", k))
+        if isinstance(image, torch.Tensor):
+            yield _png_bytes(image), "png", caps, label, name
+        elif isinstance(image, (bytes, bytearray)):
+            yield bytes(image), item.get("ext", "png"), caps, label, name
+        else:
+            try:
+                data = Path(image).read_bytes()
+            except OSError:
+                data = None
+            yield data, Path(image).suffix.lower().lstrip("."), caps, label, str(image)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed metadata: byte-identical rebuilds
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _unusable(data: bytes | None, ext: str, caps: list[str], verify: bool) -> str | None:
+    """Why a pair cannot be written; None if it can."""
+    if data is None:
+        return "missing image"
+    if ext not in IMAGE_EXTS:
+        return f"not an image extension ({ext or 'none'!r})"
+    if not [c for c in caps if c.strip()]:
+        return "empty caption"
+    if verify:
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+        except Exception:  # noqa: BLE001 - whatever Pillow raises, it does not decode
+            return "unreadable image"
+    return None
+
+
+def write_shards(
+    source: ImageTextPairs | Iterable[dict],
+    out_dir: str | Path,
+    max_per_shard: int = 1000,
+    prefix: str = "shard",
+    verify: bool = True,
+) -> dict:
+    """Write the pairs of ``source`` (see :func:`_records`) to ``out_dir/<prefix>-NNNNNN.tar``,
+    at most ``max_per_shard`` per shard, plus ``manifest.json``; returns the manifest.
+
+    Sample ``k`` (running count of pairs written) has key ``%09d`` and members ``<key>.<ext>``
+    (the image bytes, unchanged) and ``<key>.json`` ``{"text": first caption, "captions": all,
+    "label": int, "source": image name}``. Pairs whose image is missing, or (``verify``) does not
+    decode, or whose captions are all empty are skipped and listed in the manifest. Each shard is
+    written to a temporary name and renamed when complete.
+    """
+    if max_per_shard < 1:
+        raise ValueError(f"max_per_shard must be >= 1, got {max_per_shard}")
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    shards, skipped, count = [], [], 0
+    tar, tmp = None, None
+
+    def close() -> None:
+        tar.close()
+        final = tmp.with_name(tmp.name.removesuffix(".tmp"))
+        os.replace(tmp, final)
+        shards[-1]["name"] = final.name
+
+    for data, ext, caps, label, name in _records(source):
+        reason = _unusable(data, ext, caps, verify)
+        if reason is not None:
+            skipped.append((name, reason))
+            continue
+        if tar is None or shards[-1]["count"] == max_per_shard:
+            if tar is not None:
+                close()
+            tmp = out / f"{prefix}-{len(shards):06d}.tar.tmp"
+            tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
+            shards.append({"name": tmp.name, "count": 0})
+        key = f"{count:09d}"
+        caps = [c.strip() for c in caps if c.strip()]
+        meta = {"text": caps[0], "captions": caps, "label": label, "source": os.path.basename(name)}
+        _add(tar, f"{key}.{ext}", data)
+        _add(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+        shards[-1]["count"] += 1
+        count += 1
+    if tar is not None:
+        close()
+    if not count:
+        raise ValueError(f"no pair could be written to {out} ({len(skipped)} skipped: {skipped[:3]} ...)")
+    manifest = {
+        "format": FORMAT, "count": count, "shards": shards,
+        "classes": list(getattr(source, "classes", []) or []),
+        "source": getattr(source, "source", None), "skipped": len(skipped), "skipped_examples": skipped[:MAX_LISTED],
+    }  # fmt: skip
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    return manifest
+
+
+# --- reading --------------------------------------------------------------------------------
+def resolve_shards(shards: str | Path | Sequence[str | Path]) -> tuple[list[Path], dict]:
+    """``(shard paths, manifest or {})``: a directory (its manifest's shards, else its ``*.tar``
+    sorted), one ``.tar`` file, a glob pattern, or a list of files."""
+    if not isinstance(shards, (str, Path)):
+        paths = [Path(p).expanduser() for p in shards]
+        manifest = {}
+    else:
+        path = Path(shards).expanduser()
+        manifest_path = path / MANIFEST
+        if path.is_dir() and manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text())
+            paths = [path / s["name"] for s in manifest["shards"]]
+        elif path.is_dir():
+            paths, manifest = sorted(path.glob("*.tar")), {}
+        elif any(c in str(shards) for c in "*?["):
+            paths, manifest = [Path(p) for p in sorted(glob.glob(str(path)))], {}
+        else:
+            paths, manifest = [path], {}
+    missing = [str(p) for p in paths if not p.is_file()]
+    if not paths or missing:
+        why = f"missing {', '.join(missing[:5])}" if missing else "no .tar files"
+        raise FileNotFoundError(f"shards {shards}: {why}")
+    return paths, manifest
+
+
+def _split_key(name: str) -> tuple[str, str]:
+    """``("dir/key", "ext")`` of a member name (webdataset's rule: the key ends at the first dot
+    of the last path part; the extension is the rest, lower-cased)."""
+    head, _, base = name.rpartition("/")
+    key, _, ext = base.partition(".")
+    return (f"{head}/{key}" if head else key), ext.lower()
+
+
+def iter_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {ext: bytes})`` of each sample of a tar file, streamed (consecutive members)."""
+    key, members = None, {}
+    with tarfile.open(path, mode="r|*") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            k, ext = _split_key(info.name)
+            if k != key and members:
+                yield key, members
+                members = {}
+            key = k
+            members[ext] = tar.extractfile(info).read()
+    if members:
+        yield key, members
+
+
+def _label(raw, classes: Sequence[str]) -> int | None:
+    """A label of a sample's JSON (class index, class name, -1 / null / absent: none); None if bad."""
+    if raw is None:
+        return -1
+    if isinstance(raw, str):
+        return classes.index(raw) if raw in classes else None
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= -1:
+        return raw
+    return None
+
+
+def parse_sample(members: dict[str, bytes], classes: Sequence[str]) -> tuple[str, bytes, list[str], int] | str:
+    """``(image ext, image bytes, captions, label)`` of a sample, or why it is unusable."""
+    ext = next((e for e in IMAGE_EXTS if e in members), None)
+    if ext is None:
+        return "no image"
+    captions, label = [], -1
+    if "json" in members:
+        try:
+            meta = json.loads(members["json"])
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return "invalid JSON"
+        if not isinstance(meta, dict):
+            return "invalid JSON"
+        text = meta.get("captions") or meta.get("text") or meta.get("caption")
+        captions = [text] if isinstance(text, str) else [t for t in text or () if isinstance(t, str)]
+        label = _label(meta.get("label"), classes)
+    if "txt" in members and not captions:
+        captions = [members["txt"].decode("utf-8", "replace")]
+    if "cls" in members:
+        cls = members["cls"].decode("utf-8", "replace").strip()
+        label = int(cls) if cls.isdigit() else None
+    if label is None:
+        return "bad label"
+    captions = [c.strip() for c in captions if c.strip()]
+    if not captions:
+        return "no caption"
+    return ext, members[ext], captions, label
+
+
+class ShardDataset(IterableDataset):
+    """Stream ``{"image": uint8 (C, S, S), "text": str, "label": int, "key": str, "skipped": [...]}``
+    from tar shards (see the module docstring). ``decode=False`` gives the image bytes as they
+    are stored (``"image"``: bytes, plus ``"ext"``). ``caption``: ``"random"`` (a seeded draw
+    among a sample's captions) or ``"first"``. ``repeat``: cycle epochs forever."""
+
+    def __init__(
+        self,
+        shards: str | Path | Sequence[str | Path],
+        img_size: int = 32,
+        in_chans: int = 3,
+        shuffle: int = 0,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        caption: str = "random",
+        decode: bool = True,
+        repeat: bool = False,
+    ):
+        if caption not in CAPTION_MODES:
+            raise ValueError(f"caption must be one of {CAPTION_MODES}, got {caption!r}")
+        if shuffle < 0:
+            raise ValueError(f"shuffle (buffer size) must be >= 0, got {shuffle}")
+        self.shards, manifest = resolve_shards(shards)
+        self.classes: list[str] = list(manifest.get("classes", []))
+        self.num_samples: int | None = manifest.get("count")
+        """Samples in all shards (from the manifest; None without one)."""
+        self.img_size, self.in_chans = img_size, in_chans
+        self.shuffle, self.seed, self.caption, self.decode, self.repeat = shuffle, seed, caption, decode, repeat
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.skipped: list[tuple[str, str]] = []
+        self.skip_counts: Counter = Counter()
+        self.collate_fn = collate
+        samples = f", {self.num_samples} samples" if self.num_samples else ""
+        self.source = f"shards: {len(self.shards)} tar files{samples} in {self.shards[0].parent}"
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shard order and shuffle buffer depend on ``epoch``: call before each epoch's loader."""
+        self.epoch = epoch
+
+    def with_tokenizer(self, tokenizer, max_length: int = 77, padding: str = "longest") -> "ShardDataset":
+        """Set :attr:`collate_fn` to a :class:`~convergent.data.pairs.PairsCollator`; returns ``self``."""
+        self.collate_fn = PairsCollator(tokenizer, max_length, padding)
+        return self
+
+    def record_skipped(self, batch: dict) -> int:
+        """Merge the samples a (worker's) batch passed over into :attr:`skipped`."""
+        return record_skipped(self, batch)
+
+    def reader(self) -> tuple[int, int]:
+        """``(index, count)`` of this reader among all (rank, DataLoader worker) pairs."""
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rank, world = self.rank, self.world_size
+        if rank is None or world is None:
+            dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = rank if rank is not None else (torch.distributed.get_rank() if dist else 0)
+            world = world if world is not None else (torch.distributed.get_world_size() if dist else 1)
+        return rank * workers + worker, world * workers
+
+    def __iter__(self) -> Iterator[dict]:
+        epoch = self.epoch
+        while True:
+            yield from self._epoch(epoch)
+            if not self.repeat:
+                return
+            epoch += 1
+
+    def _epoch(self, epoch: int) -> Iterator[dict]:
+        me, readers = self.reader()
+        order = list(self.shards)
+        if self.shuffle:
+            random.Random(f"{self.seed}:{epoch}").shuffle(order)  # the same order in every reader
+        by_shard = len(order) >= readers
+        mine = order[me::readers] if by_shard else order
+        rng = random.Random(f"{self.seed}:{epoch}:{me}")
+        buffer: list[dict] = []
+        for item in self._items(mine, None if by_shard else (me, readers), rng):
+            if not self.shuffle:
+                yield item
+                continue
+            buffer.append(item)
+            if len(buffer) >= self.shuffle:
+                k = rng.randrange(len(buffer))
+                buffer[k], buffer[-1] = buffer[-1], buffer[k]
+                yield buffer.pop()
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def _items(self, shards: list[Path], stride: tuple[int, int] | None, rng: random.Random) -> Iterator[dict]:
+        """Items of ``shards`` in order; ``stride`` ``(me, readers)``: only every ``readers``-th sample."""
+        n, passed = 0, []
+        for path in shards:
+            for key, members in iter_samples(path):
+                n += 1
+                if stride is not None and (n - 1) % stride[1] != stride[0]:
+                    continue
+                where = f"{path}:{key}"
+                parsed = parse_sample(members, self.classes)
+                if isinstance(parsed, str):
+                    self._note(passed, where, parsed)
+                    continue
+                ext, data, captions, label = parsed
+                text = captions[0] if self.caption == "first" else captions[rng.randrange(len(captions))]
+                item = {"text": text, "label": label, "key": key}
+                if not self.decode:
+                    item.update(image=data, ext=ext)
+                else:
+                    try:
+                        item["image"] = decode(io.BytesIO(data), self.img_size, self.in_chans)
+                    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad data
+                        self._note(passed, where, f"unreadable image ({type(e).__name__})")
+                        continue
+                item["skipped"], passed = passed, []
+                yield item
+
+    def _note(self, passed: list, where: str, reason: str) -> None:
+        self.skip_counts[reason.split(" (")[0]] += 1
+        if len(self.skipped) < MAX_LISTED:
+            self.skipped.append((where, reason))
+        passed.append((where, reason))
+        log.warning("skipping %s: %s", where, reason)
