@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 
 @dataclass
 class TextConfig:
-    """BERT-compatible text Transformer encoder (post-norm); ``causal=True`` for GPT-style use."""
+    """Text Transformer encoder: BERT layout (post-norm) by default, ``pre_norm=True`` for the
+    GPT-2 / CLIP layout; ``causal=True`` for left-to-right attention."""
 
     family: ClassVar[str] = "text"
     builder: ClassVar[str] = "convergent.backbones.text:TextTransformer"
@@ -36,7 +37,7 @@ class TextConfig:
     norm_eps: float = 1e-12
     """LayerNorm epsilon (BERT: 1e-12)."""
     act: str = "gelu"
-    """Feed-forward activation: gelu, gelu_tanh or relu."""
+    """Feed-forward activation: gelu, gelu_tanh, quick_gelu (CLIP) or relu."""
     pad_token_id: int = 0
     """Id of the padding token."""
     mask_token_id: int | None = None
@@ -45,6 +46,10 @@ class TextConfig:
     """Causal (left-to-right) attention for language modelling."""
     pooler: bool = False
     """Add BERT's dense+tanh pooler over the first token."""
+    pre_norm: bool = False
+    """GPT-2 / CLIP layout instead of BERT's: pre-norm blocks, a final LayerNorm after the last
+    block, no LayerNorm on the embeddings, and ``pad_token_id`` only marks padding (its word
+    embedding trains like any other; CLIP's tokenizer pads with its end-of-text token)."""
 
 
 @dataclass
@@ -79,9 +84,12 @@ class ViTConfig:
     norm_eps: float = 1e-6
     """LayerNorm epsilon (timm/MAE: 1e-6; HF ViT default: 1e-12)."""
     act: str = "gelu"
-    """Feed-forward activation."""
+    """Feed-forward activation (gelu, gelu_tanh, quick_gelu, relu)."""
     pooler: bool = False
     """Add a dense+tanh pooler over the class token (as HF ViTModel)."""
+    pre_norm: bool = False
+    """CLIP's layout (timm ``pre_norm``): a LayerNorm on the embedded tokens before the first
+    block, and no bias in the patch projection (as CLIP, and timm with ``pre_norm``)."""
     global_pool: str = "token"
     """How ``pooled`` summarises tokens: 'token' (class token) or 'avg' (mean of patch tokens)."""
 

@@ -1,15 +1,21 @@
-"""BERT-compatible text Transformer encoder (post-norm), bidirectional or causal.
+"""Text Transformer encoder, bidirectional or causal, in two layouts.
 
-Layout follows BERT (Devlin et al., 2019) and HF ``BertModel`` exactly, so weights convert
-both ways (``convergent.converters.hf_bert``):
+The default layout follows BERT (Devlin et al., 2019) and HF ``BertModel`` exactly, so
+weights convert both ways (``convergent.converters.hf_bert``):
 
 * embeddings: word + learned absolute position + token type (optional), LayerNorm, dropout;
 * blocks: ``x = norm1(x + drop(attn(x)))``; ``x = norm2(x + drop(mlp(x)))``;
 * no final norm (the last block already ends in one); optional dense+tanh pooler.
 
+``pre_norm=True`` gives the GPT-2 / CLIP layout (HF ``CLIPTextModel``, converted by
+``convergent.converters.hf_clip``): embeddings without LayerNorm, the shared pre-norm
+:class:`~convergent.layers.Block` (``x + attn(norm1(x))``; ``x + mlp(norm2(x))``) and a final
+LayerNorm; the word embedding has no frozen padding row. Parameter names are the same in
+both layouts (``blocks.i.{norm1, attn, norm2, mlp}``), plus ``norm`` for the final LayerNorm.
+
 ``causal=True`` gives GPT-style left-to-right attention (HF ``BertModel`` with
-``is_decoder=True``); masked positions (MLM, data2vec students) take the word embedding of
-``mask_token_id``, or a learned mask token when that is None.
+``is_decoder=True``, CLIP's text tower); masked positions (MLM, data2vec students) take the
+word embedding of ``mask_token_id``, or a learned mask token when that is None.
 """
 
 from typing import Any
@@ -19,7 +25,7 @@ from torch import nn
 
 from convergent.backbones.configs import TextConfig
 from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
-from convergent.layers import Attention, Mlp, init_linear_norm_
+from convergent.layers import Attention, Block, Mlp, init_linear_norm_
 
 _EMBED_PREFIXES = ("word_embed.", "pos_embed.", "type_embed.", "embed_norm.", "mask_token")
 
@@ -59,7 +65,7 @@ class Pooler(nn.Module):
 
 
 class TextTransformer(Backbone):
-    """BERT-style text encoder behind the :class:`Backbone` contract.
+    """Text encoder (BERT or, with ``pre_norm``, GPT-2 / CLIP layout) behind the :class:`Backbone` contract.
 
     Inputs are token ids ``(B, L)``; keyword inputs (all optional) follow HF ``BertModel``:
     ``attention_mask`` ``(B, L)`` (1/True real token, 0/False padding), ``token_type_ids``
@@ -81,14 +87,17 @@ class TextTransformer(Backbone):
         if config.mask_token_id is not None and not 0 <= config.mask_token_id < config.vocab_size:
             raise ValueError(f"mask_token_id {config.mask_token_id} is outside the vocabulary of {config.vocab_size}")
         self.embed_dim = self.num_features = dim
-        self.word_embed = nn.Embedding(config.vocab_size, dim, padding_idx=config.pad_token_id)
+        # BERT never trains the padding row; GPT-2 / CLIP have none (CLIP pads with end-of-text)
+        padding_idx = None if config.pre_norm else config.pad_token_id
+        self.word_embed = nn.Embedding(config.vocab_size, dim, padding_idx=padding_idx)
         self.pos_embed = nn.Embedding(config.max_position, dim)
         self.type_embed = nn.Embedding(config.type_vocab_size, dim) if config.type_vocab_size > 0 else None
         # a separate learned mask token only when no vocabulary id plays that role
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.mask_token_id is None else None
-        self.embed_norm = nn.LayerNorm(dim, eps=config.norm_eps)
+        self.embed_norm = None if config.pre_norm else nn.LayerNorm(dim, eps=config.norm_eps)
         self.embed_drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList([TextBlock(config) for _ in range(config.depth)])
+        self.blocks = nn.ModuleList([_block(config) for _ in range(config.depth)])
+        self.norm = nn.LayerNorm(dim, eps=config.norm_eps) if config.pre_norm else None
         self.pooler = Pooler(dim) if config.pooler else None
         self.apply(_init_weights)
         if self.mask_token is not None:
@@ -102,8 +111,8 @@ class TextTransformer(Backbone):
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Token ids ``(B, L)`` → normalised embeddings ``(B, L, C)``; ``mask`` ``(B, L)``
-        bool replaces the word embedding of masked positions by the mask token."""
+        """Token ids ``(B, L)`` → embeddings ``(B, L, C)`` (normalised in the BERT layout);
+        ``mask`` ``(B, L)`` bool replaces the word embedding of masked positions by the mask token."""
         self._check_inputs(input_ids, token_type_ids, position_ids)
         x = self.word_embed(input_ids)  # (B, L, C)
         x = apply_mask_token(x, mask, self._mask_embedding())
@@ -114,7 +123,9 @@ class TextTransformer(Backbone):
         if self.type_embed is not None:
             # HF defaults missing token types to 0
             x = x + (self.type_embed.weight[0] if token_type_ids is None else self.type_embed(token_type_ids))
-        return self.embed_drop(self.embed_norm(x))
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        return self.embed_drop(x)
 
     def forward_intermediates(
         self,
@@ -126,7 +137,8 @@ class TextTransformer(Backbone):
         position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final tokens ``(B, L, C)`` and the outputs of the blocks in ``indices`` (None: all;
-        int k: last k; sequence: those, negatives allowed), each ``(B, L, C)``."""
+        int k: last k; sequence: those, negatives allowed), each ``(B, L, C)``, taken before
+        the final norm of the pre-norm layout."""
         take = set(select_indices(indices, len(self.blocks)))
         pad_mask = None
         if attention_mask is not None:
@@ -142,7 +154,7 @@ class TextTransformer(Backbone):
             x = self.run_block(block, x, pad_mask)
             if i in take:
                 outs.append(x)
-        return x, outs
+        return (x if self.norm is None else self.norm(x)), outs
 
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, L, C)`` → ``(B, C)``: the first token, through the pooler when there is one."""
@@ -171,11 +183,12 @@ class TextTransformer(Backbone):
 
     @property
     def num_layers(self) -> int:
-        """Embeddings (0), one per block (1..depth), then the pooler (depth + 1)."""
+        """Embeddings (0), one per block (1..depth), then the final norm / pooler (depth + 1)."""
         return len(self.blocks) + 2
 
     def layer_id(self, name: str) -> int:
-        """Layer-decay group of parameter ``name`` (as in ``named_parameters``)."""
+        """Layer-decay group of parameter ``name`` (as in ``named_parameters``): the final norm
+        and the pooler get the top group."""
         if name.startswith(_EMBED_PREFIXES):
             return 0
         if name.startswith("blocks."):
@@ -213,6 +226,16 @@ class TextTransformer(Backbone):
             _check_range("token_type_ids", token_type_ids, max(cfg.type_vocab_size, 1), "type_vocab_size")
         if position_ids is not None:
             _check_range("position_ids", position_ids, cfg.max_position, "max_position")
+
+
+def _block(config: TextConfig) -> nn.Module:
+    """One block of the configured layout: BERT's post-norm or the shared pre-norm one."""
+    if not config.pre_norm:
+        return TextBlock(config)
+    return Block(
+        config.embed_dim, config.num_heads, config.mlp_dim, qkv_bias=True, dropout=config.dropout,
+        attn_dropout=config.attn_dropout, eps=config.norm_eps, act=config.act, causal=config.causal,
+    )  # fmt: skip
 
 
 def _check_range(name: str, ids: torch.Tensor, size: int, size_name: str) -> None:

@@ -44,6 +44,29 @@ def bert_large() -> TextConfig:
     return _text(1024, 24, 16)
 
 
+# --- CLIP's text tower (Radford et al. 2021): GPT-2 layout, causal, EOS-token pooling ---------
+
+
+def _clip_text(embed_dim: int, depth: int, num_heads: int, **kw) -> TextConfig:
+    """OpenAI CLIP's text Transformer: pre-norm, causal, no token types, no dropout, quick GELU."""
+    return _text(
+        embed_dim, depth, num_heads, type_vocab_size=0, dropout=0.0, attn_dropout=0.0, norm_eps=1e-5,
+        act="quick_gelu", causal=True, pre_norm=True, **kw,
+    )  # fmt: skip
+
+
+@register_backbone("clip_text_test")
+def clip_text_test() -> TextConfig:
+    return _clip_text(32, 2, 2, vocab_size=1000, max_position=64)
+
+
+@register_backbone("clip_text_base")
+def clip_text_base() -> TextConfig:
+    """The text tower of every OpenAI CLIP up to ViT-B: 512 wide, 12 blocks, 8 heads, the
+    49408-token BPE vocabulary, context 77."""
+    return _clip_text(512, 12, 8, vocab_size=49408, max_position=77)
+
+
 # --- ViT (Dosovitskiy et al. 2021; tiny/small from DeiT) -------------------------------------
 
 
@@ -85,6 +108,28 @@ def vit_base_patch32() -> ViTConfig:
 @register_backbone("vit_large_patch16")
 def vit_large_patch16() -> ViTConfig:
     return _vit(1024, 24, 16)
+
+
+def _vit_clip(embed_dim: int, depth: int, num_heads: int, **kw) -> ViTConfig:
+    """CLIP's image tower: a LayerNorm before the blocks, no patch bias, LayerNorm eps 1e-5, quick GELU."""
+    return _vit(embed_dim, depth, num_heads, pre_norm=True, norm_eps=1e-5, act="quick_gelu", **kw)
+
+
+@register_backbone("vit_clip_test")
+def vit_clip_test() -> ViTConfig:
+    return _vit_clip(32, 2, 2, img_size=32, patch_size=8)
+
+
+@register_backbone("vit_base_patch32_clip")
+def vit_base_patch32_clip() -> ViTConfig:
+    """CLIP ViT-B/32 at 224 px."""
+    return _vit_clip(768, 12, 12, patch_size=32)
+
+
+@register_backbone("vit_base_patch16_clip")
+def vit_base_patch16_clip() -> ViTConfig:
+    """CLIP ViT-B/16 at 224 px."""
+    return _vit_clip(768, 12, 12)
 
 
 # --- Swin V1 (Liu et al. 2021) and V2 (Liu et al. 2022) --------------------------------------

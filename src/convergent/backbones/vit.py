@@ -2,7 +2,10 @@
 pre-norm blocks. Serves SimMIM (mask token), MAE (encode kept tokens only), data2vec
 (per-block outputs), MoCo v3 / CLIP (pooled class token) and fine-tuning.
 
-Weights map one-to-one onto HF ``ViTModel`` (see ``convergent.converters.hf_vit``).
+Weights map one-to-one onto HF ``ViTModel`` (see ``convergent.converters.hf_vit``); with
+``pre_norm=True`` (a LayerNorm before the first block, no patch bias) onto the vision tower
+of HF ``CLIPModel`` (``convergent.converters.hf_clip``), whose ``post_layernorm`` of the
+class token is our final norm.
 """
 
 from collections import OrderedDict
@@ -14,7 +17,7 @@ from convergent.backbones.configs import ViTConfig
 from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
 from convergent.layers import Block, PatchEmbed, init_linear_norm_, interpolate_pos_embed
 
-_EMBEDDING_PARAMS = ("patch_embed.", "cls_token", "pos_embed", "mask_token")
+_EMBEDDING_PARAMS = ("patch_embed.", "cls_token", "pos_embed", "mask_token", "norm_pre.")
 
 
 class VisionTransformer(Backbone):
@@ -40,11 +43,12 @@ class VisionTransformer(Backbone):
         c = config.embed_dim
         self.embed_dim = self.num_features = c
         self.grid = (config.img_size // config.patch_size,) * 2
-        self.patch_embed = PatchEmbed(config.patch_size, config.in_chans, c, pad=False)
+        self.patch_embed = PatchEmbed(config.patch_size, config.in_chans, c, pad=False, bias=not config.pre_norm)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], c))
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c))
         self.pos_drop = nn.Dropout(config.dropout)
+        self.norm_pre = nn.LayerNorm(c, eps=config.norm_eps) if config.pre_norm else nn.Identity()
         rates = torch.linspace(0, config.drop_path, config.depth).tolist()  # stochastic depth per block
         self.blocks = nn.ModuleList(
             Block(c, config.num_heads, config.mlp_dim, config.qkv_bias, config.dropout, config.attn_dropout, r,
@@ -64,7 +68,8 @@ class VisionTransformer(Backbone):
         nn.init.trunc_normal_(self.mask_token, std=0.02)  # SimMIM's init
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        if self.patch_embed.proj.bias is not None:
+            nn.init.zeros_(self.patch_embed.proj.bias)
         self.apply(init_linear_norm_)
 
     # --- forward --------------------------------------------------------------------------
@@ -92,7 +97,8 @@ class VisionTransformer(Backbone):
     def embed(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, keep: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Images ``(B, C_in, H, W)`` → embedded tokens ``(B, 1 + N or 1 + K, C)`` before the blocks."""
+        """Images ``(B, C_in, H, W)`` → embedded tokens ``(B, 1 + N or 1 + K, C)`` before the
+        blocks (after ``norm_pre`` with ``pre_norm``)."""
         self._check_inputs(x, mask, keep)
         tokens, grid = self.patch_embed(x)  # (B, N, C)
         tokens = apply_mask_token(tokens, mask, self.mask_token)
@@ -102,7 +108,7 @@ class VisionTransformer(Backbone):
             index = keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])  # (B, K, C)
             tokens = torch.gather(tokens, 1, index)  # (B, K, C)
         cls = (self.cls_token + pos[:, :1]).expand(tokens.shape[0], -1, -1)  # (B, 1, C)
-        return self.pos_drop(torch.cat([cls, tokens], dim=1))
+        return self.norm_pre(self.pos_drop(torch.cat([cls, tokens], dim=1)))
 
     def forward_intermediates(
         self,

@@ -140,6 +140,7 @@ def config_to_hf(cfg: TextConfig) -> dict:
     ``cfg.mask_token_id`` has no HF field; ``type_vocab_size=0`` is exported as 1 (see the
     module docstring).
     """
+    _check_bert_layout(cfg)
     return {
         "model_type": "bert",
         "architectures": ["BertModel"],
@@ -235,11 +236,20 @@ def _rename_gamma_beta(sd: dict) -> dict:
     return {rename(k): v for k, v in sd.items()}
 
 
+def _check_bert_layout(cfg: TextConfig) -> None:
+    if cfg.pre_norm:
+        raise ValueError(
+            "this text backbone has the pre-norm (GPT-2 / CLIP) layout, which HF BERT cannot hold; "
+            "export it as the text tower of a CLIP model (convergent.converters.hf_clip)"
+        )
+
+
 def state_dict_to_hf(sd: dict, cfg: TextConfig, legacy: bool = False) -> dict:
     """Our state dict → HF ``BertModel`` keys, loadable with ``load_state_dict(strict=True)``
     into ``BertModel(BertConfig(**config_to_hf(cfg)), add_pooling_layer=cfg.pooler)``.
     The learned ``mask_token`` (if any) has no HF counterpart and is dropped. ``legacy`` is
     accepted for a uniform interface: BERT's 4.x and 5.x key names are the same."""
+    _check_bert_layout(cfg)
     src = KeyTracker(sd, "convergent TextTransformer state dict", ignore=("mask_token",))
     out = {theirs: src.pop(ours) for theirs, ours in _EMBED_KEYS}
     word = out["embeddings.word_embeddings.weight"]

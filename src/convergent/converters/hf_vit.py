@@ -101,6 +101,7 @@ def config_to_hf(cfg: ViTConfig) -> dict:
     """
     if cfg.pooler and cfg.global_pool != "token":
         raise ValueError(f"HF ViT's pooler reads the class token; global_pool={cfg.global_pool!r} has no HF equivalent")
+    _check_vit_layout(cfg)
     return {
         "model_type": "vit",
         "image_size": cfg.img_size,
@@ -197,12 +198,21 @@ def state_dict_from_hf(sd: dict, cfg: ViTConfig, ignore=HEAD_PREFIXES) -> dict:
     return out
 
 
+def _check_vit_layout(cfg: ViTConfig) -> None:
+    if cfg.pre_norm:
+        raise ValueError(
+            "this ViT has CLIP's pre_norm layout (LayerNorm before the blocks, no patch bias), which HF "
+            "ViTModel cannot hold; export it as the vision tower of a CLIP model (convergent.converters.hf_clip)"
+        )
+
+
 def state_dict_to_hf(sd: dict, cfg: ViTConfig, legacy: bool = False, mask_token: bool = False) -> dict:
     """convergent ``VisionTransformer`` state dict → HF ``ViTModel`` state dict, loadable with
     ``strict=True`` into ``ViTModel(config, add_pooling_layer=cfg.pooler, use_mask_token=mask_token)``.
 
     ``legacy=True`` writes the transformers 4.x key names (``encoder.layer.N....``).
     """
+    _check_vit_layout(cfg)
     src = KeyTracker(sd, "convergent ViT state dict")
     out = {hf: src.pop(ours) for ours, hf in _plain_names(cfg).items()}
     if mask_token:

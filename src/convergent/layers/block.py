@@ -1,4 +1,4 @@
-"""Pre-norm Transformer block (ViT encoder, MAE decoder)."""
+"""Pre-norm Transformer block (ViT encoder, MAE decoder, CLIP's causal text tower)."""
 
 import torch
 from torch import nn
@@ -9,7 +9,8 @@ from convergent.layers.mlp import Mlp
 
 
 class Block(nn.Module):
-    """``x + drop_path(attn(norm1(x)))``, then ``x + drop_path(mlp(norm2(x)))``."""
+    """``x + drop_path(attn(norm1(x)))``, then ``x + drop_path(mlp(norm2(x)))``; ``causal``:
+    each token attends to itself and earlier tokens only (GPT / CLIP text)."""
 
     def __init__(
         self,
@@ -22,8 +23,10 @@ class Block(nn.Module):
         drop_path: float = 0.0,
         eps: float = 1e-6,
         act: str = "gelu",
+        causal: bool = False,
     ):
         super().__init__()
+        self.causal = causal
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_dropout, proj_drop=dropout)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
@@ -31,5 +34,6 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), key_padding_mask=key_padding_mask))  # (B, N, C)
+        attn = self.attn(self.norm1(x), key_padding_mask=key_padding_mask, causal=self.causal)
+        x = x + self.drop_path(attn)  # (B, N, C)
         return x + self.drop_path(self.mlp(self.norm2(x)))

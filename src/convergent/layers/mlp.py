@@ -5,7 +5,8 @@ from torch import nn
 
 
 class Mlp(nn.Module):
-    """``fc2(drop(act(fc1(x))))`` with exact GELU by default (BERT, ViT and Swin all use it)."""
+    """``fc2(drop(act(fc1(x))))`` with exact GELU by default (BERT, ViT and Swin all use it;
+    OpenAI's CLIP uses ``quick_gelu``)."""
 
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0, act: str = "gelu"):
         super().__init__()
@@ -18,8 +19,21 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``: the GELU approximation OpenAI's CLIP was trained with (HF
+    ``quick_gelu``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
 def _activation(name: str) -> nn.Module:
-    table = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU}
+    table = {
+        "gelu": nn.GELU,
+        "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+        "quick_gelu": QuickGELU,
+        "relu": nn.ReLU,
+    }
     if name not in table:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(table)}")
     return table[name]()

@@ -12,6 +12,7 @@ class PatchEmbed(nn.Module):
         pad: pad the image on the right/bottom to a multiple of the patch size (Swin, as HF
             does); otherwise a size that is not a multiple raises a clear error (ViT).
         norm: apply LayerNorm to the tokens (Swin's ``patch_norm``).
+        bias: learn a bias in the projection (CLIP's ViT has none: a LayerNorm follows).
     """
 
     def __init__(
@@ -22,11 +23,12 @@ class PatchEmbed(nn.Module):
         norm: bool = False,
         pad: bool = False,
         eps: float = 1e-5,
+        bias: bool = True,
     ):
         super().__init__()
         self.patch_size = patch_size
         self.pad = pad
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
         self.norm = nn.LayerNorm(embed_dim, eps=eps) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

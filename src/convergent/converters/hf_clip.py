@@ -1,0 +1,278 @@
+"""HF ``transformers`` CLIP ⇄ convergent's ``clip`` task: configs and state dicts.
+
+Pure functions; ``transformers`` is never imported, and torch only inside the state-dict
+functions. A HF ``CLIPModel`` is two towers plus three tensors; ours is the ``clip`` task
+(``convergent.tasks.clip.CLIP``) around a ViT with ``pre_norm=True`` (image tower,
+``backbone.``) and a text Transformer with ``pre_norm=True, causal=True`` (``text_backbone.``):
+
+=============================================================  ================================
+``logit_scale``                                                ``logit_scale``
+``visual_projection.weight``                                   ``image_proj.weight``
+``text_projection.weight``                                     ``text_proj.weight``
+``vision_model.embeddings.class_embedding`` ``(C,)``           ``backbone.cls_token`` ``(1, 1, C)``
+``vision_model.embeddings.patch_embedding.weight``             ``backbone.patch_embed.proj.weight``
+``vision_model.embeddings.position_embedding.weight``          ``backbone.pos_embed`` ``(1, 1+N, C)``
+``vision_model.pre_layrnorm``                                  ``backbone.norm_pre``
+``vision_model.post_layernorm``                                ``backbone.norm``
+``text_model.embeddings.token_embedding.weight``               ``text_backbone.word_embed.weight``
+``text_model.embeddings.position_embedding.weight``            ``text_backbone.pos_embed.weight``
+``text_model.final_layer_norm``                                ``text_backbone.norm``
+``{vision,text}_model.encoder.layers.i.layer_norm1``           ``blocks.i.norm1``
+``….self_attn.{q,k,v}_proj``                                   ``blocks.i.attn.qkv`` (q, k, v stacked)
+``….self_attn.out_proj``                                       ``blocks.i.attn.proj``
+``….layer_norm2`` / ``….mlp.fc1`` / ``….mlp.fc2``              ``blocks.i.norm2`` / ``mlp.fc1`` / ``mlp.fc2``
+=============================================================  ================================
+
+HF's ``post_layernorm`` normalises only the pooled class token, our final norm every token:
+LayerNorm acts per token, so the class token — what CLIP uses — is the same. Both mask
+tokens (``backbone.mask_token``, ``text_backbone.mask_token``) have no HF counterpart: they
+are zeros after import and dropped on export. The key names are the same in transformers 4.x
+and 5.x (``legacy`` is accepted for a uniform interface); old checkpoints' ``position_ids``
+buffers are skipped.
+
+The forward matches HF's with the task's default pooling (``image_pooling='default'`` on a
+ViT with ``global_pool='token'``, ``text_pooling='eos'``) whenever each text ends with the
+end-of-text token followed only by padding, as CLIP's tokenizer writes it: HF takes the first
+``eos_token_id`` (or, for configs with the pre-2023 ``eos_token_id=2``, the highest id), the
+task the last real token. HF CLIP has no hidden dropout, dropout / drop path are not exported.
+"""
+
+from dataclasses import dataclass
+
+from convergent.backbones.configs import TextConfig, ViTConfig, config_to_dict
+from convergent.converters.common import KeyTracker, square_size, strip_prefix
+
+_ACT_FROM_HF = {
+    "quick_gelu": "quick_gelu",
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_new": "gelu_tanh",
+    "relu": "relu",
+}
+_ACT_TO_HF = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+
+# transformers.CLIP{Text,Vision}Config defaults (openai/clip-vit-base-patch32), for keys a dict leaves out
+_TEXT_DEFAULTS = dict(
+    vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+    max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5, attention_dropout=0.0,
+    pad_token_id=1, bos_token_id=49406, eos_token_id=49407,
+)  # fmt: skip
+_VISION_DEFAULTS = dict(
+    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, num_channels=3,
+    image_size=224, patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5, attention_dropout=0.0,
+)  # fmt: skip
+_CLIP_DEFAULTS = dict(projection_dim=512, logit_scale_init_value=2.6592)
+
+# (our name in blocks.i, HF name in encoder.layers.i) for the tensors other than q/k/v
+_BLOCK_KEYS = (
+    ("norm1", "layer_norm1"),
+    ("attn.proj", "self_attn.out_proj"),
+    ("norm2", "layer_norm2"),
+    ("mlp.fc1", "mlp.fc1"),
+    ("mlp.fc2", "mlp.fc2"),
+)
+_QKV = ("q_proj", "k_proj", "v_proj")
+_BUFFERS = ("vision_model.embeddings.position_ids", "text_model.embeddings.position_ids")
+
+HEAD_PREFIXES: tuple[str, ...] = ()
+"""``CLIPModel`` has no task head; nothing is skipped."""
+
+
+@dataclass(frozen=True)
+class CLIPTowers:
+    """A HF ``CLIPModel`` config in convergent's terms."""
+
+    vision: ViTConfig
+    """The image tower (``pre_norm=True``)."""
+    text: TextConfig
+    """The text tower (``pre_norm=True``, ``causal=True``)."""
+    embed_dim: int
+    """Width of the joint space (HF ``projection_dim``)."""
+    logit_scale_init: float = 2.6592
+    """HF ``logit_scale_init_value`` (log(1/0.07)); the converted ``logit_scale`` tensor is what counts."""
+    bos_token_id: int | None = None
+    """The tokenizer's start-of-text id, kept for export (None: ``vocab_size - 2``, CLIP's BPE)."""
+    eos_token_id: int | list[int] | None = None
+    """The end-of-text id HF pools at, kept for export (None: ``vocab_size - 1``, CLIP's BPE)."""
+
+
+def config_from_hf(hf: dict) -> CLIPTowers:
+    """:class:`CLIPTowers` from a ``transformers.CLIPConfig.to_dict()``-style dict (a ``config.json``)."""
+    if hf.get("model_type", "clip") != "clip":
+        raise ValueError(f"HF config has model_type {hf['model_type']!r}; this converter reads 'clip' only")
+    top = {**_CLIP_DEFAULTS, **hf}
+    t = {**_TEXT_DEFAULTS, **(hf.get("text_config") or {})}
+    v = {**_VISION_DEFAULTS, **(hf.get("vision_config") or {})}
+    for where, c in (("text_config", t), ("vision_config", v)):
+        if c["hidden_act"] not in _ACT_FROM_HF:
+            raise ValueError(f"HF CLIP {where}: hidden_act {c['hidden_act']!r} unsupported; expected one of {sorted(_ACT_FROM_HF)}")
+        if c["hidden_size"] % c["num_attention_heads"]:
+            raise ValueError(f"HF CLIP {where}: hidden_size {c['hidden_size']} is not divisible by num_attention_heads")
+    pad = t["pad_token_id"]
+    vision = ViTConfig(
+        img_size=square_size(v["image_size"], "vision_config.image_size"),
+        patch_size=square_size(v["patch_size"], "vision_config.patch_size"),
+        in_chans=v["num_channels"], embed_dim=v["hidden_size"], depth=v["num_hidden_layers"],
+        num_heads=v["num_attention_heads"], mlp_dim=v["intermediate_size"], qkv_bias=True, dropout=0.0,
+        attn_dropout=float(v["attention_dropout"]), norm_eps=float(v["layer_norm_eps"]),
+        act=_ACT_FROM_HF[v["hidden_act"]], pooler=False, global_pool="token", pre_norm=True,
+    )  # fmt: skip
+    text = TextConfig(
+        vocab_size=t["vocab_size"], max_position=t["max_position_embeddings"], type_vocab_size=0,
+        embed_dim=t["hidden_size"], depth=t["num_hidden_layers"], num_heads=t["num_attention_heads"],
+        mlp_dim=t["intermediate_size"], dropout=0.0, attn_dropout=float(t["attention_dropout"]),
+        norm_eps=float(t["layer_norm_eps"]), act=_ACT_FROM_HF[t["hidden_act"]],
+        pad_token_id=pad if pad is not None and 0 <= pad < t["vocab_size"] else 0,  # only marks padding
+        mask_token_id=None, causal=True, pooler=False, pre_norm=True,
+    )  # fmt: skip
+    return CLIPTowers(
+        vision, text, int(top["projection_dim"]), float(top["logit_scale_init_value"]),
+        t["bos_token_id"], t["eos_token_id"],
+    )  # fmt: skip
+
+
+def config_to_hf(towers: CLIPTowers) -> dict:
+    """A dict such that ``transformers.CLIPConfig(**d)`` builds the equivalent ``CLIPModel``."""
+    _check_towers(towers)
+    v, t = towers.vision, towers.text
+    return {
+        "model_type": "clip",
+        "architectures": ["CLIPModel"],
+        "projection_dim": towers.embed_dim,
+        "logit_scale_init_value": towers.logit_scale_init,
+        "text_config": {
+            "vocab_size": t.vocab_size, "hidden_size": t.embed_dim, "intermediate_size": t.mlp_dim,
+            "projection_dim": towers.embed_dim, "num_hidden_layers": t.depth, "num_attention_heads": t.num_heads,
+            "max_position_embeddings": t.max_position, "hidden_act": _ACT_TO_HF[t.act],
+            "layer_norm_eps": t.norm_eps, "attention_dropout": t.attn_dropout, "pad_token_id": t.pad_token_id,
+            "bos_token_id": t.vocab_size - 2 if towers.bos_token_id is None else towers.bos_token_id,
+            "eos_token_id": t.vocab_size - 1 if towers.eos_token_id is None else towers.eos_token_id,
+        },
+        "vision_config": {
+            "hidden_size": v.embed_dim, "intermediate_size": v.mlp_dim, "projection_dim": towers.embed_dim,
+            "num_hidden_layers": v.depth, "num_attention_heads": v.num_heads, "num_channels": v.in_chans,
+            "image_size": v.img_size, "patch_size": v.patch_size, "hidden_act": _ACT_TO_HF[v.act],
+            "layer_norm_eps": v.norm_eps, "attention_dropout": v.attn_dropout,
+        },
+    }  # fmt: skip
+
+
+def _check_towers(towers: CLIPTowers) -> None:
+    v, t = towers.vision, towers.text
+    problems = []
+    if not v.pre_norm or not v.qkv_bias or v.pooler:
+        problems.append("the image tower must be a ViT with pre_norm=True, qkv_bias=True and no pooler")
+    if not (t.pre_norm and t.causal) or t.type_vocab_size or t.pooler:
+        problems.append("the text tower must have pre_norm=True, causal=True, type_vocab_size=0 and no pooler")
+    if problems:
+        raise ValueError("not a HF CLIP layout: " + "; ".join(problems))
+
+
+def task_config_fields(towers: CLIPTowers) -> dict:
+    """Fields of the ``clip`` task's ``CLIPConfig`` that rebuild these towers' heads and text
+    tower: ``CLIP(VisionTransformer(towers.vision), CLIPConfig(**task_config_fields(towers)))``."""
+    text = {k: v for k, v in config_to_dict(towers.text).items() if k != "family"}
+    return {
+        "text_backbone": "clip_text_base", "text_overrides": text, "embed_dim": towers.embed_dim,
+        "image_pooling": "default", "text_pooling": "eos",
+    }  # fmt: skip
+
+
+# --- state dicts --------------------------------------------------------------------------------
+
+
+def state_dict_from_hf(sd: dict, towers: CLIPTowers, ignore: tuple[str, ...] = HEAD_PREFIXES) -> dict:
+    """HF ``CLIPModel`` state dict → the ``clip`` task's (``backbone.*``, ``text_backbone.*``,
+    ``image_proj.weight``, ``text_proj.weight``, ``logit_scale``). Keys not understood raise one
+    ``KeyError`` listing them all."""
+    src = KeyTracker(strip_prefix(sd, ("clip.",)), "HF CLIP state dict", ignore=ignore)
+    for key in _BUFFERS:
+        if key in src:
+            src.skip(key)
+    out = {"logit_scale": src.pop("logit_scale"), "image_proj.weight": src.pop("visual_projection.weight"),
+           "text_proj.weight": src.pop("text_projection.weight")}  # fmt: skip
+    out.update({f"backbone.{k}": t for k, t in _vision_from_hf(src, towers.vision, "vision_model.").items()})
+    out.update({f"text_backbone.{k}": t for k, t in _text_from_hf(src, towers.text, "text_model.").items()})
+    src.finish()
+    return out
+
+
+def vision_state_dict_from_hf(sd: dict, cfg: ViTConfig, prefix: str = "vision_model.") -> dict:
+    """The image tower alone (a ``CLIPModel`` or, with ``prefix=""``, a ``CLIPVisionModel``
+    without its own prefix) → a ``VisionTransformer`` state dict; other keys are ignored."""
+    src = KeyTracker(sd, "HF CLIP vision state dict")
+    return _vision_from_hf(src, cfg, prefix)
+
+
+def _vision_from_hf(src: KeyTracker, cfg: ViTConfig, p: str) -> dict:
+    cls = src.pop(f"{p}embeddings.class_embedding")  # (C,)
+    out = {
+        "cls_token": cls.reshape(1, 1, -1),
+        "pos_embed": src.pop(f"{p}embeddings.position_embedding.weight").unsqueeze(0),  # (1, 1 + N, C)
+        "mask_token": cls.new_zeros(1, 1, cls.shape[0]),
+        "patch_embed.proj.weight": src.pop(f"{p}embeddings.patch_embedding.weight"),
+    }
+    for ours, theirs in (("norm_pre", "pre_layrnorm"), ("norm", "post_layernorm")):
+        out.update({f"{ours}.{t}": src.pop(f"{p}{theirs}.{t}") for t in ("weight", "bias")})
+    for i in range(cfg.depth):
+        out.update(_block_from_hf(src, f"{p}encoder.layers.{i}.", f"blocks.{i}."))
+    return out
+
+
+def _text_from_hf(src: KeyTracker, cfg: TextConfig, p: str) -> dict:
+    word = src.pop(f"{p}embeddings.token_embedding.weight")
+    out = {"word_embed.weight": word, "pos_embed.weight": src.pop(f"{p}embeddings.position_embedding.weight")}
+    if cfg.mask_token_id is None:
+        out["mask_token"] = word.new_zeros(1, 1, word.shape[1])
+    out.update({f"norm.{t}": src.pop(f"{p}final_layer_norm.{t}") for t in ("weight", "bias")})
+    for i in range(cfg.depth):
+        out.update(_block_from_hf(src, f"{p}encoder.layers.{i}.", f"blocks.{i}."))
+    return out
+
+
+def _block_from_hf(src: KeyTracker, hf: str, ours: str) -> dict:
+    import torch
+
+    out = {}
+    for t in ("weight", "bias"):
+        out[f"{ours}attn.qkv.{t}"] = torch.cat([src.pop(f"{hf}self_attn.{n}.{t}") for n in _QKV])  # (3C, ...)
+        for mine, theirs in _BLOCK_KEYS:
+            out[f"{ours}{mine}.{t}"] = src.pop(f"{hf}{theirs}.{t}")
+    return out
+
+
+def state_dict_to_hf(sd: dict, towers: CLIPTowers, legacy: bool = False) -> dict:
+    """The ``clip`` task's state dict → HF ``CLIPModel`` keys, loadable with ``strict=True``
+    into ``CLIPModel(CLIPConfig(**config_to_hf(towers)))``; the mask tokens are dropped.
+    ``legacy`` is accepted for a uniform interface: CLIP's 4.x and 5.x key names are the same."""
+    _check_towers(towers)
+    src = KeyTracker(sd, "convergent CLIP task state dict", ignore=("backbone.mask_token", "text_backbone.mask_token"))
+    out = {"logit_scale": src.pop("logit_scale"), "visual_projection.weight": src.pop("image_proj.weight"),
+           "text_projection.weight": src.pop("text_proj.weight")}  # fmt: skip
+    v, p = "backbone.", "vision_model."
+    out[f"{p}embeddings.class_embedding"] = src.pop(f"{v}cls_token").reshape(-1)  # (C,)
+    out[f"{p}embeddings.position_embedding.weight"] = src.pop(f"{v}pos_embed").squeeze(0)  # (1 + N, C)
+    out[f"{p}embeddings.patch_embedding.weight"] = src.pop(f"{v}patch_embed.proj.weight")
+    for ours, theirs in (("norm_pre", "pre_layrnorm"), ("norm", "post_layernorm")):
+        out.update({f"{p}{theirs}.{t}": src.pop(f"{v}{ours}.{t}") for t in ("weight", "bias")})
+    for i in range(towers.vision.depth):
+        out.update(_block_to_hf(src, f"{v}blocks.{i}.", f"{p}encoder.layers.{i}."))
+    x, p = "text_backbone.", "text_model."
+    out[f"{p}embeddings.token_embedding.weight"] = src.pop(f"{x}word_embed.weight")
+    out[f"{p}embeddings.position_embedding.weight"] = src.pop(f"{x}pos_embed.weight")
+    out.update({f"{p}final_layer_norm.{t}": src.pop(f"{x}norm.{t}") for t in ("weight", "bias")})
+    for i in range(towers.text.depth):
+        out.update(_block_to_hf(src, f"{x}blocks.{i}.", f"{p}encoder.layers.{i}."))
+    src.finish()
+    return out
+
+
+def _block_to_hf(src: KeyTracker, ours: str, hf: str) -> dict:
+    out = {}
+    for t in ("weight", "bias"):
+        for n, part in zip(_QKV, src.pop(f"{ours}attn.qkv.{t}").chunk(3, dim=0)):  # (3C, ...) → 3 × (C, ...)
+            out[f"{hf}self_attn.{n}.{t}"] = part.clone()
+        for mine, theirs in _BLOCK_KEYS:
+            out[f"{hf}{theirs}.{t}"] = src.pop(f"{ours}{mine}.{t}")
+    return out

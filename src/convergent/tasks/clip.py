@@ -1,0 +1,175 @@
+"""CLIP (Radford et al., 2021): contrastive image–text pre-training with two towers.
+
+The image tower is the task's ``backbone`` (any image backbone: ViT, Swin); the text tower
+is a second backbone reading token ids, built from ``CLIPConfig.text_backbone`` /
+``text_overrides`` (or passed in as ``text_backbone=``). Each tower's final tokens are pooled
+(``image_pooling``, ``text_pooling``), projected by a bias-free linear map into the joint
+space of width ``embed_dim`` and L2-normalised; the cosine similarities times a learned
+logit scale ``exp(s)`` (``s`` starts at ``log(1/0.07)``, ``exp(s)`` clamped at 100) are the
+logits of :func:`~convergent.losses.contrastive.clip_loss`, the symmetric InfoNCE.
+
+Choices (HF = transformers ``CLIPModel``, which ``convergent.converters.hf_clip`` converts):
+
+* text pooling 'eos' takes the last real token (``attention_mask``), where CLIP's tokenizer
+  writes the end-of-text token: HF's rule (the first ``eos_token_id``) for right-padded
+  batches that end each text with it, without the task knowing the tokenizer's ids. In a
+  causal tower it is the only token that has seen the whole text.
+* ViT's default pooling is the class token after the final norm: HF's ``post_layernorm`` of
+  the class token (LayerNorm is per token).
+* the clamp acts in the forward (no gradient above the bound), as Swin V2's attention
+  logit scale, instead of open_clip's in-place clamp after each optimizer step.
+* distributed: in training mode, when a process group is initialised, features of all
+  processes are gathered with gradient and the loss covers the global batch, so W processes
+  × B pairs train exactly as one process with W·B (tested); ``local_loss`` scores only the
+  local rows. In eval mode each process scores its own batch (an evaluation may run on one
+  process alone, and a gather would wait for the others forever).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convergent.backbones.protocol import backbone_inputs
+from convergent.backbones.registry import build_backbone
+from convergent.heads.classifier import POOLINGS, has_class_token, pool_tokens
+from convergent.losses.contrastive import clip_loss
+from convergent.tasks.base import Task
+from convergent.tasks.configs import CLIPConfig
+
+TEXT_POOLINGS = ("eos", "cls", "avg")
+
+
+class CLIP(Task):
+    """Two-tower contrastive image–text model.
+
+    ``forward(batch)`` reads ``batch["image"]`` ``(B, C, H, W)``, ``batch["input_ids"]``
+    ``(B, L)`` and ``batch["attention_mask"]`` ``(B, L)`` (1 = real token; right padding);
+    pair ``i`` is ``(image[i], text[i])``. Returns ``{"loss", "logit_scale", "acc_i2t",
+    "acc_t2i"}``: the loss, ``exp(s)`` after the clamp, and the in-batch top-1 accuracy of
+    retrieving each image's text and each text's image (over the gathered batch under DDP).
+    With ``return_outputs=True`` also ``"image_embeds"``, ``"text_embeds"`` (local, normalised,
+    ``(B, embed_dim)``) and ``"logits_per_image"``.
+
+    Args:
+        backbone: the image tower.
+        config: :class:`~convergent.tasks.configs.CLIPConfig`.
+        text_backbone: an already built text tower; None builds ``config.text_backbone``
+            with ``config.text_overrides``.
+    """
+
+    name = "clip"
+    batch_keys = ("image", "input_ids", "attention_mask")
+    families = ("vit", "swin")
+
+    def __init__(self, backbone: nn.Module, config: CLIPConfig, text_backbone: nn.Module | None = None):
+        super().__init__(backbone, config)
+        _check_config(config, backbone)
+        if text_backbone is None:
+            text_backbone = build_backbone(config.text_backbone, **config.text_overrides)
+        if getattr(text_backbone, "input_key", None) != "input_ids":
+            raise ValueError(
+                f"CLIP's text tower must read token ids (input_key 'input_ids'); {type(text_backbone).__name__} "
+                f"reads {getattr(text_backbone, 'input_key', None)!r}"
+            )
+        self.text_backbone = text_backbone
+        self.image_proj = nn.Linear(backbone.num_features, config.embed_dim, bias=False)
+        self.text_proj = nn.Linear(text_backbone.num_features, config.embed_dim, bias=False)
+        # HF / open_clip init: std = width^-0.5, so projected features start at unit scale
+        nn.init.normal_(self.image_proj.weight, std=backbone.num_features**-0.5)
+        nn.init.normal_(self.text_proj.weight, std=text_backbone.num_features**-0.5)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
+        self.max_log_scale = math.log(config.max_logit_scale)
+
+    # --- embeddings ---------------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` → L2-normalised embeddings ``(B, embed_dim)``, float32."""
+        tokens = self.backbone.forward_features(images)  # (B, P + N, C)
+        pooled = pool_tokens(self.backbone, tokens, self.config.image_pooling)  # (B, C)
+        return F.normalize(self.image_proj(pooled).float(), dim=-1)
+
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
+        """Token ids ``(B, L)`` (+ ``attention_mask`` ``(B, L)``, other keyword inputs of the
+        text backbone) → L2-normalised embeddings ``(B, embed_dim)``, float32."""
+        tokens = self.text_backbone.forward_features(input_ids, attention_mask=attention_mask, **kwargs)
+        pooled = pool_text(self.text_backbone, tokens, self.config.text_pooling, attention_mask)  # (B, C)
+        return F.normalize(self.text_proj(pooled).float(), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        """The logit scale ``exp(min(s, log max_logit_scale))``, a 0-d tensor."""
+        return self.logit_scale.clamp(max=self.max_log_scale).exp()
+
+    # --- training -----------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor], return_outputs: bool = False) -> dict[str, torch.Tensor]:
+        ids, kwargs = backbone_inputs(self.text_backbone, batch)
+        if batch["image"].shape[0] != ids.shape[0]:
+            raise ValueError(f"{batch['image'].shape[0]} images but {ids.shape[0]} texts; CLIP needs pairs")
+        image = self.encode_image(batch["image"])  # (B, E)
+        text = self.encode_text(ids, **kwargs)  # (B, E)
+        scale = self.scale()
+        out = clip_loss(image, text, scale, local_loss=self.config.local_loss, distributed=self.training)
+        labels = out.labels
+        result = {
+            "loss": out.loss,
+            "logit_scale": scale.detach(),
+            "acc_i2t": (out.logits_per_image.detach().argmax(dim=-1) == labels).float().mean(),
+            "acc_t2i": (out.logits_per_text.detach().argmax(dim=-1) == labels).float().mean(),
+        }
+        if return_outputs:
+            result.update(image_embeds=image, text_embeds=text, logits_per_image=out.logits_per_image)
+        return result
+
+    # --- optimizer metadata -------------------------------------------------------------------
+    def no_weight_decay(self) -> set[str]:
+        """Both towers' declarations, the heads' 1-d parameters and the logit scale."""
+        names = super().no_weight_decay()
+        return names | {f"text_backbone.{n}" for n in self.text_backbone.no_weight_decay()}
+
+    def layer_id(self, name: str) -> int:
+        """Image tower and heads as :meth:`Task.layer_id`; a text-tower parameter gets its
+        relative depth mapped onto the image tower's scale (embeddings 0, top block top)."""
+        if not name.startswith("text_backbone."):
+            return super().layer_id(name)
+        text_id = self.text_backbone.layer_id(name[len("text_backbone.") :])
+        top, text_top = self.backbone.num_layers - 1, self.text_backbone.num_layers - 1
+        return round(text_id * top / max(text_top, 1))
+
+
+def pool_text(
+    backbone: nn.Module, tokens: torch.Tensor, pooling: str, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Text tokens ``(B, L, C)`` → ``(B, C)``: 'eos' the last real token (the last position
+    where ``attention_mask`` is 1; the last position without a mask), 'cls' the first, 'avg'
+    the mean of the real tokens."""
+    if pooling != "eos":
+        return pool_tokens(backbone, tokens, pooling, attention_mask)
+    if attention_mask is None:
+        return tokens[:, -1]
+    if attention_mask.shape != tokens.shape[:2]:
+        raise ValueError(
+            f"attention_mask of shape {tuple(attention_mask.shape)} does not match tokens {tuple(tokens.shape[:2])}"
+        )
+    last = tokens.shape[1] - 1 - attention_mask.flip(1).int().argmax(dim=1)  # (B,) last 1 of each row
+    return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+
+
+def _check_config(config: CLIPConfig, backbone: nn.Module) -> None:
+    if config.image_pooling not in POOLINGS:
+        raise ValueError(f"CLIPConfig.image_pooling must be one of {', '.join(POOLINGS)}, got {config.image_pooling!r}")
+    if config.image_pooling == "cls" and not has_class_token(backbone):
+        raise ValueError(
+            f"CLIPConfig.image_pooling='cls' needs a class token; {type(backbone).__name__} has none "
+            "(use 'default' or 'avg')"
+        )
+    if config.text_pooling not in TEXT_POOLINGS:
+        raise ValueError(f"CLIPConfig.text_pooling must be one of {', '.join(TEXT_POOLINGS)}, got {config.text_pooling!r}")
+    if config.embed_dim < 1:
+        raise ValueError(f"CLIPConfig.embed_dim must be >= 1, got {config.embed_dim}")
+    if not (config.init_temperature > 0 and config.max_logit_scale >= 1.0 / config.init_temperature):
+        raise ValueError(
+            "CLIPConfig needs init_temperature > 0 and max_logit_scale >= 1 / init_temperature, got "
+            f"{config.init_temperature} and {config.max_logit_scale}"
+        )
