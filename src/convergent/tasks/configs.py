@@ -1,6 +1,6 @@
 """Typed task configurations (torch-free)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -115,3 +115,60 @@ class Data2VecConfig:
     ema_anneal_end_step: int | None = None
     """Steps over which the momentum rises linearly (tau_n; text 100k, speech 30k); None: the
     run's ``max_steps`` (fairseq's default)."""
+
+
+@dataclass
+class MoCoV3Config:
+    """MoCo v3 (Chen, Xie, He, 2021): two augmented views; the query encoder (backbone +
+    projector + predictor) predicts, per view, the momentum encoder's key of the other view,
+    InfoNCE against every other key in the batch. Defaults are the paper's ViT setting."""
+
+    hidden_dim: int = 4096
+    """Hidden width of the projector and predictor MLPs (paper: 4096)."""
+    out_dim: int = 256
+    """Output width of the projector and predictor (paper: 256)."""
+    proj_layers: int = 3
+    """Linear layers of the projector (paper: 3 for ViT, 2 for ResNet)."""
+    pred_layers: int = 2
+    """Linear layers of the predictor (paper: 2)."""
+    temperature: float = 0.2
+    """Softmax temperature tau of the contrastive loss (paper: 0.2 for ViT, 1.0 for ResNet)."""
+    momentum: float = 0.99
+    """Momentum-encoder EMA momentum at step 0 (paper: 0.99 for ViT)."""
+    momentum_end: float = 1.0
+    """Momentum at the last step, reached on a half cosine (paper: 1.0; equal to ``momentum``: constant)."""
+    sync_bn: bool = True
+    """BatchNorm of the MLPs over the global batch under DDP (SyncBatchNorm, as the paper; needs
+    GPUs). Per-process BN would let the loss tell a process's own keys apart by their statistics."""
+
+
+@dataclass
+class CLIPConfig:
+    """CLIP (Radford et al., 2021): an image tower (the task's backbone) and a text tower, each
+    pooled and linearly projected (no bias) into one embedding space, L2-normalised; a
+    learned temperature; the symmetric InfoNCE of matching image–text pairs against every
+    other pair of the global batch (all processes' features gathered, with gradient)."""
+
+    text_backbone: str = "clip_text_base"
+    """Registered text backbone variant of the text tower (paper: 'clip_text_base', 512 x 12,
+    causal, pre-norm)."""
+    text_overrides: dict = field(default_factory=dict)
+    """Overrides of the text backbone's config, e.g. ``{"vocab_size": 8000, "pad_token_id": 0}``
+    (a run sets the tokenizer's vocabulary size and ids here)."""
+    embed_dim: int = 512
+    """Width of the joint embedding space (CLIP ViT-B: 512)."""
+    image_pooling: str = "default"
+    """Image tokens → one vector: 'default' (the backbone's ``pooled``: ViT's class token, Swin's
+    mean), 'cls' (class token), 'avg' (mean of patch tokens)."""
+    text_pooling: str = "eos"
+    """Text tokens → one vector: 'eos' (the last real token, where CLIP's tokenizer puts its
+    end-of-text token; the only one a causal tower lets see the whole text), 'cls' (the first
+    token), 'avg' (mean of the real tokens)."""
+    init_temperature: float = 0.07
+    """Initial softmax temperature; the learned logit scale starts at log(1 / 0.07) (paper)."""
+    max_logit_scale: float = 100.0
+    """Upper bound of the logit scale exp(s) (paper: clipped at 100 to keep training stable)."""
+    local_loss: bool = False
+    """Under DDP, score each process's own images and texts against all gathered ones (B x N
+    logits, open_clip's ``local_loss``) instead of the full N x N matrix on every process:
+    the same gradients, less compute and memory for large global batches."""

@@ -13,9 +13,11 @@ from convergent.registry import Registry, load_target
 from convergent.tasks.configs import (
     CausalLMConfig,
     ClassifyConfig,
+    CLIPConfig,
     Data2VecConfig,
     MAEConfig,
     MLMConfig,
+    MoCoV3Config,
     SimMIMConfig,
 )
 
@@ -43,6 +45,8 @@ register_task("classify", "convergent.tasks.classify:Classify", ClassifyConfig, 
 register_task("mlm", "convergent.tasks.mlm:MLM", MLMConfig, "MLM: BERT masked language modelling (15 % of tokens, 80/10/10), cross-entropy on masked tokens")
 register_task("causal-lm", "convergent.tasks.causal_lm:CausalLM", CausalLMConfig, "Causal LM: GPT-style next-token prediction with a causal text backbone")
 register_task("data2vec", "convergent.tasks.data2vec:Data2Vec", Data2VecConfig, "data2vec: regress an EMA teacher's averaged top-K block outputs at masked positions (text, ViT, Swin)")
+register_task("mocov3", "convergent.tasks.mocov3:MoCoV3", MoCoV3Config, "MoCo v3: two views, query encoder + predictor vs an EMA momentum encoder, symmetric InfoNCE (ViT, Swin)")
+register_task("clip", "convergent.tasks.clip:CLIP", CLIPConfig, "CLIP: image and text towers projected into one space, symmetric InfoNCE over the global batch of pairs")
 
 
 def names() -> list[str]:

@@ -25,7 +25,9 @@ incomplete tail dropped). A dataset may define ``collate_fn`` (default: ``defaul
 and ``skipped`` (a list of ``(path, reason)``, reported in the summary); a batch key
 ``"skipped"`` (samples a worker passed over) goes to the dataset's ``record_skipped(batch)``.
 
-**A step.** For each micro-batch: ``transform(batch["image"], generator)`` on the device,
+**A step.** For each micro-batch: ``transform(batch["image"], generator)`` on the device
+(a task declaring ``num_views = n > 1`` gets ``n`` independent draws of the same images,
+``batch["image"]``, ``batch["image2"]``, ..., for contrastive objectives),
 ``task(batch)["loss"] / accumulate`` backward (gradient sync only on the last one). Then the
 loss and every scalar term the task returns are averaged over micro-batches and processes
 (one all-reduce, one host sync per step), gradients are clipped, and the optimizer steps
@@ -260,8 +262,9 @@ class Trainer:
         metrics and whether the update was skipped."""
         fabric, acc = self.fabric, self.optim_cfg.accumulate
         sums: dict[str, torch.Tensor] = {}
+        views = getattr(run.task, "num_views", 1)  # augmented views of each image the task reads
         for m in range(acc):
-            batch = self._prepare(next(batches), transform, run.generator)
+            batch = self._prepare(next(batches), transform, run.generator, views)
             with fabric.no_backward_sync(run.module, enabled=m < acc - 1):
                 out = run.module(batch)
                 if not isinstance(out, dict) or "loss" not in out:
@@ -287,13 +290,16 @@ class Trainer:
         run.scheduler.step()
         return values, problem is not None
 
-    def _prepare(self, batch: dict, transform, generator: torch.Generator) -> dict:
+    def _prepare(self, batch: dict, transform, generator: torch.Generator, views: int = 1) -> dict:
         found = batch.pop("skipped", None)  # unreadable samples a loader worker passed over
         if found and self._record_skipped is not None:
             self._record_skipped({"skipped": found})
         batch = self.fabric.to_device(batch)
         if transform is not None and "image" in batch:
-            batch["image"] = transform(batch["image"], generator)
+            images = batch["image"]  # uint8
+            batch["image"] = transform(images, generator)
+            for v in range(2, views + 1):  # further views of the same images, drawn after the first
+                batch[f"image{v}"] = transform(images, generator)
         return batch
 
     def _nonfinite_problem(self, values: dict[str, float]) -> str | None:

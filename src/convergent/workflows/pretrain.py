@@ -91,7 +91,13 @@ def run_pretrain(cfg: Any, resume_dir: str | Path | None = None) -> dict:
     train_set, test_set = build_datasets(cfg)
     tokenizer = prepare_text(cfg, run_dir, train_set, test_set, encoder_dir=cfg.model.init)
     backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in task_class(cfg.task.name).requires)
-    task = build_task(cfg.task.name, backbone, getattr(cfg.task, task_field(cfg.task.name)))
+    task_cfg = getattr(cfg.task, task_field(cfg.task.name))
+    if tokenizer is not None and hasattr(task_cfg, "text_backbone"):  # a second, text tower (CLIP)
+        from convergent.backbones.registry import backbone_config
+
+        found = text_overrides(tokenizer, cfg.data.max_length, backbone_config(task_cfg.text_backbone), False)
+        task_cfg.text_overrides = {**found, **(task_cfg.text_overrides or {})}
+    task = build_task(cfg.task.name, backbone, task_cfg)
     trainer = Trainer(cfg.trainer, cfg.optim, run_dir, cfg.data.batch_size, cfg.data.num_workers)
     callbacks = [ReconstructionCallback(cfg, test_set or train_set, run_dir)] if task.reconstructs else []
     fit_set = train_set

@@ -1,0 +1,150 @@
+"""MoCo v3 (Chen, Xie, He, 2021, "An Empirical Study of Training Self-Supervised Vision
+Transformers"): two augmented views of each image; the query encoder (backbone → projector →
+predictor) of one view predicts the momentum encoder's key (EMA backbone → EMA projector) of
+the other view, InfoNCE against the other keys of the batch, symmetrised (Alg. 1).
+
+Choices (paper sections in brackets; official = ``facebookresearch/moco-v3``):
+
+* views: the task declares ``num_views = 2``; the Trainer then applies its (random) transform
+  twice to the same uint8 images and passes ``batch["image"]`` and ``batch["image2"]``
+  (``training/loop.py``). Both views use the one transform of the run: the paper's BYOL
+  augmentations are asymmetric (blur 1.0 / 0.1, solarize 0 / 0.2) and add colour jitter and
+  grayscale, which ``data/transforms.py`` does not have (crop and flip only).
+* features: ``backbone.pooled`` of the final tokens (ViT: the class token after the final
+  norm, as timm's head input in the official code); both views go through the backbone as
+  one batch (no batch-dependent layer there), then the heads per view, so each view's
+  BatchNorm statistics are its own, as the official code's two calls.
+* heads: :class:`~convergent.heads.mlp_head.MLPHead`, projector 3 layers and predictor 2,
+  hidden 4096, out 256, BN after every layer (the last without affine) [4.1, official ViT];
+  PyTorch's default init, as the official heads. ``sync_bn``: SyncBatchNorm, as the
+  official (``convert_sync_batchnorm``); per-process BN would give each process's keys
+  statistics the queries can match (MoCo v1's "shuffle BN" problem).
+* momentum encoder (``teacher``): frozen copies of the backbone and the projector, no
+  gradient, out of the optimizer, in the state dict. EMA after each optimizer step with the
+  momentum rising from ``momentum`` (0.99) to ``momentum_end`` (1) on a half cosine [4.1]
+  over the run's steps: the update after step ``s`` uses ``cosine(s / max_steps)``, which is
+  what the official code applies before iteration ``s``'s keys. BN buffers are copied from
+  the query encoder (their values do not matter in training: see next point).
+* modes: the teacher projector follows the task's train / eval mode, so its BN normalises
+  with batch statistics in training, as the official momentum encoder (the whole model is
+  in train mode there); the teacher backbone stays in eval mode (no dropout / drop path,
+  deterministic keys; identical to the official code, which pre-trains without either).
+* loss: :func:`~convergent.losses.moco.symmetric_ctr`, ``2τ``-scaled InfoNCE with keys
+  all-gathered under DDP [Alg. 1]; τ = 0.2 for ViT.
+* not included: the frozen random patch projection of the paper's stability study [5]
+  (reaching into the backbone's patch embedding is not part of the backbone contract; a
+  backbone option would be the place).
+"""
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from convergent.heads.mlp_head import MLPHead
+from convergent.losses.moco import symmetric_ctr
+from convergent.tasks.base import Task
+from convergent.tasks.configs import MoCoV3Config
+from convergent.tasks.teacher import cosine_momentum, ema_update_, frozen_copy
+
+
+class MoCoV3(Task):
+    """MoCo v3 around an image backbone (ViT, Swin).
+
+    ``forward(batch)`` reads two views ``batch["image"]`` and ``batch["image2"]`` ``(B, C, H, W)``
+    (the Trainer makes the second when a transform is given, see :attr:`num_views`) and
+    returns ``{"loss", "momentum", "acc"}``: the symmetric contrastive loss, the momentum of
+    the last EMA step and the top-1 accuracy of view-1 queries among the view-2 keys of the
+    (local) batch.
+    """
+
+    name = "mocov3"
+    batch_keys = ("image", "image2")
+    families = ("vit", "swin")
+    num_views = 2
+    """Augmented views of each image the Trainer passes (``image``, ``image2``)."""
+
+    def __init__(self, backbone: nn.Module, config: MoCoV3Config):
+        super().__init__(backbone, config)
+        if config.temperature <= 0:
+            raise ValueError(f"mocov3 temperature must be > 0, got {config.temperature}")
+        if not 0.0 <= config.momentum <= config.momentum_end <= 1.0:
+            raise ValueError(
+                f"mocov3 needs 0 <= momentum <= momentum_end <= 1, got {config.momentum}, {config.momentum_end}"
+            )
+        if config.proj_layers < 1 or config.pred_layers < 1:
+            raise ValueError(
+                f"mocov3 needs proj_layers and pred_layers >= 1, got {config.proj_layers}, {config.pred_layers}"
+            )
+        c = config
+        self.projector = MLPHead(backbone.num_features, c.hidden_dim, c.out_dim, c.proj_layers, sync_bn=c.sync_bn)
+        self.predictor = MLPHead(c.out_dim, c.hidden_dim, c.out_dim, c.pred_layers, sync_bn=c.sync_bn)
+        self.teacher = nn.ModuleDict({"backbone": frozen_copy(backbone), "projector": frozen_copy(self.projector)})
+        self.teacher["projector"].train(self.training)
+        # the momentum of the last EMA step (for logging; restored with the state dict)
+        self.register_buffer("momentum", torch.tensor(float(config.momentum)))
+
+    # --- training ---------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x1, x2 = self.views(batch)
+        self._check_sync_bn(x1)
+        x = torch.cat([x1, x2])  # (2B, C, H, W): one backbone pass for both views
+        h1, h2 = self.features(self.backbone, x).chunk(2)  # (B, D) each
+        q1, q2 = self.predictor(self.projector(h1)), self.predictor(self.projector(h2))  # BN per view
+        with torch.no_grad():
+            g1, g2 = self.features(self.teacher["backbone"], x).chunk(2)
+            k1, k2 = self.teacher["projector"](g1), self.teacher["projector"](g2)
+        return {
+            "loss": symmetric_ctr(q1, q2, k1, k2, self.config.temperature),
+            "momentum": self.momentum.detach().clone(),
+            "acc": top1_accuracy(q1.detach(), k2),
+        }
+
+    def on_step_end(self, step: int, max_steps: int) -> None:
+        """EMA step of the momentum encoder with the momentum of ``step`` (optimizer steps done)."""
+        m = cosine_momentum(step, max_steps, self.config.momentum, self.config.momentum_end)
+        self.momentum.fill_(m)
+        if m < 1.0:
+            ema_update_(self.teacher["backbone"], self.backbone, m)
+            ema_update_(self.teacher["projector"], self.projector, m)
+
+    def train(self, mode: bool = True) -> "MoCoV3":
+        """The teacher backbone stays in eval mode; the teacher projector follows ``mode``."""
+        super().train(mode)
+        self.teacher["backbone"].eval()
+        return self
+
+    # --- pieces -------------------------------------------------------------------------------
+    @staticmethod
+    def features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``(B, num_features)``: the backbone's pooled final tokens."""
+        return backbone.pooled(backbone.forward_features(x))
+
+    @staticmethod
+    def views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two views, checked."""
+        missing = [k for k in ("image", "image2") if k not in batch]
+        if missing:
+            raise KeyError(
+                f"mocov3 reads two views, batch['image'] and batch['image2'], but the batch lacks {missing}: the "
+                "Trainer makes 'image2' by applying the transform a second time (fit(..., transform=...))"
+            )
+        x1, x2 = batch["image"], batch["image2"]
+        if x1.shape != x2.shape:
+            raise ValueError(f"the two views differ in shape: {tuple(x1.shape)} and {tuple(x2.shape)}")
+        return x1, x2
+
+    def _check_sync_bn(self, x: torch.Tensor) -> None:
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if self.training and self.config.sync_bn and distributed and x.device.type == "cpu":
+            raise ValueError(
+                "mocov3 sync_bn uses SyncBatchNorm, which needs GPUs; for several CPU processes set "
+                "task.mocov3.sync_bn false (BatchNorm per process)"
+            )
+
+
+@torch.no_grad()
+def top1_accuracy(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Fraction of queries ``(B, D)`` whose most similar key (cosine) is their own."""
+    sim = F.normalize(q.float(), dim=1) @ F.normalize(k.float(), dim=1).T  # (B, B)
+    return (sim.argmax(dim=1) == torch.arange(q.shape[0], device=q.device)).float().mean()
