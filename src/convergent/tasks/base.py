@@ -23,6 +23,8 @@ class Task(nn.Module):
     """Backbone capability flags needed, e.g. ``("supports_mask_token",)``."""
     families: ClassVar[tuple[str, ...] | None] = None
     """Backbone families the task works with (None: any)."""
+    num_views: ClassVar[int] = 1
+    """Augmented views of each image the Trainer draws (``image``, ``image2``, ...; MoCo v3: 2)."""
     reconstructs: ClassVar[bool] = False
     """``forward(batch, return_outputs=True)`` adds ``"prediction"`` (pixels, in the input's
     normalised space) and ``"mask_pixels"`` (B, 1, H, W), for reconstruction pictures."""
