@@ -1,16 +1,31 @@
 """``convergent eval ENCODER``: kNN and linear-probe accuracy of a saved encoder on frozen
 features. ENCODER is an encoder directory or a ``convergent pretrain`` run directory (whose
-data settings are then the defaults)."""
+data settings are then the defaults).
+
+``convergent eval zero-shot RUN [--classes A B ...] [--templates "a picture of {}." ...]`` and
+``convergent eval retrieval RUN [--ks 1 5 10] [--gallery out.png]`` evaluate the image–text
+model (CLIP) of a pre-training run on the held-out split of its data."""
 
 from convergent.commands.parser import CommandError, Parser
+
+
+MODES = ("zero-shot", "retrieval")
 
 
 def parser() -> Parser:
     from convergent.config import eval_config_class
 
     p = Parser(description="kNN / linear-probe evaluation of a saved encoder on frozen features.")
-    p.add_argument("encoder", help="Encoder directory (config.json + model.safetensors) or a pretrain run directory.")
+    p.add_argument("encoder", help="Encoder directory (config.json + model.safetensors) or a pretrain run directory; "
+                   "or 'zero-shot' / 'retrieval' followed by an image-text (CLIP) run directory.")
+    p.add_argument("run", nargs="?", default=None, help="With zero-shot / retrieval: the run directory.")
     p.add_argument("--out", default=None, help="Also write the results as JSON here.")
+    p.add_argument("--classes", nargs="+", default=None, help="zero-shot: class names (default: the data's classes).")
+    p.add_argument("--templates", nargs="+", default=None,
+                   help="zero-shot: prompt templates with {} for the class name (default: 4 built-in ones).")
+    p.add_argument("--ks", nargs="+", type=int, default=[1, 5, 10], help="retrieval: the k of Recall@k.")
+    p.add_argument("--gallery", default=None, help="retrieval: write a picture (PNG + HTML) of top-5 results here.")
+    p.add_argument("--split", default="test", help="zero-shot / retrieval: the split evaluated (default: test).")
     p.add_class_arguments(eval_config_class(), None, as_group=False)
     return p
 
@@ -21,6 +36,8 @@ def run(args) -> int:
     from convergent.config import eval_config_class, from_namespace
     from convergent.workflows.evaluate import resolve_encoder, run_eval
 
+    if args.encoder in MODES:
+        return _run_mode(args)
     data = args.as_dict()
     try:
         _, run_cfg = resolve_encoder(args.encoder)
@@ -30,6 +47,21 @@ def run(args) -> int:
             data["data"] = {**run_cfg["data"], **{k: v for k, v in data["data"].items() if v != defaults[k]}}
         cfg = from_namespace(eval_config_class(), data, "eval config")
         run_eval(cfg, args.encoder, args.out)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise CommandError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e
+    return 0
+
+
+def _run_mode(args) -> int:
+    from convergent.workflows.multimodal_eval import run_retrieval, run_zero_shot
+
+    if not args.run:
+        raise CommandError(f"convergent eval {args.encoder} needs a run directory: convergent eval {args.encoder} RUN")
+    try:
+        if args.encoder == "zero-shot":
+            run_zero_shot(args.run, args.classes, args.templates, args.split, args.out)
+        else:
+            run_retrieval(args.run, tuple(args.ks), args.split, args.gallery, args.out)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e
     return 0

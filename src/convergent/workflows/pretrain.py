@@ -57,6 +57,21 @@ def build_encoder(cfg: Any, tokenizer: Any = None, causal: bool = False):
     return build_backbone(cfg.model.backbone, **overrides)
 
 
+def build_run_task(cfg: Any, tokenizer: Any = None):
+    """The task of a run around its encoder (:func:`build_encoder`); a second, text tower
+    (CLIP) also takes its vocabulary and special ids from the run's tokenizer."""
+    from convergent.tasks.registry import build_task, task_class
+
+    backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in task_class(cfg.task.name).requires)
+    task_cfg = getattr(cfg.task, task_field(cfg.task.name))
+    if tokenizer is not None and hasattr(task_cfg, "text_backbone"):
+        from convergent.backbones.registry import backbone_config
+
+        found = text_overrides(tokenizer, cfg.data.max_length, backbone_config(task_cfg.text_backbone), False)
+        task_cfg.text_overrides = {**found, **(task_cfg.text_overrides or {})}
+    return build_task(cfg.task.name, backbone, task_cfg)
+
+
 def build_datasets(cfg: Any) -> tuple[Any, Any | None]:
     """Training set and, when the dataset has one, the labelled test split for evaluation."""
     from convergent.data.registry import build_dataset
@@ -78,7 +93,6 @@ def run_pretrain(cfg: Any, resume_dir: str | Path | None = None) -> dict:
     import torch
 
     from convergent.data.transforms import build_transform
-    from convergent.tasks.registry import build_task, task_class
     from convergent.training.loop import Trainer
     from convergent.workflows.callbacks import ReconstructionCallback
     from convergent.workflows.summary import finish_run
@@ -90,14 +104,7 @@ def run_pretrain(cfg: Any, resume_dir: str | Path | None = None) -> dict:
     torch.manual_seed(cfg.trainer.seed)  # weights of the backbone and heads
     train_set, test_set = build_datasets(cfg)
     tokenizer = prepare_text(cfg, run_dir, train_set, test_set, encoder_dir=cfg.model.init)
-    backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in task_class(cfg.task.name).requires)
-    task_cfg = getattr(cfg.task, task_field(cfg.task.name))
-    if tokenizer is not None and hasattr(task_cfg, "text_backbone"):  # a second, text tower (CLIP)
-        from convergent.backbones.registry import backbone_config
-
-        found = text_overrides(tokenizer, cfg.data.max_length, backbone_config(task_cfg.text_backbone), False)
-        task_cfg.text_overrides = {**found, **(task_cfg.text_overrides or {})}
-    task = build_task(cfg.task.name, backbone, task_cfg)
+    task = build_run_task(cfg, tokenizer)
     trainer = Trainer(cfg.trainer, cfg.optim, run_dir, cfg.data.batch_size, cfg.data.num_workers)
     callbacks = [ReconstructionCallback(cfg, test_set or train_set, run_dir)] if task.reconstructs else []
     fit_set = train_set

@@ -1,0 +1,56 @@
+"""End to end on the bundled emoji subset with a tiny CLIP: pretrain (tokenizer trained on
+the captions, text tower sized by it), then ``convergent eval zero-shot`` and ``retrieval``
+(with a gallery) from the run directory."""
+
+import json
+
+import pytest
+
+from convergent.cli import main
+
+TINY = [
+    "--preset", "clip-vit-emoji", "--model.backbone", "vit_clip_test", "--model.overrides", "{}",
+    "--task.clip.text_backbone", "clip_text_test", "--task.clip.text_overrides", "{}", "--task.clip.embed_dim", "16",
+    "--data.batch_size", "16", "--data.vocab_size", "300", "--trainer.max_steps", "2", "--optim.warmup_steps", "1",
+    "--eval.knn", "false", "--eval.linear_probe", "false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def clip_run(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))  # no fetched emoji: the bundled subset
+    mp.delenv("CONVERGENT_EMOJI_ROOT", raising=False)
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["pretrain", *TINY, "--trainer.out_dir", str(out), "--trainer.run_name", "clip"]) == 0
+    yield out / "clip"
+    mp.undo()
+
+
+def test_clip_run_summary(clip_run):
+    s = json.loads((clip_run / "summary.json").read_text())
+    assert s["steps"] == 2 and "bundled" in s["data"] and s["final_loss"] > 0
+    assert (clip_run / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_zero_shot_from_run(clip_run, tmp_path):
+    out = tmp_path / "zs.json"
+    assert main(["eval", "zero-shot", str(clip_run), "--templates", "a picture of {}.", "{}", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert 0.0 <= r["zero_shot_acc"] <= 1.0 and r["num_classes"] == 9 and r["chance"] == pytest.approx(1 / 9)
+    assert r["num_images"] > 0
+
+
+def test_retrieval_from_run(clip_run, tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["eval", "retrieval", str(clip_run), "--ks", "1", "5", "--gallery", str(tmp_path / "g.png"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    r = json.loads(out.read_text())
+    assert {"i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5", "mean_recall"} <= r.keys()
+    assert r["num_texts"] >= r["num_images"] > 0
+    assert (tmp_path / "g.png").stat().st_size > 0 and (tmp_path / "g.html").is_file()
+
+
+def test_zero_shot_needs_an_image_text_run(clip_run, capsys):
+    assert main(["eval", "zero-shot"]) == 2
+    assert "needs a run directory" in capsys.readouterr().err
