@@ -1,6 +1,7 @@
 """Vision Transformer (Dosovitskiy et al., 2021): class token, learned absolute positions,
 pre-norm blocks. Serves SimMIM (mask token), MAE (encode kept tokens only), data2vec
-(per-block outputs), MoCo v3 / CLIP (pooled class token) and fine-tuning.
+(per-block outputs), MoCo v3 / CLIP (pooled class token), ViLT (the blocks over a joint
+text + image sequence, :meth:`VisionTransformer.forward_tokens`) and fine-tuning.
 
 Weights map one-to-one onto HF ``ViTModel`` (see ``convergent.converters.hf_vit``); with
 ``pre_norm=True`` (a LayerNorm before the first block, no patch bias) onto the vision tower
@@ -132,11 +133,34 @@ class VisionTransformer(Backbone):
             final normalised tokens ``(B, 1 + N, C)`` (``1 + K`` with ``keep``) and the selected
             block outputs, taken before the final norm.
         """
+        return self.forward_tokens(self.embed(x, mask, keep), indices=indices)
+
+    def forward_tokens(
+        self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None, indices=None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the blocks and the final norm over already embedded tokens: the output of
+        :meth:`embed`, or a longer sequence a task builds around it (ViLT: ``[text ; image]``).
+
+        Args:
+            tokens: ``(B, N, C)`` embedded tokens.
+            key_padding_mask: ``(B, N)`` bool, True for real tokens, False for padding that no
+                token attends to; None: all real.
+            indices: which block outputs to return, as in :meth:`forward_intermediates`.
+
+        Returns:
+            final normalised tokens ``(B, N, C)`` and the selected block outputs (before the norm).
+        """
+        if tokens.ndim != 3 or tokens.shape[-1] != self.embed_dim:
+            raise ValueError(f"expected tokens of shape (B, N, {self.embed_dim}), got {tuple(tokens.shape)}")
+        if key_padding_mask is not None and key_padding_mask.shape != tokens.shape[:2]:
+            raise ValueError(
+                f"key_padding_mask of shape {tuple(key_padding_mask.shape)} does not match tokens "
+                f"{tuple(tokens.shape[:2])}"
+            )
         take = set(select_indices(indices, len(self.blocks)))
-        tokens = self.embed(x, mask, keep)
         outs = []
         for i, block in enumerate(self.blocks):
-            tokens = self.run_block(block, tokens)
+            tokens = self.run_block(block, tokens, key_padding_mask)
             if i in take:
                 outs.append(tokens)
         return self.norm(tokens), outs

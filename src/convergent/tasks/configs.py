@@ -172,3 +172,50 @@ class CLIPConfig:
     """Under DDP, score each process's own images and texts against all gathered ones (B x N
     logits, open_clip's ``local_loss``) instead of the full N x N matrix on every process:
     the same gradients, less compute and memory for large global batches."""
+
+
+@dataclass
+class ViLTConfig:
+    """ViLT (Kim, Son, Kim, 2021): one Transformer (the task's ViT backbone) over the joint
+    sequence ``[text tokens ; image patches]``, each part with its own position embeddings plus
+    a learned modality-type embedding. Pre-training adds image–text matching (ITM: the pooled
+    first token, text [CLS], scores whether the image belongs to the text; a share of the
+    images is replaced by other images of the batch) and masked language modelling
+    conditioned on the image (MLM: BERT's 15 % with 80/10/10, on matched pairs only). The
+    text fields come from the run's tokenizer."""
+
+    vocab_size: int | None = None
+    """Rows of the text word embedding (and of the tied LM head); a run sets the tokenizer's
+    vocabulary size. Required."""
+    pad_token_id: int = 0
+    """Id of the padding token (its embedding row starts at zero, BERT's ``padding_idx``); a run
+    sets the tokenizer's."""
+    mask_token_id: int | None = None
+    """Id that replaces 80 % of the tokens chosen for MLM; a run sets the tokenizer's. Required."""
+    max_text_len: int = 40
+    """Learned text positions, the longest text the model reads (ViLT: 40); a run raises it to
+    ``data.max_length`` when that is longer."""
+    itm_weight: float = 1.0
+    """Weight of the ITM cross-entropy in the loss."""
+    mlm_weight: float = 1.0
+    """Weight of the MLM cross-entropy in the loss."""
+    itm_neg_ratio: float = 0.5
+    """Fraction of the batch whose image is replaced by another pair's image for ITM (exactly
+    ``round(ratio * B)`` pairs, chosen at random, as ViLT's code: half)."""
+    mask_ratio: float = 0.15
+    """Fraction of each text's candidate tokens (real, non-special) chosen for MLM."""
+    replace_prob: float = 0.8
+    """Of the chosen tokens, the fraction replaced by ``mask_token_id``."""
+    random_prob: float = 0.1
+    """Of the chosen tokens, the fraction replaced by a random id (the rest keep theirs)."""
+    whole_word_mask: bool = False
+    """Choose whole words for MLM (all WordPiece pieces of a word together, ViLT's setting)
+    when batches carry ``word_ids`` (B, L): the same id for the pieces of one word, -1 for
+    special tokens (see ``convergent.tasks.vilt.word_ids_from_tokens``); without them, tokens."""
+    single_pass: bool = False
+    """False (ViLT): two passes, MLM over masked text with each text's own image and ITM over
+    the unmasked text with the swapped images. True: one pass over the masked text with the
+    swapped images (half the compute), MLM counted on the matched pairs only."""
+    special_ids: tuple[int, ...] = ()
+    """Token ids never chosen for MLM when a batch has no ``special_tokens_mask`` (padding and
+    the mask id are always excluded)."""

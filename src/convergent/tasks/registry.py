@@ -19,6 +19,7 @@ from convergent.tasks.configs import (
     MLMConfig,
     MoCoV3Config,
     SimMIMConfig,
+    ViLTConfig,
 )
 
 
@@ -47,6 +48,7 @@ register_task("causal-lm", "convergent.tasks.causal_lm:CausalLM", CausalLMConfig
 register_task("data2vec", "convergent.tasks.data2vec:Data2Vec", Data2VecConfig, "data2vec: regress an EMA teacher's averaged top-K block outputs at masked positions (text, ViT, Swin)")
 register_task("mocov3", "convergent.tasks.mocov3:MoCoV3", MoCoV3Config, "MoCo v3: two views, query encoder + predictor vs an EMA momentum encoder, symmetric InfoNCE (ViT, Swin)")
 register_task("clip", "convergent.tasks.clip:CLIP", CLIPConfig, "CLIP: image and text towers projected into one space, symmetric InfoNCE over the global batch of pairs")
+register_task("vilt", "convergent.tasks.vilt:ViLT", ViLTConfig, "ViLT: one Transformer over [text ; image patches], image-text matching with swapped images + MLM conditioned on the image")
 
 
 def names() -> list[str]:

@@ -59,7 +59,8 @@ def build_encoder(cfg: Any, tokenizer: Any = None, causal: bool = False):
 
 def build_run_task(cfg: Any, tokenizer: Any = None):
     """The task of a run around its encoder (:func:`build_encoder`); a second, text tower
-    (CLIP) also takes its vocabulary and special ids from the run's tokenizer."""
+    (CLIP) or a task's own text embedding (ViLT) also takes its vocabulary and special ids
+    from the run's tokenizer."""
     from convergent.tasks.registry import build_task, task_class
 
     backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in task_class(cfg.task.name).requires)
@@ -69,6 +70,11 @@ def build_run_task(cfg: Any, tokenizer: Any = None):
 
         found = text_overrides(tokenizer, cfg.data.max_length, backbone_config(task_cfg.text_backbone), False)
         task_cfg.text_overrides = {**found, **(task_cfg.text_overrides or {})}
+    if tokenizer is not None and hasattr(task_cfg, "mask_token_id") and hasattr(task_cfg, "vocab_size"):
+        # the task embeds text itself (ViLT)
+        task_cfg.vocab_size, task_cfg.pad_token_id = tokenizer.vocab_size, tokenizer.pad_id
+        task_cfg.mask_token_id = tokenizer.mask_id
+        task_cfg.max_text_len = max(task_cfg.max_text_len, cfg.data.max_length)
     return build_task(cfg.task.name, backbone, task_cfg)
 
 
