@@ -54,3 +54,15 @@ def test_retrieval_from_run(clip_run, tmp_path):
 def test_zero_shot_needs_an_image_text_run(clip_run, capsys):
     assert main(["eval", "zero-shot"]) == 2
     assert "needs a run directory" in capsys.readouterr().err
+
+
+def test_vilt_run_with_whole_word_masking(clip_run, tmp_path, recwarn):
+    """ViLT on the same bundled pairs; the batches carry word ids, so no fallback warning."""
+    argv = ["pretrain", "--preset", "vilt-emoji", "--model.backbone", "vit_test", "--model.overrides", "{}",
+            "--data.batch_size", "8", "--data.vocab_size", "300", "--trainer.max_steps", "2",
+            "--optim.warmup_steps", "1", "--eval.knn", "false", "--eval.linear_probe", "false",
+            "--trainer.out_dir", str(tmp_path), "--trainer.run_name", "vilt"]  # fmt: skip
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (tmp_path / "vilt" / "metrics.jsonl").read_text().splitlines()]
+    assert {"itm_loss", "mlm_loss", "itm_acc", "mlm_acc"} <= records[-1].keys()
+    assert not [w for w in recwarn if "word_ids" in str(w.message)]

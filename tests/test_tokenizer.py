@@ -184,3 +184,18 @@ def test_cli_tokenizer_bad_corpus(tmp_path, capsys):
     assert "did you mean 'wordnet-glosses'" in capsys.readouterr().err
     assert main(["tokenizer", "train", "--corpus", "fashion-mnist", "--out", str(tmp_path)]) == 2
     assert "not text" in capsys.readouterr().err
+
+
+def test_word_ids_group_the_pieces_of_a_word():
+    tok = train_tokenizer(["unbelievable things happen to the quick fox"] * 3 + ["believe in things"] * 3,
+                          kind="wordpiece", vocab_size=40, min_frequency=1)  # fmt: skip
+    batch = tok.encode_batch(["unbelievable fox", "things"], max_length=32, word_ids=True)
+    ids, words = batch["input_ids"], batch["word_ids"]
+    assert words.shape == ids.shape
+    assert (words[batch["special_tokens_mask"] & (ids != tok.unk_id)] == -1).all()  # cls, sep, padding
+    pieces = [t for t in tok.tokens("unbelievable fox") if t not in ("[CLS]", "[SEP]")]
+    first = [w for w in words[0].tolist() if w >= 0]
+    assert len(first) == len(pieces) and first[0] == 0 and first[-1] == 1  # many pieces of word 0, then word 1
+    assert len(set(first)) == 2 and len(first) > 2
+    plain = tok.encode_batch(["unbelievable fox", "things"], max_length=32)
+    assert "word_ids" not in plain and torch.equal(plain["input_ids"], ids)

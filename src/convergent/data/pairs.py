@@ -94,8 +94,8 @@ class PairsCollator:
     :class:`~convergent.data.text.TextCollator` keys (``input_ids``, ``attention_mask``,
     ``special_tokens_mask``, ``label``) and ``skipped`` (joined). Picklable, for workers."""
 
-    def __init__(self, tokenizer, max_length: int = 77, padding: str = "longest"):
-        self.text = TextCollator(tokenizer, max_length, padding)
+    def __init__(self, tokenizer, max_length: int = 77, padding: str = "longest", word_ids: bool = False):
+        self.text = TextCollator(tokenizer, max_length, padding, word_ids)
 
     def __call__(self, items: Sequence[dict]) -> dict:
         batch = {"image": torch.stack([it["image"] for it in items]), **self.text(items)}
@@ -193,9 +193,11 @@ class ImageTextPairs(Dataset):
         return torch.repeat_interleave(torch.arange(len(counts)), counts)
 
     # --- bookkeeping ------------------------------------------------------------------------
-    def with_tokenizer(self, tokenizer, max_length: int = 77, padding: str = "longest") -> "ImageTextPairs":
+    def with_tokenizer(
+        self, tokenizer, max_length: int = 77, padding: str = "longest", word_ids: bool = False
+    ) -> "ImageTextPairs":
         """Set :attr:`collate_fn` to a :class:`PairsCollator`; returns ``self``."""
-        self.collate_fn = PairsCollator(tokenizer, max_length, padding)
+        self.collate_fn = PairsCollator(tokenizer, max_length, padding, word_ids)
         return self
 
     def record_skipped(self, batch: dict) -> int:

@@ -322,9 +322,11 @@ class ShardDataset(IterableDataset):
         """Shard order and shuffle buffer depend on ``epoch``: call before each epoch's loader."""
         self.epoch = epoch
 
-    def with_tokenizer(self, tokenizer, max_length: int = 77, padding: str = "longest") -> "ShardDataset":
+    def with_tokenizer(
+        self, tokenizer, max_length: int = 77, padding: str = "longest", word_ids: bool = False
+    ) -> "ShardDataset":
         """Set :attr:`collate_fn` to a :class:`~convergent.data.pairs.PairsCollator`; returns ``self``."""
-        self.collate_fn = PairsCollator(tokenizer, max_length, padding)
+        self.collate_fn = PairsCollator(tokenizer, max_length, padding, word_ids)
         return self
 
     def record_skipped(self, batch: dict) -> int:

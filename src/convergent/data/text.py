@@ -60,13 +60,15 @@ class TextCollator:
     ``special_tokens_mask`` (see :meth:`convergent.data.tokenizer.Tokenizer.encode_batch`) plus
     ``label`` (B,) int64. Picklable, for DataLoader workers."""
 
-    def __init__(self, tokenizer, max_length: int = 512, padding: str = "longest"):
+    def __init__(self, tokenizer, max_length: int = 512, padding: str = "longest", word_ids: bool = False):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.padding = padding
+        self.word_ids = word_ids
 
     def __call__(self, items: Sequence[dict]) -> dict:
-        batch = self.tokenizer.encode_batch([it["text"] for it in items], self.max_length, self.padding)
+        texts = [it["text"] for it in items]
+        batch = self.tokenizer.encode_batch(texts, self.max_length, self.padding, word_ids=self.word_ids)
         batch["label"] = torch.tensor([it["label"] for it in items], dtype=torch.int64)
         return batch
 
@@ -96,9 +98,11 @@ class TextDataset(Dataset):
         """All texts in order, one at a time (e.g. to train a tokenizer)."""
         return (self.text(i) for i in range(len(self)))
 
-    def with_tokenizer(self, tokenizer, max_length: int = 512, padding: str = "longest") -> "TextDataset":
+    def with_tokenizer(
+        self, tokenizer, max_length: int = 512, padding: str = "longest", word_ids: bool = False
+    ) -> "TextDataset":
         """Set :attr:`collate_fn` to a :class:`TextCollator`; returns ``self``."""
-        self.collate_fn = TextCollator(tokenizer, max_length, padding)
+        self.collate_fn = TextCollator(tokenizer, max_length, padding, word_ids)
         return self
 
 

@@ -94,13 +94,17 @@ class Tokenizer:
         encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)  # fast: no offsets
         return [e.ids for e in encode(list(texts), add_special_tokens=False)]
 
-    def encode_batch(self, texts: Sequence[str], max_length: int = 512, padding: str = "longest") -> dict:
+    def encode_batch(
+        self, texts: Sequence[str], max_length: int = 512, padding: str = "longest", word_ids: bool = False
+    ) -> dict:
         """Encode ``texts`` as ``cls pieces sep``, truncated to ``max_length`` tokens (the final sep
         is kept), right-padded to the longest row or to ``max_length``.
 
         Returns ``input_ids`` (B, L) int64, ``attention_mask`` (B, L) int64 (1 = real token) and
         ``special_tokens_mask`` (B, L) bool (True on cls/sep/pad, and on unk as in HF, so masking
         never picks them). Special-token spellings inside a text (``"[MASK]"``) are ordinary text.
+        With ``word_ids``, also ``word_ids`` (B, L) int64: the index of the word each piece belongs
+        to (pieces of one word share it, for whole-word masking), -1 on special tokens and padding.
         """
         if padding not in ("longest", "max_length"):
             raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
@@ -108,18 +112,29 @@ class Tokenizer:
             raise ValueError(f"max_length must be >= 2 (room for cls and sep), got {max_length}")
         if isinstance(texts, str):
             raise TypeError("encode_batch takes a sequence of texts, not one string")
-        rows = [[self.cls_id, *ids[: max_length - 2], self.sep_id] for ids in self.encode_ids(texts)]
+        if word_ids:
+            encodings = self.backend.encode_batch(list(texts), add_special_tokens=False)
+            ids_list = [e.ids for e in encodings]
+            words = [[-1, *(-1 if w is None else w for w in e.word_ids[: max_length - 2]), -1] for e in encodings]
+        else:
+            ids_list = self.encode_ids(texts)
+        rows = [[self.cls_id, *ids[: max_length - 2], self.sep_id] for ids in ids_list]
         width = max_length if padding == "max_length" else max((len(r) for r in rows), default=2)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.int64)
         attention_mask = torch.zeros(len(rows), width, dtype=torch.int64)
         for b, row in enumerate(rows):
             input_ids[b, : len(row)] = torch.tensor(row)
             attention_mask[b, : len(row)] = 1
-        return {
+        out = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "special_tokens_mask": self.is_special(input_ids) | (attention_mask == 0),
         }
+        if word_ids:
+            out["word_ids"] = torch.full((len(rows), width), -1, dtype=torch.int64)
+            for b, row in enumerate(words):
+                out["word_ids"][b, : len(row)] = torch.tensor(row)
+        return out
 
     def decode(self, ids, skip_special: bool = True) -> str:
         """Text of one sequence of ids (list or 1-D tensor); special tokens dropped by default."""

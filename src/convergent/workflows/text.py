@@ -34,7 +34,10 @@ def prepare_text(cfg: Any, run_dir: Path | None, train_set: Any, *others: Any, e
         )
     else:
         tokenizer = run_tokenizer(cfg, run_dir, train_set) if run_dir is not None else Tokenizer.load(cfg.data.tokenizer)
-    attach_tokenizer(tokenizer, cfg.data.max_length, train_set, *others)
+    task = getattr(cfg, "task", None)
+    task_cfg = getattr(task, str(getattr(task, "name", "")).replace("-", "_"), None)
+    attach_tokenizer(tokenizer, cfg.data.max_length, train_set, *others,
+                     word_ids=bool(getattr(task_cfg, "whole_word_mask", False)))  # fmt: skip
     return tokenizer
 
 
@@ -66,11 +69,12 @@ def packed_training_set(run_dir: Path, train_set: Any, tokenizer: Any, block_siz
     return pack_blocks(tokenizer, train_set.texts(), path, block_size=block_size)
 
 
-def attach_tokenizer(tokenizer: Any, max_length: int, *datasets: Any) -> None:
-    """Collate every text dataset of ``datasets`` (None entries skipped) with ``tokenizer``."""
+def attach_tokenizer(tokenizer: Any, max_length: int, *datasets: Any, word_ids: bool = False) -> None:
+    """Collate every text dataset of ``datasets`` (None entries skipped) with ``tokenizer``
+    (``word_ids``: batches also carry the word index of each piece, for whole-word masking)."""
     for ds in datasets:
         if ds is not None and is_text(ds):
-            ds.with_tokenizer(tokenizer, max_length=max_length)
+            ds.with_tokenizer(tokenizer, max_length=max_length, word_ids=word_ids)
 
 
 def text_overrides(tokenizer: Any, max_length: int, base: Any, causal: bool) -> dict:
