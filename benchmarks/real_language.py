@@ -170,9 +170,10 @@ def main() -> None:
         sys.exit(f"{out} is not empty; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     results = text_part(out, a)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")  # kept if the image part fails
     if a.image_steps:
         results.update(image_part(out, a))
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
 
 
