@@ -26,7 +26,9 @@ def main(run_dir: str, devices: int, accumulate: int, strategy: str | None = Non
     )
     trainer = Trainer(trainer_cfg, optim_cfg, run_dir, batch_size=BATCH, progress=False)
     task = build(RegressTask)  # after Trainer(): seeded identically on every process
-    summary = trainer.fit(task, SyntheticImages(40), eval_transform, resume=resume)
+    # one file found unreadable while the dataset was built: the same in every process, counted once
+    data = SyntheticImages(40, skipped=[("bad/0.png", "cannot decode")])
+    summary = trainer.fit(task, data, eval_transform, resume=resume)
     if trainer.sharded:  # fit() gathered the full weights back into the task on every process
         torch.save(task.state_dict(), Path(run_dir) / f"gathered-{trainer.fabric.global_rank}.pt")
     return summary

@@ -22,8 +22,10 @@ the global RNGs (they run after a step's checkpoint is taken).
 micro-batches of ``batch_size / (world_size * accumulate)`` samples. The data order is
 :class:`~convergent.training.sampler.ResumableSampler` (one epoch = one permutation, the
 incomplete tail dropped). A dataset may define ``collate_fn`` (default: ``default_collate``)
-and ``skipped`` (a list of ``(path, reason)``, reported in the summary); a batch key
-``"skipped"`` (samples a worker passed over) goes to the dataset's ``record_skipped(batch)``.
+and ``skipped`` (a list of ``(path, reason)``, reported in the summary; with ``skip_counts``,
+counts by reason, the list may be capped); a batch key ``"skipped"`` (samples a worker passed
+over) goes to the dataset's ``record_skipped(batch)``. The summary counts what was skipped
+while building the dataset once and what each process skipped while reading summed.
 
 **A step.** For each micro-batch: ``transform(batch["image"], generator)`` on the device
 (a task declaring ``num_views = n > 1`` gets ``n`` independent draws of the same images,
@@ -142,6 +144,7 @@ class Trainer:
         (also written to ``run_dir/summary_train.json`` by rank 0)."""
         t0 = time.perf_counter()
         self._record_skipped = getattr(dataset, "record_skipped", None)
+        self._skips_at_start = (known_skips(dataset), len(getattr(dataset, "skipped", None) or []))
         run = self._setup(task, dataset, resume)
         zero = self.fabric.is_global_zero
         run.logger = MetricsLogger(self.run_dir, enabled=zero, resume_step=self.step if run.resumed else None)
@@ -367,11 +370,13 @@ class Trainer:
 
     def _summary(self, run: _Run, dataset, train_s: float, wall_s: float) -> dict:
         skipped = list(getattr(dataset, "skipped", None) or [])
-        indexed = getattr(dataset, "skip_counts", None)  # text: found by indexing, the same in every process
-        count = torch.tensor(len(skipped), device=self.fabric.device)
-        if self.fabric.world_size > 1 and indexed is None:  # each process reads (and skips) its own share
+        # found when the dataset was built: the same in every process; found while reading (merged
+        # into `skipped` by record_skipped): each process its own share
+        built, listed = self._skips_at_start
+        count = torch.tensor(len(skipped) - listed, device=self.fabric.device)
+        if self.fabric.world_size > 1:
             count = self.fabric.all_reduce(count, reduce_op="sum")
-        count = int(count.item()) if indexed is None else int(sum(indexed.values()))
+        count = built + int(count.item())
         tail = run.losses[-max(1, math.ceil(len(run.losses) / 10)) :] if run.losses else []
         done = complete_checkpoints(self.run_dir)
         summary = {
@@ -419,6 +424,15 @@ def _check_strategy(fabric: Fabric) -> None:
             f"strategy {type(fabric.strategy).__name__} (FSDP1) is not supported; use strategy='fsdp' (FSDP2, "
             "full-state checkpoints) or 'ddp'"
         )
+
+
+def known_skips(dataset) -> int:
+    """Samples ``dataset`` skipped while it was built: all of ``skip_counts`` when it counts by
+    reason (its ``skipped`` list may be capped), else the length of ``skipped``."""
+    counts = getattr(dataset, "skip_counts", None)
+    if counts is not None:
+        return int(sum(counts.values()))
+    return len(getattr(dataset, "skipped", None) or [])
 
 
 def _scalars(out: dict, device: torch.device) -> dict[str, torch.Tensor]:
