@@ -21,18 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from convergent.commands.presets import DEFAULT_PRESET, preset_path
-from convergent.config import finetune_config_class, from_dict, pretrain_config_class
-
-
-def preset_config(overrides: dict):
-    """The default preset with ``overrides`` (nested dicts) applied."""
-    import yaml
-
-    data = yaml.safe_load(preset_path(DEFAULT_PRESET).read_text())
-    for section, values in overrides.items():
-        data.setdefault(section, {}).update(values)
-    return from_dict(pretrain_config_class(), data, "preset")
+from convergent.commands.presets import DEFAULT_PRESET, preset_config
+from convergent.config import finetune_config_class
 
 
 def run(out: Path, pretrain_steps: int, finetune_steps: int, root: str | None, batch: int) -> dict:
@@ -41,6 +31,7 @@ def run(out: Path, pretrain_steps: int, finetune_steps: int, root: str | None, b
 
     data = {"root": root, "batch_size": batch}
     pre = preset_config(
+        DEFAULT_PRESET,
         {
             "data": data,
             "trainer": {"max_steps": pretrain_steps, "out_dir": str(out), "run_name": "pretrain",

@@ -27,18 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from convergent.commands.presets import preset_path
-from convergent.config import finetune_config_class, from_dict, pretrain_config_class
-
-
-def preset_config(name: str, overrides: dict):
-    """Preset ``name`` with ``overrides`` (nested dicts) applied."""
-    import yaml
-
-    data = yaml.safe_load(preset_path(name).read_text())
-    for section, values in overrides.items():
-        data.setdefault(section, {}).update(values)
-    return from_dict(pretrain_config_class(), data, name)
+from convergent.commands.presets import preset_config
+from convergent.config import finetune_config_class
 
 
 def train_shared_tokenizer(out: Path, vocab_size: int) -> Path:

@@ -27,7 +27,7 @@ def run(args) -> int:
     if args.num < 1 or args.max_new_tokens < 1:
         raise CommandError("--num and --max_new_tokens must be at least 1")
     try:
-        task, tokenizer = load_task_from_run(args.run_dir)
+        task, tokenizer, _ = load_task_from_run(args.run_dir)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(str(e)) from e
     if task.name != "causal-lm":

@@ -26,6 +26,19 @@ def preset_path(name: str) -> Path:
     raise ValueError(f"unknown preset {name!r}{hint} (bundled: {', '.join(preset_names())})")
 
 
+def preset_config(name: str, overrides: dict | None = None):
+    """The run config (``PretrainConfig``) of preset ``name``, with ``overrides`` (nested dicts,
+    section -> fields) applied: what ``convergent pretrain --preset NAME`` plus options builds."""
+    import yaml
+
+    from convergent.config import from_dict, pretrain_config_class
+
+    data = yaml.safe_load(preset_path(name).read_text()) or {}
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    return from_dict(pretrain_config_class(), data, f"preset {name}")
+
+
 class ActionPreset(ActionConfigFile):
     """``--preset NAME``: load a bundled preset (or a YAML path) like ``--config``; options
     given after it override it."""

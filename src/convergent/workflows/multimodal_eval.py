@@ -11,12 +11,9 @@ def _load(run_dir: str | Path, split: str):
     from convergent.data.transforms import build_transform
     from convergent.workflows.runs import load_task_from_run
 
-    task, tokenizer = load_task_from_run(run_dir)
+    task, tokenizer, cfg = load_task_from_run(run_dir)
     if not (hasattr(task, "encode_image") and hasattr(task, "encode_text")):
         raise ValueError(f"{run_dir} trained task {task.name!r}; this evaluation needs an image-text model (clip)")
-    from convergent.workflows.pretrain import resume_config
-
-    cfg = resume_config(run_dir)
     data = build_dataset(cfg.data.name, split, root=cfg.data.root, img_size=cfg.data.img_size,
                          in_chans=cfg.data.in_chans)  # fmt: skip
     return cfg, task, tokenizer, data, build_transform(cfg.data, train=False)

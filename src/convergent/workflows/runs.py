@@ -6,17 +6,16 @@ from pathlib import Path
 from typing import Any
 
 
-def load_task_from_run(run_dir: str | Path) -> tuple[Any, Any]:
-    """``(task, tokenizer)`` of a pre-training run, with the weights of its newest checkpoint
-    (eval mode, CPU); the tokenizer is None for runs without text."""
+def load_task_from_run(run_dir: str | Path) -> tuple[Any, Any, Any]:
+    """``(task, tokenizer, cfg)`` of a pre-training run: its task with the weights of its newest
+    checkpoint (eval mode, CPU), its tokenizer (None for runs without text) and its config."""
     from convergent.training.checkpoint import checkpoints_dir, load_latest
     from convergent.workflows.pretrain import build_run_task, resume_config
-    from convergent.workflows.text import TOKENIZER_DIR, load_run_tokenizer
+    from convergent.workflows.text import find_tokenizer
 
     run_dir = Path(run_dir)
     cfg = resume_config(run_dir)
-    has_text = (run_dir / TOKENIZER_DIR).is_dir() or bool(cfg.data.tokenizer)
-    tokenizer = load_run_tokenizer(run_dir, cfg) if has_text else None
+    tokenizer = find_tokenizer(cfg, run_dir)
     ck = load_latest(run_dir, clean=False)
     if ck is None:
         raise FileNotFoundError(f"{checkpoints_dir(run_dir)}: no complete checkpoint to load")
@@ -24,4 +23,4 @@ def load_task_from_run(run_dir: str | Path) -> tuple[Any, Any]:
     cfg.model.init = str(run_dir / "encoder") if (run_dir / "encoder" / "config.json").is_file() else None
     task = build_run_task(cfg, tokenizer)
     task.load_state_dict(ck.weights, strict=True)
-    return task.eval(), tokenizer
+    return task.eval(), tokenizer, cfg

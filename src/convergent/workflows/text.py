@@ -9,6 +9,8 @@ and the backbone takes its vocabulary size, padding and mask ids from it.
 from pathlib import Path
 from typing import Any
 
+from convergent.config import task_field
+
 TOKENIZER_DIR = "tokenizer"
 PACKED_FILE = "packed-train.bin"
 
@@ -18,43 +20,42 @@ def is_text(dataset: Any) -> bool:
     return hasattr(dataset, "with_tokenizer")
 
 
-def prepare_text(cfg: Any, run_dir: Path | None, train_set: Any, *others: Any, encoder_dir: Any = None):
-    """For text data: the run's tokenizer (:func:`run_tokenizer`), attached to ``train_set``
-    and ``others``; None for other data. A pre-trained encoder's saved tokenizer
-    (``encoder_dir/tokenizer.json``) comes first unless ``data.tokenizer`` names one."""
+def find_tokenizer(cfg: Any, run_dir: Path | None = None, encoder_dir: Any = None):
+    """The tokenizer ``cfg.data.tokenizer`` names (an error if it is missing), else the one saved
+    in ``run_dir/tokenizer``, else a pre-trained encoder's (``encoder_dir/tokenizer.json``);
+    None when there is none."""
     from convergent.data.tokenizer import Tokenizer
+
+    if cfg.data.tokenizer:
+        return Tokenizer.load(cfg.data.tokenizer)
+    for directory in (Path(run_dir) / TOKENIZER_DIR if run_dir is not None else None, encoder_dir):
+        if directory is not None and (Path(directory) / "tokenizer.json").is_file():
+            return Tokenizer.load(directory)
+    return None
+
+
+def prepare_text(cfg: Any, run_dir: Path | None, train_set: Any, *others: Any, encoder_dir: Any = None):
+    """For text data: the run's tokenizer (:func:`find_tokenizer`; without one, trained on
+    ``train_set`` when there is a ``run_dir``), saved in ``run_dir/tokenizer`` and attached to
+    ``train_set`` and ``others``; None for other data."""
+    from convergent.data.tokenizer import train_tokenizer
 
     if not is_text(train_set):
         return None
-    if encoder_dir is not None and not cfg.data.tokenizer and (Path(encoder_dir) / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.load(encoder_dir)
-    elif run_dir is None and not cfg.data.tokenizer:
+    tokenizer = find_tokenizer(cfg, run_dir, encoder_dir)
+    if tokenizer is None and run_dir is None:
         raise FileNotFoundError(
             f"text data needs a tokenizer: none is saved with the encoder ({encoder_dir}); pass --data.tokenizer"
         )
-    else:
-        tokenizer = run_tokenizer(cfg, run_dir, train_set) if run_dir is not None else Tokenizer.load(cfg.data.tokenizer)
-    task = getattr(cfg, "task", None)
-    task_cfg = getattr(task, str(getattr(task, "name", "")).replace("-", "_"), None)
-    attach_tokenizer(tokenizer, cfg.data.max_length, train_set, *others,
-                     word_ids=bool(getattr(task_cfg, "whole_word_mask", False)))  # fmt: skip
-    return tokenizer
-
-
-def run_tokenizer(cfg: Any, run_dir: Path, train_set: Any):
-    """The tokenizer of a text run (see the module docstring)."""
-    from convergent.data.tokenizer import Tokenizer, train_tokenizer
-
-    saved = Path(run_dir) / TOKENIZER_DIR
-    if cfg.data.tokenizer:
-        tokenizer = Tokenizer.load(cfg.data.tokenizer)
-    elif (saved / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.load(saved)
-    else:
+    if tokenizer is None:
         print(f"training a {cfg.data.tokenizer_kind} tokenizer ({cfg.data.vocab_size} ids) on {len(train_set)} texts")
         tokenizer = train_tokenizer(train_set.texts(), kind=cfg.data.tokenizer_kind, vocab_size=cfg.data.vocab_size)
-    if not (saved / "tokenizer.json").is_file():
-        tokenizer.save(saved)
+    if run_dir is not None and not (Path(run_dir) / TOKENIZER_DIR / "tokenizer.json").is_file():
+        tokenizer.save(Path(run_dir) / TOKENIZER_DIR)
+    task = getattr(cfg, "task", None)  # a whole-word-masking task needs word ids in its batches
+    task_cfg = getattr(task, task_field(task.name), None) if task is not None else None
+    attach_tokenizer(tokenizer, cfg.data.max_length, train_set, *others,
+                     word_ids=bool(getattr(task_cfg, "whole_word_mask", False)))  # fmt: skip
     return tokenizer
 
 
@@ -86,18 +87,6 @@ def text_overrides(tokenizer: Any, max_length: int, base: Any, causal: bool) -> 
     if causal:
         out["causal"] = True
     return out
-
-
-def load_run_tokenizer(run_dir: str | Path, cfg: Any | None = None):
-    """The tokenizer a finished text run used (its saved copy, else ``data.tokenizer``)."""
-    from convergent.data.tokenizer import Tokenizer
-
-    saved = Path(run_dir) / TOKENIZER_DIR
-    if (saved / "tokenizer.json").is_file():
-        return Tokenizer.load(saved)
-    if cfg is not None and cfg.data.tokenizer:
-        return Tokenizer.load(cfg.data.tokenizer)
-    raise FileNotFoundError(f"{saved}: no tokenizer saved with this run (is it a text run?)")
 
 
 def language_metrics(cfg: Any, task: Any, tokenizer: Any) -> dict:
