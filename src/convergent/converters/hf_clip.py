@@ -27,8 +27,7 @@ HF's ``post_layernorm`` normalises only the pooled class token, our final norm e
 LayerNorm acts per token, so the class token — what CLIP uses — is the same. Both mask
 tokens (``backbone.mask_token``, ``text_backbone.mask_token``) have no HF counterpart: they
 are zeros after import and dropped on export. The key names are the same in transformers 4.x
-and 5.x (``legacy`` is accepted for a uniform interface); old checkpoints' ``position_ids``
-buffers are skipped.
+and 5.x; old checkpoints' ``position_ids`` buffers are skipped.
 
 The forward matches HF's with the task's default pooling (``image_pooling='default'`` on a
 ViT with ``global_pool='token'``, ``text_pooling='eos'``) whenever each text ends with the
@@ -64,6 +63,34 @@ _VISION_DEFAULTS = dict(
 )  # fmt: skip
 _CLIP_DEFAULTS = dict(projection_dim=512, logit_scale_init_value=2.6592)
 
+
+def _affine(ours: str, theirs: str) -> tuple[tuple[str, str], ...]:
+    """(our name, HF name) of a layer's weight and bias."""
+    return tuple((f"{ours}.{t}", f"{theirs}.{t}") for t in ("weight", "bias"))
+
+
+# (our name, HF name): the tensors outside the towers, then those outside the blocks per tower
+# (without the tower prefixes)
+_TOP_KEYS = (
+    ("logit_scale", "logit_scale"),
+    ("image_proj.weight", "visual_projection.weight"),
+    ("text_proj.weight", "text_projection.weight"),
+)
+_VISION_KEYS = (
+    ("cls_token", "embeddings.class_embedding"),  # (1, 1, C) ↔ (C,)
+    ("pos_embed", "embeddings.position_embedding.weight"),  # (1, 1 + N, C) ↔ (1 + N, C)
+    ("patch_embed.proj.weight", "embeddings.patch_embedding.weight"),
+    *_affine("norm_pre", "pre_layrnorm"),
+    *_affine("norm", "post_layernorm"),
+)
+_TEXT_KEYS = (
+    ("word_embed.weight", "embeddings.token_embedding.weight"),
+    ("pos_embed.weight", "embeddings.position_embedding.weight"),
+    *_affine("norm", "final_layer_norm"),
+)
+# our tensors whose HF counterpart has no leading batch dimension
+_TO_OURS = {"cls_token": lambda t: t.reshape(1, 1, -1), "pos_embed": lambda t: t.unsqueeze(0)}
+_TO_HF = {"cls_token": lambda t: t.reshape(-1), "pos_embed": lambda t: t.squeeze(0)}
 # (our name in blocks.i, HF name in encoder.layers.i) for the tensors other than q/k/v
 _BLOCK_KEYS = (
     ("norm1", "layer_norm1"),
@@ -190,10 +217,12 @@ def state_dict_from_hf(sd: dict, towers: CLIPTowers, ignore: tuple[str, ...] = H
     for key in _BUFFERS:
         if key in src:
             src.skip(key)
-    out = {"logit_scale": src.pop("logit_scale"), "image_proj.weight": src.pop("visual_projection.weight"),
-           "text_proj.weight": src.pop("text_projection.weight")}  # fmt: skip
+    out = {ours: src.pop(theirs) for ours, theirs in _TOP_KEYS}
     out.update({f"backbone.{k}": t for k, t in _vision_from_hf(src, towers.vision, "vision_model.").items()})
-    out.update({f"text_backbone.{k}": t for k, t in _text_from_hf(src, towers.text, "text_model.").items()})
+    text = _tower_from_hf(src, _TEXT_KEYS, towers.text.depth, "text_model.")
+    if towers.text.mask_token_id is None:
+        text["mask_token"] = text["word_embed.weight"].new_zeros(1, 1, towers.text.embed_dim)
+    out.update({f"text_backbone.{k}": t for k, t in text.items()})
     src.finish()
     return out
 
@@ -206,73 +235,62 @@ def vision_state_dict_from_hf(sd: dict, cfg: ViTConfig, prefix: str = "vision_mo
 
 
 def _vision_from_hf(src: KeyTracker, cfg: ViTConfig, p: str) -> dict:
-    cls = src.pop(f"{p}embeddings.class_embedding")  # (C,)
-    out = {
-        "cls_token": cls.reshape(1, 1, -1),
-        "pos_embed": src.pop(f"{p}embeddings.position_embedding.weight").unsqueeze(0),  # (1, 1 + N, C)
-        "mask_token": cls.new_zeros(1, 1, cls.shape[0]),
-        "patch_embed.proj.weight": src.pop(f"{p}embeddings.patch_embedding.weight"),
-    }
-    for ours, theirs in (("norm_pre", "pre_layrnorm"), ("norm", "post_layernorm")):
-        out.update({f"{ours}.{t}": src.pop(f"{p}{theirs}.{t}") for t in ("weight", "bias")})
-    for i in range(cfg.depth):
-        out.update(_block_from_hf(src, f"{p}encoder.layers.{i}.", f"blocks.{i}."))
+    out = _tower_from_hf(src, _VISION_KEYS, cfg.depth, p)
+    out["mask_token"] = out["cls_token"].new_zeros(1, 1, cfg.embed_dim)
     return out
 
 
-def _text_from_hf(src: KeyTracker, cfg: TextConfig, p: str) -> dict:
-    word = src.pop(f"{p}embeddings.token_embedding.weight")
-    out = {"word_embed.weight": word, "pos_embed.weight": src.pop(f"{p}embeddings.position_embedding.weight")}
-    if cfg.mask_token_id is None:
-        out["mask_token"] = word.new_zeros(1, 1, word.shape[1])
-    out.update({f"norm.{t}": src.pop(f"{p}final_layer_norm.{t}") for t in ("weight", "bias")})
-    for i in range(cfg.depth):
-        out.update(_block_from_hf(src, f"{p}encoder.layers.{i}.", f"blocks.{i}."))
-    return out
+def _tower_keys(keys: tuple, depth: int) -> list[tuple[str, str]]:
+    """(our name, HF name) of every tensor of a tower but q/k/v: ``keys`` plus the blocks'."""
+    blocks = (
+        pair
+        for i in range(depth)
+        for mine, theirs in _BLOCK_KEYS
+        for pair in _affine(f"blocks.{i}.{mine}", f"encoder.layers.{i}.{theirs}")
+    )
+    return [*keys, *blocks]
 
 
-def _block_from_hf(src: KeyTracker, hf: str, ours: str) -> dict:
+def _qkv_keys(depth: int) -> list[tuple[str, list[str]]]:
+    """(our fused ``qkv`` name, HF q, k, v names) of every block."""
+    return [
+        (f"blocks.{i}.attn.qkv.{t}", [f"encoder.layers.{i}.self_attn.{n}.{t}" for n in _QKV])
+        for i in range(depth) for t in ("weight", "bias")
+    ]  # fmt: skip
+
+
+def _tower_from_hf(src: KeyTracker, keys: tuple, depth: int, p: str) -> dict:
+    """One tower's tensors under HF prefix ``p`` → our names (without our tower prefix)."""
     import torch
 
     out = {}
-    for t in ("weight", "bias"):
-        out[f"{ours}attn.qkv.{t}"] = torch.cat([src.pop(f"{hf}self_attn.{n}.{t}") for n in _QKV])  # (3C, ...)
-        for mine, theirs in _BLOCK_KEYS:
-            out[f"{ours}{mine}.{t}"] = src.pop(f"{hf}{theirs}.{t}")
+    for ours, theirs in _tower_keys(keys, depth):
+        t = src.pop(p + theirs)
+        out[ours] = _TO_OURS[ours](t) if ours in _TO_OURS else t
+    for ours, qkv in _qkv_keys(depth):
+        out[ours] = torch.cat([src.pop(p + k) for k in qkv])  # (3C, ...): q, k, v stacked
     return out
 
 
-def state_dict_to_hf(sd: dict, towers: CLIPTowers, legacy: bool = False) -> dict:
+def _tower_to_hf(src: KeyTracker, keys: tuple, depth: int, ours_prefix: str, p: str) -> dict:
+    """The inverse of :func:`_tower_from_hf` for the tower under our prefix ``ours_prefix``."""
+    out = {}
+    for ours, theirs in _tower_keys(keys, depth):
+        t = src.pop(ours_prefix + ours)
+        out[p + theirs] = _TO_HF[ours](t) if ours in _TO_HF else t
+    for ours, qkv in _qkv_keys(depth):
+        for k, part in zip(qkv, src.pop(ours_prefix + ours).chunk(3, dim=0)):  # (3C, ...) → 3 × (C, ...)
+            out[p + k] = part.clone()
+    return out
+
+
+def state_dict_to_hf(sd: dict, towers: CLIPTowers) -> dict:
     """The ``clip`` task's state dict → HF ``CLIPModel`` keys, loadable with ``strict=True``
-    into ``CLIPModel(CLIPConfig(**config_to_hf(towers)))``; the mask tokens are dropped.
-    ``legacy`` is accepted for a uniform interface: CLIP's 4.x and 5.x key names are the same."""
+    into ``CLIPModel(CLIPConfig(**config_to_hf(towers)))``; the mask tokens are dropped."""
     _check_towers(towers)
     src = KeyTracker(sd, "convergent CLIP task state dict", ignore=("backbone.mask_token", "text_backbone.mask_token"))
-    out = {"logit_scale": src.pop("logit_scale"), "visual_projection.weight": src.pop("image_proj.weight"),
-           "text_projection.weight": src.pop("text_proj.weight")}  # fmt: skip
-    v, p = "backbone.", "vision_model."
-    out[f"{p}embeddings.class_embedding"] = src.pop(f"{v}cls_token").reshape(-1)  # (C,)
-    out[f"{p}embeddings.position_embedding.weight"] = src.pop(f"{v}pos_embed").squeeze(0)  # (1 + N, C)
-    out[f"{p}embeddings.patch_embedding.weight"] = src.pop(f"{v}patch_embed.proj.weight")
-    for ours, theirs in (("norm_pre", "pre_layrnorm"), ("norm", "post_layernorm")):
-        out.update({f"{p}{theirs}.{t}": src.pop(f"{v}{ours}.{t}") for t in ("weight", "bias")})
-    for i in range(towers.vision.depth):
-        out.update(_block_to_hf(src, f"{v}blocks.{i}.", f"{p}encoder.layers.{i}."))
-    x, p = "text_backbone.", "text_model."
-    out[f"{p}embeddings.token_embedding.weight"] = src.pop(f"{x}word_embed.weight")
-    out[f"{p}embeddings.position_embedding.weight"] = src.pop(f"{x}pos_embed.weight")
-    out.update({f"{p}final_layer_norm.{t}": src.pop(f"{x}norm.{t}") for t in ("weight", "bias")})
-    for i in range(towers.text.depth):
-        out.update(_block_to_hf(src, f"{x}blocks.{i}.", f"{p}encoder.layers.{i}."))
+    out = {theirs: src.pop(ours) for ours, theirs in _TOP_KEYS}
+    out.update(_tower_to_hf(src, _VISION_KEYS, towers.vision.depth, "backbone.", "vision_model."))
+    out.update(_tower_to_hf(src, _TEXT_KEYS, towers.text.depth, "text_backbone.", "text_model."))
     src.finish()
-    return out
-
-
-def _block_to_hf(src: KeyTracker, ours: str, hf: str) -> dict:
-    out = {}
-    for t in ("weight", "bias"):
-        for n, part in zip(_QKV, src.pop(f"{ours}attn.qkv.{t}").chunk(3, dim=0)):  # (3C, ...) → 3 × (C, ...)
-            out[f"{hf}self_attn.{n}.{t}"] = part.clone()
-        for mine, theirs in _BLOCK_KEYS:
-            out[f"{hf}{theirs}.{t}"] = src.pop(f"{ours}{mine}.{t}")
     return out

@@ -13,7 +13,8 @@ backbone's inputs are picked by :func:`~convergent.backbones.protocol.backbone_i
 the image transform touches ``batch["image"]`` only.
 """
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +28,19 @@ Transform = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 """``transform(images uint8 (B, C, H, W), generator) -> float (B, C, H, W)``."""
 
 
+def collate_images(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Items ``{"image": uint8 (C, H, W), ["label": int], ["skipped": [...]], …}`` → ``{"image":
+    (B, C, H, W), "label": (B,) long when the items have labels, "skipped": [...]}``; other keys
+    (captions) are dropped, so no tokenizer is needed."""
+    if "image" not in items[0]:
+        raise KeyError(f"dataset items must hold 'image'; got keys {sorted(items[0])}")
+    batch: dict[str, Any] = {"image": torch.stack([torch.as_tensor(it["image"]) for it in items])}
+    if "label" in items[0]:
+        batch["label"] = torch.as_tensor([int(it["label"]) for it in items], dtype=torch.long)
+    batch["skipped"] = [s for it in items for s in it.get("skipped", ())]
+    return batch
+
+
 def collate_labelled(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Items ``{"image": uint8 (C, H, W), "label": int}`` → ``{"image": (B, C, H, W), "label": (B,) long}``."""
     for key in ("image", "label"):
@@ -35,9 +49,9 @@ def collate_labelled(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]
                 f"dataset items must hold 'image' and 'label' (or the dataset must define collate_fn, "
                 f"as text datasets do); got keys {sorted(items[0])}"
             )
-    images = torch.stack([torch.as_tensor(it["image"]) for it in items])
-    labels = torch.as_tensor([int(it["label"]) for it in items], dtype=torch.long)
-    return {"image": images, "label": labels}
+    batch = collate_images(items)
+    del batch["skipped"]
+    return batch
 
 
 def collate_for(dataset, default: Callable = collate_labelled) -> Callable:
@@ -68,8 +82,29 @@ def prepare_batch(
     return batch
 
 
-def _device_of(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def place(model: nn.Module, device: torch.device | str | None = None) -> torch.device:
+    """Move ``model`` to ``device`` (None: where it already is) and return that device."""
+    device = torch.device(device) if device is not None else model_device(model)
+    model.to(device)
+    return device
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients for the block; the previous mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def tokens_at(backbone: nn.Module, x: torch.Tensor, layer: int = -1, **inputs) -> torch.Tensor:
@@ -83,7 +118,6 @@ def tokens_at(backbone: nn.Module, x: torch.Tensor, layer: int = -1, **inputs) -
     return outs[0]
 
 
-@torch.no_grad()
 def extract_features(
     backbone: nn.Module,
     dataset,
@@ -115,15 +149,12 @@ def extract_features(
     Returns:
         features ``(N, C_layer)`` float32 on the CPU, labels ``(N,)`` long.
     """
-    device = torch.device(device) if device is not None else _device_of(backbone)
-    backbone.to(device)
+    device = place(backbone, device)
     dtype = next(backbone.parameters()).dtype
-    was_training = backbone.training
-    backbone.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_for(dataset))
     feats, labels = [], []
-    try:
+    with evaluating(backbone):
         for batch in loader:
             if "label" not in batch:
                 raise KeyError(f"extract_features needs labelled batches; got keys {sorted(batch)}")
@@ -132,8 +163,6 @@ def extract_features(
             pooled = pool_tokens(backbone, tokens, pooling, inputs.get("attention_mask"))  # (B, C)
             feats.append(pooled.float().cpu())
             labels.append(batch["label"].long().cpu())
-    finally:
-        backbone.train(was_training)
     if not feats:
         raise ValueError("extract_features got an empty dataset")
     return torch.cat(feats), torch.cat(labels)

@@ -14,12 +14,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from convergent.config import OptimConfig, TrainerConfig
-from convergent.evaluation.features import Transform, collate_for, prepare_batch
+from convergent.evaluation.features import Transform, collate_for, evaluating, prepare_batch
 from convergent.tasks.classify import Classify
 from convergent.tasks.configs import ClassifyConfig
 
 
-@torch.no_grad()
 def evaluate_classifier(task: Classify, dataset, transform: Transform | None, batch_size: int = 256,
                         num_workers: int = 0) -> float:
     """Top-1 accuracy in [0, 1] of ``task.predict`` over ``dataset`` (items ``{"image": uint8
@@ -27,19 +26,15 @@ def evaluate_classifier(task: Classify, dataset, transform: Transform | None, ba
     e.g. text), on the task's device, in eval mode (the previous mode is restored). Images are
     transformed with ``transform(images, None)``; ``transform`` may be None for text."""
     param = next(task.parameters())
-    was_training = task.training
-    task.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_for(dataset))
     correct = total = 0
-    try:
+    with evaluating(task):
         for batch in loader:
             logits = task.predict(prepare_batch(batch, transform, param.device, param.dtype))  # (B, K)
             preds = logits.argmax(dim=-1)  # (B,)
             correct += (preds.cpu() == batch["label"]).sum().item()
             total += len(preds)
-    finally:
-        task.train(was_training)
     if total == 0:
         raise ValueError("evaluate_classifier got an empty dataset")
     return correct / total

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
-from convergent.evaluation.features import collate_for, prepare_batch
+from convergent.evaluation.features import collate_for, evaluating, place, prepare_batch
 
 ACCURACY_NAMES = {"mlm": "masked_token_accuracy", "causal-lm": "next_token_accuracy"}
 """Task name → name of its token accuracy in the results."""
@@ -43,7 +43,6 @@ def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-@torch.no_grad()
 def language_model_metrics(
     task: nn.Module,
     dataset,
@@ -78,17 +77,11 @@ def language_model_metrics(
         )
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
-    device = torch.device(device) if device is not None else next(task.parameters()).device
-    task.to(device)
+    device = place(task, device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_for(dataset, default=default_collate))
-    was_training = task.training
-    task.eval()
-    try:
-        with seeded_rng(seed, device):
-            loss_sum, correct, count = _weighted_sums(task, loader, device, max_batches)
-    finally:
-        task.train(was_training)
+    with evaluating(task), seeded_rng(seed, device):
+        loss_sum, correct, count = _weighted_sums(task, loader, device, max_batches)
     if count.item() == 0:
         raise ValueError("language_model_metrics: the task predicted no tokens (empty dataset?)")
     loss = loss_sum / count

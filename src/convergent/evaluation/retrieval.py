@@ -23,16 +23,14 @@ probability ``1 - C(M - c, k) / C(M, k)`` (averaged over image queries), a capti
 image among ``N`` with probability ``min(k, N) / N``.
 """
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from convergent.evaluation.features import Transform, prepare_batch
+from convergent.evaluation.features import Transform, collate_images, evaluating, place, prepare_batch
 
 KS = (1, 5, 10)
 """Default recall cut-offs."""
@@ -148,37 +146,6 @@ def retrieval_metrics(
 
 
 # --- embedding ------------------------------------------------------------------------------
-def model_device(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients for the block; the previous mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
-def collate_images(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Items ``{"image": uint8 (C, H, W), ["label": int], ["skipped": [...]], …}`` → ``{"image":
-    (B, C, H, W), "label": (B,) long when the items have labels, "skipped": [...]}``; other keys
-    (captions) are dropped, so no tokenizer is needed."""
-    if "image" not in items[0]:
-        raise KeyError(f"dataset items must hold 'image'; got keys {sorted(items[0])}")
-    batch: dict[str, Any] = {"image": torch.stack([torch.as_tensor(it["image"]) for it in items])}
-    if "label" in items[0]:
-        batch["label"] = torch.as_tensor([int(it["label"]) for it in items], dtype=torch.long)
-    batch["skipped"] = [s for it in items for s in it.get("skipped", ())]
-    return batch
-
-
 def embed_images(
     model: nn.Module,
     dataset,
@@ -189,10 +156,9 @@ def embed_images(
 ) -> tuple[torch.Tensor, torch.Tensor | None, list]:
     """``model.encode_image`` of every item of ``dataset`` in order: ``(embeddings (N, D)
     float32 normalised on the CPU, labels (N,) or None, skipped)``, ``skipped`` the unreadable
-    images the dataset passed over (see :func:`collate_images`). The model is moved to
+    images the dataset passed over (see :func:`~convergent.evaluation.features.collate_images`). The model is moved to
     ``device`` (None: its own) and run in eval mode; images are cast to its dtype."""
-    device = torch.device(device) if device is not None else model_device(model)
-    model.to(device)
+    device = place(model, device)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_images)  # fmt: skip
@@ -224,8 +190,7 @@ def embed_texts(
     texts = list(texts)
     if not texts:
         raise ValueError("embed_texts got no texts")
-    device = torch.device(device) if device is not None else model_device(model)
-    model.to(device)
+    device = place(model, device)
     embs = []
     with evaluating(model):
         for start in range(0, len(texts), batch_size):
@@ -283,11 +248,4 @@ def embed_pairs(
         )
     text_emb = embed_texts(model, tokenizer, texts, max_length, batch_size, device)
     return image_emb, text_emb, image_of_text
-
-
-def retrieval_evaluation(
-    model: nn.Module, dataset, tokenizer, transform: Transform | None, ks: Sequence[int] = KS, **kwargs
-) -> dict[str, float | int]:
-    """:func:`retrieval_metrics` of :func:`embed_pairs` (``kwargs``: those of embed_pairs)."""
-    return retrieval_metrics(*embed_pairs(model, dataset, tokenizer, transform, **kwargs), ks=ks)
 
