@@ -123,6 +123,12 @@ def test_where_files_are_read(package, tmp_path, monkeypatch):
     assert "cache" in load("test").source
     with pytest.raises(ValueError, match="unknown split"):
         load("dev")
+    (cached / "emoji.json").write_text('[{"name": "cut off"')
+    with pytest.raises(ValueError, match=f"{cached / 'emoji.json'}: not a JSON file"):
+        load("test")
+    (cached / "emoji.json").write_text('[{"name": "fine"}, "GRINNING FACE"]')
+    with pytest.raises(ValueError, match=r"emoji.json: entry \[1\] is str, expected an object"):
+        load("test")
 
 
 def test_fetch_from_tgz(package, tmp_path):

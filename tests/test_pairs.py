@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from convergent.data import registry
+from convergent.data import pairs, registry
 from convergent.data.pairs import PairsCollator, build, read_pairs
+from convergent.data.pairs import read_rows as real_read_rows
 from convergent.data.tokenizer import train_tokenizer
 
 
@@ -160,6 +161,21 @@ def test_build_split_layouts(images, tmp_path):
     assert registry.entry("image-text-pairs").kind == "image-text" and via[0]["image"].shape == (3, 8, 8)
     with pytest.raises(ValueError, match="data.root"):
         build("train")
+
+
+def test_build_reads_each_file_once(images, monkeypatch):
+    (images / "train.csv").write_text("image,text,label\na.png,x,cat\nb.jpg,y,dog\n")
+    (images / "val.csv").write_text("image,text,label\nd.png,z,emu\n")
+    (images / ".hidden.csv").write_text("image,text\nnowhere.png,never read\n")
+    read = []
+    monkeypatch.setattr(pairs, "read_rows", lambda path, *a: read.append(Path(path).name) or real_read_rows(path, *a))
+    assert build("train", root=images).classes == ["cat", "dog", "emu"]
+    assert sorted(read) == ["train.csv", "val.csv"]  # the split's file is not read again; hidden files never
+    for name in ("train.csv", "val.csv"):
+        (images / name).rename(images / f"{name[:-4]}-all.csv")  # no split files: a flat folder
+    read.clear()
+    flat = build("train", root=images)
+    assert len(flat) == 3 and not flat.heldout and sorted(read) == ["train-all.csv", "val-all.csv"]
 
 
 def test_collate_with_tokenizer(images):

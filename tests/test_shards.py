@@ -124,5 +124,8 @@ def test_command_and_errors(pairs, tmp_path, capsys):
     assert "none.csv" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no .tar files"):
         ShardDataset(tmp_path)
+    (out / "manifest.json").write_text('{"count": 7}')
+    with pytest.raises(ValueError, match=f"{out / 'manifest.json'} is not valid"):
+        ShardDataset(out)
     with pytest.raises(ValueError, match="max_per_shard"):
         write_shards(pairs, out, max_per_shard=0)

@@ -179,6 +179,13 @@ def test_cli_tokenizer_train(tmp_path, capsys):
     assert Tokenizer.load(out).kind == "bpe"
 
 
+def test_cli_kinds_match_the_library():
+    from convergent.commands import tokenizer as command
+    from convergent.data import tokenizer as library
+
+    assert command.KINDS == library.KINDS  # the torch-free parser keeps its own copy
+
+
 def test_cli_tokenizer_bad_corpus(tmp_path, capsys):
     assert main(["tokenizer", "train", "--corpus", "wordnet-glosess", "--out", str(tmp_path)]) == 2
     assert "did you mean 'wordnet-glosses'" in capsys.readouterr().err

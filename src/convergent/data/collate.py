@@ -1,6 +1,13 @@
-"""Batching dict items, and carrying unreadable-sample reports out of DataLoader workers."""
+"""Batching dict items; passing over unreadable samples, and carrying the reports of them out
+of DataLoader workers."""
+
+import logging
+from collections.abc import Callable
+from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def collate(items: list[dict]) -> dict:
@@ -50,3 +57,35 @@ def record_skipped(dataset, batch: dict) -> int:
             known.add(path)
             new += 1
     return new
+
+
+def read_next(dataset, i: int, read: Callable[[int], Any], kind: str) -> tuple[int, Any, list[tuple[str, str]]]:
+    """``(j, read(j), passed)`` for the first ``j`` of ``i, i+1, ...`` (wrapping around) that ``read``
+    does not raise on: deterministic, so the same index always yields the same sample. ``passed``
+    names every sample passed over, ``(path, reason)``; one found unreadable now is noted with
+    :func:`note_unreadable` (reason ``"<kind> (<error>)"``). ``dataset`` has ``paths``,
+    ``skipped``, ``source`` and ``_bad`` (index -> reason, what this process found)."""
+    n = len(dataset.paths)
+    passed = []
+    for j in range(i, i + n):
+        j %= n
+        if j not in dataset._bad:
+            try:
+                return j, read(j), passed
+            except Exception as e:  # Pillow raises many types for bad data; all mean "skip"
+                note_unreadable(dataset, j, f"{kind} ({type(e).__name__}: {e})", kind)
+        passed.append((dataset.paths[j], dataset._bad[j]))
+    raise RuntimeError(f"none of the {n} image files could be decoded: {dataset.source}")
+
+
+def note_unreadable(dataset, j: int, reason: str, kind: str) -> None:
+    """Note sample ``j`` of ``dataset`` as unreadable in this process (``dataset._bad``), name it
+    once in ``dataset.skipped`` (counted as ``kind`` in ``dataset.skip_counts`` where it has
+    one), and log it."""
+    dataset._bad[j] = reason
+    path = dataset.paths[j]
+    if all(p != path for p, _ in dataset.skipped):
+        dataset.skipped.append((path, reason))
+        if hasattr(dataset, "skip_counts"):
+            dataset.skip_counts[kind] += 1
+    log.warning("skipping %s: %s", path, reason)

@@ -28,7 +28,6 @@ concatenates the items' ``"skipped"`` lists into the batch, and
 file met, with any ``num_workers``.
 """
 
-import logging
 import os
 from pathlib import Path
 
@@ -37,9 +36,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from convergent.data.collate import collate, record_skipped
+from convergent.data.collate import collate, read_next, record_skipped
 
-log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset(
     {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
@@ -153,25 +151,9 @@ class ImageFolder(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
-        n = len(self.paths)
-        passed = []
-        for j in range(i, i + n):  # the next readable sample, wrapping around
-            j %= n
-            if j not in self._bad:
-                try:
-                    image = decode(self.paths[j], self.img_size, self.in_chans)
-                except Exception as e:  # Pillow raises many types for bad data; all mean "skip"
-                    self._note_bad(j, f"unreadable ({type(e).__name__}: {e})")
-                else:
-                    return {"image": image, "label": int(self.labels[j]), "skipped": passed}
-            passed.append((self.paths[j], self._bad[j]))
-        raise RuntimeError(f"image-folder: none of the {n} image files could be decoded: {self.source}")
-
-    def _note_bad(self, j: int, reason: str) -> None:
-        self._bad[j] = reason
-        if all(p != self.paths[j] for p, _ in self.skipped):
-            self.skipped.append((self.paths[j], reason))
-        log.warning("skipping %s: %s", self.paths[j], reason)
+        """Item ``i``, or the next readable one (wrapping around) when its file cannot be decoded."""
+        j, image, passed = read_next(self, i, lambda j: decode(self.paths[j], self.img_size, self.in_chans), "unreadable")
+        return {"image": image, "label": int(self.labels[j]), "skipped": passed}
 
 
 def _resolve(root: Path, split: str) -> tuple[Path, list[Path], str]:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from convergent.data.skips import skip
+
 MAX_CHARS = 100_000
 """Default longest usable line, in characters."""
-MAX_LISTED = 1000
-"""Skipped lines listed by position per file; the counts always cover all of them."""
 REASONS = ("empty", "not UTF-8", "binary", "too long", "invalid JSON", "missing field", "bad label")
 """Reasons a line is skipped, the keys of :attr:`FileIndex.counts`."""
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -54,7 +54,7 @@ class FileIndex:
     label_kind: str = "none"
     """``"none"``, ``"int"`` or ``"str"``."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    """``("path:line", reason)`` of the first :data:`MAX_LISTED` skipped lines."""
+    """``("path:line", reason)`` of the first :data:`~convergent.data.skips.MAX_LISTED` skipped lines."""
     counts: Counter = field(default_factory=Counter)
     """Skipped lines by reason (all of them)."""
 
@@ -117,9 +117,7 @@ def _scan(path: str, fmt: str, text_field: str, label_field: str | None, max_cha
             else:
                 reason, detail, label = _check(raw, fmt, text_field, label_field, max_chars)
             if reason is not None:
-                index.counts[reason] += 1
-                if len(index.skipped) < MAX_LISTED:
-                    index.skipped.append((f"{path}:{lineno}", detail))
+                skip(index.counts, index.skipped, f"{path}:{lineno}", reason, detail)
                 continue
             offsets.append(start)
             if label is None:
@@ -188,10 +186,4 @@ def read_line(f, offset: int, fmt: str, text_field: str, max_chars: int) -> str:
     if fmt == "jsonl":
         line = json.loads(line)[text_field].strip()
     return line
-
-
-def describe_counts(counts: Counter) -> str:
-    """``"3 empty, 1 not UTF-8"`` (reasons in :data:`REASONS` order); ``"none"`` if empty."""
-    parts = [f"{counts[r]} {r}" for r in REASONS if counts.get(r)]
-    return ", ".join(parts) or "none"
 

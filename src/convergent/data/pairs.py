@@ -35,9 +35,9 @@ tsv,jsonl,ndjson,json}`` (``split`` picks one, ``test``/``val`` stand in for eac
 are the union over all split files, so labels agree) or, without split files, all its pairs files.
 
 **Bad input never crashes a run.** Skipped and counted by reason (:attr:`ImageTextPairs.skip_counts`)
-and named (``skipped``, the first :data:`MAX_LISTED` per file): rows (``"file:line"``) that are
-invalid JSON, malformed, miss a field, have an empty caption (each empty caption counts), a bad
-or conflicting label; images (path) that are missing, empty, or whose header Pillow cannot
+and named (``skipped``, the first :data:`~convergent.data.skips.MAX_LISTED` per file): rows
+(``"file:line"``) that are invalid JSON, malformed, miss a field, have an empty caption (each
+empty caption counts), a bad or conflicting label; images (path) that are missing, empty, or whose header Pillow cannot
 read ("not an image", found when the dataset is built); images that fail to decode ("unreadable
 image") are found when read, and then item ``i`` is the next readable image, exactly as in
 image-folder (the items' ``"skipped"`` lists carry the finding out of DataLoader workers, see
@@ -60,10 +60,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from convergent.data.collate import collate, record_skipped
+from convergent.data.collate import collate, note_unreadable, read_next, record_skipped
 from convergent.data.image_folder import decode
-from convergent.data.lines import JSONL_SUFFIXES, MAX_LISTED
-from convergent.data.text import SPLIT_NAMES, TextCollator
+from convergent.data.lines import JSONL_SUFFIXES
+from convergent.data.skips import describe_counts, skip
+from convergent.data.splits import finish, resolve
+from convergent.data.text import TextCollator
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,6 @@ REASONS = (
     "missing image", "empty file", "not an image", "unreadable image",
 )  # fmt: skip
 """Reasons a row or an image is skipped: the keys of :attr:`ImageTextPairs.skip_counts`."""
-_ALL_SPLIT_NAMES = frozenset(n for names in SPLIT_NAMES.values() for n in names)
 
 
 class Row(NamedTuple):
@@ -103,7 +104,21 @@ class PairsCollator:
         return batch
 
 
-class ImageTextPairs(Dataset):
+class PairsBatching:
+    """``with_tokenizer`` and ``record_skipped`` of the image–text datasets (this file's and the
+    streamed :class:`~convergent.data.shards.ShardDataset`)."""
+
+    def with_tokenizer(self, tokenizer, max_length: int = 77, padding: str = "longest", word_ids: bool = False):
+        """Set :attr:`collate_fn` to a :class:`PairsCollator`; returns ``self``."""
+        self.collate_fn = PairsCollator(tokenizer, max_length, padding, word_ids)
+        return self
+
+    def record_skipped(self, batch: dict) -> int:
+        """Merge the samples a (worker's) batch passed over into :attr:`skipped`."""
+        return record_skipped(self, batch)
+
+
+class ImageTextPairs(PairsBatching, Dataset):
     """Images, each with one or more captions (see the module docstring).
 
     ``paths``: image file of each item (with ``images``: only a name for reports);
@@ -160,20 +175,8 @@ class ImageTextPairs(Dataset):
         return decode(self.paths[i], self.img_size, self.in_chans)
 
     def __getitem__(self, i: int) -> dict:
-        n = len(self.paths)
-        passed = []
-        for j in range(i, i + n):  # the next readable image, wrapping around (as image-folder)
-            j %= n
-            if j not in self._bad:
-                try:
-                    image = self.image(j)
-                except Exception as e:  # Pillow raises many types for bad data; all mean "skip"
-                    self._note_bad(j, f"unreadable image ({type(e).__name__}: {e})")
-                else:
-                    label = int(self.labels[j])
-                    return {"image": image, "text": self.pick_caption(j), "label": label, "skipped": passed}
-            passed.append((self.paths[j], self._bad[j]))
-        raise RuntimeError(f"none of the {n} images could be decoded: {self.source}")
+        j, image, passed = read_next(self, i, self.image, "unreadable image")  # the next readable, as image-folder
+        return {"image": image, "text": self.pick_caption(j), "label": int(self.labels[j]), "skipped": passed}
 
     def pick_caption(self, i: int) -> str:
         """The caption of item ``i`` for this access (by :attr:`caption`)."""
@@ -193,21 +196,9 @@ class ImageTextPairs(Dataset):
         return torch.repeat_interleave(torch.arange(len(counts)), counts)
 
     # --- bookkeeping ------------------------------------------------------------------------
-    def with_tokenizer(
-        self, tokenizer, max_length: int = 77, padding: str = "longest", word_ids: bool = False
-    ) -> "ImageTextPairs":
-        """Set :attr:`collate_fn` to a :class:`PairsCollator`; returns ``self``."""
-        self.collate_fn = PairsCollator(tokenizer, max_length, padding, word_ids)
-        return self
-
-    def record_skipped(self, batch: dict) -> int:
-        """Merge the unreadable images a (worker's) batch passed over into :attr:`skipped`."""
-        return record_skipped(self, batch)
-
     def summary(self) -> str:
         """One line: images and captions used, skipped by reason."""
-        n = sum(self.skip_counts.values())
-        why = ", ".join(f"{self.skip_counts[r]} {r}" for r in REASONS if self.skip_counts.get(r)) or "none"
+        n, why = sum(self.skip_counts.values()), describe_counts(self.skip_counts, REASONS)
         return f"{len(self)} images with {sum(map(len, self.captions))} captions used, {n} skipped ({why})"
 
     def select(self, keep: Sequence[int] | np.ndarray) -> "ImageTextPairs":
@@ -232,19 +223,12 @@ class ImageTextPairs(Dataset):
                 decoded.append(decode(path, self.img_size, self.in_chans))
                 good.append(j)
             except Exception as e:  # as in __getitem__
-                self._note_bad(j, f"unreadable image ({type(e).__name__}: {e})")
+                note_unreadable(self, j, f"unreadable image ({type(e).__name__}: {e})", "unreadable image")
         if not good:
             raise ValueError(f"none of the {len(self)} images could be decoded: {self.source}")
         self.select(good)
         self.images = torch.stack(decoded)  # (N, C, S, S)
         return self
-
-    def _note_bad(self, j: int, reason: str) -> None:
-        self._bad[j] = reason
-        if all(p != self.paths[j] for p, _ in self.skipped):
-            self.skipped.append((self.paths[j], reason))
-            self.skip_counts["unreadable image"] += 1
-        log.warning("skipping %s: %s", self.paths[j], reason)
 
 
 # --- reading files --------------------------------------------------------------------------
@@ -318,7 +302,7 @@ def _json_records(path: Path) -> Iterator[tuple[str, dict | str]]:
 def read_rows(path: str | Path, image_root: str | Path | None = None) -> tuple[list[Row], Counter, list]:
     """``(rows, counts, skipped)`` of one pairs file: the usable rows (image paths resolved
     against ``image_root``, default the file's folder), skipped rows counted by reason and
-    the first :data:`MAX_LISTED` named."""
+    the first :data:`~convergent.data.skips.MAX_LISTED` named."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such pairs file")
@@ -328,32 +312,26 @@ def read_rows(path: str | Path, image_root: str | Path | None = None) -> tuple[l
     root = Path(image_root).expanduser() if image_root is not None else path.parent
     records = _csv_records(path) if suffix in CSV_DELIMITERS else _json_records(path)
     rows, counts, skipped = [], Counter(), []
-
-    def skip(where: str, reason: str) -> None:
-        counts[reason] += 1
-        if len(skipped) < MAX_LISTED:
-            skipped.append((where, reason))
-
     for where, record in records:
         if isinstance(record, str):
-            skip(where, record)
+            skip(counts, skipped, where, record)
             continue
         field = next((f for f in TEXT_FIELDS if f in record), None)
         image = record.get("image")
         texts = _row_texts(record[field]) if field else None
         if field is None or not isinstance(image, str) or not image.strip():
-            skip(where, "missing field")
+            skip(counts, skipped, where, "missing field")
             continue
         if texts is None:
-            skip(where, "bad row")
+            skip(counts, skipped, where, "bad row")
             continue
         try:
             label = _parse_label(record.get("label"))
         except ValueError:
-            skip(where, "bad label")
+            skip(counts, skipped, where, "bad label")
             continue
         for _ in range(sum(not t for t in texts)):
-            skip(where, "empty caption")
+            skip(counts, skipped, where, "empty caption")
         if any(texts):
             rows.append(Row(where, str(root / image.strip()), [t for t in texts if t], label))
     return rows, counts, skipped
@@ -398,8 +376,7 @@ def group_rows(rows: Sequence[Row], counts: Counter, skipped: list) -> tuple[lis
             captions.append(list(row.texts))
             labels.append(row.label)
         elif row.label is not None and labels[k] is not None and row.label != labels[k]:
-            counts["conflicting label"] += 1
-            skipped.append((row.where, "conflicting label"))
+            skip(counts, skipped, row.where, "conflicting label")
         else:
             captions[k] += [t for t in row.texts if t not in captions[k]]
             labels[k] = labels[k] if labels[k] is not None else row.label
@@ -416,30 +393,32 @@ def read_pairs(
 ) -> ImageTextPairs:
     """The pairs of one or more files (``image_root``: default each file's folder).
     ``classes``: class names in label order (None: from the files' labels)."""
+    files = [files] if isinstance(files, (str, Path)) else list(files)
+    return _pairs({p: read_rows(p, image_root) for p in files}, img_size, in_chans, classes, caption)
+
+
+def _pairs(read: dict, img_size: int, in_chans: int, classes: Sequence[str] | None, caption: str) -> ImageTextPairs:
+    """The dataset of files already read (``read``: file -> :func:`read_rows` of it)."""
     if in_chans not in (1, 3):
         raise ValueError(f"image-text pairs: in_chans must be 1 (L) or 3 (RGB), got {in_chans}")
-    files = [files] if isinstance(files, (str, Path)) else list(files)
     rows, counts, skipped = [], Counter(), []
-    for path in files:
-        r, c, s = read_rows(path, image_root)
-        images = {row.image for row in r}
-        if not images:
+    for path, (r, c, s) in read.items():
+        if not r:
             n = sum(c.values())
-            why = ", ".join(f"{c[k]} {k}" for k in REASONS if c.get(k))
-            raise ValueError(f"{path}: no usable image-text pair ({f'{n} rows skipped: {why}' if n else 'no rows'})")
+            why = f"{n} rows skipped: {describe_counts(c, REASONS)}" if n else "no rows"
+            raise ValueError(f"{path}: no usable image-text pair ({why})")
         rows += r
         counts += c
         skipped += s
     paths, captions, raw = group_rows(rows, counts, skipped)
     bad = {p: reason for p in paths if (reason := check_image(p))}
     for p, reason in bad.items():
-        counts[reason] += 1
-        skipped.append((p, reason))
+        skip(counts, skipped, p, reason)
     keep = [k for k, p in enumerate(paths) if p not in bad]
-    names = ", ".join(map(str, files))
+    names = ", ".join(map(str, read))
     if not keep:
-        raise ValueError(f"{names}: no usable image-text pair (all {len(paths)} images skipped: "
-                         f"{', '.join(f'{counts[r]} {r}' for r in REASONS if counts.get(r))})")  # fmt: skip
+        why = describe_counts(counts, REASONS)
+        raise ValueError(f"{names}: no usable image-text pair (all {len(paths)} images skipped: {why})")
     classes = list(classes) if classes is not None else class_names(raw, names)
     labels = [_label_index(raw[k], classes, names) for k in keep]
     source = f"image-text pairs: {len(keep)} images from {names}"
@@ -460,49 +439,14 @@ def _label_index(label: str | int | None, classes: list[str], where: str) -> int
     return classes.index(name)
 
 
-def split_files(root: Path) -> dict[str, list[Path]]:
-    """Split name -> pairs files ``root/<split>.<suffix>``."""
-    found: dict[str, list[Path]] = {}
-    for p in sorted(root.iterdir()):
-        if p.is_file() and p.stem in _ALL_SPLIT_NAMES and p.suffix.lower() in SUFFIXES:
-            found.setdefault(p.stem, []).append(p)
-    return found
-
-
-def _resolve(root: Path, split: str) -> tuple[list[Path], list[Path], bool]:
-    """``(files of split, files of every split, heldout)``."""
-    if root.is_file():
-        return [root], [root], False
-    if not root.is_dir():
-        raise FileNotFoundError(f"image-text-pairs: {root}: no such file or directory")
-    splits = split_files(root)
-    if not splits:
-        files = [p for p in sorted(root.iterdir()) if p.is_file() and p.suffix.lower() in SUFFIXES]
-        if not files:
-            raise FileNotFoundError(f"image-text-pairs: no {'/'.join(SUFFIXES)} files in {root}")
-        return files, files, False
-    everything = [p for files in splits.values() for p in files]
-    for name in SPLIT_NAMES.get(split, (split,)):
-        if splits.get(name):
-            return splits[name], everything, True
-    raise FileNotFoundError(f"image-text-pairs: {root} has split files {sorted(splits)} but none for split {split!r}")
-
-
 def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> ImageTextPairs:
     """The pairs of ``root`` for ``split`` (layouts: module docstring); images relative to each
     file's folder."""
     if root is None:
         raise ValueError("image-text-pairs needs a pairs file or directory: set data.root (--data.root PATH)")
-    files, everything, heldout = _resolve(Path(root).expanduser(), split)
-    all_rows = [row for p in everything for row in read_rows(p)[0]]
-    classes = class_names([r.label for r in all_rows], str(root))  # union over splits: labels agree
-    dataset = read_pairs(files, img_size=img_size, in_chans=in_chans, classes=classes,
-                         caption="random" if split == "train" else "first")  # fmt: skip
-    if limit is not None and limit < len(dataset):  # evenly spaced, so every class keeps its share
-        dataset.select(np.linspace(0, len(dataset) - 1, limit).round().astype(np.int64))
-    where = files[0] if len(files) == 1 else f"{len(files)} files in {files[0].parent}"
-    note = "" if heldout else " (every split reads these pairs)"
-    kind = f"{len(dataset.classes)} classes" if dataset.classes else "unlabelled"
-    dataset.source = f"image-text-pairs {split}: {len(dataset)} images ({kind}) from {where}{note}"
-    dataset.heldout = heldout
-    return dataset
+    files, everything, heldout = resolve("image-text-pairs", Path(root).expanduser(), split, SUFFIXES)
+    read = {p: read_rows(p) for p in everything}  # each file once: the classes need every split's labels
+    classes = class_names([row.label for rows, _, _ in read.values() for row in rows], str(root))
+    dataset = _pairs({p: read[p] for p in files}, img_size, in_chans, classes,
+                     caption="random" if split == "train" else "first")  # fmt: skip
+    return finish(dataset, "image-text-pairs", split, files, heldout, limit, "images")

@@ -51,9 +51,10 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from convergent.data.collate import collate, record_skipped
+from convergent.data.collate import collate
 from convergent.data.image_folder import IMAGE_EXTENSIONS, decode
-from convergent.data.pairs import CAPTION_MODES, ImageTextPairs, PairsCollator
+from convergent.data.pairs import CAPTION_MODES, ImageTextPairs, PairsBatching
+from convergent.data.skips import MAX_LISTED, skip
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ MANIFEST = "manifest.json"
 FORMAT = "convergent-shards/1"
 IMAGE_EXTS = tuple(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
 """Member extensions read as the image of a sample."""
-MAX_LISTED = 1000
-"""Skipped samples named in ``skipped``; ``skip_counts`` counts them all."""
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -72,6 +71,15 @@ def _png_bytes(image: torch.Tensor) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buf, "PNG")
     return buf.getvalue()
+
+
+def _file(path) -> tuple[bytes | None, str]:
+    """``(bytes or None if unreadable, lower-case extension without the dot)`` of an image file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        data = None
+    return data, Path(path).suffix.lower().lstrip(".")
 
 
 def _records(source) -> Iterator[tuple[bytes | None, str, list[str], int, str]]:
@@ -85,11 +93,7 @@ def _records(source) -> Iterator[tuple[bytes | None, str, list[str], int, str]]:
             if source.images is not None:
                 yield _png_bytes(source.images[i]), "png", caps, label, path
             else:
-                try:
-                    data = Path(path).read_bytes()
-                except OSError:
-                    data = None
-                yield data, Path(path).suffix.lower().lstrip("."), caps, label, path
+                yield *_file(path), caps, label, path
         return
     for k, item in enumerate(source):
         image, text = item["image"], item["text"]
@@ -100,11 +104,7 @@ def _records(source) -> Iterator[tuple[bytes | None, str, list[str], int, str]]:
         elif isinstance(image, (bytes, bytearray)):
             yield bytes(image), item.get("ext", "png"), caps, label, name
         else:
-            try:
-                data = Path(image).read_bytes()
-            except OSError:
-                data = None
-            yield data, Path(image).suffix.lower().lstrip("."), caps, label, str(image)
+            yield *_file(image), caps, label, str(image)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -201,8 +201,11 @@ def resolve_shards(shards: str | Path | Sequence[str | Path]) -> tuple[list[Path
         path = Path(shards).expanduser()
         manifest_path = path / MANIFEST
         if path.is_dir() and manifest_path.is_file():
-            manifest = json.loads(manifest_path.read_text())
-            paths = [path / s["name"] for s in manifest["shards"]]
+            try:
+                manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+                paths = [path / s["name"] for s in manifest["shards"]]
+            except (ValueError, KeyError, TypeError) as e:  # not JSON, or no "shards" list of {"name": ...}
+                raise ValueError(f"shards: {manifest_path} is not valid ({type(e).__name__}: {e})") from e
         elif path.is_dir():
             paths, manifest = sorted(path.glob("*.tar")), {}
         elif any(c in str(shards) for c in "*?["):
@@ -281,7 +284,7 @@ def parse_sample(members: dict[str, bytes], classes: Sequence[str]) -> tuple[str
     return ext, members[ext], captions, label
 
 
-class ShardDataset(IterableDataset):
+class ShardDataset(PairsBatching, IterableDataset):
     """Stream ``{"image": uint8 (C, S, S), "text": str, "label": int, "key": str, "skipped": [...]}``
     from tar shards (see the module docstring). ``decode=False`` gives the image bytes as they
     are stored (``"image"``: bytes, plus ``"ext"``). ``caption``: ``"random"`` (a seeded draw
@@ -321,17 +324,6 @@ class ShardDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Shard order and shuffle buffer depend on ``epoch``: call before each epoch's loader."""
         self.epoch = epoch
-
-    def with_tokenizer(
-        self, tokenizer, max_length: int = 77, padding: str = "longest", word_ids: bool = False
-    ) -> "ShardDataset":
-        """Set :attr:`collate_fn` to a :class:`~convergent.data.pairs.PairsCollator`; returns ``self``."""
-        self.collate_fn = PairsCollator(tokenizer, max_length, padding, word_ids)
-        return self
-
-    def record_skipped(self, batch: dict) -> int:
-        """Merge the samples a (worker's) batch passed over into :attr:`skipped`."""
-        return record_skipped(self, batch)
 
     def reader(self) -> tuple[int, int]:
         """``(index, count)`` of this reader among all (rank, DataLoader worker) pairs."""
@@ -401,8 +393,6 @@ class ShardDataset(IterableDataset):
                 yield item
 
     def _note(self, passed: list, where: str, reason: str) -> None:
-        self.skip_counts[reason.split(" (")[0]] += 1
-        if len(self.skipped) < MAX_LISTED:
-            self.skipped.append((where, reason))
+        skip(self.skip_counts, self.skipped, where, reason.split(" (")[0], reason)
         passed.append((where, reason))
         log.warning("skipping %s: %s", where, reason)

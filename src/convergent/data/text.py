@@ -36,22 +36,17 @@ from torch.utils.data import Dataset
 from convergent.data.lines import (
     JSONL_SUFFIXES,
     MAX_CHARS,
+    REASONS,
     TEXT_SUFFIXES,
     FileIndex,
-    describe_counts,
     index_file,
     read_line,
 )
+from convergent.data.skips import describe_counts
+from convergent.data.splits import finish, resolve
 
 log = logging.getLogger(__name__)
 
-SPLIT_NAMES = {
-    "train": ("train",),
-    "val": ("val", "validation", "valid", "dev", "test"),
-    "test": ("test", "val", "validation", "valid", "dev"),
-}
-"""Split -> file/folder names tried in order, when ``root`` has split files."""
-_ALL_SPLIT_NAMES = frozenset(n for names in SPLIT_NAMES.values() for n in names)
 SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES
 
 
@@ -147,7 +142,7 @@ class TextLines(TextDataset):
         for ix in indexes:
             if not len(ix.offsets):
                 n = sum(ix.counts.values())
-                why = f"{n} lines skipped: {describe_counts(ix.counts)}" if n else "empty file"
+                why = f"{n} lines skipped: {describe_counts(ix.counts, REASONS)}" if n else "empty file"
                 raise ValueError(f"{ix.path}: no usable line ({why})")
         self.classes = list(classes) if classes is not None else class_names(indexes)
         self.paths = [ix.path for ix in indexes]
@@ -168,7 +163,7 @@ class TextLines(TextDataset):
     def summary(self) -> str:
         """One line: how many lines are used and skipped, by reason."""
         n = sum(self.skip_counts.values())
-        return f"{len(self)} lines used, {n} skipped ({describe_counts(self.skip_counts)})"
+        return f"{len(self)} lines used, {n} skipped ({describe_counts(self.skip_counts, REASONS)})"
 
     def select(self, keep: np.ndarray) -> "TextLines":
         """Keep only the items at indices ``keep`` (in that order); returns ``self``."""
@@ -221,58 +216,12 @@ def _label_indices(ix: FileIndex, classes: list[str]) -> np.ndarray:
     return ix.labels.copy()
 
 
-def split_files(root: Path) -> dict[str, list[Path]]:
-    """Split name -> files, for ``root/<split>.<suffix>`` files and ``root/<split>/`` folders."""
-    found: dict[str, list[Path]] = {}
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir() and entry.name in _ALL_SPLIT_NAMES:
-            found[entry.name] = text_files(entry)
-        elif entry.is_file() and entry.stem in _ALL_SPLIT_NAMES and entry.suffix.lower() in SUFFIXES:
-            found.setdefault(entry.stem, []).append(entry)
-    return found
-
-
-def text_files(folder: Path) -> list[Path]:
-    """Visible text/JSONL files directly in ``folder``, sorted."""
-    visible = (p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith("."))
-    return [p for p in visible if p.suffix.lower() in SUFFIXES]
-
-
-def _resolve(root: Path, split: str) -> tuple[list[Path], list[Path], bool]:
-    """``(files of split, files of every split, heldout)``."""
-    if root.is_file():
-        return [root], [root], False
-    if not root.is_dir():
-        raise FileNotFoundError(f"text-lines: {root}: no such file or directory")
-    splits = split_files(root)
-    if not splits:
-        files = text_files(root)
-        if not files:
-            raise FileNotFoundError(f"text-lines: no {'/'.join(SUFFIXES)} files in {root}")
-        return files, files, False
-    everything = [p for files in splits.values() for p in files]
-    for name in SPLIT_NAMES.get(split, (split,)):
-        if splits.get(name):
-            return splits[name], everything, True
-    raise FileNotFoundError(f"text-lines: {root} has split files {sorted(splits)} but none for split {split!r}")
-
-
 def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> TextLines:
     """The lines of ``root`` for ``split`` (layouts: module docstring). ``img_size``/``in_chans``
     are ignored (the registry passes them to every builder)."""
     if root is None:
         raise ValueError("text-lines needs a file or directory: set data.root (--data.root PATH)")
-    files, everything, heldout = _resolve(Path(root).expanduser(), split)
+    files, everything, heldout = resolve("text-lines", Path(root).expanduser(), split, SUFFIXES, folders=True)
     labelled = any(index_file(p).label_kind != "none" for p in files)
     classes = class_names([index_file(p) for p in everything]) if labelled else None  # cached: no re-read
-    where = files[0] if len(files) == 1 else f"{len(files)} files in {files[0].parent}"
-    dataset = TextLines(files, classes=classes)
-    if limit is not None and limit < len(dataset):  # evenly spaced, so every class keeps its share
-        dataset.select(np.linspace(0, len(dataset) - 1, limit).round().astype(np.int64))
-    note = "" if heldout else " (every split reads these lines)"
-    kind = f"{len(dataset.classes)} classes" if dataset.classes else "unlabelled"
-    dataset.source = f"text-lines {split}: {len(dataset)} lines ({kind}) from {where}{note}"
-    dataset.heldout = heldout
-    return dataset
+    return finish(TextLines(files, classes=classes), "text-lines", split, files, heldout, limit, "lines")

@@ -19,6 +19,7 @@ adding the same cls/sep as :meth:`Tokenizer.encode_batch`), so ``transformers`` 
 ``convergent_tokenizer.json`` beside it records the kind and which token plays which role.
 """
 
+import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -119,21 +120,18 @@ class Tokenizer:
         else:
             ids_list = self.encode_ids(texts)
         rows = [[self.cls_id, *ids[: max_length - 2], self.sep_id] for ids in ids_list]
-        width = max_length if padding == "max_length" else max((len(r) for r in rows), default=2)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.int64)
-        attention_mask = torch.zeros(len(rows), width, dtype=torch.int64)
-        for b, row in enumerate(rows):
-            input_ids[b, : len(row)] = torch.tensor(row)
-            attention_mask[b, : len(row)] = 1
+        lengths = np.fromiter(map(len, rows), np.int64, len(rows))  # (B,)
+        width = max_length if padding == "max_length" else int(lengths.max(initial=2))
+        real = np.arange(width) < lengths[:, None]  # (B, L)
+        input_ids = _padded(rows, real, self.pad_id)
+        attention_mask = torch.from_numpy(real.astype(np.int64))
         out = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "special_tokens_mask": self.is_special(input_ids) | (attention_mask == 0),
         }
         if word_ids:
-            out["word_ids"] = torch.full((len(rows), width), -1, dtype=torch.int64)
-            for b, row in enumerate(words):
-                out["word_ids"][b, : len(row)] = torch.tensor(row)
+            out["word_ids"] = _padded(words, real, -1)
         return out
 
     def decode(self, ids, skip_special: bool = True) -> str:
@@ -192,6 +190,14 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+
+def _padded(rows: Sequence[Sequence[int]], real: np.ndarray, fill: int) -> torch.Tensor:
+    """``(B, L)`` int64: row ``b`` of ``rows`` where ``real[b]`` (its first ``len(rows[b])``
+    places), ``fill`` elsewhere; one copy for the whole batch."""
+    out = np.full(real.shape, fill, dtype=np.int64)
+    out[real] = np.fromiter(itertools.chain.from_iterable(rows), np.int64, int(real.sum()))  # row-major order
+    return torch.from_numpy(out)
 
 
 def _recognise(backend: tokenizers.Tokenizer, file: Path) -> tuple[str, dict[str, str]]:

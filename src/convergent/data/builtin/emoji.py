@@ -27,7 +27,7 @@ out: its 5 entries are the bare skin-tone swatches (U+1F3FB..1F3FF), colour patc
 than pictures of anything, too few to learn or to test as a class.
 
 **Splits** ``train``/``val``/``test`` (:data:`FRACTIONS` 0.8/0.1/0.1) by a stable hash (BLAKE2b,
-32 bits, :func:`~convergent.data.builtin.wordnet.stable_hash`) of the base emoji's ``unified``
+32 bits, :func:`~convergent.data.splits.stable_hash`) of the base emoji's ``unified``
 code, so a skin-tone variant is always in its base emoji's split and no emoji seen in training
 is evaluated in another colour. Only entries with ``has_img_google`` and an existing image are
 used; the others are skipped, counted (``skip_counts``) and named (``skipped``), as are images
@@ -51,9 +51,10 @@ import numpy as np
 import torch
 
 from convergent.data.builtin.fashion_mnist import resize_uint8
-from convergent.data.builtin.wordnet import stable_hash
 from convergent.data.image_folder import decode
 from convergent.data.pairs import ImageTextPairs
+from convergent.data.skips import skip
+from convergent.data.splits import evenly_spaced, hash_split, stable_hash
 
 CLASSES = [
     "Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drink", "Travel & Places",
@@ -95,12 +96,7 @@ def cache_dir() -> Path:
 
 def split_of(base: str) -> str:
     """The split of a base emoji ``unified`` code, by :data:`FRACTIONS` of its stable hash."""
-    u, edge = stable_hash(base) / 2**32, 0.0
-    for split, fraction in FRACTIONS.items():
-        edge += fraction
-        if u < edge:
-            return split
-    return split
+    return hash_split(stable_hash(base), FRACTIONS)
 
 
 def base_captions(entry: dict) -> list[str]:
@@ -119,11 +115,6 @@ def parse_entries(entries: list[dict], counts: Counter, skipped: list, split: st
     """Every usable image of ``entries`` (emoji.json), base emoji each followed by its variants;
     only those of ``split`` (unusable ones counted and named) unless it is None."""
     found = []
-
-    def skip(what: str, reason: str) -> None:
-        counts[reason] += 1
-        skipped.append((what, reason))
-
     for entry in entries:
         category = entry.get("category")
         if category in EXCLUDED:
@@ -132,16 +123,16 @@ def parse_entries(entries: list[dict], counts: Counter, skipped: list, split: st
         if split is not None and split_of(str(unified)) != split:
             continue
         if category not in CLASSES or not unified or not image or not captions:
-            skip(str(image or unified), "bad entry (category, unified, image or name)")
+            skip(counts, skipped, str(image or unified), "bad entry (category, unified, image or name)")
             continue
         label = CLASSES.index(category)
         if entry.get("has_img_google"):
             found.append(Emoji(unified, unified, image, captions, label))
         else:
-            skip(image, "no Google image")
+            skip(counts, skipped, image, "no Google image")
         for key, variant in sorted((entry.get("skin_variations") or {}).items()):
             if not variant.get("has_img_google") or not variant.get("image"):
-                skip(str(variant.get("image") or f"{unified}/{key}"), "no Google image")
+                skip(counts, skipped, str(variant.get("image") or f"{unified}/{key}"), "no Google image")
                 continue
             tone = tone_name(key)
             toned = [f"{c}: {tone}" for c in captions]
@@ -152,9 +143,15 @@ def parse_entries(entries: list[dict], counts: Counter, skipped: list, split: st
 @functools.lru_cache(maxsize=2)
 def _read_entries(path: Path, _stamp) -> list[dict]:
     """emoji.json, cached by size and time (``_stamp``), so building several splits parses once."""
-    entries = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not a JSON file ({e})") from e
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a JSON list of emoji, got {type(entries).__name__}")
+    bad = next((k for k, e in enumerate(entries) if not isinstance(e, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: entry [{bad}] is {type(entries[bad]).__name__}, expected an object")
     return entries
 
 
@@ -198,14 +195,12 @@ def _decode_files(directory: Path, emoji: list[Emoji], img_size: int, in_chans: 
     for e in emoji:
         path = directory / IMAGE_DIR / e.image
         if not path.is_file():
-            counts["missing image"] += 1
-            skipped.append((str(path), "missing image"))
+            skip(counts, skipped, str(path), "missing image")
             continue
         try:
             images.append(decode(str(path), img_size, in_chans))
         except Exception as err:  # noqa: BLE001 - whatever Pillow raises, the image is unusable
-            counts["unreadable image"] += 1
-            skipped.append((str(path), f"unreadable image ({type(err).__name__}: {err})"))
+            skip(counts, skipped, str(path), "unreadable image", f"unreadable image ({type(err).__name__}: {err})")
             continue
         kept.append(e)
     return kept, torch.stack(images) if images else torch.empty(0, in_chans, img_size, img_size, dtype=torch.uint8)
@@ -219,8 +214,7 @@ def _bundled_images(emoji: list[Emoji], img_size: int, in_chans: int, counts, sk
     kept = [e for e in emoji if e.image in index]
     for e in emoji:
         if e.image not in index:
-            counts["missing image"] += 1
-            skipped.append((f"{BUNDLED_DIR / 'images.npz'}:{e.image}", "missing image"))
+            skip(counts, skipped, f"{BUNDLED_DIR / 'images.npz'}:{e.image}", "missing image")
     x = torch.from_numpy(tiles[[index[e.image] for e in kept]]).permute(0, 3, 1, 2)  # (N, 3, 32, 32)
     if in_chans == 1:  # Pillow's "L": ITU-R 601-2 luma, in 16-bit fixed point
         w = torch.tensor([19595, 38470, 7471], dtype=torch.int64).view(1, 3, 1, 1)
@@ -241,7 +235,7 @@ def load(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: in
     counts, skipped = Counter(), []
     emoji = parse_entries(read_entries(directory / "emoji.json"), counts, skipped, split)
     if limit is not None and limit < len(emoji):  # evenly spaced: the file is ordered by category
-        emoji = [emoji[k] for k in np.linspace(0, len(emoji) - 1, limit).round().astype(int)]
+        emoji = [emoji[k] for k in evenly_spaced(len(emoji), limit)]
     read = _bundled_images if bundled else functools.partial(_decode_files, directory)
     emoji, images = read(emoji, img_size, in_chans, counts, skipped)
     if not emoji:

@@ -27,13 +27,13 @@ definition) in ``train``. Within a split, a text that occurs more than once is k
 
 import functools
 import gzip
-import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from convergent.data.splits import evenly_spaced, hash_split, stable_hash
 from convergent.data.text import TextList
 
 CLASSES = ["noun", "verb", "adjective", "adverb"]
@@ -65,22 +65,6 @@ def definition(gloss: str) -> str:
 def normalise(text: str) -> str:
     """Case-folded, whitespace collapsed: the key for finding duplicate texts."""
     return " ".join(text.casefold().split())
-
-
-def stable_hash(key: str) -> int:
-    """32-bit BLAKE2b of ``key``: the same on every machine and Python run, and unlike CRC-32 not
-    affine in its input, so hashes of ``"subset:" + key`` and ``key`` are unrelated."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=4).digest(), "big")
-
-
-def split_of(h: int) -> str:
-    """The split of a synset (or group) with hash ``h``, by :data:`FRACTIONS`."""
-    u, edge = h / 2**32, 0.0
-    for split, fraction in FRACTIONS.items():
-        edge += fraction
-        if u < edge:
-            return split
-    return split  # u rounds to 1.0 at most: the last split
 
 
 def data_file(directory: Path, pos: str) -> Path | None:
@@ -146,7 +130,7 @@ def assign_splits(synsets: list[Synset]) -> list[str]:
     keys = [normalise(definition(s.gloss)) for s in synsets]
     for k, h in zip(keys, hashes):
         group_min[k] = min(group_min[k], h)
-    return [split_of(group_min[k]) for k in keys]
+    return [hash_split(group_min[k], FRACTIONS) for k in keys]
 
 
 @functools.lru_cache(maxsize=2)
@@ -186,7 +170,7 @@ def load(split: str, root=None, view: str = "gloss", limit: int | None = None) -
         raise ValueError(f"wordnet: no synset lines in {', '.join(map(str, files.values()))}")
     texts, labels = split_items(synsets, splits, split, view)
     if limit is not None and limit < len(texts):  # evenly spaced: files are by class, so shares are kept
-        keep = [round(i * (len(texts) - 1) / max(limit - 1, 1)) for i in range(limit)]
+        keep = evenly_spaced(len(texts), limit)
         texts, labels = [texts[k] for k in keep], [labels[k] for k in keep]
     name = "wordnet-glosses" if view == "gloss" else "wordnet-definitions"
     dataset = TextList(texts, labels, CLASSES, f"{name} {split}: {len(texts)} texts from {where}")
