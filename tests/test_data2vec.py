@@ -14,7 +14,7 @@ from convergent.backbones import ViTConfig, build_backbone
 from convergent.backbones.vit import VisionTransformer
 from convergent.losses.regression import masked_smooth_l1
 from convergent.tasks.configs import Data2VecConfig
-from convergent.tasks.data2vec import Data2Vec, normalize
+from convergent.tasks.data2vec import Data2Vec, normalize, real_positions
 from convergent.tasks.registry import build_task
 from convergent.tasks.teacher import linear_momentum
 from convergent.training.checkpoint import weights_for_saving
@@ -116,7 +116,7 @@ def test_targets_equal_hand_computed_top_k_average(name):
     x = batch[task.backbone.input_key]
     kwargs = {"attention_mask": batch["attention_mask"]} if name == "text_test" else {}
     grid = task.backbone.mask_grid(x)
-    valid = ~task.backbone.output_mask(~task.real_positions(batch, x, grid), grid)
+    valid = ~task.backbone.output_mask(~real_positions(batch, x, grid), grid)
     got = task.targets(x, kwargs, valid)
 
     _, blocks = task.teacher.forward_intermediates(x, indices=None, **kwargs)  # every block

@@ -22,9 +22,10 @@ import yaml
 from convergent.backbones import build_backbone
 from convergent.converters.hf_vit import state_dict_from_hf as vit_from_hf
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
+from convergent.masking import whole_word_masking
 from convergent.tasks.configs import ViLTConfig
 from convergent.tasks.registry import build_task
-from convergent.tasks.vilt import ViLT, itm_negatives, whole_word_masking, word_ids_from_tokens
+from convergent.tasks.vilt import ViLT, itm_negatives
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 VOCAB = 50
@@ -188,12 +189,6 @@ def test_mlm_only_on_candidates_of_matched_pairs(single_pass):
         assert (picked.sum(1) >= 1).any()
 
 
-def test_word_ids_from_tokens():
-    tokens = ["[CLS]", "grin", "##ning", "face", "with", "sweat", "##y", "##s", "[SEP]", "[PAD]"]
-    assert word_ids_from_tokens(tokens) == [-1, 0, 0, 1, 2, 3, 3, 3, -1, -1]
-    assert word_ids_from_tokens(["[CLS]", "##x", "y"]) == [-1, 0, 1]  # a piece after a special starts a word
-
-
 def test_whole_word_masking_hides_words_whole_within_the_budget():
     words = [-1, 0, 0, 0, 1, 2, 2, 3, 4, 4, 5, -1, -1]  # 6 words, 10 pieces, then [SEP] [PAD]
     word_ids = torch.tensor([words] * 200)
@@ -217,7 +212,7 @@ def test_whole_word_masking_hides_words_whole_within_the_budget():
 
 def test_whole_word_mask_in_the_task():
     batch = _batch(b=4)
-    words = torch.tensor([word_ids_from_tokens(["[CLS]", "a", "##b", "##c", "d", "##e", "f", "g", "[SEP]"])] * 4)
+    words = torch.tensor([[-1, 0, 0, 0, 1, 1, 2, 3, -1]] * 4)  # [CLS] a ##b ##c d ##e f g [SEP]
     batch["word_ids"] = words
     batch["special_tokens_mask"] = words < 0
     batch["attention_mask"] = torch.ones_like(batch["input_ids"])

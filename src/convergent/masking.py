@@ -1,4 +1,4 @@
-"""Mask generators for masked image modelling, and the AvgDist masking metric.
+"""Mask generators for masked image and language modelling, and the AvgDist masking metric.
 
 * :class:`SimMIMMaskGenerator` — SimMIM (Xie et al., 2022): a fixed number of random
   ``mask_patch_size`` squares, returned at the model's patch resolution;
@@ -6,6 +6,8 @@
   the first ``int(N * (1 - ratio))`` patches are kept (exactly HF ``ViTMAEEmbeddings``);
 * :func:`block_masking` — BEiT (Bao et al., 2022): random rectangles of at least
   ``min_num_patches`` patches and aspect ratio in [0.3, 1/0.3] until the target count;
+* :func:`token_masking` / :func:`whole_word_masking` — BERT (Devlin et al., 2019): an exact
+  count of each row's :func:`token_candidates`, as single tokens or whole words;
 * :func:`avg_dist` — SimMIM's AvgDist: mean Euclidean distance (pixels) from each masked
   pixel to its nearest visible pixel, computed with an exact distance transform.
 
@@ -250,6 +252,23 @@ def avg_dist(mask_pixels: torch.Tensor) -> torch.Tensor:
     return total / count  # 0/0 -> nan
 
 
+def token_candidates(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    special_tokens_mask: torch.Tensor | None = None,
+    special_ids: tuple[int, ...] = (),
+) -> torch.Tensor:
+    """``(B, L)`` bool: the tokens of ``input_ids`` ``(B, L)`` that BERT-style masking may
+    hide: real (``attention_mask``, 1 = real; all when None) and not special
+    (``special_tokens_mask``, True = special; without it, ids among ``special_ids``)."""
+    real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    if special_tokens_mask is not None:
+        return real & ~special_tokens_mask.bool()
+    if not special_ids:
+        return real
+    return real & ~torch.isin(input_ids, torch.tensor(special_ids, device=input_ids.device))
+
+
 def token_masking(
     candidates: torch.Tensor, mask_ratio: float = 0.15, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -259,17 +278,62 @@ def token_masking(
     Args:
         candidates: ``(B, L)`` bool, True where a token may be hidden (real, non-special tokens).
         mask_ratio: fraction of candidates hidden, in (0, 1].
-        generator: RNG (global RNG when None); on the candidates' device.
+        generator: RNG (global RNG when None).
 
     Returns:
         ``(B, L)`` bool, True = hidden; rows without candidates hide nothing.
     """
-    if not 0.0 < mask_ratio <= 1.0:
-        raise ValueError(f"mask_ratio must be in (0, 1], got {mask_ratio}")
     candidates = candidates.bool()
-    n = candidates.sum(1, keepdim=True)  # (B, 1)
-    k = torch.where(n > 0, (n.float() * mask_ratio).round().clamp(min=1), 0).long()  # hidden per row
-    noise = torch.rand(candidates.shape, generator=generator, device=_gen_device(generator) or candidates.device)
-    noise = noise.masked_fill(~candidates, 2.0)  # non-candidates sort last
+    k = _row_budget(candidates, mask_ratio)  # (B, 1) hidden per row
+    noise = _row_noise(candidates, generator).masked_fill(~candidates, 2.0)  # non-candidates sort last
     rank = noise.argsort(1).argsort(1)  # (B, L) position of each token in its row's order
     return rank < k
+
+
+def whole_word_masking(
+    word_ids: torch.Tensor, candidates: torch.Tensor, mask_ratio: float = 0.15, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Whole-word masking (BERT's later release; ViLT): words, taken in random order, are
+    hidden with all their pieces while they fit in the budget ``round(mask_ratio * n)`` of a
+    row's ``n`` candidate tokens (the first word always; Google's ``create_pretraining_data``
+    goes on trying shorter words after one that does not fit, this stops there).
+
+    Args:
+        word_ids: ``(B, L)`` word index of each token; the pieces of a word are adjacent and
+            share the id (special tokens: -1; only changes of id matter).
+        candidates: ``(B, L)`` bool, tokens that may be hidden (real, non-special).
+        mask_ratio: fraction of the candidate tokens hidden, in (0, 1].
+        generator: RNG (global RNG when None).
+
+    Returns:
+        ``(B, L)`` bool, True = hidden; never outside ``candidates``.
+    """
+    candidates = candidates.bool()
+    budget = _row_budget(candidates, mask_ratio)  # (B, 1) tokens per row
+    w = word_ids.masked_fill(~candidates, -1)
+    before = torch.cat([torch.full_like(w[:, :1], -2), w[:, :-1]], dim=1)
+    start = candidates & (w != before)  # (B, L) the first piece of each candidate word
+    word = (start.long().cumsum(1) - 1).clamp(min=0)  # (B, L) each token's word, 0..L-1
+    pieces = torch.zeros_like(word).scatter_add_(1, word, candidates.long())  # (B, L) pieces per word
+    order = _row_noise(word, generator).masked_fill(pieces == 0, 2.0).argsort(1)  # words in random order, empty last
+    size = pieces.gather(1, order)
+    take = (size.cumsum(1) <= budget) & (size > 0)
+    take[:, 0] |= size[:, 0] > 0  # at least one word in a row with candidates
+    chosen_words = torch.zeros_like(take).scatter_(1, order, take)  # (B, L) by word index
+    return chosen_words.gather(1, word) & candidates
+
+
+def _row_budget(candidates: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+    """``(B, 1)`` int64: ``round(mask_ratio * n)``, at least 1, of each row's ``n`` candidates
+    (0 for a row without any)."""
+    if not 0.0 < mask_ratio <= 1.0:
+        raise ValueError(f"mask_ratio must be in (0, 1], got {mask_ratio}")
+    n = candidates.sum(1, keepdim=True)  # (B, 1)
+    return torch.where(n > 0, (n.float() * mask_ratio).round().clamp(min=1), 0).long()
+
+
+def _row_noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform noise of ``like``'s shape, drawn on the generator's device (``like``'s without
+    one) and returned on ``like``'s device."""
+    noise = torch.rand(like.shape, generator=generator, device=_gen_device(generator) or like.device)
+    return noise.to(like.device)

@@ -23,6 +23,18 @@ def has_class_token(backbone: nn.Module) -> bool:
     return int(getattr(backbone, "num_prefix_tokens", 0)) > 0 or getattr(backbone, "input_key", None) == "input_ids"
 
 
+def check_pooling(backbone: nn.Module, pooling: str, field: str = "pooling") -> None:
+    """Raise a clear error, naming the config ``field``, when ``pooling`` is not one of
+    :data:`POOLINGS` or is ``"cls"`` for a backbone without a class token; for tasks to call
+    when they are built (:func:`pool_tokens` would only fail at the first batch)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"{field} must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if pooling == "cls" and not has_class_token(backbone):
+        raise ValueError(
+            f"{field}='cls' needs a class token; {type(backbone).__name__} has none (use 'avg' or 'default')"
+        )
+
+
 def pool_tokens(
     backbone: nn.Module, tokens: torch.Tensor, pooling: str, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:

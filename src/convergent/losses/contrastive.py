@@ -16,7 +16,8 @@ gradients is exactly the single-process gradient of the global batch. open_clip'
 ``gather_with_grad=False`` — features of other processes detached, the local ones put back
 — loses the gradient that other processes' losses send to this process's rows, so the
 update is not the global batch's (1/W of it for the full matrix; cross terms missing with
-``local_loss``); it is here only as ``with_grad=False`` for comparisons and tests.
+``local_loss``); it is here as ``with_grad=False`` for comparisons and tests, and for MoCo's
+keys (:mod:`convergent.losses.moco`), which come from a momentum encoder and need none.
 
 Features are expected L2-normalised; the losses run in float32 with autocast off (a logit
 scale of up to 100 turns bf16's rounding of a cosine into errors of ~0.4 in a logit).

@@ -6,13 +6,16 @@
 
 Distributed-aware: in a process group of ``W`` processes each holding ``B`` queries and
 keys, the keys are all-gathered ``(W·B, D)`` and the positive of local query ``i`` is key
-``rank·B + i``. Keys gathered from other processes carry no gradient (MoCo's keys come from
-the momentum encoder and need none); the local slice keeps its autograd history.
+``rank·B + i`` (:func:`~convergent.losses.contrastive.gather_features` with
+``with_grad=False`` and :func:`~convergent.losses.contrastive.info_nce`). Keys gathered from
+other processes carry no gradient (MoCo's keys come from the momentum encoder and need
+none); the local slice keeps its autograd history.
 """
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+
+from convergent.losses.contrastive import gather_features, info_nce, world
 
 
 def ctr(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -30,11 +33,9 @@ def ctr(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Tensor:
     if q.ndim != 2 or q.shape != k.shape:
         raise ValueError(f"queries {tuple(q.shape)} and keys {tuple(k.shape)} must both be (B, D)")
     q = F.normalize(q.float(), dim=1)
-    k = F.normalize(k.float(), dim=1)
-    keys, offset = gather_keys(k)  # (W·B, D), rank·B
-    logits = q @ keys.T / temperature  # (B, W·B)
-    labels = torch.arange(q.shape[0], device=q.device) + offset  # (B,)
-    return F.cross_entropy(logits, labels) * (2 * temperature)
+    keys = gather_features(F.normalize(k.float(), dim=1), with_grad=False)  # (W·B, D)
+    rank, _ = world()
+    return info_nce(q, keys, 1.0 / temperature, offset=rank * q.shape[0]) * (2 * temperature)
 
 
 def symmetric_ctr(
@@ -42,15 +43,3 @@ def symmetric_ctr(
 ) -> torch.Tensor:
     """``ctr(q1, k2) + ctr(q2, k1)``: each view's queries against the other view's keys."""
     return ctr(q1, k2, temperature) + ctr(q2, k1, temperature)
-
-
-def gather_keys(k: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``(keys of every process concatenated in rank order (W·B, D), rank·B)``; ``(k, 0)``
-    outside a process group. Other processes' keys are detached; the local ones are ``k``."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return k, 0
-    world, rank = dist.get_world_size(), dist.get_rank()
-    parts = [torch.empty_like(k) for _ in range(world)]
-    dist.all_gather(parts, k.detach().contiguous())
-    parts[rank] = k  # keep the local keys' gradient path
-    return torch.cat(parts), rank * k.shape[0]

@@ -1,8 +1,9 @@
 """Causal (left-to-right, GPT-style) language modelling: every position predicts the next
 token, seeing only the tokens up to itself.
 
-The same pieces as MLM: a text backbone built with ``causal=True`` (HF ``BertModel`` with
-``is_decoder=True``), :class:`~convergent.heads.lm_head.LMHead` tied to the input embedding,
+The same pieces as MLM (both are a :class:`~convergent.tasks.mlm.TiedLMTask`): a text
+backbone built with ``causal=True`` (HF ``BertModel`` with ``is_decoder=True``),
+:class:`~convergent.heads.lm_head.LMHead` tied to the input embedding,
 :func:`~convergent.losses.language.token_cross_entropy`. Text is sampled from a trained task
 with :func:`convergent.generation.generate`.
 """
@@ -11,14 +12,12 @@ import torch
 from torch import nn
 
 from convergent.backbones.protocol import backbone_inputs
-from convergent.heads.lm_head import LMHead
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
-from convergent.tasks.base import Task
 from convergent.tasks.configs import CausalLMConfig
-from convergent.tasks.mlm import tied_embedding
+from convergent.tasks.mlm import TiedLMTask
 
 
-class CausalLM(Task):
+class CausalLM(TiedLMTask):
     """Next-token prediction around a causal text backbone.
 
     ``forward(batch)`` reads ``batch["input_ids"]`` ``(B, L)`` and ``batch["attention_mask"]``
@@ -30,14 +29,11 @@ class CausalLM(Task):
     """
 
     name = "causal-lm"
-    batch_keys = ("input_ids", "attention_mask")
     requires = ("supports_causal",)
-    families = ("text",)
 
     def __init__(self, backbone: nn.Module, config: CausalLMConfig):
         super().__init__(backbone, config)
-        cfg = backbone.config
-        if not cfg.causal:
+        if not backbone.config.causal:
             raise ValueError(
                 f"task 'causal-lm' needs a backbone with causal (left-to-right) attention, but "
                 f"{type(backbone).__name__} was built with causal=False, so every position would see the token "
@@ -45,7 +41,6 @@ class CausalLM(Task):
             )
         if not 0.0 <= config.label_smoothing < 1.0:
             raise ValueError(f"CausalLMConfig.label_smoothing must be in [0, 1), got {config.label_smoothing}")
-        self.head = LMHead(backbone.num_features, cfg.vocab_size, cfg.act, cfg.norm_eps)
 
     @property
     def max_length(self) -> int:
@@ -79,10 +74,6 @@ class CausalLM(Task):
             return input_ids[:, 1:]
         real = real.bool()
         return input_ids[:, 1:].masked_fill(~(real[:, 1:] & real[:, :-1]), IGNORE_INDEX)
-
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Backbone tokens ``(..., C)`` → vocabulary logits ``(..., V)`` (head tied to the input embedding)."""
-        return self.head(tokens, tied_embedding(self.backbone))
 
     def next_token_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, V)`` of the token after ``input_ids`` ``(B, L)`` (no padding)."""

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convergent.backbones.protocol import backbone_inputs
-from convergent.heads.classifier import POOLINGS, ClassifierHead, has_class_token, pool_tokens
+from convergent.heads.classifier import ClassifierHead, check_pooling, pool_tokens
 from convergent.tasks.base import Task
 from convergent.tasks.configs import ClassifyConfig
 
@@ -29,13 +29,7 @@ class Classify(Task):
 
     def __init__(self, backbone: nn.Module, config: ClassifyConfig):
         super().__init__(backbone, config)
-        if config.pooling not in POOLINGS:
-            raise ValueError(f"ClassifyConfig.pooling must be one of {', '.join(POOLINGS)}, got {config.pooling!r}")
-        if config.pooling == "cls" and not has_class_token(backbone):
-            raise ValueError(
-                f"ClassifyConfig.pooling='cls' needs a class token; {type(backbone).__name__} has none "
-                "(use 'avg' or 'default')"
-            )
+        check_pooling(backbone, config.pooling, "ClassifyConfig.pooling")
         if not 0.0 <= config.label_smoothing < 1.0:
             raise ValueError(f"ClassifyConfig.label_smoothing must be in [0, 1), got {config.label_smoothing}")
         self.batch_keys = (getattr(backbone, "input_key", "image"), "label")

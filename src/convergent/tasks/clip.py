@@ -33,7 +33,7 @@ from torch import nn
 
 from convergent.backbones.protocol import backbone_inputs
 from convergent.backbones.registry import build_backbone
-from convergent.heads.classifier import POOLINGS, has_class_token, pool_tokens
+from convergent.heads.classifier import check_pooling, pool_tokens
 from convergent.losses.contrastive import clip_loss
 from convergent.tasks.base import Task
 from convergent.tasks.configs import CLIPConfig
@@ -157,13 +157,7 @@ def pool_text(
 
 
 def _check_config(config: CLIPConfig, backbone: nn.Module) -> None:
-    if config.image_pooling not in POOLINGS:
-        raise ValueError(f"CLIPConfig.image_pooling must be one of {', '.join(POOLINGS)}, got {config.image_pooling!r}")
-    if config.image_pooling == "cls" and not has_class_token(backbone):
-        raise ValueError(
-            f"CLIPConfig.image_pooling='cls' needs a class token; {type(backbone).__name__} has none "
-            "(use 'default' or 'avg')"
-        )
+    check_pooling(backbone, config.image_pooling, "CLIPConfig.image_pooling")
     if config.text_pooling not in TEXT_POOLINGS:
         raise ValueError(f"CLIPConfig.text_pooling must be one of {', '.join(TEXT_POOLINGS)}, got {config.text_pooling!r}")
     if config.embed_dim < 1:

@@ -211,7 +211,7 @@ class ViLTConfig:
     whole_word_mask: bool = False
     """Choose whole words for MLM (all WordPiece pieces of a word together, ViLT's setting)
     when batches carry ``word_ids`` (B, L): the same id for the pieces of one word, -1 for
-    special tokens (see ``convergent.tasks.vilt.word_ids_from_tokens``); without them, tokens."""
+    special tokens (``Tokenizer.encode_batch(..., word_ids=True)``); without them, tokens."""
     single_pass: bool = False
     """False (ViLT): two passes, MLM over masked text with each text's own image and ITM over
     the unmasked text with the swapped images. True: one pass over the masked text with the

@@ -73,18 +73,24 @@ PAPER_DEFAULTS = {
 }
 
 
+def real_positions(batch: dict, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    """``(B, prod(grid))`` True at real input positions: ``batch["attention_mask"]`` when
+    given (text padding), else everywhere."""
+    n = math.prod(grid)
+    if batch.get("attention_mask") is not None:
+        return batch["attention_mask"].bool().reshape(x.shape[0], n)
+    return torch.ones(x.shape[0], n, dtype=torch.bool, device=x.device)
+
+
 # --- mask generators: (batch, x, grid, ratio, unit) -> (B, prod(grid)) bool, True = hidden ----
 
 
 def token_mask(batch: dict, x: torch.Tensor, grid: tuple[int, ...], ratio: float, unit: int) -> torch.Tensor:
     """BERT: ``round(ratio · n)`` uniformly chosen positions among each row's ``n`` candidates
-    (``attention_mask`` minus ``special_tokens_mask`` when the batch holds them; else all)."""
-    n = math.prod(grid)
-    candidates = torch.ones(x.shape[0], n, dtype=torch.bool, device=x.device)
-    if batch.get("attention_mask") is not None:
-        candidates &= batch["attention_mask"].bool().reshape(x.shape[0], n)
+    (:func:`real_positions` minus ``special_tokens_mask`` when the batch holds it)."""
+    candidates = real_positions(batch, x, grid)  # (B, N_in)
     if batch.get("special_tokens_mask") is not None:
-        candidates &= ~batch["special_tokens_mask"].bool().reshape(x.shape[0], n)
+        candidates = candidates & ~batch["special_tokens_mask"].bool().reshape(candidates.shape)
     return token_masking(candidates, ratio)
 
 
@@ -172,7 +178,7 @@ class Data2Vec(Task):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, kwargs = backbone_inputs(self.backbone, batch)
         grid = tuple(self.backbone.mask_grid(x))
-        real = self.real_positions(batch, x, grid)  # (B, N_in)
+        real = real_positions(batch, x, grid)  # (B, N_in)
         mask = self.draw_mask(batch, x, grid) & real  # (B, N_in)
         valid = ~self.backbone.output_mask(~real, grid)  # (B, N_out) final tokens not all padding
         hidden = self.backbone.output_mask(mask, grid) & valid  # (B, N_out)
@@ -213,15 +219,6 @@ class Data2Vec(Task):
         return self
 
     # --- pieces -------------------------------------------------------------------------------
-    @staticmethod
-    def real_positions(batch: dict, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
-        """``(B, prod(grid))`` True at real input positions: ``batch["attention_mask"]`` when
-        given (text padding), else everywhere."""
-        n = math.prod(grid)
-        if batch.get("attention_mask") is not None:
-            return batch["attention_mask"].bool().reshape(x.shape[0], n)
-        return torch.ones(x.shape[0], n, dtype=torch.bool, device=x.device)
-
     def draw_mask(self, batch: dict, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
         """``batch["mask"]`` when given (checked), else one from the configured generator."""
         n = math.prod(grid)

@@ -16,12 +16,29 @@ from torch import nn
 from convergent.backbones.protocol import backbone_inputs
 from convergent.heads.lm_head import LMHead
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
-from convergent.masking import token_masking
+from convergent.masking import token_candidates, token_masking
 from convergent.tasks.base import Task
 from convergent.tasks.configs import MLMConfig
 
 
-class MLM(Task):
+class TiedLMTask(Task):
+    """Base of the text language-model tasks (:class:`MLM`, ``CausalLM``): a text backbone
+    and an :class:`~convergent.heads.lm_head.LMHead` (``head``) tied to its word embedding."""
+
+    batch_keys = ("input_ids", "attention_mask")
+    families = ("text",)
+
+    def __init__(self, backbone: nn.Module, config):
+        super().__init__(backbone, config)
+        cfg = backbone.config
+        self.head = LMHead(backbone.num_features, cfg.vocab_size, cfg.act, cfg.norm_eps)
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Backbone tokens ``(..., C)`` → vocabulary logits ``(..., V)`` (head tied to the input embedding)."""
+        return self.head(tokens, tied_embedding(self.backbone))
+
+
+class MLM(TiedLMTask):
     """Masked language modelling around a bidirectional text backbone.
 
     ``forward(batch)`` reads ``batch["input_ids"]`` ``(B, L)``, ``batch["attention_mask"]``
@@ -40,14 +57,12 @@ class MLM(Task):
     """
 
     name = "mlm"
-    batch_keys = ("input_ids", "attention_mask")
     requires = ("supports_mask_token",)
-    families = ("text",)
 
     def __init__(self, backbone: nn.Module, config: MLMConfig):
         super().__init__(backbone, config)
+        check_corruption(config)
         cfg = backbone.config
-        _check_probs(config)
         if cfg.mask_token_id is None:
             raise ValueError(
                 f"task 'mlm' replaces chosen tokens by the backbone's mask_token_id, but {type(backbone).__name__} "
@@ -58,10 +73,7 @@ class MLM(Task):
                 "task 'mlm' predicts tokens from both sides, but the backbone was built with causal=True; "
                 "use causal=False (or the 'causal-lm' task)"
             )
-        self.mask_token_id = cfg.mask_token_id
-        self.vocab_size = cfg.vocab_size
         self.special_ids = tuple(sorted({cfg.pad_token_id, cfg.mask_token_id, *config.special_ids}))
-        self.head = LMHead(backbone.num_features, cfg.vocab_size, cfg.act, cfg.norm_eps)
 
     def forward(self, batch: dict[str, torch.Tensor], return_outputs: bool = False) -> dict[str, torch.Tensor]:
         input_ids, kwargs = backbone_inputs(self.backbone, batch)  # (B, L)
@@ -72,13 +84,16 @@ class MLM(Task):
         else:
             chosen = batch.get("mlm_mask")
             if chosen is None:
-                chosen = token_masking(self.candidates(input_ids, batch), self.config.mask_ratio)
+                candidates = token_candidates(
+                    input_ids, batch.get("attention_mask"), batch.get("special_tokens_mask"), self.special_ids
+                )  # (B, L) real, non-special
+                chosen = token_masking(candidates, self.config.mask_ratio)
             elif chosen.shape != input_ids.shape:
                 raise ValueError(f"mlm_mask {tuple(chosen.shape)} does not match input_ids {tuple(input_ids.shape)}")
+            cfg, bcfg = self.config, self.backbone.config
             input_ids, labels = corrupt_tokens(
-                input_ids, chosen.bool(), self.mask_token_id, self.vocab_size,
-                self.config.replace_prob, self.config.random_prob,
-            )  # fmt: skip
+                input_ids, chosen.bool(), bcfg.mask_token_id, bcfg.vocab_size, cfg.replace_prob, cfg.random_prob
+            )
         tokens = self.backbone.forward_features(input_ids, **kwargs)  # (B, L, C)
         predicted = labels != IGNORE_INDEX  # (B, L)
         if return_outputs:
@@ -91,20 +106,6 @@ class MLM(Task):
         if return_outputs:
             out.update(logits=logits, labels=labels, input_ids=input_ids)
         return out
-
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Backbone tokens ``(..., C)`` → vocabulary logits ``(..., V)`` (head tied to the input embedding)."""
-        return self.head(tokens, tied_embedding(self.backbone))
-
-    def candidates(self, input_ids: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``(B, L)`` bool: real tokens (``attention_mask``) that are not special
-        (``special_tokens_mask``, or else ids among ``self.special_ids``)."""
-        real = batch.get("attention_mask")
-        real = torch.ones_like(input_ids, dtype=torch.bool) if real is None else real.bool()
-        special = batch.get("special_tokens_mask")
-        if special is None:
-            special = torch.isin(input_ids, torch.tensor(self.special_ids, device=input_ids.device))
-        return real & ~special.bool()
 
 
 def corrupt_tokens(
@@ -145,11 +146,14 @@ def tied_embedding(backbone: nn.Module) -> torch.Tensor:
     return embed.weight
 
 
-def _check_probs(config: MLMConfig) -> None:
+def check_corruption(config) -> None:
+    """Check the BERT corruption fields of an MLM-style config (``mask_ratio``,
+    ``replace_prob``, ``random_prob``; :class:`MLMConfig`, ``ViLTConfig``)."""
+    name = type(config).__name__
     if not 0.0 < config.mask_ratio <= 1.0:
-        raise ValueError(f"MLMConfig.mask_ratio must be in (0, 1], got {config.mask_ratio}")
+        raise ValueError(f"{name}.mask_ratio must be in (0, 1], got {config.mask_ratio}")
     if config.replace_prob < 0 or config.random_prob < 0 or config.replace_prob + config.random_prob > 1:
         raise ValueError(
-            "MLMConfig.replace_prob and random_prob must be >= 0 with a sum <= 1, got "
+            f"{name}.replace_prob and random_prob must be >= 0 with a sum <= 1, got "
             f"{config.replace_prob} and {config.random_prob}"
         )

@@ -37,11 +37,11 @@ Choices (paper sections in brackets; official = ``facebookresearch/moco-v3``):
 """
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from convergent.heads.mlp_head import MLPHead
+from convergent.losses.contrastive import world
 from convergent.losses.moco import symmetric_ctr
 from convergent.tasks.base import Task
 from convergent.tasks.configs import MoCoV3Config
@@ -135,8 +135,7 @@ class MoCoV3(Task):
         return x1, x2
 
     def _check_sync_bn(self, x: torch.Tensor) -> None:
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if self.training and self.config.sync_bn and distributed and x.device.type == "cpu":
+        if self.training and self.config.sync_bn and world()[1] > 1 and x.device.type == "cpu":
             raise ValueError(
                 "mocov3 sync_bn uses SyncBatchNorm, which needs GPUs; for several CPU processes set "
                 "task.mocov3.sync_bn false (BatchNorm per process)"

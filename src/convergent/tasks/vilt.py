@@ -15,7 +15,8 @@ without token types), two learned modality-type embeddings (text 0, image 1), Vi
   against not matched (0), cross-entropy;
 * masked language modelling (MLM) conditioned on the image: BERT's corruption of 15 % of
   each text's real, non-special tokens (:func:`~convergent.masking.token_masking`, or whole
-  words with ``whole_word_mask`` and ``batch["word_ids"]``, :func:`whole_word_masking`; then
+  words with ``whole_word_mask`` and ``batch["word_ids"]``,
+  :func:`~convergent.masking.whole_word_masking`; then
   :func:`~convergent.tasks.mlm.corrupt_tokens`: 80 % [MASK], 10 % random, 10 % kept), an
   LM head (:class:`~convergent.heads.lm_head.LMHead`) tied to the task's word embedding,
   cross-entropy on the chosen tokens of matched pairs only.
@@ -33,12 +34,11 @@ normalises the image part before the modality embedding is added.
 
 Whole-word masking needs word ids from the data side: the pipeline must add
 ``word_ids`` ``(B, L)`` int64 to the batch (HF ``tokenizers``' ``Encoding.word_ids`` with
-None → -1, or :func:`word_ids_from_tokens` on the WordPiece tokens); without them the task
+None → -1, as ``Tokenizer.encode_batch(..., word_ids=True)`` does); without them the task
 warns once and masks tokens.
 """
 
 import warnings
-from collections.abc import Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,15 +48,12 @@ from convergent.backbones.text import Pooler
 from convergent.heads.lm_head import LMHead
 from convergent.layers import init_linear_norm_
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
-from convergent.masking import token_masking
+from convergent.masking import token_candidates, token_masking, whole_word_masking
 from convergent.tasks.base import Task
 from convergent.tasks.configs import ViLTConfig
-from convergent.tasks.mlm import corrupt_tokens
+from convergent.tasks.mlm import check_corruption, corrupt_tokens
 
 TEXT, IMAGE = 0, 1  # rows of the modality-type embedding
-WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-"""Tokens that belong to no word in :func:`word_ids_from_tokens` (convergent's WordPiece
-specials; the collator's ``special_tokens_mask`` marks the same five)."""
 
 
 class TextEmbedding(nn.Module):
@@ -204,10 +201,7 @@ class ViLT(Task):
         """BERT's MLM corruption of ``input_ids`` ``(B, L)``: the corrupted ids and the labels
         (original ids at the chosen positions, -100 elsewhere)."""
         cfg = self.config
-        special = batch.get("special_tokens_mask")
-        if special is None:
-            special = torch.isin(input_ids, torch.tensor(self.special_ids, device=input_ids.device))
-        candidates = real & ~special.bool()  # (B, L)
+        candidates = token_candidates(input_ids, real, batch.get("special_tokens_mask"), self.special_ids)  # (B, L)
         word_ids = batch.get("word_ids")
         if cfg.whole_word_mask and word_ids is None and not self._warned_word_ids:
             warnings.warn("ViLTConfig.whole_word_mask is set but batches carry no word_ids: masking tokens")
@@ -236,7 +230,7 @@ class ViLT(Task):
         return super().layer_id(name)
 
 
-# --- ITM negatives and whole-word masking ----------------------------------------------------
+# --- ITM negatives ----------------------------------------------------------------------------
 
 
 def itm_negatives(
@@ -266,64 +260,6 @@ def itm_negatives(
     if device is not None:
         negative, partner = negative.to(device), partner.to(device)
     return negative, partner
-
-
-def whole_word_masking(
-    word_ids: torch.Tensor, candidates: torch.Tensor, mask_ratio: float = 0.15, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Whole-word masking (BERT's later release; ViLT): words, taken in random order, are
-    hidden with all their pieces while they fit in the budget ``round(mask_ratio * n)`` of a
-    row's ``n`` candidate tokens (the first word always; Google's ``create_pretraining_data``
-    goes on trying shorter words after one that does not fit, this stops there).
-
-    Args:
-        word_ids: ``(B, L)`` word index of each token; the pieces of a word are adjacent and
-            share the id (special tokens: -1; only changes of id matter).
-        candidates: ``(B, L)`` bool, tokens that may be hidden (real, non-special).
-        mask_ratio: fraction of the candidate tokens hidden, in (0, 1].
-        generator: RNG (global RNG when None).
-
-    Returns:
-        ``(B, L)`` bool, True = hidden; never outside ``candidates``.
-    """
-    if not 0.0 < mask_ratio <= 1.0:
-        raise ValueError(f"mask_ratio must be in (0, 1], got {mask_ratio}")
-    candidates = candidates.bool()
-    w = word_ids.masked_fill(~candidates, -1)
-    before = torch.cat([torch.full_like(w[:, :1], -2), w[:, :-1]], dim=1)
-    start = candidates & (w != before)  # (B, L) the first piece of each candidate word
-    word = (start.long().cumsum(1) - 1).clamp(min=0)  # (B, L) each token's word, 0..L-1
-    pieces = torch.zeros_like(word).scatter_add_(1, word, candidates.long())  # (B, L) pieces per word
-    n = candidates.sum(1, keepdim=True)  # (B, 1)
-    budget = torch.where(n > 0, (n.float() * mask_ratio).round().clamp(min=1), 0).long()
-    device = generator.device if generator is not None else word.device
-    noise = torch.rand(word.shape, generator=generator, device=device).to(word.device)
-    order = noise.masked_fill(pieces == 0, 2.0).argsort(1)  # (B, L) words in random order, empty slots last
-    size = pieces.gather(1, order)
-    take = (size.cumsum(1) <= budget) & (size > 0)
-    take[:, 0] |= size[:, 0] > 0  # at least one word in a row with candidates
-    chosen_words = torch.zeros_like(take).scatter_(1, order, take)  # (B, L) by word index
-    return chosen_words.gather(1, word) & candidates
-
-
-def word_ids_from_tokens(tokens: Sequence[str], specials: Collection[str] = WORDPIECE_SPECIALS) -> list[int]:
-    """Word index of each WordPiece token of one sequence, for ``batch["word_ids"]``: a piece
-    starting with ``##`` continues the word before it, any other token starts a new word;
-    tokens in ``specials`` get -1.
-
-    >>> word_ids_from_tokens(["[CLS]", "grin", "##ning", "face", "[SEP]", "[PAD]"])
-    [-1, 0, 0, 1, -1, -1]
-    """
-    out: list[int] = []
-    word = -1
-    for token in tokens:
-        if token in specials:
-            out.append(-1)
-            continue
-        if not (token.startswith("##") and out and out[-1] >= 0):
-            word += 1
-        out.append(word)
-    return out
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -357,12 +293,6 @@ def _check_config(config: ViLTConfig) -> None:
         raise ValueError(f"ViLTConfig.max_text_len must be >= 1, got {config.max_text_len}")
     if not 0.0 <= config.itm_neg_ratio <= 1.0:
         raise ValueError(f"ViLTConfig.itm_neg_ratio must be in [0, 1], got {config.itm_neg_ratio}")
-    if not 0.0 < config.mask_ratio <= 1.0:
-        raise ValueError(f"ViLTConfig.mask_ratio must be in (0, 1], got {config.mask_ratio}")
-    if config.replace_prob < 0 or config.random_prob < 0 or config.replace_prob + config.random_prob > 1:
-        raise ValueError(
-            "ViLTConfig.replace_prob and random_prob must be >= 0 with a sum <= 1, got "
-            f"{config.replace_prob} and {config.random_prob}"
-        )
+    check_corruption(config)
     if config.itm_weight < 0 or config.mlm_weight < 0:
         raise ValueError(f"ViLTConfig loss weights must be >= 0, got itm {config.itm_weight}, mlm {config.mlm_weight}")
