@@ -213,3 +213,13 @@ def test_pre_norm_vit_has_norm_pre_and_no_patch_bias():
     plain = build_backbone("vit_test")
     assert plain.patch_embed.proj.bias is not None and isinstance(plain.norm_pre, torch.nn.Identity)
     assert not any("norm_pre" in k for k in plain.state_dict())
+
+
+def test_configure_text_takes_the_tokenizer_vocabulary_explicit_overrides_win():
+    from convergent.tasks.clip import CLIP
+    from convergent.tasks.configs import CLIPConfig
+
+    cfg = CLIPConfig(text_backbone="clip_text_test", text_overrides={"pad_token_id": 7})
+    CLIP.configure_text(cfg, {"vocab_size": 300, "pad_token_id": 0, "mask_token_id": 4, "max_length": 100})
+    # clip_text_test has 64 positions: the table grows to the run's 100 tokens
+    assert cfg.text_overrides == {"vocab_size": 300, "pad_token_id": 7, "mask_token_id": 4, "max_position": 100}

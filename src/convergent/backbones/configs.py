@@ -160,6 +160,16 @@ BackboneConfig = TextConfig | ViTConfig | SwinConfig
 CONFIG_CLASSES: dict[str, type] = {c.family: c for c in (TextConfig, ViTConfig, SwinConfig)}
 
 
+def vocabulary_overrides(base: TextConfig, vocab: dict) -> dict:
+    """Fields of a text config that a tokenizer decides. ``vocab`` holds ``vocab_size``,
+    ``pad_token_id``, ``mask_token_id`` and ``max_length`` (tokens per sample); the position
+    table grows to ``max_length`` when ``base`` has fewer positions."""
+    out = {k: vocab[k] for k in ("vocab_size", "pad_token_id", "mask_token_id")}
+    if base.max_position < vocab["max_length"]:
+        out["max_position"] = vocab["max_length"]
+    return out
+
+
 def config_to_dict(cfg: Any) -> dict:
     """JSON-ready dict with the family name, for ``config.json``."""
     return {"family": cfg.family, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}

@@ -35,6 +35,12 @@ class Task(nn.Module):
         self.backbone = backbone
         self.config = config
 
+    @classmethod
+    def configure_text(cls, config: Any, vocab: dict) -> None:
+        """Fill in the fields of ``config`` that the run's tokenizer decides, for a task that
+        embeds text beside its backbone (a text tower, its own word embeddings). ``vocab``:
+        ``vocab_size``, ``pad_token_id``, ``mask_token_id``, ``max_length``. Default: nothing."""
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from convergent.backbones.protocol import backbone_inputs
-from convergent.backbones.registry import build_backbone
+from convergent.backbones.configs import vocabulary_overrides
+from convergent.backbones.registry import backbone_config, build_backbone
 from convergent.heads.classifier import check_pooling, pool_tokens
 from convergent.losses.contrastive import clip_loss
 from convergent.tasks.base import Task
@@ -62,6 +63,13 @@ class CLIP(Task):
     name = "clip"
     batch_keys = ("image", "input_ids", "attention_mask")
     families = ("vit", "swin")
+
+
+    @classmethod
+    def configure_text(cls, config: CLIPConfig, vocab: dict) -> None:
+        """The text tower takes the tokenizer's vocabulary and ids; explicit ``text_overrides`` win."""
+        found = vocabulary_overrides(backbone_config(config.text_backbone), vocab)
+        config.text_overrides = {**found, **(config.text_overrides or {})}
 
     def __init__(self, backbone: nn.Module, config: CLIPConfig, text_backbone: nn.Module | None = None):
         super().__init__(backbone, config)

@@ -118,6 +118,14 @@ class ViLT(Task):
     batch_keys = ("image", "input_ids", "attention_mask")
     families = ("vit",)
 
+
+    @classmethod
+    def configure_text(cls, config: ViLTConfig, vocab: dict) -> None:
+        """The task's own word embeddings take the tokenizer's vocabulary and ids."""
+        config.vocab_size, config.pad_token_id = vocab["vocab_size"], vocab["pad_token_id"]
+        config.mask_token_id = vocab["mask_token_id"]
+        config.max_text_len = max(config.max_text_len, vocab["max_length"])
+
     def __init__(self, backbone: nn.Module, config: ViLTConfig):
         super().__init__(backbone, config)
         _check_config(config)

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from convergent.config import from_dict, from_namespace, pretrain_config_class, task_field, to_dict
-from convergent.workflows.text import packed_training_set, prepare_text, text_overrides
+from convergent.workflows.text import packed_training_set, prepare_text, tokenizer_vocab
 
 CONFIG_FILE = "config.yaml"
 
@@ -41,6 +41,7 @@ def build_encoder(cfg: Any, tokenizer: Any = None, causal: bool = False):
     """The backbone of the run: registered variant (+ overrides) or ``model.init`` weights.
     Image backbones take the data's image size and channels, text backbones the tokenizer's
     vocabulary and special ids (and ``causal``), unless overrides say otherwise."""
+    from convergent.backbones.configs import vocabulary_overrides
     from convergent.backbones.pretrained import from_pretrained, load_config
     from convergent.backbones.registry import backbone_config, build_backbone
 
@@ -50,7 +51,8 @@ def build_encoder(cfg: Any, tokenizer: Any = None, causal: bool = False):
         overrides.setdefault("img_size", cfg.data.img_size)
         overrides.setdefault("in_chans", cfg.data.in_chans)
     if tokenizer is not None and hasattr(base, "vocab_size"):
-        for k, v in text_overrides(tokenizer, cfg.data.max_length, base, causal).items():
+        found = vocabulary_overrides(base, tokenizer_vocab(tokenizer, cfg.data.max_length))
+        for k, v in {**found, **({"causal": True} if causal else {})}.items():
             overrides.setdefault(k, v)
     if cfg.model.init:
         return from_pretrained(cfg.model.init, **overrides)
@@ -58,23 +60,16 @@ def build_encoder(cfg: Any, tokenizer: Any = None, causal: bool = False):
 
 
 def build_run_task(cfg: Any, tokenizer: Any = None):
-    """The task of a run around its encoder (:func:`build_encoder`); a second, text tower
-    (CLIP) or a task's own text embedding (ViLT) also takes its vocabulary and special ids
-    from the run's tokenizer."""
+    """The task of a run around its encoder (:func:`build_encoder`); a task that embeds text
+    beside its backbone (CLIP's text tower, ViLT's word embeddings) takes what the run's
+    tokenizer decides through ``Task.configure_text``."""
     from convergent.tasks.registry import build_task, task_class
 
-    backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in task_class(cfg.task.name).requires)
+    cls = task_class(cfg.task.name)
+    backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in cls.requires)
     task_cfg = getattr(cfg.task, task_field(cfg.task.name))
-    if tokenizer is not None and hasattr(task_cfg, "text_backbone"):
-        from convergent.backbones.registry import backbone_config
-
-        found = text_overrides(tokenizer, cfg.data.max_length, backbone_config(task_cfg.text_backbone), False)
-        task_cfg.text_overrides = {**found, **(task_cfg.text_overrides or {})}
-    if tokenizer is not None and hasattr(task_cfg, "mask_token_id") and hasattr(task_cfg, "vocab_size"):
-        # the task embeds text itself (ViLT)
-        task_cfg.vocab_size, task_cfg.pad_token_id = tokenizer.vocab_size, tokenizer.pad_id
-        task_cfg.mask_token_id = tokenizer.mask_id
-        task_cfg.max_text_len = max(task_cfg.max_text_len, cfg.data.max_length)
+    if tokenizer is not None:
+        cls.configure_text(task_cfg, tokenizer_vocab(tokenizer, cfg.data.max_length))
     return build_task(cfg.task.name, backbone, task_cfg)
 
 

@@ -78,15 +78,11 @@ def attach_tokenizer(tokenizer: Any, max_length: int, *datasets: Any, word_ids: 
             ds.with_tokenizer(tokenizer, max_length=max_length, word_ids=word_ids)
 
 
-def text_overrides(tokenizer: Any, max_length: int, base: Any, causal: bool) -> dict:
-    """Backbone config fields a tokenizer decides: vocabulary and special ids; positions when
-    ``base`` (the backbone's config) has fewer than ``max_length``; ``causal`` when asked."""
-    out = {"vocab_size": tokenizer.vocab_size, "pad_token_id": tokenizer.pad_id, "mask_token_id": tokenizer.mask_id}
-    if base.max_position < max_length:
-        out["max_position"] = max_length
-    if causal:
-        out["causal"] = True
-    return out
+def tokenizer_vocab(tokenizer: Any, max_length: int) -> dict:
+    """What a tokenizer decides about the models of a run (see
+    :func:`convergent.backbones.configs.vocabulary_overrides` and ``Task.configure_text``)."""
+    return {"vocab_size": tokenizer.vocab_size, "pad_token_id": tokenizer.pad_id,
+            "mask_token_id": tokenizer.mask_id, "max_length": max_length}  # fmt: skip
 
 
 def language_metrics(cfg: Any, task: Any, tokenizer: Any) -> dict:
