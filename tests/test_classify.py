@@ -83,3 +83,11 @@ def test_head_dropout():
     x = torch.ones(64, 8)
     assert not torch.allclose(head(x), head(x))
     assert torch.equal(head.eval()(x), head(x))
+
+
+def test_cls_pooling_needs_a_first_token_that_sees_the_input():
+    """[CLS] of a bidirectional text encoder summarises the text; under causal attention the
+    first token sees only itself, so "cls" is refused there (as for Swin)."""
+    Classify(build_backbone("text_test"), ClassifyConfig(num_classes=3, pooling="cls"))
+    with pytest.raises(ValueError, match="cls"):
+        Classify(build_backbone("text_test", causal=True), ClassifyConfig(num_classes=3, pooling="cls"))

@@ -54,6 +54,14 @@ class Backbone(nn.Module):
     mask_kind: str = "patch"
     mask_unit: int = 1
 
+    @property
+    def first_token_summarises(self) -> bool:
+        """Whether the first output token sees and summarises the whole input, so pooling it
+        (``"cls"``, ``pooled``) means something: a class token (ViT), or the ``[CLS]`` a tokenizer
+        puts first in a bidirectional text encoder. Not for Swin (one window) nor a causal text
+        encoder (its first token sees only itself)."""
+        return self.num_prefix_tokens > 0
+
     def __init__(self, config: Any):
         super().__init__()
         self.config = config

@@ -79,6 +79,11 @@ class TextTransformer(Backbone):
     extra_input_keys = ("attention_mask", "token_type_ids")
     mask_kind = "token"
 
+    @property
+    def first_token_summarises(self) -> bool:
+        """The tokenizer's leading [CLS] summarises the text, unless attention is causal."""
+        return not self.config.causal
+
     def __init__(self, config: TextConfig):
         super().__init__(config)
         dim = config.embed_dim

@@ -16,11 +16,9 @@ POOLINGS = ("avg", "cls", "default")
 
 
 def has_class_token(backbone: nn.Module) -> bool:
-    """Whether the first output token summarises the input, so ``pooling="cls"`` means
-    something: a prefix (class) token of the backbone (ViT), or the ``[CLS]`` token that the
-    tokenizer puts first in every sequence of a backbone reading token ids (text). Swin's
-    first token is one window of the image: no."""
-    return int(getattr(backbone, "num_prefix_tokens", 0)) > 0 or getattr(backbone, "input_key", None) == "input_ids"
+    """Whether ``pooling="cls"`` means something: the backbone's ``first_token_summarises``
+    (ViT's class token, a bidirectional text encoder's [CLS]; not Swin, not causal text)."""
+    return bool(getattr(backbone, "first_token_summarises", int(getattr(backbone, "num_prefix_tokens", 0)) > 0))
 
 
 def check_pooling(backbone: nn.Module, pooling: str, field: str = "pooling") -> None:
@@ -61,8 +59,9 @@ def pool_tokens(
     if pooling == "cls":
         if not has_class_token(backbone):
             raise ValueError(
-                f"pooling='cls' needs a class token, but {type(backbone).__name__} has no prefix tokens "
-                "(num_prefix_tokens=0) and does not read token ids; use pooling='avg' or 'default'"
+                f"pooling='cls' needs a first token that summarises the input (a class token, or the [CLS] "
+                f"of a bidirectional text encoder), but {type(backbone).__name__}'s first token does not "
+                "(no prefix tokens, or causal attention); use pooling='avg' or 'default'"
             )
         return tokens[:, 0]  # (B, C)
     if pooling == "default":

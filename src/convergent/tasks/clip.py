@@ -64,7 +64,6 @@ class CLIP(Task):
     batch_keys = ("image", "input_ids", "attention_mask")
     families = ("vit", "swin")
 
-
     @classmethod
     def configure_text(cls, config: CLIPConfig, vocab: dict) -> None:
         """The text tower takes the tokenizer's vocabulary and ids; explicit ``text_overrides`` win."""
@@ -81,6 +80,8 @@ class CLIP(Task):
                 f"CLIP's text tower must read token ids (input_key 'input_ids'); {type(text_backbone).__name__} "
                 f"reads {getattr(text_backbone, 'input_key', None)!r}"
             )
+        if config.text_pooling != "eos":
+            check_pooling(text_backbone, config.text_pooling, "CLIPConfig.text_pooling")
         self.text_backbone = text_backbone
         self.image_proj = nn.Linear(backbone.num_features, config.embed_dim, bias=False)
         self.text_proj = nn.Linear(text_backbone.num_features, config.embed_dim, bias=False)
