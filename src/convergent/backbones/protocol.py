@@ -48,6 +48,8 @@ class Backbone(nn.Module):
     supports_mask_token: bool = True
     supports_token_drop: bool = False
     supports_causal: bool = False
+    supports_unpad: bool = False
+    """``forward_intermediates(..., unpad=True)`` skips padded tokens (text, see layers/unpad.py)."""
     num_prefix_tokens: int = 0
     input_key: str = "image"
     extra_input_keys: tuple[str, ...] = ()

@@ -26,6 +26,7 @@ from torch import nn
 from convergent.backbones.configs import TextConfig
 from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
 from convergent.layers import Attention, Block, Mlp, init_linear_norm_
+from convergent.layers.unpad import Unpadded
 
 _EMBED_PREFIXES = ("word_embed.", "pos_embed.", "type_embed.", "embed_norm.", "mask_token")
 
@@ -47,9 +48,13 @@ class TextBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=config.norm_eps)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, L, C)`` → ``(B, L, C)``; ``key_padding_mask`` ``(B, L)`` bool, True = real token."""
-        x = self.norm1(x + self.drop(self.attn(x, key_padding_mask=key_padding_mask, causal=self.causal)))
+    def forward(
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, unpadded: Unpadded | None = None
+    ) -> torch.Tensor:
+        """``(B, L, C)`` → ``(B, L, C)``; ``key_padding_mask`` ``(B, L)`` bool, True = real token;
+        with ``unpadded``, packed real tokens ``(T, C)`` → ``(T, C)``."""
+        attn = self.attn(x, key_padding_mask=key_padding_mask, causal=self.causal, unpadded=unpadded)
+        x = self.norm1(x + self.drop(attn))
         return self.norm2(x + self.drop(self.mlp(x)))
 
 
@@ -78,6 +83,7 @@ class TextTransformer(Backbone):
     input_key = "input_ids"
     extra_input_keys = ("attention_mask", "token_type_ids")
     mask_kind = "token"
+    supports_unpad = True
 
     @property
     def first_token_summarises(self) -> bool:
@@ -140,10 +146,15 @@ class TextTransformer(Backbone):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        unpad: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final tokens ``(B, L, C)`` and the outputs of the blocks in ``indices`` (None: all;
         int k: last k; sequence: those, negatives allowed), each ``(B, L, C)``, taken before
-        the final norm of the pre-norm layout."""
+        the final norm of the pre-norm layout.
+
+        ``unpad``: when ``attention_mask`` has padding, run the blocks on the real tokens only
+        (:mod:`convergent.layers.unpad`): the same values at real positions, zeros at padded
+        ones, and no work spent on padding. For callers that read real positions only."""
         take = set(select_indices(indices, len(self.blocks)))
         pad_mask = None
         if attention_mask is not None:
@@ -154,12 +165,18 @@ class TextTransformer(Backbone):
                 )
             pad_mask = attention_mask.bool()  # (B, L) True = real token
         x = self.embed(input_ids, mask, token_type_ids, position_ids)
+        unpadded = Unpadded(pad_mask) if unpad and pad_mask is not None and not bool(pad_mask.all()) else None
+        if unpadded is not None:
+            x = unpadded.pack(x)  # (T, C)
         outs = []
         for i, block in enumerate(self.blocks):
-            x = self.run_block(block, x, pad_mask)
+            x = self.run_block(block, x, pad_mask, unpadded)
             if i in take:
                 outs.append(x)
-        return (x if self.norm is None else self.norm(x)), outs
+        x = x if self.norm is None else self.norm(x)
+        if unpadded is not None:
+            x, outs = unpadded.unpack(x), [unpadded.unpack(o) for o in outs]
+        return x, outs
 
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, L, C)`` → ``(B, C)``: the first token, through the pooler when there is one."""

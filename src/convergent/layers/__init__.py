@@ -12,6 +12,7 @@ from convergent.layers.pos_embed import (
     interpolate_pos_embed,
     interpolate_rel_pos_table,
 )
+from convergent.layers.unpad import Unpadded
 from convergent.layers.window import shift_attn_mask, window_partition, window_reverse
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PatchEmbed",
     "PatchMerging",
     "RelativePositionBias",
+    "Unpadded",
     "init_linear_norm_",
     "interpolate_pos_embed",
     "interpolate_rel_pos_table",

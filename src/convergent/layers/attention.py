@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convergent.layers.unpad import Unpadded
+
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 
 
@@ -76,6 +78,7 @@ class Attention(nn.Module):
         bias: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         causal: bool = False,
+        unpadded: Unpadded | None = None,
     ) -> torch.Tensor:
         """Attend over the second-to-last dimension.
 
@@ -85,9 +88,15 @@ class Attention(nn.Module):
             key_padding_mask: ``(B, N)`` bool, True for real tokens, False for padding
                 (only with a single leading batch dimension).
             causal: each token attends to itself and earlier tokens only.
+            unpadded: ``x`` is the packed real tokens ``(T, C)`` of a ``(B, L)`` batch
+                (:class:`~convergent.layers.unpad.Unpadded`); the projections run on the
+                ``T`` rows, attention on ``(B, L)`` with ``key_padding_mask``; returns ``(T, C)``.
         """
-        *lead, n, c = x.shape
         qkv = F.linear(x, self.qkv.weight, self._qkv_bias())
+        if unpadded is not None:
+            qkv = unpadded.unpack(qkv)  # (B, L, 3C), zeros at padding (masked as keys)
+        *lead, n, c = qkv.shape
+        c //= 3
         qkv = qkv.unflatten(-1, (3, self.num_heads, self.head_dim)).movedim(-3, 0)  # (3, ..., N, H, Dh)
         q, k, v = qkv.transpose(-3, -2).unbind(0)  # (..., H, N, Dh)
         scale = None
@@ -107,6 +116,8 @@ class Attention(nn.Module):
             scale=scale,
         )
         out = out.transpose(-3, -2).reshape(*lead, n, c)  # (..., N, C)
+        if unpadded is not None:
+            out = unpadded.pack(out)  # (T, C)
         return self.proj_drop(self.proj(out))
 
 

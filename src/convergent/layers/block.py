@@ -6,6 +6,7 @@ from torch import nn
 from convergent.layers.attention import Attention
 from convergent.layers.drop import DropPath
 from convergent.layers.mlp import Mlp
+from convergent.layers.unpad import Unpadded
 
 
 class Block(nn.Module):
@@ -33,7 +34,10 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, mlp_dim, dropout=dropout, act=act)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        attn = self.attn(self.norm1(x), key_padding_mask=key_padding_mask, causal=self.causal)
+    def forward(
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, unpadded: Unpadded | None = None
+    ) -> torch.Tensor:
+        """``(B, N, C)`` → ``(B, N, C)``; with ``unpadded``, packed real tokens ``(T, C)`` → ``(T, C)``."""
+        attn = self.attn(self.norm1(x), key_padding_mask=key_padding_mask, causal=self.causal, unpadded=unpadded)
         x = x + self.drop_path(attn)  # (B, N, C)
         return x + self.drop_path(self.mlp(self.norm2(x)))

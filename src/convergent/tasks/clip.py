@@ -102,7 +102,10 @@ class CLIP(Task):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> torch.Tensor:
         """Token ids ``(B, L)`` (+ ``attention_mask`` ``(B, L)``, other keyword inputs of the
-        text backbone) → L2-normalised embeddings ``(B, embed_dim)``, float32."""
+        text backbone) → L2-normalised embeddings ``(B, embed_dim)``, float32. Padded tokens
+        are skipped where the tower can (``supports_unpad``): every pooling reads real tokens only."""
+        if getattr(self.text_backbone, "supports_unpad", False):
+            kwargs.setdefault("unpad", True)
         tokens = self.text_backbone.forward_features(input_ids, attention_mask=attention_mask, **kwargs)
         pooled = pool_text(self.text_backbone, tokens, self.config.text_pooling, attention_mask)  # (B, C)
         return F.normalize(self.text_proj(pooled).float(), dim=-1)
