@@ -39,7 +39,7 @@ def clip_case(image: str, text: str, context: int, embed_dim: int):
         hf.train()
 
         vocab, size = ours.text_backbone.config.vocab_size, ours.backbone.config.img_size
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator(torch.get_default_device()).manual_seed(0)
         lengths = torch.randint(min(8, context), context + 1, (batch,), generator=g)
         mask = (torch.arange(context) < lengths[:, None]).long()
         ids = torch.randint(0, vocab - 2, (batch, context), generator=g).masked_fill(mask == 0, 0)

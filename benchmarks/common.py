@@ -1,7 +1,14 @@
 """Shared benchmark machinery (BENCHMARKS.md): ours and the peer in one process, alternating,
-median of N after warm-ups; FLOPs from FlopCounterMode; peak memory of a train step measured
-in a fresh subprocess per model; the machine's fp32 matmul peak measured in the same run."""
+median of N after warm-ups; FLOPs from FlopCounterMode; peak memory of a train step (CPU: in a
+fresh subprocess per model; CUDA: the allocator's high-water mark, in process); the machine's
+matmul peak measured in the same run.
 
+``--device cuda --dtype bf16`` runs both sides on the GPU under the same bf16 autocast (the
+GPU rows of BENCHMARKS.md); models and inputs are built directly on the device.
+"""
+
+import contextlib
+import gc
 import json
 import resource
 import statistics
@@ -29,17 +36,29 @@ class Result:
         return self.flops / self.median_s / 1e9
 
 
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    """Achieved fp32 GFLOP/s of an n³ matmul with the current thread count (best of reps)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def matmul_peak(n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Achieved GFLOP/s of an n³ matmul in ``dtype`` on the default device (CPU: with the
+    current thread count), best of reps."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = min(_time(lambda: a @ b) for _ in range(reps))
     return 2 * n**3 / best / 1e9
 
 
+def _sync() -> None:
+    if torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()
+
+
 def _time(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call; on CUDA the queued kernels are waited for on both ends."""
+    _sync()
     t = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t
 
 
@@ -60,17 +79,37 @@ def alternate(steps: dict[str, Callable[[], object]], warmup: int, reps: int) ->
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def train_step(model: torch.nn.Module, forward: Callable[[], torch.Tensor], fused: bool = True) -> Callable[[], None]:
+def train_step(
+    model: torch.nn.Module, forward: Callable[[], torch.Tensor], fused: bool = True, autocast: torch.dtype | None = None
+) -> Callable[[], None]:
     """forward + backward + AdamW step on ``model``; ``forward`` returns a scalar loss. Both
-    sides of a comparison get the same optimizer (fused AdamW by default)."""
+    sides of a comparison get the same optimizer (fused AdamW by default) and the same
+    ``autocast`` dtype (None: plain fp32)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+    device_type = torch.get_default_device().type
 
     def step():
         opt.zero_grad(set_to_none=True)
-        forward().backward()
+        cast = torch.autocast(device_type, dtype=autocast) if autocast else contextlib.nullcontext()
+        with cast:
+            loss = forward()
+        loss.backward()
         opt.step()
 
     return step
+
+
+def cuda_peak_mb(step: Callable[[], None]) -> float:
+    """Peak CUDA memory of two train steps above what is allocated before them (weights,
+    inputs, anything built earlier): activations, gradients and optimizer states."""
+    gc.collect()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def reset_peak_rss() -> None:
@@ -141,12 +180,10 @@ class Case:
     """Units per batch element (text: the sequence length)."""
 
 
-def _memory_main(cases: dict, case: str, side: str, batch: int) -> None:
+def _memory_main(cases: dict, case: str, side: str, batch: int, autocast: torch.dtype | None) -> None:
     built = cases[case][1](batch)
     model, fwd = (built.ours, built.loss_ours) if side == "ours" else (built.peer, built.loss_peer)
-    step = train_step(model, fwd)
-    import gc
-
+    step = train_step(model, fwd, autocast=autocast)
     gc.collect()
     base = current_rss_mb()  # weights, inputs and the interpreter
     reset_peak_rss()
@@ -161,19 +198,25 @@ def _run_case(cases: dict, case: str, script: str, args) -> list[list[str]]:
     BENCHMARKS.md peer recipe), and ours under ``torch.compile`` with ``--compile``."""
     label, build = cases[case]
     built = build(args.batch)
-    steps = {"ours": train_step(built.ours, built.loss_ours), "HF": train_step(built.peer, built.loss_peer)}
-    steps["HF, default AdamW"] = train_step(built.peer, built.loss_peer, fused=False)
+    cast = DTYPES[args.dtype]
+    steps = {"ours": train_step(built.ours, built.loss_ours, autocast=cast)}
+    steps["HF"] = train_step(built.peer, built.loss_peer, autocast=cast)
+    cuda = torch.get_default_device().type == "cuda"
+    peaks = {k: cuda_peak_mb(steps[k]) for k in steps} if cuda and not args.no_memory else {}  # before any other step
+    steps["HF, default AdamW"] = train_step(built.peer, built.loss_peer, fused=False, autocast=cast)
     if args.compile and built.compiled_loss is not None:
         compiled = torch.compile(built.ours, dynamic=False)
-        steps["ours, compiled"] = train_step(built.ours, built.compiled_loss(compiled))
+        steps["ours, compiled"] = train_step(built.ours, built.compiled_loss(compiled), autocast=cast)
         steps["ours, compiled"]()  # compile outside the timing
     # each side's own FLOPs: they may differ (e.g. MLM: our LM head runs on the masked tokens only)
     flops = {"ours": count_flops(steps["ours"]), "HF": count_flops(steps["HF"])}
     med = alternate(steps, args.warmup, args.reps)
     res = {k: Result(k, med[k], flops["HF" if k.startswith("HF") else "ours"]) for k in steps}
-    if not args.no_memory:
+    for k, mb in peaks.items():
+        res[k].peak_mb = mb
+    if not args.no_memory and not cuda:
         for k, side in (("ours", "ours"), ("HF", "hf")):
-            res[k].peak_mb = measure_memory_subprocess(script, case, side, ["--batch", str(args.batch)])
+            res[k].peak_mb = measure_memory_subprocess(script, case, side, ["--batch", str(args.batch), "--dtype", args.dtype])
     rows = []
     for k, r in res.items():
         rows.append(
@@ -201,16 +244,25 @@ def benchmark_main(cases: dict, script: str, doc: str) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (models and inputs are built there)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="autocast dtype of both sides")
     p.add_argument("--no-memory", action="store_true", help="skip the per-model memory subprocesses")
     p.add_argument("--compile", action="store_true", help="also time ours under torch.compile (minutes to compile)")
     p.add_argument("--memory", nargs=2, metavar=("CASE", "SIDE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda, but torch.cuda.is_available() is False")
+    torch.set_default_device(device)
     if args.memory:
-        return _memory_main(cases, *args.memory, args.batch)
-    args.peak = matmul_peak()
-    print(f"torch {torch.__version__}, {args.threads} threads, fp32 matmul peak {args.peak:.0f} GFLOP/s (2048^3)")
+        return _memory_main(cases, *args.memory, args.batch, DTYPES[args.dtype])
+    peak_dtype = DTYPES[args.dtype] or torch.float32
+    n = 8192 if device.type == "cuda" else 2048
+    args.peak = matmul_peak(n, reps=10 if device.type == "cuda" else 5, dtype=peak_dtype)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
+    print(f"torch {torch.__version__}, {where}, {args.dtype}: matmul peak {args.peak:.0f} GFLOP/s ({n}^3, {peak_dtype})")
     rows = [row for c in (args.case or list(cases)) for row in _run_case(cases, c, script, args)]
     header = ["train step", "run", "throughput", "vs HF", "vs HF default AdamW", "GFLOP/step",
               "GFLOP/s (of peak)", "peak mem"]  # fmt: skip

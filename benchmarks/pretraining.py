@@ -2,10 +2,12 @@
 
     python benchmarks/pretraining.py                  # both cases, 2 threads, median of 5
     python benchmarks/pretraining.py --case simmim --reps 3 --compile
+    python benchmarks/pretraining.py --device cuda --dtype bf16 --batch 128 --case mae --case simmim_base
 
 Cases (BENCHMARKS.md):
 * SimMIM, Swin V2 Tiny, 192 px, window 6, 32-px mask squares at 0.6, batch 8: our ``simmim``
   task vs HF ``Swinv2ForMaskedImageModeling`` (eager attention), the same mask;
+* ``simmim_base``: the same with Swin V2 Base, window 12 (the GPU row: ``--device cuda --dtype bf16``);
 * MAE, ViT-B/16, 224 px, mask 0.75, decoder 512 x 8, batch 8: our ``mae`` task vs HF
   ``ViTMAEForPreTraining`` (SDPA), the same noise.
 Both sides use fused AdamW ("vs HF"); "vs HF default AdamW" times HF with ``torch.optim.AdamW()``
@@ -21,7 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Case, benchmark_main  # noqa: E402
 
 
-def build_simmim(batch: int) -> Case:
+def simmim_case(variant: str, window: int):
+    return lambda batch: build_simmim(batch, variant, window)
+
+
+def build_simmim(batch: int, variant: str, window: int) -> Case:
     import transformers
 
     from convergent.backbones import build_backbone
@@ -29,7 +35,7 @@ def build_simmim(batch: int) -> Case:
     from convergent.tasks.configs import SimMIMConfig
     from convergent.tasks.simmim import SimMIM
 
-    backbone = build_backbone("swinv2_tiny", img_size=192, window_size=6, drop_path=0.0)
+    backbone = build_backbone(variant, img_size=192, window_size=window, drop_path=0.0)
     ours = SimMIM(backbone, SimMIMConfig(mask_patch_size=32, mask_ratio=0.6))
     hf_cfg = transformers.Swinv2Config(**hf_swin.config_to_hf(backbone.config), encoder_stride=32)
     hf = transformers.Swinv2ForMaskedImageModeling(hf_cfg)
@@ -59,7 +65,8 @@ def build_mae(batch: int) -> Case:
 
 CASES = {
     "mae": ("MAE ViT-B/16 224px", build_mae),
-    "simmim": ("SimMIM Swin V2 Tiny 192px w6", build_simmim),
+    "simmim": ("SimMIM Swin V2 Tiny 192px w6", simmim_case("swinv2_tiny", 6)),
+    "simmim_base": ("SimMIM Swin V2 Base 192px w12", simmim_case("swinv2_base", 12)),
 }
 
 if __name__ == "__main__":
