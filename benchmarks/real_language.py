@@ -1,8 +1,8 @@
-"""Real result on WordNet 3.0 (and Fashion-MNIST): MLM vs data2vec pre-training of a small
-text Transformer, judged by part-of-speech classification of held-out definitions; and
-data2vec on images with the image-side probes.
+"""Real result on WordNet 3.0: MLM vs data2vec pre-training of a small text Transformer,
+judged by part-of-speech classification of held-out definitions. (data2vec on images is in
+``real_fmnist_compare.py``, beside the other image objectives.)
 
-    python benchmarks/real_language.py [--pretrain_steps 600] [--finetune_steps 300] [--image_steps 400]
+    python benchmarks/real_language.py [--pretrain_steps 600] [--finetune_steps 300]
 
 1. one WordPiece tokenizer trained on the WordNet glosses' training split (shared by every
    run, so the from-scratch baseline sees the same vocabulary);
@@ -12,12 +12,9 @@ data2vec on images with the image-side probes.
 3. part of speech (noun / verb / adjective / adverb) of a WordNet *definition*: kNN and
    linear probe of each frozen encoder and of a random one, then fine-tuning with the same
    budget from MLM, from data2vec and from random initialisation; test-split accuracy. The
-   split is by synset and deduplicated, so no test definition was seen in pre-training;
-4. ``data2vec-vit-fmnist`` on the full Fashion-MNIST, kNN / linear probe of the encoder and
-   of a random one.
+   split is by synset and deduplicated, so no test definition was seen in pre-training.
 
-Needs the Debian packages ``wordnet-base`` and ``dataset-fashion-mnist``; refuses to run on
-the bundled subsets. Prints a table and writes ``results.json`` in the output directory.
+Needs the Debian package ``wordnet-base``; refuses to run on the bundled subset. Prints a table and writes ``results.json`` in the output directory.
 """
 
 import argparse
@@ -106,26 +103,6 @@ def text_part(out: Path, a) -> dict:
     return results
 
 
-def image_part(out: Path, a) -> dict:
-    from convergent.workflows.pretrain import run_pretrain
-
-    cfg = preset_config("data2vec-vit-fmnist", {
-        "trainer": {"max_steps": a.image_steps, "out_dir": str(out), "run_name": "data2vec-fmnist",
-                    "checkpoint_every": max(a.image_steps // 4, 1), "log_every": 25},
-        "eval": {"limit_train": None, "probe_epochs": 30},
-    })  # fmt: skip
-    t = time.perf_counter()
-    s = run_pretrain(cfg)
-    if "bundled subset" in str(s.get("data")):
-        raise SystemExit("this experiment needs the full Fashion-MNIST: apt-get install dataset-fashion-mnist")
-    r = random_probe(cfg)
-    return {
-        "image_steps": a.image_steps, "image_wall_s": round(time.perf_counter() - t), "image_data": s["data"],
-        "image_knn_acc": s["knn_acc"], "image_linear_probe_acc": s["linear_probe_acc"],
-        "image_random_knn_acc": r["knn_acc"], "image_random_linear_probe_acc": r["linear_probe_acc"],
-    }  # fmt: skip
-
-
 def table(r: dict) -> str:
     pct = lambda v: f"{100 * v:.2f} %" if v is not None else "n/a"  # noqa: E731
     rows = [
@@ -137,11 +114,6 @@ def table(r: dict) -> str:
         ("MLM validation masked-token accuracy / perplexity",
          f"{pct(r.get('mlm_val_masked_token_accuracy'))} / {r.get('mlm_val_perplexity', float('nan')):.1f}"),
     ]  # fmt: skip
-    if "image_knn_acc" in r:
-        rows.append((f"data2vec ViT, Fashion-MNIST, {r['image_steps']} steps: kNN / linear probe",
-                     f"{pct(r['image_knn_acc'])} / {pct(r['image_linear_probe_acc'])}"))  # fmt: skip
-        rows.append(("random ViT, Fashion-MNIST: kNN / linear probe",
-                     f"{pct(r['image_random_knn_acc'])} / {pct(r['image_random_linear_probe_acc'])}"))  # fmt: skip
     w = max(len(a) for a, _ in rows)
     head = f"{r['data']}; pre-training {r['pretrain_steps']} steps (MLM {r['mlm_pretrain_wall_s']} s, data2vec {r['data2vec_pretrain_wall_s']} s)"
     return "\n".join([head] + [f"| {a.ljust(w)} | {b} |" for a, b in rows])
@@ -152,7 +124,6 @@ def main() -> None:
     p.add_argument("--out", default="runs/real-language", help="Output directory (runs inside it).")
     p.add_argument("--pretrain_steps", type=int, default=600)
     p.add_argument("--finetune_steps", type=int, default=300)
-    p.add_argument("--image_steps", type=int, default=400, help="data2vec steps on Fashion-MNIST (0: skip).")
     p.add_argument("--vocab_size", type=int, default=8192)
     a = p.parse_args()
     out = Path(a.out)
@@ -160,10 +131,7 @@ def main() -> None:
         sys.exit(f"{out} is not empty; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     results = text_part(out, a)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")  # kept if the image part fails
-    if a.image_steps:
-        results.update(image_part(out, a))
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
 
 
