@@ -23,7 +23,8 @@ ALLOWED = {
     "tasks": {"backbones", "heads", "layers", "losses", "masking"},
     "training": {"config", "tasks"},
     "evaluation": {"config", "backbones", "tasks", "heads", "training", "data"},
-    "workflows": {"config", "backbones", "data", "tasks", "training", "evaluation", "generation"},
+    # converters sit below workflows (they import only backbones): a workflow may use them
+    "workflows": {"config", "backbones", "converters", "data", "tasks", "training", "evaluation", "generation"},
     "commands": {"backbones", "converters", "config", "data", "masking", "tasks", "workflows"},
 }
 

@@ -1,5 +1,9 @@
 """``convergent convert SRC DST --from {hf,official-swin,convergent} --to {convergent,hf}``.
 
+Backbones (BERT, ViT, Swin, Swin V2) convert to / from a convergent backbone directory; a
+HF CLIP (``CLIPModel``) converts to / from a clip run directory, the layout ``convergent
+eval zero-shot`` / ``retrieval`` load (see :mod:`convergent.workflows.convert_clip`).
+
 The parser is torch-free; :func:`run` imports :mod:`convergent.converters.hf` (and torch)
 only when a conversion actually runs.
 """
@@ -13,13 +17,17 @@ PAIRS = {("hf", "convergent"), ("official-swin", "convergent"), ("convergent", "
 
 def parser() -> Parser:
     p = Parser(
-        description="Convert backbone weights between convergent, Hugging Face transformers (BERT, ViT, "
-        "Swin, Swin V2) and Microsoft's official Swin checkpoints."
+        description="Convert weights between convergent, Hugging Face transformers (backbones: BERT, ViT, "
+        "Swin, Swin V2; whole models: CLIP) and Microsoft's official Swin checkpoints. A HF CLIP becomes a "
+        "clip run directory (config.yaml, checkpoints/, encoder/, tokenizer/) for `convergent eval zero-shot` "
+        "/ `retrieval`; a clip run directory converts back to a HF CLIPModel directory."
     )
     p.add_argument(
         "src",
-        help="Source: a HF model directory (config.json + model.safetensors or pytorch_model.bin), an "
-        "official Swin .pth/.pt/.safetensors file, or a convergent directory.",
+        help="Source: a HF model directory (config.json + model.safetensors or pytorch_model.bin; for CLIP "
+        "also tokenizer.json and preprocessor_config.json when present), an official Swin "
+        ".pth/.pt/.safetensors file, or a convergent directory: a backbone directory (config.json + "
+        "model.safetensors) or a clip run directory (config.yaml + checkpoints/).",
     )
     p.add_argument("dst", help="Output directory (created if missing; existing weights there are replaced).")
     p.add_argument("--from", dest="source_format", required=True, choices=SOURCES, help="Layout of SRC.")
@@ -45,12 +53,17 @@ def run(args) -> int:
     target = args.target_format or ("hf" if source == "convergent" else "convergent")
     _check_options(source, target, args)
     from convergent.converters import hf
+    from convergent.workflows import convert_clip as clip
 
     try:
-        if source == "hf":
+        if source == "hf" and clip.is_hf_clip(args.src):
+            result = clip.hf_to_run(args.src, args.dst)
+        elif source == "hf":
             result = hf.hf_to_convergent(args.src, args.dst)
         elif source == "official-swin":
             result = hf.official_swin_to_convergent(args.src, args.dst, img_size=args.img_size)
+        elif clip.is_run(args.src):
+            result = clip.run_to_hf(args.src, args.dst, legacy=args.legacy)
         else:
             result = hf.convergent_to_hf(args.src, args.dst, legacy=args.legacy)
     except (OSError, ValueError, KeyError) as e:

@@ -7,6 +7,11 @@ configs and state dicts; this module owns the files and picks the converter:
 * by ``config.json``'s ``model_type`` for HF directories (:data:`HF_CONVERTERS`),
 * by the backbone family for convergent directories (:data:`FAMILY_CONVERTERS`).
 
+CLIP is a whole model (a task), not a backbone: a HF ``clip`` directory becomes a run
+directory, and a clip run directory a HF ``CLIPModel`` directory, in
+:mod:`convergent.workflows.convert_clip` (runs belong to the workflows; the pure mapping is
+:mod:`convergent.converters.hf_clip`). ``convergent convert`` picks that path itself.
+
 Each HF converter module provides one interface: ``config_from_checkpoint(hf_dict, sd)``,
 ``state_dict_from_hf(sd, cfg)``, ``config_to_hf(cfg)`` (with ``model_type``),
 ``state_dict_to_hf(sd, cfg, legacy=False)`` and ``HEAD_PREFIXES``, the task-head keys it
@@ -35,6 +40,8 @@ FAMILY_CONVERTERS = {
     "vit": "convergent.converters.hf_vit",
     "swin": "convergent.converters.hf_swin",
 }
+WHOLE_MODELS = {"clip": "convergent.workflows.convert_clip.hf_to_run"}
+"""HF model types that are whole models (written as run directories), and what converts them."""
 OFFICIAL_SWIN = "convergent.converters.official_swin"
 
 
@@ -54,13 +61,17 @@ class ConversionResult:
     num_tensors: int
     ignored: list[str] = field(default_factory=list)
     """Source keys deliberately left out (task heads such as ``classifier.*``)."""
+    ignored_kind: str = "head keys"
+    """What the ignored keys are, for the summary."""
+    notes: list[str] = field(default_factory=list)
+    """Anything else the user must know (e.g. a tokenizer carried over or missing)."""
 
     def summary(self) -> str:
         line = f"converted {self.source} -> {self.target}: {self.num_tensors} tensors"
         if self.ignored:
             shown = ", ".join(self.ignored[:4]) + (", ..." if len(self.ignored) > 4 else "")
-            line += f"; ignored {len(self.ignored)} head keys ({shown})"
-        return f"{line}; written to {self.dst}"
+            line += f"; ignored {len(self.ignored)} {self.ignored_kind} ({shown})"
+        return "; ".join([f"{line}; written to {self.dst}", *self.notes])
 
 
 # --- conversions ------------------------------------------------------------------------------
@@ -71,7 +82,11 @@ def hf_to_convergent(src: str | Path, dst: str | Path) -> ConversionResult:
     src = Path(src)
     config, state_dict = load_hf_dir(src)
     model_type = config.get("model_type")
-    module = _converter(HF_CONVERTERS, model_type, f"{src / HF_CONFIG}: model_type")
+    if isinstance(model_type, str) and model_type in WHOLE_MODELS:
+        raise ConversionError(f"{src / HF_CONFIG}: model_type {model_type!r} is a whole model, not a backbone; "
+                              f"{WHOLE_MODELS[model_type]} converts it (as `convergent convert` does)")  # fmt: skip
+    also = "; ".join(f"{k} (a whole model, written as a run directory)" for k in sorted(WHOLE_MODELS))
+    module = _converter(HF_CONVERTERS, model_type, f"{src / HF_CONFIG}: model_type", also=also)
     try:
         cfg = module.config_from_checkpoint(config, state_dict)
         converted = module.state_dict_from_hf(state_dict, cfg)
@@ -84,7 +99,8 @@ def hf_to_convergent(src: str | Path, dst: str | Path) -> ConversionResult:
 
 def convergent_to_hf(src: str | Path, dst: str | Path, legacy: bool = False) -> ConversionResult:
     """Convert the convergent directory ``src`` into a HF directory ``dst`` (``config.json`` +
-    ``model.safetensors``); ``legacy`` asks for transformers 4.x key names."""
+    ``model.safetensors``); ``legacy`` asks for transformers 4.x key names. ``src`` is a backbone
+    directory (``save_pretrained``); clip run directories: :mod:`convergent.workflows.convert_clip`."""
     from convergent.backbones.pretrained import from_pretrained
 
     model = from_pretrained(src)  # validates config, keys and shapes, naming the file
@@ -239,9 +255,10 @@ def _build_and_save(cfg: Any, state_dict: dict, dst: str | Path, source: str):
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _converter(table: dict[str, str], key: Any, where: str):
+def _converter(table: dict[str, str], key: Any, where: str, also: str = ""):
     if key not in table:
-        raise ConversionError(f"{where} {key!r} is not supported; supported: {', '.join(sorted(table))}")
+        supported = ", ".join(sorted(table)) + (f"; {also}" if also else "")
+        raise ConversionError(f"{where} {key!r} is not supported; supported: {supported}")
     return _import_converter(table[key], repr(key))
 
 

@@ -14,6 +14,10 @@ def _load(run_dir: str | Path, split: str):
     task, tokenizer, cfg = load_task_from_run(run_dir)
     if not (hasattr(task, "encode_image") and hasattr(task, "encode_text")):
         raise ValueError(f"{run_dir} trained task {task.name!r}; this evaluation needs an image-text model (clip)")
+    if tokenizer is None:  # e.g. converted from a HF CLIP directory without tokenizer.json
+        where = Path(run_dir) / "tokenizer" / "tokenizer.json"
+        raise ValueError(f"{run_dir}: no tokenizer (expected {where} or data.tokenizer in "
+                         f"{Path(run_dir) / 'config.yaml'}); this evaluation embeds texts")  # fmt: skip
     data = build_dataset(cfg.data.name, split, root=cfg.data.root, img_size=cfg.data.img_size,
                          in_chans=cfg.data.in_chans)  # fmt: skip
     return cfg, task, tokenizer, data, build_transform(cfg.data, train=False)
