@@ -66,3 +66,20 @@ def test_vilt_run_with_whole_word_masking(clip_run, tmp_path, recwarn):
     records = [json.loads(line) for line in (tmp_path / "vilt" / "metrics.jsonl").read_text().splitlines()]
     assert {"itm_loss", "mlm_loss", "itm_acc", "mlm_acc"} <= records[-1].keys()
     assert not [w for w in recwarn if "word_ids" in str(w.message)]
+
+
+def test_retrieval_on_other_data(clip_run, tmp_path):
+    """--data.* options replace the run's data: the emoji CLIP scores a pairs file of our own."""
+    from PIL import Image
+
+    rows = ["image,text"]
+    for i in range(12):
+        Image.new("RGB", (20, 20), (20 * i, 255 - 20 * i, 9)).save(tmp_path / f"p{i}.png")
+        rows.append(f"p{i}.png,colour number {i}")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r.json"
+    args = ["eval", "retrieval", str(clip_run), "--data.name", "image-text-pairs", "--data.root",
+            str(tmp_path / "pairs.csv"), "--split", "train", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    assert "image-text-pairs" in r["data"] and 0 < r["num_images"] == r["num_texts"] <= 12

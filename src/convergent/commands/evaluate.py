@@ -4,7 +4,8 @@ data settings are then the defaults).
 
 ``convergent eval zero-shot RUN [--classes A B ...] [--templates "a picture of {}." ...]`` and
 ``convergent eval retrieval RUN [--ks 1 5 10] [--gallery out.png]`` evaluate the image–text
-model (CLIP) of a pre-training run on the held-out split of its data."""
+model (CLIP) of a pre-training run on the held-out split of its data (or of other data:
+``--data.name`` / ``--data.root`` / other ``--data.*`` options replace the run's)."""
 
 from convergent.commands.parser import CommandError, Parser
 
@@ -30,9 +31,17 @@ def parser() -> Parser:
     return p
 
 
-def run(args) -> int:
+def _changed_data(data: dict) -> dict:
+    """The ``--data.*`` options set to something other than their default."""
     import dataclasses
 
+    from convergent.config import eval_config_class
+
+    defaults = dataclasses.asdict(eval_config_class()().data)
+    return {k: v for k, v in data.items() if v != defaults[k]}
+
+
+def run(args) -> int:
     from convergent.config import eval_config_class, from_namespace
     from convergent.workflows.evaluate import resolve_encoder, run_eval
 
@@ -43,8 +52,7 @@ def run(args) -> int:
         _, run_cfg = resolve_encoder(args.encoder)
         if run_cfg and "data" in run_cfg:
             # the run's data settings, except options set to something other than their default
-            defaults = dataclasses.asdict(eval_config_class()().data)
-            data["data"] = {**run_cfg["data"], **{k: v for k, v in data["data"].items() if v != defaults[k]}}
+            data["data"] = {**run_cfg["data"], **_changed_data(data["data"])}
         cfg = from_namespace(eval_config_class(), data, "eval config")
         run_eval(cfg, args.encoder, args.out)
     except (FileNotFoundError, ValueError, KeyError) as e:
@@ -57,11 +65,12 @@ def _run_mode(args) -> int:
 
     if not args.run:
         raise CommandError(f"convergent eval {args.encoder} needs a run directory: convergent eval {args.encoder} RUN")
+    data = _changed_data(args.as_dict()["data"])  # e.g. --data.name / --data.root: evaluate on other data
     try:
         if args.encoder == "zero-shot":
-            run_zero_shot(args.run, args.classes, args.templates, args.split, args.out)
+            run_zero_shot(args.run, args.classes, args.templates, args.split, args.out, data=data)
         else:
-            run_retrieval(args.run, tuple(args.ks), args.split, args.gallery, args.out)
+            run_retrieval(args.run, tuple(args.ks), args.split, args.gallery, args.out, data=data)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e
     return 0

@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 
-def _load(run_dir: str | Path, split: str):
+def _load(run_dir: str | Path, split: str, data: dict | None = None):
+    """Task, tokenizer, config (its data settings updated by ``data``), dataset and transform."""
+    import dataclasses
+
     from convergent.data.registry import build_dataset
     from convergent.data.transforms import build_transform
     from convergent.workflows.runs import load_task_from_run
@@ -18,18 +21,24 @@ def _load(run_dir: str | Path, split: str):
         where = Path(run_dir) / "tokenizer" / "tokenizer.json"
         raise ValueError(f"{run_dir}: no tokenizer (expected {where} or data.tokenizer in "
                          f"{Path(run_dir) / 'config.yaml'}); this evaluation embeds texts")  # fmt: skip
+    if data:
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cfg.data)})
+        if unknown:
+            raise ValueError(f"unknown data options {unknown}")
+        cfg.data = dataclasses.replace(cfg.data, **data)
     data = build_dataset(cfg.data.name, split, root=cfg.data.root, img_size=cfg.data.img_size,
                          in_chans=cfg.data.in_chans)  # fmt: skip
     return cfg, task, tokenizer, data, build_transform(cfg.data, train=False)
 
 
 def run_zero_shot(run_dir: str | Path, classes=None, templates=None, split: str = "test",
-                  out: str | Path | None = None) -> dict:  # fmt: skip
-    """Zero-shot accuracy of the run's image–text model over the class names of its data."""
+                  out: str | Path | None = None, data: dict | None = None) -> dict:  # fmt: skip
+    """Zero-shot accuracy of the run's image–text model over the class names of its data
+    (``data``: data settings that replace the run's, e.g. ``{"name": ..., "root": ...}``)."""
     from convergent.evaluation.report import format_report
     from convergent.evaluation.zero_shot import DEFAULT_TEMPLATES, zero_shot_accuracy
 
-    cfg, task, tokenizer, data, transform = _load(run_dir, split)
+    cfg, task, tokenizer, data, transform = _load(run_dir, split, data)
     results = zero_shot_accuracy(task, data, tokenizer, classes=classes or None,
                                  templates=tuple(templates or DEFAULT_TEMPLATES), transform=transform,
                                  batch_size=cfg.data.batch_size, max_length=cfg.data.max_length)  # fmt: skip
@@ -40,13 +49,14 @@ def run_zero_shot(run_dir: str | Path, classes=None, templates=None, split: str 
 
 
 def run_retrieval(run_dir: str | Path, ks=(1, 5, 10), split: str = "test", gallery: str | Path | None = None,
-                  out: str | Path | None = None) -> dict:  # fmt: skip
-    """Image→text and text→image Recall@k of the run's image–text model; optionally a gallery."""
+                  out: str | Path | None = None, data: dict | None = None) -> dict:  # fmt: skip
+    """Image→text and text→image Recall@k of the run's image–text model (``data`` as in
+    :func:`run_zero_shot`); optionally a gallery."""
     from convergent.evaluation.report import format_report
     from convergent.evaluation.retrieval import embed_pairs, retrieval_metrics
     from convergent.workflows.gallery import retrieval_gallery
 
-    cfg, task, tokenizer, data, transform = _load(run_dir, split)
+    cfg, task, tokenizer, data, transform = _load(run_dir, split, data)
     data.preload()  # drops unreadable images with their captions, so images and captions stay aligned
     images, texts, owner = embed_pairs(task, data, tokenizer, transform, batch_size=cfg.data.batch_size,
                                        max_length=cfg.data.max_length)  # fmt: skip
