@@ -78,9 +78,10 @@ def main(out_dir: str) -> None:
         if rank == 0:
             out = {"loss": torch.stack(losses).mean(), "losses": torch.stack(losses), "grads": result}
             torch.save(out, Path(out_dir) / f"{mode}.pt")
-    dist.barrier()
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    from tests.training_helpers import shut_down_and_exit
+
+    shut_down_and_exit()

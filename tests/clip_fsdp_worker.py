@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 from convergent.training.loop import Trainer  # noqa: E402
 from tests import clip_ddp_worker  # noqa: E402
-from tests.training_helpers import configs  # noqa: E402
+from tests.training_helpers import configs, shut_down_and_exit  # noqa: E402
 
 BATCH, STEPS = clip_ddp_worker.BATCH, 4
 
@@ -44,11 +44,7 @@ def main(run_dir: str, devices: int, accumulate: int = 1, strategy: str | None =
 
 
 if __name__ == "__main__":
-    import torch.distributed as dist
-
     args = sys.argv[1:]
     main(args[0], devices=int(args[1]), accumulate=int(args[2]), strategy=args[3] if len(args) > 3 else None,
          max_steps=int(args[4]) if len(args) > 4 else STEPS, resume=len(args) > 5 and args[5] == "resume")  # fmt: skip
-    if dist.is_initialized():  # a clean shutdown: gloo threads left running abort the process at exit
-        dist.barrier()
-        dist.destroy_process_group()
+    shut_down_and_exit()

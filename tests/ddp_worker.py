@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from convergent.training.loop import Trainer  # noqa: E402
-from tests.training_helpers import RegressTask, SyntheticImages, build, configs, eval_transform  # noqa: E402
+from tests.training_helpers import RegressTask, SyntheticImages, build, configs, eval_transform, shut_down_and_exit  # noqa: E402,E501
 
 BATCH, STEPS = 8, 6
 
@@ -35,11 +35,7 @@ def main(run_dir: str, devices: int, accumulate: int, strategy: str | None = Non
 
 
 if __name__ == "__main__":
-    import torch.distributed as dist
-
     args = sys.argv[1:]
     main(args[0], devices=int(args[1]), accumulate=int(args[2]), strategy=args[3] if len(args) > 3 else None,
          max_steps=int(args[4]) if len(args) > 4 else STEPS, resume=len(args) > 5 and args[5] == "resume")  # fmt: skip
-    if dist.is_initialized():  # a clean shutdown: gloo threads left running abort the process at exit
-        dist.barrier()
-        dist.destroy_process_group()
+    shut_down_and_exit()
