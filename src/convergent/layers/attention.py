@@ -9,9 +9,8 @@ One module serves every backbone:
   kernel still applies.
 
 Inputs may carry several leading batch dimensions, ``(..., N, C)``: Swin passes windows as
-``(B, num_windows, N, C)`` with a per-window bias of shape ``(num_windows, heads, N, N)``.
-They are folded into one batch dimension before SDPA (the bias expanded to match): with 5-d
-inputs SDPA falls back to its unfused math kernel, 3-5x slower on CPU and on CUDA.
+``(B, num_windows, N, C)`` so a per-window bias of shape ``(num_windows, heads, N, N)``
+broadcasts over the batch without being copied.
 """
 
 import math
@@ -107,10 +106,6 @@ class Attention(nn.Module):
             k = F.normalize(k, dim=-1)
             scale = 1.0
         mask = _combine_masks(bias, key_padding_mask, causal, n, q.dtype, q.device)
-        if len(lead) > 1:  # SDPA's fused kernels take (B, H, N, Dh): fold Swin's (B, windows) into one dim
-            q, k, v = (t.reshape(-1, *t.shape[-3:]) for t in (q, k, v))
-            if mask is not None:
-                mask = mask.expand(*lead, self.num_heads, n, n).reshape(-1, self.num_heads, n, n)
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -120,8 +115,6 @@ class Attention(nn.Module):
             is_causal=causal and mask is None,
             scale=scale,
         )
-        if len(lead) > 1:
-            out = out.unflatten(0, lead)  # (..., H, N, Dh)
         out = out.transpose(-3, -2).reshape(*lead, n, c)  # (..., N, C)
         if unpadded is not None:
             out = unpadded.pack(out)  # (T, C)
