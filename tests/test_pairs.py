@@ -134,6 +134,15 @@ def test_unreadable_image_found_when_read(images):
     assert again.skip_counts == {"unreadable image": 1}
 
 
+def test_label_cells_with_spaces(images):
+    (images / "spaced.csv").write_text("image,text,label\na.png,x, -1\nb.jpg,y, 2 \nd.png,z, cat \n")
+    with pytest.raises(ValueError, match="class names in some rows and integers in others"):
+        read_pairs(images / "spaced.csv")  # " 2 " is an index, " cat " a name
+    (images / "spaced.csv").write_text("image,text,label\na.png,x, -1\nb.jpg,y, 2 \n")
+    ds = read_pairs(images / "spaced.csv")
+    assert ds.classes == ["0", "1", "2"] and ds.labels.tolist() == [-1, 2]  # " -1" is no label, not a class
+
+
 def test_files_without_usable_pairs(images):
     (images / "bad.csv").write_text("image,text\nmissing.png,a\n,b\nc.png,\n")
     with pytest.raises(ValueError, match=f"{images / 'bad.csv'}: no usable image-text pair.*1 missing image"):

@@ -112,6 +112,24 @@ def test_unusable_samples_skipped_and_counted(tmp_path):
     assert items[0]["image"].unique().tolist() == [9]
 
 
+def test_malformed_captions_and_tar_named(tmp_path):
+    good = io.BytesIO()
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(good, "PNG")
+    with tarfile.open(tmp_path / "x.tar", "w") as tar:
+        for key, meta in (("a", b'{"text": 5}'), ("b", b'{"captions": {"k": 1}}'), ("c", b'{"captions": ["ok", 3]}')):
+            add(tar, f"{key}.png", good.getvalue())
+            add(tar, f"{key}.json", meta)
+        add(tar, "d.png", good.getvalue())
+        add(tar, "d.json", b'{"captions": ["fine"]}')
+    ds = ShardDataset(tmp_path / "x.tar", img_size=4)
+    items = list(ds)
+    assert [it["key"] for it in items] == ["d"] and dict(ds.skip_counts) == {"no caption": 3}
+    assert "got int" in dict(ds.skipped)[f"{tmp_path / 'x.tar'}:a"]
+    (tmp_path / "junk.tar").write_bytes(b"not a tar file")
+    with pytest.raises(tarfile.ReadError, match="junk.tar: not a readable tar shard"):
+        list(ShardDataset(tmp_path / "junk.tar"))
+
+
 def test_command_and_errors(pairs, tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["data", "shard", "--pairs", str(tmp_path / "pairs.csv"), "--out", str(out), "--max_per_shard", "3"])

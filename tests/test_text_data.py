@@ -131,6 +131,20 @@ def test_single_file_and_flat_directory(tmp_path, messy):
         build("train", root=tmp_path / "nothing")
 
 
+def test_build_scans_each_file_once(tmp_path, monkeypatch):
+    from convergent.data import lines
+
+    for k in range(20):  # more files than the index cache holds
+        write(tmp_path / f"part{k:02d}.jsonl", b'{"text": "x", "label": "%d"}\n' % (k % 3))
+    lines._index_cached.cache_clear()
+    scanned = []
+    real = lines._scan
+    monkeypatch.setattr(lines, "_scan", lambda path, *a: scanned.append(path) or real(path, *a))
+    ds = build("train", root=tmp_path)
+    assert len(ds) == 20 and ds.classes == ["0", "1", "2"]
+    assert len(scanned) == len(set(scanned)) == 20
+
+
 def test_registry_builds_text_datasets(messy):
     assert registry.entry("text-lines").kind == "text"
     ds = registry.build_dataset("text-lines", "train", root=str(messy), img_size=99, in_chans=7)

@@ -50,21 +50,14 @@ def run(args) -> int:
     from convergent.data.tokenizer import train_tokenizer
 
     dataset = open_corpus(args.corpus, args.split, args.limit)
-    count = [0]
-
-    def texts():
-        for text in dataset.texts():
-            count[0] += 1
-            yield text
-
     try:
-        tok = train_tokenizer(texts(), args.kind, args.vocab_size, args.min_frequency, args.lowercase)
+        tok = train_tokenizer(dataset.texts(), args.kind, args.vocab_size, args.min_frequency, args.lowercase)
         path = tok.save(args.out)
     except ValueError as e:
         raise CommandError(str(e)) from e
     except OSError as e:
         raise CommandError(f"cannot write {args.out}: {e.strerror or e}") from e
-    print(f"trained {args.kind} tokenizer on {count[0]} texts ({dataset.source})")
+    print(f"trained {args.kind} tokenizer on {len(dataset)} texts ({dataset.source})")
     print(f"vocab size {tok.vocab_size} -> {path}")
     sample = next(dataset.texts(), "")
     tokens, ids = tok.tokens(sample), tok.encode(sample)

@@ -37,6 +37,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from convergent.data.collate import collate, read_next, record_skipped
+from convergent.data.splits import evenly_spaced
 
 
 IMAGE_EXTENSIONS = frozenset(
@@ -184,7 +185,7 @@ def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: i
         read = " ".join(sorted(IMAGE_EXTENSIONS))
         raise ValueError(f"image-folder: no images in {folder} ({len(skipped)} files skipped; extensions read: {read})")
     if limit is not None and limit < len(paths):  # evenly spaced, so every class keeps its share
-        keep = np.linspace(0, len(paths) - 1, limit).round().astype(int)
+        keep = evenly_spaced(len(paths), limit)
         paths, labels = [paths[k] for k in keep], [labels[k] for k in keep]
     kind = f"{len(names)} classes" if names else "unlabelled"
     source = f"image-folder {split}: {len(paths)} images ({kind}) from {folder}{note}"

@@ -234,6 +234,8 @@ class ImageTextPairs(PairsBatching, Dataset):
 # --- reading files --------------------------------------------------------------------------
 def _parse_label(value) -> str | int | None:
     """A class name, an index >= 0, or None (no label); ValueError otherwise."""
+    if isinstance(value, str):
+        value = value.strip()  # a CSV cell " -1" is "no label" too, not a class named "-1"
     if value is None or value == -1 or value == "" or value == "-1":
         return None
     if isinstance(value, bool) or isinstance(value, float):
@@ -243,12 +245,11 @@ def _parse_label(value) -> str | int | None:
             raise ValueError(value)
         return value
     if isinstance(value, str):
-        value = value.strip()
-        return int(value) if value.isdigit() else (value or None)
+        return int(value) if value.isdigit() else value
     raise ValueError(value)
 
 
-def _row_texts(value) -> list[str] | None:
+def row_texts(value) -> list[str] | None:
     """The captions of a text field (string or list of strings), stripped; None if malformed."""
     if isinstance(value, str):
         return [value.strip()]
@@ -318,7 +319,7 @@ def read_rows(path: str | Path, image_root: str | Path | None = None) -> tuple[l
             continue
         field = next((f for f in TEXT_FIELDS if f in record), None)
         image = record.get("image")
-        texts = _row_texts(record[field]) if field else None
+        texts = row_texts(record[field]) if field else None
         if field is None or not isinstance(image, str) or not image.strip():
             skip(counts, skipped, where, "missing field")
             continue

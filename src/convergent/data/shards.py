@@ -53,7 +53,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from convergent.data.collate import collate
 from convergent.data.image_folder import IMAGE_EXTENSIONS, decode
-from convergent.data.pairs import CAPTION_MODES, ImageTextPairs, PairsBatching
+from convergent.data.pairs import CAPTION_MODES, ImageTextPairs, PairsBatching, row_texts
 from convergent.data.skips import MAX_LISTED, skip
 
 log = logging.getLogger(__name__)
@@ -230,16 +230,19 @@ def _split_key(name: str) -> tuple[str, str]:
 def iter_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     """``(key, {ext: bytes})`` of each sample of a tar file, streamed (consecutive members)."""
     key, members = None, {}
-    with tarfile.open(path, mode="r|*") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            k, ext = _split_key(info.name)
-            if k != key and members:
-                yield key, members
-                members = {}
-            key = k
-            members[ext] = tar.extractfile(info).read()
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                k, ext = _split_key(info.name)
+                if k != key and members:
+                    yield key, members
+                    members = {}
+                key = k
+                members[ext] = tar.extractfile(info).read()
+    except tarfile.TarError as e:
+        raise type(e)(f"{path}: not a readable tar shard ({e})") from e
     if members:
         yield key, members
 
@@ -269,7 +272,10 @@ def parse_sample(members: dict[str, bytes], classes: Sequence[str]) -> tuple[str
         if not isinstance(meta, dict):
             return "invalid JSON"
         text = meta.get("captions") or meta.get("text") or meta.get("caption")
-        captions = [text] if isinstance(text, str) else [t for t in text or () if isinstance(t, str)]
+        captions = [] if text is None else row_texts(text)
+        if captions is None:
+            got = "a list holding a non-string" if isinstance(text, list) else type(text).__name__
+            return f"no caption (expected a string or a list of strings, got {got})"
         label = _label(meta.get("label"), classes)
     if "txt" in members and not captions:
         captions = [members["txt"].decode("utf-8", "replace")]

@@ -120,6 +120,8 @@ class TextList(TextDataset):
 class TextLines(TextDataset):
     """The usable lines of one or more text/JSONL files, read lazily by seeking.
 
+    ``paths``: files, or their :class:`~convergent.data.lines.FileIndex` already made by
+    :func:`~convergent.data.lines.index_file` with the same ``text_field`` and ``max_chars``;
     ``fmt``: None = by suffix; ``max_chars``: longer lines are skipped; ``classes``: class names
     in label order (None: the sorted names found, or ``"0".."K-1"`` for integer labels).
     ``skip_counts`` counts skipped lines by reason; ``skipped`` lists the first 1000 per file.
@@ -127,7 +129,7 @@ class TextLines(TextDataset):
 
     def __init__(
         self,
-        paths: str | Path | Sequence[str | Path],
+        paths: str | Path | FileIndex | Sequence[str | Path | FileIndex],
         fmt: str | None = None,
         text_field: str = "text",
         label_field: str | None = "label",
@@ -135,10 +137,12 @@ class TextLines(TextDataset):
         classes: Sequence[str] | None = None,
         source: str | None = None,
     ):
-        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        paths = [paths] if isinstance(paths, (str, Path, FileIndex)) else list(paths)
         if not paths:
             raise ValueError("TextLines needs at least one file")
-        indexes = [index_file(p, fmt, text_field, label_field, max_chars) for p in paths]
+        indexes = [
+            p if isinstance(p, FileIndex) else index_file(p, fmt, text_field, label_field, max_chars) for p in paths
+        ]
         for ix in indexes:
             if not len(ix.offsets):
                 n = sum(ix.counts.values())
@@ -222,6 +226,8 @@ def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: i
     if root is None:
         raise ValueError("text-lines needs a file or directory: set data.root (--data.root PATH)")
     files, everything, heldout = resolve("text-lines", Path(root).expanduser(), split, SUFFIXES, folders=True)
-    labelled = any(index_file(p).label_kind != "none" for p in files)
-    classes = class_names([index_file(p) for p in everything]) if labelled else None  # cached: no re-read
-    return finish(TextLines(files, classes=classes), "text-lines", split, files, heldout, limit, "lines")
+    indexes = {p: index_file(p) for p in everything}  # each file scanned once (the cache holds only 16)
+    labelled = any(indexes[p].label_kind != "none" for p in files)
+    classes = class_names(list(indexes.values())) if labelled else None
+    dataset = TextLines([indexes[p] for p in files], classes=classes)
+    return finish(dataset, "text-lines", split, files, heldout, limit, "lines")

@@ -128,7 +128,7 @@ class Tokenizer:
         out = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "special_tokens_mask": self.is_special(input_ids) | (attention_mask == 0),
+            "special_tokens_mask": self.is_special(input_ids),  # padding is pad_id: special
         }
         if word_ids:
             out["word_ids"] = _padded(words, real, -1)
