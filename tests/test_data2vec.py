@@ -20,6 +20,7 @@ from convergent.tasks.teacher import linear_momentum
 from convergent.training.checkpoint import weights_for_saving
 from convergent.training.loop import Trainer
 from convergent.training.optim import param_groups
+from tests.task_helpers import train_steps
 from tests.training_helpers import SyntheticImages, configs, random_transform, read_metrics
 
 DROP = {"text_test": {}} | {n: {"drop_path": 0.0} for n in ("vit_test", "swin_test", "swinv2_test")}
@@ -157,15 +158,7 @@ def test_same_task_trains_text_vit_and_swin(name):
     task = build_task("data2vec", build_backbone(name, **DROP[name]), Data2VecConfig()).train()
     assert type(task) is Data2Vec
     batch = fixed_mask(task, batch_for(name))
-    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=5e-3)
-    losses = []
-    for step in range(1, 13):
-        out = task(batch)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        task.on_step_end(step, 12)
-        losses.append(out["loss"].item())
+    losses, out = train_steps(task, batch, 12, lr=5e-3)
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.85 * losses[0], losses
     assert 0 < out["masked_fraction"].item() < 1 and out["target_var"].item() > 0.1
@@ -186,12 +179,7 @@ def test_state_dict_round_trip_restores_teacher():
     torch.manual_seed(0)
     task = make("vit_test").train()
     batch = fixed_mask(task, image_batch())
-    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-2)
-    for step in (1, 2):
-        task(batch)["loss"].backward()
-        opt.step()
-        opt.zero_grad()
-        task.on_step_end(step, 10)
+    train_steps(task, batch, 2, lr=1e-2, max_steps=10)
     assert not torch.equal(task.teacher.blocks[0].attn.qkv.weight, task.backbone.blocks[0].attn.qkv.weight)
     torch.manual_seed(1)
     again = make("vit_test")

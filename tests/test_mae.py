@@ -15,6 +15,7 @@ from convergent.masking import random_masking
 from convergent.tasks.configs import MAEConfig
 from convergent.tasks.mae import MAE, decoder_state_dict_from_hf
 from tests.conftest import randomize_
+from tests.task_helpers import train_steps
 
 
 def hf_sincos(grid: int, dim: int) -> torch.Tensor:
@@ -145,13 +146,6 @@ def test_loss_falls_on_a_fixed_batch():
     task = MAE(build_backbone("vit_test"), MAEConfig(decoder_dim=32, decoder_depth=1, decoder_heads=2)).train()
     smooth = torch.nn.functional.interpolate(torch.randn(4, 3, 4, 4), size=(32, 32), mode="bilinear")
     batch = {"image": smooth, "noise": torch.rand(4, 16)}
-    opt = torch.optim.AdamW(task.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(30):
-        loss = task(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses, _ = train_steps(task, batch, 30, lr=2e-3)
     assert task.decoder.mask_token.grad.abs().sum() > 0
     assert losses[-1] < 0.75 * losses[0], losses

@@ -21,6 +21,7 @@ from convergent.tasks.mocov3 import MoCoV3, top1_accuracy
 from convergent.tasks.registry import build_task
 from convergent.tasks.teacher import cosine_momentum
 from convergent.training.optim import param_groups
+from tests.task_helpers import train_steps
 from tests.training_helpers import RegressTask, SyntheticImages, build, configs, random_transform, read_metrics
 
 TINY = dict(hidden_dim=32, out_dim=16)
@@ -169,12 +170,7 @@ def test_ema_update_and_cosine_schedule():
 def test_state_dict_round_trip_restores_the_momentum_encoder():
     task = make().train()
     batch = views()
-    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-2)
-    for step in (1, 2):
-        task(batch)["loss"].backward()
-        opt.step()
-        opt.zero_grad()
-        task.on_step_end(step, 10)
+    train_steps(task, batch, 2, lr=1e-2, max_steps=10)
     assert any(k.startswith("teacher.projector.") for k in task.state_dict())
     torch.manual_seed(1)
     again = make().train()

@@ -16,6 +16,7 @@ from convergent.tasks.configs import SimMIMConfig
 from convergent.tasks.registry import build_task
 from convergent.tasks.simmim import SimMIM, decoder_state_dict_from_hf
 from tests.conftest import randomize_
+from tests.task_helpers import train_steps
 
 SWIN = {
     1: (transformers.SwinConfig, transformers.SwinForMaskedImageModeling),
@@ -129,13 +130,6 @@ def test_loss_falls_on_a_fixed_batch():
     task = SimMIM(build_backbone("swinv2_test", drop_path=0.0), SimMIMConfig(mask_patch_size=8)).train()
     smooth = nn.functional.interpolate(torch.randn(4, 3, 4, 4), size=(32, 32), mode="bilinear")  # learnable images
     batch = {"image": smooth, "mask": task.draw_mask(4, 32, 32, torch.device("cpu"))}
-    opt = torch.optim.AdamW(task.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(60):
-        loss = task(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses, _ = train_steps(task, batch, 60, lr=2e-3)
     assert task.backbone.mask_token.grad is not None and task.backbone.mask_token.grad.abs().sum() > 0
     assert losses[-1] < 0.75 * losses[0], losses

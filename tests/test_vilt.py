@@ -26,6 +26,7 @@ from convergent.masking import whole_word_masking
 from convergent.tasks.configs import ViLTConfig
 from convergent.tasks.registry import build_task
 from convergent.tasks.vilt import ViLT, itm_negatives
+from tests.task_helpers import train_steps
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 VOCAB = 50
@@ -246,15 +247,7 @@ def _colour_batch(b: int = 16, seed: int = 0) -> dict:
 
 def test_loss_falls_on_colour_words():
     task = _task().train()
-    opt = torch.optim.AdamW(task.parameters(), lr=3e-3)
-    batch = _colour_batch()
-    losses = []
-    for _ in range(12):
-        loss = task(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses, _ = train_steps(task, _colour_batch(), 12, lr=3e-3)
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
 
 

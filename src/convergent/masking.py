@@ -132,56 +132,49 @@ def block_masking(
     max_aspect: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """BEiT blockwise masking (``MaskingGenerator`` of the BEiT code), one sample at a time.
+    """BEiT blockwise masking (``MaskingGenerator`` of the BEiT code), all samples at once.
 
-    Rectangles of area ``U(min_num_patches, remaining)`` and log-uniform aspect ratio in
-    ``[min_aspect, max_aspect]`` are added while they cover at least one new patch and no
-    more than the remaining count; a sample stops at the target
-    ``round(mask_ratio * N)`` or after 10 failed attempts in a row (so it may fall a few
-    patches short, as BEiT's does). Loops are bounded: at most ``target`` outer iterations
-    of at most 10 attempts each.
+    Each sample adds rectangles of area ``U(min_num_patches, remaining)`` and log-uniform
+    aspect ratio in ``[min_aspect, max_aspect]`` while they cover at least one new patch and
+    no more than the remaining count; it stops at the target ``round(mask_ratio * N)`` or
+    after 10 failed attempts in a row (so it may fall a few patches short, as BEiT's does).
+    The samples take their attempts in lockstep, one batched draw per attempt (no Python loop
+    over samples); every attempt adds a patch or counts a failure, so the loop is bounded.
 
     Returns:
-        ``(B, H*W)`` bool masks, True = hidden.
+        ``(B, H*W)`` bool masks, True = hidden, on the generator's device (CPU without one).
     """
     h, w = (grid, grid) if isinstance(grid, int) else tuple(grid)
     target = int(round(mask_ratio * h * w))
     max_num_patches = target if max_num_patches is None else max_num_patches
     max_aspect = max_aspect or 1.0 / min_aspect
-    log_aspect = (math.log(min_aspect), math.log(max_aspect))
-    masks = torch.zeros(batch, h, w, dtype=torch.bool)
-    for b in range(batch):
-        count = 0
-        while count < target:
-            delta = _add_block(masks[b], min(target - count, max_num_patches), min_num_patches, log_aspect, generator)
-            if delta == 0:
-                break
-            count += delta
+    lo, hi = math.log(min_aspect), math.log(max_aspect)
+    dev = _gen_device(generator)
+    f64 = dict(dtype=torch.float64, device=dev)
+    masks = torch.zeros(batch, h, w, dtype=torch.bool, device=dev)
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    count = torch.zeros(batch, dtype=torch.long, device=dev)
+    fails = torch.zeros_like(count)  # failed attempts in a row
+    active = count < target  # (B,)
+    while bool(active.any()):  # CPU unless the generator lives elsewhere
+        max_new = (target - count).clamp(max=max_num_patches)  # (B,)
+        u = torch.rand(batch, 4, generator=generator, **f64)  # area, aspect, top, left
+        area = min_num_patches + (max_new - min_num_patches) * u[:, 0]
+        aspect = torch.exp(lo + (hi - lo) * u[:, 1])
+        bh = torch.sqrt(area * aspect).round().long()  # (B,) half to even, as Python's round
+        bw = torch.sqrt(area / aspect).round().long()
+        fits = (bh < h) & (bw < w)
+        top = (u[:, 2] * (h - bh + 1).clamp(min=1)).long().view(-1, 1, 1)  # uniform in [0, h - bh]
+        left = (u[:, 3] * (w - bw + 1).clamp(min=1)).long().view(-1, 1, 1)
+        rect = (rows >= top) & (rows < top + bh.view(-1, 1, 1)) & (cols >= left) & (cols < left + bw.view(-1, 1, 1))
+        new = (rect & ~masks).sum(dim=(1, 2))  # (B,) patches the rectangle would add
+        ok = active & fits & (new > 0) & (new <= max_new)
+        masks |= rect & ok.view(-1, 1, 1)
+        count += torch.where(ok, new, 0)
+        fails = torch.where(ok, 0, fails + 1)
+        active &= (count < target) & (fails < 10)
     return masks.flatten(1)
-
-
-def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
-    return lo + (hi - lo) * torch.rand((), generator=generator).item()
-
-
-def _add_block(
-    mask: torch.Tensor, max_new: int, min_patches: int, log_aspect: tuple[float, float], generator
-) -> int:
-    """Try up to 10 rectangles; mask the first that adds 1..``max_new`` patches. Returns the count added."""
-    h, w = mask.shape
-    for _ in range(10):
-        area = _uniform(min_patches, max_new, generator)
-        aspect = math.exp(_uniform(*log_aspect, generator))
-        bh, bw = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
-        if bw < w and bh < h:
-            top = int(torch.randint(0, h - bh + 1, (), generator=generator))
-            left = int(torch.randint(0, w - bw + 1, (), generator=generator))
-            region = mask[top : top + bh, left : left + bw]
-            new = int((~region).sum())
-            if 0 < new <= max_new:
-                region.fill_(True)
-                return new
-    return 0
 
 
 # --- AvgDist ------------------------------------------------------------------------------------
@@ -264,9 +257,9 @@ def token_candidates(
     real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     if special_tokens_mask is not None:
         return real & ~special_tokens_mask.bool()
-    if not special_ids:
-        return real
-    return real & ~torch.isin(input_ids, torch.tensor(special_ids, device=input_ids.device))
+    for i in special_ids:  # a few ids, compared as scalars: no id tensor copied to the device (a sync) per step
+        real = real & (input_ids != i)
+    return real
 
 
 def token_masking(

@@ -29,7 +29,9 @@ def check_pooling(backbone: nn.Module, pooling: str, field: str = "pooling") -> 
         raise ValueError(f"{field} must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     if pooling == "cls" and not has_class_token(backbone):
         raise ValueError(
-            f"{field}='cls' needs a class token; {type(backbone).__name__} has none (use 'avg' or 'default')"
+            f"{field}='cls' needs a first token that summarises the input (a class token, or the [CLS] of a "
+            f"bidirectional text encoder), but {type(backbone).__name__}'s first token does not (no prefix "
+            "tokens, or causal attention); use 'avg' or 'default'"
         )
 
 
@@ -55,22 +57,15 @@ def pool_tokens(
             raise ValueError(f"no patch tokens to average: {tokens.shape[1]} tokens, {prefix} prefix tokens")
         if attention_mask is None:
             return tokens[:, prefix:].mean(dim=1)  # (B, C)
-        return _masked_mean(tokens[:, prefix:], _real_tokens(attention_mask, tokens)[:, prefix:])
+        return _masked_mean(tokens[:, prefix:], real_tokens(attention_mask, tokens)[:, prefix:])
+    check_pooling(backbone, pooling)  # an unknown name, or 'cls' without a summarising first token
     if pooling == "cls":
-        if not has_class_token(backbone):
-            raise ValueError(
-                f"pooling='cls' needs a first token that summarises the input (a class token, or the [CLS] "
-                f"of a bidirectional text encoder), but {type(backbone).__name__}'s first token does not "
-                "(no prefix tokens, or causal attention); use pooling='avg' or 'default'"
-            )
         return tokens[:, 0]  # (B, C)
-    if pooling == "default":
-        return backbone.pooled(tokens)
-    raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    return backbone.pooled(tokens)
 
 
-def _real_tokens(attention_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """``attention_mask`` as bool ``(B, N)``, True = real token, checked against ``tokens``."""
+def real_tokens(attention_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``attention_mask`` as bool ``(B, N)``, True = real token, checked against ``tokens`` ``(B, N, C)``."""
     if attention_mask.shape != tokens.shape[:2]:
         raise ValueError(
             f"attention_mask of shape {tuple(attention_mask.shape)} does not match tokens {tuple(tokens.shape[:2])}"

@@ -34,7 +34,7 @@ from torch import nn
 from convergent.backbones.protocol import backbone_inputs
 from convergent.backbones.configs import vocabulary_overrides
 from convergent.backbones.registry import backbone_config, build_backbone
-from convergent.heads.classifier import check_pooling, pool_tokens
+from convergent.heads.classifier import check_pooling, pool_tokens, real_tokens
 from convergent.losses.contrastive import clip_loss
 from convergent.tasks.base import Task
 from convergent.tasks.configs import CLIPConfig
@@ -160,11 +160,7 @@ def pool_text(
         return pool_tokens(backbone, tokens, pooling, attention_mask)
     if attention_mask is None:
         return tokens[:, -1]
-    if attention_mask.shape != tokens.shape[:2]:
-        raise ValueError(
-            f"attention_mask of shape {tuple(attention_mask.shape)} does not match tokens {tuple(tokens.shape[:2])}"
-        )
-    last = tokens.shape[1] - 1 - attention_mask.flip(1).int().argmax(dim=1)  # (B,) last 1 of each row
+    last = tokens.shape[1] - 1 - real_tokens(attention_mask, tokens).flip(1).int().argmax(dim=1)  # (B,) last real
     return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
 
 
