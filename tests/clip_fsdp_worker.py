@@ -13,11 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
 from convergent.training.loop import Trainer  # noqa: E402
 from tests import clip_ddp_worker  # noqa: E402
-from tests.training_helpers import configs, shut_down_and_exit  # noqa: E402
+from tests.training_helpers import configs, run_worker, save_gathered  # noqa: E402
 
 BATCH, STEPS = clip_ddp_worker.BATCH, 4
 
@@ -38,13 +36,9 @@ def main(run_dir: str, devices: int, accumulate: int = 1, strategy: str | None =
     trainer = Trainer(trainer_cfg, optim_cfg, run_dir, batch_size=BATCH, progress=False)
     task = clip_ddp_worker.build()  # seeded: the same weights in every process
     summary = trainer.fit(task, pairs(), resume=resume)  # images are already float: no transform
-    if trainer.sharded:  # fit() gathered the full weights back into the task on every process
-        torch.save(task.state_dict(), Path(run_dir) / f"gathered-{trainer.fabric.global_rank}.pt")
+    save_gathered(trainer, task, run_dir)
     return summary
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    main(args[0], devices=int(args[1]), accumulate=int(args[2]), strategy=args[3] if len(args) > 3 else None,
-         max_steps=int(args[4]) if len(args) > 4 else STEPS, resume=len(args) > 5 and args[5] == "resume")  # fmt: skip
-    shut_down_and_exit()
+    run_worker(main)

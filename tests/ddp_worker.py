@@ -10,10 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
 from convergent.training.loop import Trainer  # noqa: E402
-from tests.training_helpers import RegressTask, SyntheticImages, build, configs, eval_transform, shut_down_and_exit  # noqa: E402,E501
+from tests.training_helpers import RegressTask, SyntheticImages, build, configs, eval_transform, run_worker, save_gathered  # noqa: E402,E501
 
 BATCH, STEPS = 8, 6
 
@@ -29,13 +27,9 @@ def main(run_dir: str, devices: int, accumulate: int, strategy: str | None = Non
     # one file found unreadable while the dataset was built: the same in every process, counted once
     data = SyntheticImages(40, skipped=[("bad/0.png", "cannot decode")])
     summary = trainer.fit(task, data, eval_transform, resume=resume)
-    if trainer.sharded:  # fit() gathered the full weights back into the task on every process
-        torch.save(task.state_dict(), Path(run_dir) / f"gathered-{trainer.fabric.global_rank}.pt")
+    save_gathered(trainer, task, run_dir)
     return summary
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    main(args[0], devices=int(args[1]), accumulate=int(args[2]), strategy=args[3] if len(args) > 3 else None,
-         max_steps=int(args[4]) if len(args) > 4 else STEPS, resume=len(args) > 5 and args[5] == "resume")  # fmt: skip
-    shut_down_and_exit()
+    run_worker(main)

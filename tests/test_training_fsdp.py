@@ -43,6 +43,26 @@ def _killed_copy(run_dir: Path, copy: Path, last_step: int) -> Path:
     return copy
 
 
+def _assert_same_losses(run: Path, ref: Path, steps: int | None = None) -> None:
+    """``run`` logged the losses of ``ref`` step by step (to 1e-6); with ``steps``, for steps 1..steps."""
+    logged, expected = read_metrics(run), read_metrics(ref)
+    if steps is not None:
+        assert [m["step"] for m in logged] == list(range(1, steps + 1))
+    for a, b in zip(logged, expected, strict=True):
+        assert abs(a["loss"] - b["loss"]) <= 1e-6, (a["step"], a["loss"], b["loss"])
+
+
+def _assert_fsdp_matches_single(root: Path, steps: int) -> dict:
+    """The 2-process FSDP run under ``root`` reproduced the 1-process one: losses and final
+    weights; returns the FSDP run's weights."""
+    _assert_same_losses(root / "fsdp", root / "single", steps)
+    ref = read_metrics(root / "single")
+    assert len({round(m["loss"], 6) for m in ref}) == len(ref)  # the losses change: a real comparison
+    weights = _weights(root / "fsdp", steps)
+    assert_weights_close(weights, _weights(root / "single", steps), atol=1e-5)
+    return weights
+
+
 def _image_task():
     task = build()
     return task, list(task.backbone.blocks)
@@ -72,12 +92,7 @@ def runs(tmp_path_factory):
 
 
 def test_fsdp_two_processes_match_one(runs):
-    fsdp, ref = read_metrics(runs / "fsdp"), read_metrics(runs / "single")
-    assert [m["step"] for m in fsdp] == list(range(1, STEPS + 1))
-    for a, b in zip(fsdp, ref, strict=True):
-        assert abs(a["loss"] - b["loss"]) <= 1e-6, (a["step"], a["loss"], b["loss"])
-    assert len({round(m["loss"], 6) for m in ref}) == len(ref)  # the losses change: a real comparison
-    assert_weights_close(_weights(runs / "fsdp"), _weights(runs / "single"), atol=1e-5)
+    _assert_fsdp_matches_single(runs, STEPS)
 
 
 def test_fsdp_checkpoint_is_full_and_gathered_back(runs):
@@ -95,10 +110,7 @@ def test_fsdp_checkpoint_is_full_and_gathered_back(runs):
 
 
 def test_fsdp_resume_is_exact(runs):
-    straight, resumed = read_metrics(runs / "fsdp"), read_metrics(runs / "resumed")
-    assert [m["step"] for m in resumed] == list(range(1, STEPS + 1))
-    for a, b in zip(straight, resumed, strict=True):
-        assert abs(a["loss"] - b["loss"]) <= 1e-6, (a["step"], a["loss"], b["loss"])
+    _assert_same_losses(runs / "resumed", runs / "fsdp", STEPS)
     assert_weights_close(_weights(runs / "resumed"), _weights(runs / "fsdp"), atol=1e-6)
     assert (runs / "resumed" / "gathered-0.pt").is_file()
 
@@ -147,13 +159,7 @@ def clip_runs(tmp_path_factory):
 
 
 def test_fsdp_clip_two_processes_match_one(clip_runs):
-    fsdp, ref = read_metrics(clip_runs / "fsdp"), read_metrics(clip_runs / "single")
-    assert [m["step"] for m in fsdp] == list(range(1, CLIP_STEPS + 1))
-    for a, b in zip(fsdp, ref, strict=True):
-        assert abs(a["loss"] - b["loss"]) <= 1e-6, (a["step"], a["loss"], b["loss"])
-    assert len({round(m["loss"], 6) for m in ref}) == len(ref)  # the losses change: a real comparison
-    weights = _weights(clip_runs / "fsdp", CLIP_STEPS)
-    assert_weights_close(weights, _weights(clip_runs / "single", CLIP_STEPS), atol=1e-5)
+    weights = _assert_fsdp_matches_single(clip_runs, CLIP_STEPS)
     assert abs(weights["logit_scale"].item() - clip_ddp_worker.build().logit_scale.item()) > 1e-3  # it trained
 
 
@@ -173,10 +179,7 @@ def test_fsdp_clip_checkpoint_is_full(clip_runs):
 
 
 def test_fsdp_clip_resume_is_exact(clip_runs):
-    straight, resumed = read_metrics(clip_runs / "fsdp"), read_metrics(clip_runs / "resumed")
-    assert [m["step"] for m in resumed] == list(range(1, CLIP_STEPS + 1))
-    for a, b in zip(straight, resumed, strict=True):
-        assert abs(a["loss"] - b["loss"]) <= 1e-6, (a["step"], a["loss"], b["loss"])
+    _assert_same_losses(clip_runs / "resumed", clip_runs / "fsdp", CLIP_STEPS)
     resumed_weights = _weights(clip_runs / "resumed", CLIP_STEPS)
     assert_weights_close(resumed_weights, _weights(clip_runs / "fsdp", CLIP_STEPS), atol=1e-6)
 
@@ -186,6 +189,5 @@ def test_fsdp_clip_checkpoint_continues_without_fsdp(clip_runs, tmp_path):
     run = _killed_copy(clip_runs / "fsdp", tmp_path / "plain", CLIP_STEPS)
     with pytest.warns(UserWarning, match="RNGs reseeded"):
         clip_fsdp_worker.main(str(run), devices=1, resume=True)
-    for a, b in zip(read_metrics(run), read_metrics(clip_runs / "single"), strict=True):
-        assert abs(a["loss"] - b["loss"]) <= 1e-6, (a["step"], a["loss"], b["loss"])
+    _assert_same_losses(run, clip_runs / "single")
     assert_weights_close(_weights(run, CLIP_STEPS), _weights(clip_runs / "single", CLIP_STEPS), atol=1e-5)

@@ -144,3 +144,26 @@ def shut_down_and_exit() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def save_gathered(trainer, task: nn.Module, run_dir: str) -> None:
+    """After ``fit`` under FSDP (which gathered the full weights back into ``task`` on every
+    process): ``run_dir/gathered-RANK.pt``, for the tests to compare."""
+    if trainer.sharded:
+        torch.save(task.state_dict(), Path(run_dir) / f"gathered-{trainer.fabric.global_rank}.pt")
+
+
+def run_worker(main) -> None:
+    """A trainer test worker's command line, then :func:`shut_down_and_exit`:
+
+        WORKER RUN_DIR DEVICES ACCUMULATE [STRATEGY [MAX_STEPS [resume]]]
+
+    calls ``main(RUN_DIR, devices=, accumulate=, strategy=, [max_steps=,] resume=)``
+    (without MAX_STEPS, ``main``'s default)."""
+    import sys
+
+    args = sys.argv[1:]
+    kw = {"max_steps": int(args[4])} if len(args) > 4 else {}
+    main(args[0], devices=int(args[1]), accumulate=int(args[2]), strategy=args[3] if len(args) > 3 else None,
+         resume=len(args) > 5 and args[5] == "resume", **kw)  # fmt: skip
+    shut_down_and_exit()

@@ -165,7 +165,9 @@ class TextTransformer(Backbone):
                 )
             pad_mask = attention_mask.bool()  # (B, L) True = real token
         x = self.embed(input_ids, mask, token_type_ids, position_ids)
-        unpadded = Unpadded(pad_mask) if unpad and pad_mask is not None and not bool(pad_mask.all()) else None
+        unpadded = Unpadded(pad_mask) if unpad and pad_mask is not None else None
+        if unpadded is not None and unpadded.num_tokens == pad_mask.numel():
+            unpadded = None  # no padding: nothing to skip (the nonzero's sync answered it, no extra .all())
         if unpadded is not None:
             x = unpadded.pack(x)  # (T, C)
         outs = []

@@ -8,7 +8,7 @@ The parser is torch-free; :func:`run` imports :mod:`convergent.converters.hf` (a
 only when a conversion actually runs.
 """
 
-from convergent.commands.parser import CommandError, Parser
+from convergent.commands.parser import CommandError, Parser, error_message
 
 SOURCES = ("hf", "official-swin", "convergent")
 TARGETS = ("convergent", "hf")
@@ -67,7 +67,7 @@ def run(args) -> int:
         else:
             result = hf.convergent_to_hf(args.src, args.dst, legacy=args.legacy)
     except (OSError, ValueError, KeyError) as e:
-        raise CommandError(_message(e)) from e
+        raise CommandError(error_message(e)) from e
     print(result.summary())
     return 0
 
@@ -80,12 +80,3 @@ def _check_options(source: str, target: str, args) -> None:
         raise CommandError("--legacy applies only to --to hf")
     if args.img_size is not None and source != "official-swin":
         raise CommandError("--img_size applies only to --from official-swin (other sources store their config)")
-
-
-def _message(e: BaseException) -> str:
-    """One line for ``e``: KeyError's repr quotes are dropped, OSError keeps its file name."""
-    if isinstance(e, KeyError) and e.args:
-        return str(e.args[0])
-    if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e):
-        return f"{e.filename}: {e.strerror or e}"
-    return str(e) or type(e).__name__

@@ -7,7 +7,7 @@ data settings are then the defaults).
 model (CLIP) of a pre-training run on the held-out split of its data (or of other data:
 ``--data.name`` / ``--data.root`` / other ``--data.*`` options replace the run's)."""
 
-from convergent.commands.parser import CommandError, Parser
+from convergent.commands.parser import CommandError, Parser, error_message
 
 
 MODES = ("zero-shot", "retrieval")
@@ -56,7 +56,7 @@ def run(args) -> int:
         cfg = from_namespace(eval_config_class(), data, "eval config")
         run_eval(cfg, args.encoder, args.out)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        raise CommandError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e
+        raise CommandError(error_message(e)) from e
     return 0
 
 
@@ -72,5 +72,5 @@ def _run_mode(args) -> int:
         else:
             run_retrieval(args.run, tuple(args.ks), args.split, args.gallery, args.out, data=data)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        raise CommandError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e
+        raise CommandError(error_message(e)) from e
     return 0

@@ -2,7 +2,7 @@
 an encoder or a pretrain run directory) or, without it, of a randomly initialised backbone
 (the from-scratch baseline)."""
 
-from convergent.commands.parser import CommandError, Parser
+from convergent.commands.parser import CommandError, Parser, error_message
 from convergent.commands.presets import ActionPreset
 
 
@@ -23,5 +23,5 @@ def run(args) -> int:
         cfg = from_namespace(finetune_config_class(), args, "finetune config")
         run_finetune(cfg)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        raise CommandError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e
+        raise CommandError(error_message(e)) from e
     return 0

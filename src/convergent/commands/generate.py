@@ -4,7 +4,7 @@ language model of a ``causal-lm`` pre-training run (greedy, temperature, top-k).
 The parser is torch-free; :func:`run` loads the model.
 """
 
-from convergent.commands.parser import CommandError, Parser
+from convergent.commands.parser import CommandError, Parser, error_message
 
 
 def parser() -> Parser:
@@ -29,14 +29,14 @@ def run(args) -> int:
     try:
         task, tokenizer, _ = load_task_from_run(args.run_dir)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        raise CommandError(str(e)) from e
+        raise CommandError(error_message(e)) from e
     if task.name != "causal-lm":
         raise CommandError(f"{args.run_dir} trained task {task.name!r}; generation needs a causal-lm run")
     try:
         texts = generate_text(task, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
                               args.greedy, args.seed, args.num)  # fmt: skip
     except ValueError as e:
-        raise CommandError(str(e)) from e
+        raise CommandError(error_message(e)) from e
     for text in texts:
         print(text)
     return 0

@@ -16,6 +16,16 @@ class CommandError(Exception):
     """Bad input found while a command runs: printed as one line, exit status 2."""
 
 
+def error_message(e: BaseException) -> str:
+    """One line for ``e`` as a :class:`CommandError`: KeyError's repr quotes are dropped, an
+    OSError keeps its file name."""
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e):
+        return f"{e.filename}: {e.strerror or e}"
+    return str(e) or type(e).__name__
+
+
 class Parser(ArgumentParser):
     """``jsonargparse.ArgumentParser`` whose errors suggest the closest valid spelling."""
 

@@ -11,7 +11,7 @@ rejected with a suggestion. The default preset's values are the starting point; 
 ``--preset``/``--config`` and then each option override them in order.
 """
 
-from convergent.commands.parser import CommandError, Parser
+from convergent.commands.parser import CommandError, Parser, error_message
 from convergent.commands.presets import DEFAULT_PRESET, ActionPreset, preset_names, preset_path
 
 
@@ -57,5 +57,5 @@ def run(args) -> int:
         cfg = resume_config(args.resume) if args.resume else config_from_namespace(args)
         summary = run_pretrain(cfg, resume_dir=args.resume)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        raise CommandError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e
+        raise CommandError(error_message(e)) from e
     return 0 if summary else 1

@@ -1,6 +1,19 @@
-"""Shared pieces of the converters: prefix stripping and exhaustive key accounting."""
+"""Shared pieces of the converters: prefix stripping, exhaustive key accounting and HF's
+activation names."""
 
 from collections.abc import Iterable
+
+ACT_FROM_HF = {
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_new": "gelu_tanh",  # the same tanh approximation written out by hand
+    "gelu_python_tanh": "gelu_tanh",
+    "relu": "relu",
+}
+"""HF ``hidden_act`` → convergent ``act`` (BERT, ViT; CLIP adds ``quick_gelu``)."""
+ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+"""convergent ``act`` → the HF name written on export."""
 
 
 def strip_prefix(state_dict: dict, prefixes: Iterable[str]) -> dict:

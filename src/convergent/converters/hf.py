@@ -91,7 +91,7 @@ def hf_to_convergent(src: str | Path, dst: str | Path) -> ConversionResult:
         cfg = module.config_from_checkpoint(config, state_dict)
         converted = module.state_dict_from_hf(state_dict, cfg)
     except (KeyError, ValueError) as e:
-        raise ConversionError(f"{src}: {_text(e)}") from e
+        raise ConversionError(f"{src}: {error_text(e)}") from e
     _build_and_save(cfg, converted, dst, source=str(src))
     ignored = sorted(k for k in state_dict if k.startswith(module.HEAD_PREFIXES))
     return ConversionResult(f"HF {model_type}", _describe(cfg), Path(dst), len(converted), ignored)
@@ -125,7 +125,7 @@ def official_swin_to_convergent(src: str | Path, dst: str | Path, img_size: int 
         cfg = module.config_from_official(state_dict, img_size=img_size)
         converted = module.state_dict_from_official(state_dict, cfg)
     except (KeyError, ValueError) as e:
-        raise ConversionError(f"{src}: {_text(e)}") from e
+        raise ConversionError(f"{src}: {error_text(e)}") from e
     _build_and_save(cfg, converted, dst, source=str(src))
     ignored = sorted(module.ignored_keys(state_dict))
     return ConversionResult(f"official Swin V{cfg.version}", _describe(cfg), Path(dst), len(converted), ignored)
@@ -247,7 +247,7 @@ def _build_and_save(cfg: Any, state_dict: dict, dst: str | Path, source: str):
     try:
         model.load_weights(state_dict, source=f"converted {source}")
     except (KeyError, ValueError) as e:
-        raise ConversionError(_text(e)) from e
+        raise ConversionError(error_text(e)) from e
     model.save_pretrained(dst)
     return model
 
@@ -277,5 +277,6 @@ def _describe(cfg: Any) -> str:
     return f"convergent {cfg.family} (depth {cfg.depth}, width {cfg.embed_dim})"
 
 
-def _text(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
+    """The message of ``e`` (a KeyError's without its repr quotes), for a :class:`ConversionError`."""
     return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)

@@ -45,11 +45,7 @@ Two things have no counterpart on the other side:
 import torch
 
 from convergent.backbones.configs import TextConfig
-from convergent.converters.common import KeyTracker, has_pooler, strip_prefix
-
-# HF hidden_act → ours; gelu_new is the same tanh approximation written out by hand
-_ACT_FROM_HF = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "relu": "relu"}
-_ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+from convergent.converters.common import ACT_FROM_HF, ACT_TO_HF, KeyTracker, has_pooler, strip_prefix
 
 # (HF suffix inside encoder.layer.i, our suffix inside blocks.i), q/k/v handled apart
 _BLOCK_KEYS = (
@@ -109,7 +105,7 @@ def config_from_hf(hf: dict, mask_token_id: int | None = None, pooler: bool = Tr
         dropout=float(hf.get("hidden_dropout_prob", 0.1)),
         attn_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)),
         norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
-        act=_ACT_FROM_HF[act],
+        act=ACT_FROM_HF[act],
         pad_token_id=0 if pad is None else pad,  # HF allows None; our embedding needs a row
         mask_token_id=mask_token_id,
         causal=bool(hf.get("is_decoder", False)),
@@ -123,8 +119,8 @@ def _check_supported(hf: dict) -> None:
         problems.append(f"model_type {hf['model_type']!r} (only 'bert')")
     if hf.get("position_embedding_type", "absolute") != "absolute":
         problems.append(f"position_embedding_type {hf['position_embedding_type']!r} (only 'absolute')")
-    if hf.get("hidden_act", "gelu") not in _ACT_FROM_HF:
-        problems.append(f"hidden_act {hf['hidden_act']!r} (supported: {sorted(_ACT_FROM_HF)})")
+    if hf.get("hidden_act", "gelu") not in ACT_FROM_HF:
+        problems.append(f"hidden_act {hf['hidden_act']!r} (supported: {sorted(ACT_FROM_HF)})")
     if hf.get("add_cross_attention") or hf.get("is_encoder_decoder"):
         problems.append("cross-attention / encoder-decoder use")
     if hf.get("embedding_size", hf.get("hidden_size")) != hf.get("hidden_size"):
@@ -149,7 +145,7 @@ def config_to_hf(cfg: TextConfig) -> dict:
         "num_hidden_layers": cfg.depth,
         "num_attention_heads": cfg.num_heads,
         "intermediate_size": cfg.mlp_dim,
-        "hidden_act": _ACT_TO_HF[cfg.act],
+        "hidden_act": ACT_TO_HF[cfg.act],
         "hidden_dropout_prob": cfg.dropout,
         "attention_probs_dropout_prob": cfg.attn_dropout,
         "max_position_embeddings": cfg.max_position,

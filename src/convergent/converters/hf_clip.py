@@ -39,17 +39,11 @@ task the last real token. HF CLIP has no hidden dropout, dropout / drop path are
 from dataclasses import dataclass
 
 from convergent.backbones.configs import TextConfig, ViTConfig, config_to_dict
-from convergent.converters.common import KeyTracker, square_size, strip_prefix
+from convergent.converters.common import ACT_FROM_HF, ACT_TO_HF, KeyTracker, square_size, strip_prefix
 
-_ACT_FROM_HF = {
-    "quick_gelu": "quick_gelu",
-    "gelu": "gelu",
-    "gelu_python": "gelu",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "gelu_new": "gelu_tanh",
-    "relu": "relu",
-}
-_ACT_TO_HF = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+# HF's activation names plus OpenAI CLIP's own
+_ACT_FROM_HF = {**ACT_FROM_HF, "quick_gelu": "quick_gelu"}
+_ACT_TO_HF = {**ACT_TO_HF, "quick_gelu": "quick_gelu"}
 
 # transformers.CLIP{Text,Vision}Config defaults (openai/clip-vit-base-patch32), for keys a dict leaves out
 _TEXT_DEFAULTS = dict(
@@ -101,10 +95,6 @@ _BLOCK_KEYS = (
 )
 _QKV = ("q_proj", "k_proj", "v_proj")
 _BUFFERS = ("vision_model.embeddings.position_ids", "text_model.embeddings.position_ids")
-
-HEAD_PREFIXES: tuple[str, ...] = ()
-"""``CLIPModel`` has no task head; nothing is skipped."""
-
 
 @dataclass(frozen=True)
 class CLIPTowers:
@@ -209,11 +199,11 @@ def task_config_fields(towers: CLIPTowers) -> dict:
 # --- state dicts --------------------------------------------------------------------------------
 
 
-def state_dict_from_hf(sd: dict, towers: CLIPTowers, ignore: tuple[str, ...] = HEAD_PREFIXES) -> dict:
+def state_dict_from_hf(sd: dict, towers: CLIPTowers) -> dict:
     """HF ``CLIPModel`` state dict → the ``clip`` task's (``backbone.*``, ``text_backbone.*``,
     ``image_proj.weight``, ``text_proj.weight``, ``logit_scale``). Keys not understood raise one
     ``KeyError`` listing them all."""
-    src = KeyTracker(strip_prefix(sd, ("clip.",)), "HF CLIP state dict", ignore=ignore)
+    src = KeyTracker(strip_prefix(sd, ("clip.",)), "HF CLIP state dict")
     for key in _BUFFERS:
         if key in src:
             src.skip(key)

@@ -15,18 +15,7 @@ state-dict functions do.
 """
 
 from convergent.backbones.configs import ViTConfig
-from convergent.converters.common import KeyTracker, has_pooler, square_size, strip_prefix
-
-# HF activation name → convergent ``act``; the reverse uses the first name of each kind.
-_ACT_FROM_HF = {
-    "gelu": "gelu",
-    "gelu_python": "gelu",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "gelu_new": "gelu_tanh",
-    "gelu_python_tanh": "gelu_tanh",
-    "relu": "relu",
-}
-_ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+from convergent.converters.common import ACT_FROM_HF, ACT_TO_HF, KeyTracker, has_pooler, square_size, strip_prefix
 
 # transformers.ViTConfig defaults, used for keys a config dict leaves out.
 _HF_DEFAULTS = dict(
@@ -66,8 +55,8 @@ def config_from_hf(hf: dict, pooler: bool = False) -> ViTConfig:
     if hf.get("model_type", "vit") != "vit":
         raise ValueError(f"HF config has model_type {hf['model_type']!r}; this converter reads 'vit' only")
     h = {**_HF_DEFAULTS, **hf}
-    if h["hidden_act"] not in _ACT_FROM_HF:
-        raise ValueError(f"HF ViT config: hidden_act {h['hidden_act']!r} unsupported; expected one of {sorted(_ACT_FROM_HF)}")
+    if h["hidden_act"] not in ACT_FROM_HF:
+        raise ValueError(f"HF ViT config: hidden_act {h['hidden_act']!r} unsupported; expected one of {sorted(ACT_FROM_HF)}")
     width, heads = h["hidden_size"], h["num_attention_heads"]
     if width % heads or h.get("head_dim") not in (None, width // heads):
         raise ValueError(f"HF ViT config: hidden_size {width} must equal num_attention_heads {heads} x head_dim")
@@ -88,7 +77,7 @@ def config_from_hf(hf: dict, pooler: bool = False) -> ViTConfig:
         dropout=h["hidden_dropout_prob"],
         attn_dropout=h["attention_probs_dropout_prob"],
         norm_eps=h["layer_norm_eps"],
-        act=_ACT_FROM_HF[h["hidden_act"]],
+        act=ACT_FROM_HF[h["hidden_act"]],
         pooler=pooler,
     )
 
@@ -111,7 +100,7 @@ def config_to_hf(cfg: ViTConfig) -> dict:
         "num_hidden_layers": cfg.depth,
         "num_attention_heads": cfg.num_heads,
         "intermediate_size": cfg.mlp_dim,
-        "hidden_act": _ACT_TO_HF[cfg.act],
+        "hidden_act": ACT_TO_HF[cfg.act],
         "hidden_dropout_prob": cfg.dropout,
         "attention_probs_dropout_prob": cfg.attn_dropout,
         "layer_norm_eps": cfg.norm_eps,

@@ -28,7 +28,15 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from convergent.converters.hf import HF_CONFIG, ConversionError, ConversionResult, load_hf_dir, read_json, write_hf_dir
+from convergent.converters.hf import (
+    HF_CONFIG,
+    ConversionError,
+    ConversionResult,
+    error_text,
+    load_hf_dir,
+    read_json,
+    write_hf_dir,
+)
 
 RUN_CONFIG = "config.yaml"
 PREPROCESSOR = "preprocessor_config.json"
@@ -72,7 +80,7 @@ def hf_to_run(src: str | Path, dst: str | Path) -> ConversionResult:
         towers = hf_clip.config_from_hf(config)
         weights = hf_clip.state_dict_from_hf(state_dict, towers)
     except (KeyError, ValueError) as e:
-        raise ConversionError(f"{src}: {_text(e)}") from e
+        raise ConversionError(f"{src}: {error_text(e)}") from e
     tokenizer = read_hf_tokenizer(src, towers.text.vocab_size)
     (mean, std), stats_note = _image_stats(src, towers.vision.in_chans)
     cfg = _run_config(towers, float(weights["logit_scale"]), mean, std)
@@ -193,14 +201,14 @@ def run_to_hf(src: str | Path, dst: str | Path, legacy: bool = False) -> Convers
     except ConversionError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError) as e:
-        raise ConversionError(f"{src}: {_text(e)}") from e
+        raise ConversionError(f"{src}: {error_text(e)}") from e
     towers = _towers(task, tokenizer, file)
     sd = {k: v.detach() for k, v in task.state_dict().items()}
     try:
         hf_config = hf_clip.config_to_hf(towers)
         hf_state = hf_clip.state_dict_to_hf(sd, towers)
     except (KeyError, ValueError) as e:
-        raise ConversionError(f"{file}: {_text(e)}") from e
+        raise ConversionError(f"{file}: {error_text(e)}") from e
     write_hf_dir(dst, hf_config, hf_state)
     _write_preprocessor(dst, cfg.data)
     notes = []
@@ -253,7 +261,3 @@ def _write_preprocessor(dst: Path, data) -> None:
         "do_convert_rgb": True, "resample": 3,
     }  # fmt: skip
     (dst / PREPROCESSOR).write_text(json.dumps(processor, indent=2, sort_keys=True) + "\n")
-
-
-def _text(e: BaseException) -> str:
-    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)

@@ -89,9 +89,9 @@ def language_metrics(cfg: Any, task: Any, tokenizer: Any) -> dict:
     """Masked- or next-token accuracy and perplexity of a language-model ``task`` on the
     validation split (the test split when there is none); empty for other tasks."""
     from convergent.data.registry import build_dataset
-    from convergent.evaluation.language import language_model_metrics
+    from convergent.evaluation.language import ACCURACY_NAMES, language_model_metrics
 
-    if tokenizer is None or task.name not in ("mlm", "causal-lm"):
+    if tokenizer is None or task.name not in ACCURACY_NAMES:
         return {}
     for split in ("val", "test"):
         try:
