@@ -11,7 +11,7 @@ torch-free; :func:`run` imports the data modules only when training.
 
 from pathlib import Path
 
-from convergent.commands.parser import CommandError, Parser, _hint
+from convergent.commands.parser import CommandError, Parser, _hint, error_message
 
 KINDS = ("wordpiece", "bpe")
 SHOWN = 24
@@ -90,4 +90,4 @@ def open_corpus(corpus: str, split: str, limit: int | None):
     try:
         return registry.build_dataset(name, split, root=root, limit=limit)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        raise CommandError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e
+        raise CommandError(error_message(e)) from e
