@@ -147,3 +147,27 @@ def test_command_and_errors(pairs, tmp_path, capsys):
         ShardDataset(out)
     with pytest.raises(ValueError, match="max_per_shard"):
         write_shards(pairs, out, max_per_shard=0)
+
+
+def test_registered_dataset_streams_train_and_reads_heldout_into_memory(pairs, tmp_path):
+    from convergent.data.registry import build_dataset
+
+    write_shards(pairs, tmp_path / "root" / "train", max_per_shard=3)
+    write_shards(pairs, tmp_path / "root" / "test", max_per_shard=3)
+    root = str(tmp_path / "root")
+    train = build_dataset("image-text-shards", "train", root=root, img_size=16)
+    assert isinstance(train, ShardDataset) and train.repeat and train.heldout
+    assert sorted(train.texts()) == sorted(pairs.texts())  # every caption, for a tokenizer
+    test = build_dataset("image-text-shards", "test", root=root, img_size=16)
+    assert len(test) == len(pairs) and test.classes == ["a", "b"] and test.heldout
+    assert test.captions == pairs.captions  # every caption kept, in order
+    assert torch.equal(test.labels, pairs.labels)
+    assert torch.equal(test[0]["image"], pairs[0]["image"])
+    assert len(build_dataset("image-text-shards", "test", root=root, img_size=16, limit=3)) == 3
+    # shards without split folders: training only, no held-out split
+    flat = build_dataset("image-text-shards", "train", root=str(tmp_path / "root" / "train"), img_size=16)
+    assert not flat.heldout
+    with pytest.raises(FileNotFoundError, match="no test folder"):
+        build_dataset("image-text-shards", "test", root=str(tmp_path / "root" / "train"), img_size=16)
+    with pytest.raises(ValueError, match="data.limit is not supported"):
+        build_dataset("image-text-shards", "train", root=root, img_size=16, limit=5)

@@ -74,6 +74,13 @@ register_dataset(
     "'label') or a directory with train/val/test files; bad rows and images skipped and counted",
 )
 register_dataset(
+    "image-text-shards",
+    "convergent.data.shards:build",
+    "image-text",
+    "Image-text pairs in webdataset-style tar shards (`convergent data shard`): the training split "
+    "streamed (data larger than memory or disk), held-out split folders read into memory",
+)
+register_dataset(
     "emoji",
     "convergent.data.builtin.emoji:build",
     "image-text",

@@ -18,9 +18,10 @@ beside the shards (written by :func:`write_shards`, optional when reading) lists
 counts and class names.
 
 **Streaming, not map-style.** :class:`ShardDataset` is an ``IterableDataset``: it has no
-length and no random access, so the :class:`~convergent.training.loop.Trainer` (which draws
-batches with a map-style resumable sampler) does not take it; it is for users streaming data
-too big to index, with their own ``DataLoader`` loop as above. Every (rank, worker) reads a
+length and no random access. Registered as ``image-text-shards`` (:func:`build`), its training
+split streams into the :class:`~convergent.training.loop.Trainer` (ordered by
+:class:`~convergent.training.sampler.StreamOrder`), or into a ``DataLoader`` loop of your own as
+above. Every (rank, worker) reads a
 disjoint part: the shard list (in one order for all, shuffled by ``(seed, epoch)`` when
 ``shuffle``) is dealt round-robin to the ``world_size * num_workers`` readers; with fewer shards
 than readers, every reader reads all shards and keeps every ``world_size * num_workers``-th sample
@@ -55,6 +56,7 @@ from convergent.data.collate import collate
 from convergent.data.image_folder import IMAGE_EXTENSIONS, decode
 from convergent.data.pairs import CAPTION_MODES, ImageTextPairs, PairsBatching, row_texts
 from convergent.data.skips import MAX_LISTED, skip
+from convergent.data.splits import SPLIT_NAMES, finish
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +292,44 @@ def parse_sample(members: dict[str, bytes], classes: Sequence[str]) -> tuple[str
     return ext, members[ext], captions, label
 
 
+def read_samples(
+    shards: Sequence[Path],
+    classes: Sequence[str],
+    img_size: int = 32,
+    in_chans: int = 3,
+    decode_images: bool = True,
+    stride: tuple[int, int] | None = None,
+    on_skip=None,
+) -> Iterator[tuple[str, torch.Tensor | tuple[bytes, str], list[str], int]]:
+    """``(key, image, captions, label)`` of every usable sample of ``shards``, in order: ``image``
+    uint8 ``(C, S, S)``, or ``(bytes, ext)`` with ``decode_images=False``. ``stride``
+    ``(me, readers)``: only every ``readers``-th sample. Unusable ones go to
+    ``on_skip(where, reason)``."""
+    n = 0
+    for path in shards:
+        for key, members in iter_samples(path):
+            n += 1
+            if stride is not None and (n - 1) % stride[1] != stride[0]:
+                continue
+            where = f"{path}:{key}"
+            parsed = parse_sample(members, classes)
+            if isinstance(parsed, str):
+                if on_skip is not None:
+                    on_skip(where, parsed)
+                continue
+            ext, data, captions, label = parsed
+            if not decode_images:
+                yield key, (data, ext), captions, label
+                continue
+            try:
+                image = decode(io.BytesIO(data), img_size, in_chans)
+            except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad data
+                if on_skip is not None:
+                    on_skip(where, f"unreadable image ({type(e).__name__})")
+                continue
+            yield key, image, captions, label
+
+
 class ShardDataset(PairsBatching, IterableDataset):
     """Stream ``{"image": uint8 (C, S, S), "text": str, "label": int, "key": str, "skipped": [...]}``
     from tar shards (see the module docstring). ``decode=False`` gives the image bytes as they
@@ -373,32 +413,83 @@ class ShardDataset(PairsBatching, IterableDataset):
 
     def _items(self, shards: list[Path], stride: tuple[int, int] | None, rng: random.Random) -> Iterator[dict]:
         """Items of ``shards`` in order; ``stride`` ``(me, readers)``: only every ``readers``-th sample."""
-        n, passed = 0, []
-        for path in shards:
-            for key, members in iter_samples(path):
-                n += 1
-                if stride is not None and (n - 1) % stride[1] != stride[0]:
-                    continue
-                where = f"{path}:{key}"
-                parsed = parse_sample(members, self.classes)
-                if isinstance(parsed, str):
-                    self._note(passed, where, parsed)
-                    continue
-                ext, data, captions, label = parsed
-                text = captions[0] if self.caption == "first" else captions[rng.randrange(len(captions))]
-                item = {"text": text, "label": label, "key": key}
-                if not self.decode:
-                    item.update(image=data, ext=ext)
-                else:
-                    try:
-                        item["image"] = decode(io.BytesIO(data), self.img_size, self.in_chans)
-                    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad data
-                        self._note(passed, where, f"unreadable image ({type(e).__name__})")
-                        continue
-                item["skipped"], passed = passed, []
-                yield item
+        passed: list = []
+        note = lambda where, reason: self._note(passed, where, reason)  # noqa: E731
+        for key, image, captions, label in read_samples(shards, self.classes, self.img_size, self.in_chans,
+                                                        self.decode, stride, note):  # fmt: skip
+            text = captions[0] if self.caption == "first" else captions[rng.randrange(len(captions))]
+            item = {"text": text, "label": label, "key": key}
+            if self.decode:
+                item["image"] = image
+            else:
+                item["image"], item["ext"] = image
+            item["skipped"] = passed[:]
+            passed.clear()
+            yield item
+
+    def texts(self) -> Iterator[str]:
+        """Every caption of every sample, shard by shard, images not decoded (e.g. to train a
+        tokenizer; one pass over the data, in this process, whatever the reader)."""
+        for _, _, captions, _ in read_samples(self.shards, self.classes, decode_images=False):
+            yield from captions
 
     def _note(self, passed: list, where: str, reason: str) -> None:
         skip(self.skip_counts, self.skipped, where, reason.split(" (")[0], reason)
         passed.append((where, reason))
         log.warning("skipping %s: %s", where, reason)
+
+
+# --- the registered dataset -------------------------------------------------------------------
+SHUFFLE_BUFFER = 1000
+"""Samples in the training stream's shuffle buffer (per reader)."""
+
+
+def read_shards(shards: str | Path | Sequence[str | Path], img_size: int = 32, in_chans: int = 3) -> ImageTextPairs:
+    """All usable samples of ``shards`` in memory, every caption kept (a held-out split for
+    evaluation: kNN / probes, zero-shot, retrieval); unusable ones skipped and counted."""
+    paths, manifest = resolve_shards(shards)
+    classes = list(manifest.get("classes", []))
+    skipped: list[tuple[str, str]] = []
+    counts: Counter = Counter()
+    note = lambda where, reason: skip(counts, skipped, where, reason.split(" (")[0], reason)  # noqa: E731
+    names, images, captions, labels = [], [], [], []
+    for key, image, caps, label in read_samples(paths, classes, img_size, in_chans, on_skip=note):
+        names.append(key)
+        images.append(image)
+        captions.append(caps)
+        labels.append(label)
+    if not images:
+        raise ValueError(f"shards {shards}: no usable sample ({dict(counts) or 'empty'})")
+    dataset = ImageTextPairs(names, captions, labels, classes, img_size, in_chans, images=torch.stack(images),
+                             caption="first")  # fmt: skip
+    dataset.skipped, dataset.skip_counts = skipped, counts
+    return dataset
+
+
+def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None):
+    """``image-text-shards``: ``root`` holds shards (a directory, its ``manifest.json`` or
+    ``*.tar``), or split folders of them (``train/``, ``val/``, ``test/``, see
+    :data:`~convergent.data.splits.SPLIT_NAMES`). The training split is streamed: a
+    :class:`ShardDataset` shuffled through a buffer and repeating (the Trainer counts steps);
+    a held-out split is read into memory (:func:`read_shards`); without split folders there is
+    none."""
+    if root is None:
+        raise ValueError("image-text-shards needs a directory of shards: set data.root (--data.root PATH)")
+    root = Path(root).expanduser()
+    folders = [root / name for name in SPLIT_NAMES.get(split, (split,)) if (root / name).is_dir()]
+    has_splits = any((root / name).is_dir() for names in SPLIT_NAMES.values() for name in names)
+    if split == "train":
+        if limit is not None:
+            raise ValueError("image-text-shards streams its training split: data.limit is not supported "
+                             "(write fewer shards, or use image-text-pairs)")  # fmt: skip
+        if has_splits and not folders:
+            raise FileNotFoundError(f"image-text-shards: {root} has split folders but no train/")
+        dataset = ShardDataset(folders[0] if folders else root, img_size, in_chans, shuffle=SHUFFLE_BUFFER,
+                               repeat=True)  # fmt: skip
+        dataset.heldout = has_splits
+        return dataset
+    if not folders:
+        raise FileNotFoundError(f"image-text-shards: {root} has no {split} folder of shards (held-out data)")
+    files, _ = resolve_shards(folders[0])
+    return finish(read_shards(folders[0], img_size, in_chans), "image-text-shards", split, files, True, limit,
+                  "images")  # fmt: skip

@@ -21,7 +21,8 @@ the global RNGs (they run after a step's checkpoint is taken).
 **Batches.** ``batch_size`` is the global batch per optimizer step; each process runs
 micro-batches of ``batch_size / (world_size * accumulate)`` samples. The data order is
 :class:`~convergent.training.sampler.ResumableSampler` (one epoch = one permutation, the
-incomplete tail dropped). A dataset may define ``collate_fn`` (default: ``default_collate``)
+incomplete tail dropped); a streamed ``IterableDataset`` (tar shards) orders itself through
+:class:`~convergent.training.sampler.StreamOrder` (resumes continue in a fresh order). A dataset may define ``collate_fn`` (default: ``default_collate``)
 and ``skipped`` (a list of ``(path, reason)``, reported in the summary; with ``skip_counts``,
 counts by reason, the list may be capped); a batch key ``"skipped"`` (samples a worker passed
 over) goes to the dataset's ``record_skipped(batch)``. The summary counts what was skipped
@@ -54,7 +55,7 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 from torch import nn
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader, IterableDataset, default_collate
 
 from convergent.training.checkpoint import (
     checkpoints_dir,
@@ -69,7 +70,7 @@ from convergent.training.fsdp import OPTIMIZER_FORMAT, fsdp_strategy, full_state
 from convergent.training.metrics import MetricsLogger, ProgressReporter
 from convergent.training.optim import build_optimizer
 from convergent.training.rng import derive_seed, gather_rng, restore_rng, seed_rng
-from convergent.training.sampler import ResumableSampler
+from convergent.training.sampler import ResumableSampler, StreamOrder
 from convergent.training.schedule import CosineWarmup
 
 SUMMARY_FILE = "summary_train.json"
@@ -96,7 +97,7 @@ class _Run:
     optimizer: Any  # Fabric-wrapped optimizer
     raw_optimizer: torch.optim.Optimizer
     scheduler: CosineWarmup
-    sampler: ResumableSampler
+    sampler: ResumableSampler | StreamOrder
     loader: DataLoader
     generator: torch.Generator
     losses: list[float] = field(default_factory=list)  # finite step losses, all steps
@@ -174,13 +175,18 @@ class Trainer:
                 f"{checkpoints_dir(self.run_dir)} already holds checkpoints; pass resume=True to continue "
                 "that run, or choose another run directory"
             )
-        sampler = ResumableSampler(
-            len(dataset), self.micro_batch, self.optim_cfg.accumulate, fabric.world_size, fabric.global_rank, cfg.seed
-        )
-        if sampler.steps_per_epoch == 0:
-            raise ValueError(f"the dataset has {len(dataset)} samples, fewer than one batch of {self.batch_size}")
+        if isinstance(dataset, IterableDataset):  # streamed: it splits itself across processes
+            sampler = StreamOrder(dataset, self.batch_size, cfg.max_steps, cfg.seed)
+        else:
+            sampler = ResumableSampler(
+                len(dataset), self.micro_batch, self.optim_cfg.accumulate, fabric.world_size, fabric.global_rank,
+                cfg.seed,
+            )  # fmt: skip
+            if sampler.steps_per_epoch == 0:
+                raise ValueError(f"the dataset has {len(dataset)} samples, fewer than one batch of {self.batch_size}")
         loader = DataLoader(
-            dataset, batch_size=self.micro_batch, sampler=sampler, num_workers=self.num_workers, drop_last=True,
+            dataset, batch_size=self.micro_batch, sampler=None if isinstance(sampler, StreamOrder) else sampler,
+            num_workers=self.num_workers, drop_last=True,
             collate_fn=getattr(dataset, "collate_fn", None) or default_collate,
             pin_memory=fabric.device.type == "cuda", generator=torch.Generator(),
         )  # fmt: skip
@@ -224,6 +230,8 @@ class Trainer:
             run.raw_optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
         self.step = run.last_saved = int(state["step"])
+        if not getattr(run.sampler, "exact_resume", True) and self.step % run.sampler.steps_per_epoch:
+            warnings.warn("resume: a streamed dataset cannot seek; the rest of this epoch is read in a fresh order")
         run.nonfinite = int(state["nonfinite_steps"])
         run.losses = state["losses"].tolist()
         rng = state["rng"]

@@ -1,4 +1,5 @@
-"""Resumable, distributed data order.
+"""Resumable, distributed data order: :class:`ResumableSampler` for map-style datasets,
+:class:`StreamOrder` for streamed (iterable) ones.
 
 One epoch is a permutation of the dataset (``torch.randperm`` seeded with ``seed + epoch``),
 cut into global micro-batches of ``world_size * micro_batch`` samples; process ``rank``
@@ -56,3 +57,32 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.micro_batches_per_epoch - self.start) * self.micro_batch
+
+
+class StreamOrder:
+    """The data order of a streamed dataset (an ``IterableDataset`` with ``set_epoch``, e.g.
+    :class:`~convergent.data.shards.ShardDataset`), in the sampler's terms for the Trainer.
+
+    The stream splits itself across processes and workers and must repeat (``repeat=True``:
+    readers may hold unequal shares, and none may run dry within an epoch). An epoch is
+    ``num_samples // global batch`` steps (the dataset's ``num_samples``; without one, the
+    whole run); each epoch restarts the stream with ``dataset.set_epoch(epoch)``, in the run's
+    ``seed``. A stream cannot seek: a resume in the middle of an epoch starts a fresh order
+    (``set_epoch(-1 - position)``, a key no whole epoch uses), so it does not continue exactly.
+    """
+
+    exact_resume = False
+
+    def __init__(self, dataset, global_batch: int, max_steps: int, seed: int = 0):
+        if not hasattr(dataset, "set_epoch"):
+            raise ValueError(f"a streamed dataset needs set_epoch(epoch); {type(dataset).__name__} has none")
+        if not getattr(dataset, "repeat", False):
+            raise ValueError(f"a streamed dataset must repeat (repeat=True) to train on; {type(dataset).__name__} does not")
+        self.dataset = dataset
+        self.dataset.seed = seed
+        self.num_samples = getattr(dataset, "num_samples", None)
+        self.steps_per_epoch = max(self.num_samples // global_batch, 1) if self.num_samples else max(max_steps, 1)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Epoch ``epoch`` from its micro-batch ``start`` (> 0: a resume, in a fresh order)."""
+        self.dataset.set_epoch(epoch if start == 0 else -1 - (epoch * self.steps_per_epoch + start))

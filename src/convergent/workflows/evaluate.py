@@ -21,6 +21,9 @@ def evaluate_encoder(cfg: Any, backbone, train_set, test_set) -> dict:
     e = cfg.eval
     if test_set is None or not getattr(train_set, "classes", None) or not (e.knn or e.linear_probe):
         return {}
+    if not hasattr(train_set, "__len__"):
+        print("note: the training split is streamed; kNN / linear probe need a map-style one: no probes")
+        return {}
     transform = build_transform(cfg.data, train=False)
     probe_train = train_set
     if e.limit_train is not None and e.limit_train < len(train_set):

@@ -48,7 +48,8 @@ def prepare_text(cfg: Any, run_dir: Path | None, train_set: Any, *others: Any, e
             f"text data needs a tokenizer: none is saved with the encoder ({encoder_dir}); pass --data.tokenizer"
         )
     if tokenizer is None:
-        print(f"training a {cfg.data.tokenizer_kind} tokenizer ({cfg.data.vocab_size} ids) on {len(train_set)} texts")
+        texts = f"{len(train_set)} items" if hasattr(train_set, "__len__") else "the streamed captions"
+        print(f"training a {cfg.data.tokenizer_kind} tokenizer ({cfg.data.vocab_size} ids) on {texts}")
         tokenizer = train_tokenizer(train_set.texts(), kind=cfg.data.tokenizer_kind, vocab_size=cfg.data.vocab_size)
     if run_dir is not None and not (Path(run_dir) / TOKENIZER_DIR / "tokenizer.json").is_file():
         tokenizer.save(Path(run_dir) / TOKENIZER_DIR)
