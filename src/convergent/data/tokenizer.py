@@ -151,12 +151,13 @@ class Tokenizer:
     # -- files -------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write ``directory/tokenizer.json`` and ``directory/convergent_tokenizer.json``; returns
-        the tokenizer.json path. Files are written to a temporary name, then renamed."""
+        the tokenizer.json path. Files are written to a temporary name of this process, then
+        renamed (the processes of a distributed run may all save the same tokenizer at once)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"kind": self.kind, "specials": self.specials}
         for name, text in ((TOKENIZER_FILE, self.backend.to_str(pretty=True)), (META_FILE, json.dumps(meta, indent=2))):
-            tmp = directory / f".{name}.tmp"
+            tmp = directory / f".{name}.{os.getpid()}.tmp"
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, directory / name)
         return directory / TOKENIZER_FILE
