@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from floor import matmul_floor
+
 
 @dataclass
 class Result:
@@ -204,6 +206,9 @@ def _run_case(cases: dict, case: str, script: str, args) -> list[list[str]]:
     cuda = torch.get_default_device().type == "cuda"
     peaks = {k: cuda_peak_mb(steps[k]) for k in steps} if cuda and not args.no_memory else {}  # before any other step
     steps["HF, default AdamW"] = train_step(built.peer, built.loss_peer, fused=False, autocast=cast)
+    if not args.no_floor:
+        for side in ("ours", "HF"):
+            steps[f"{side}, matrix products only"] = matmul_floor(steps[side])[0]
     if args.compile and built.compiled_loss is not None:
         compiled = torch.compile(built.ours, dynamic=False)
         steps["ours, compiled"] = train_step(built.ours, built.compiled_loss(compiled), autocast=cast)
@@ -212,6 +217,7 @@ def _run_case(cases: dict, case: str, script: str, args) -> list[list[str]]:
     flops = {"ours": count_flops(steps["ours"]), "HF": count_flops(steps["HF"])}
     med = alternate(steps, args.warmup, args.reps)
     res = {k: Result(k, med[k], flops["HF" if k.startswith("HF") else "ours"]) for k in steps}
+    res = dict(sorted(res.items(), key=lambda kv: kv[0].endswith("matrix products only")))  # floors last
     for k, mb in peaks.items():
         res[k].peak_mb = mb
     if not args.no_memory and not cuda:
@@ -247,6 +253,7 @@ def benchmark_main(cases: dict, script: str, doc: str) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (models and inputs are built there)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="autocast dtype of both sides")
     p.add_argument("--no-memory", action="store_true", help="skip the per-model memory subprocesses")
+    p.add_argument("--no-floor", action="store_true", help="skip the matrix-products-only replays (floor.py)")
     p.add_argument("--compile", action="store_true", help="also time ours under torch.compile (minutes to compile)")
     p.add_argument("--memory", nargs=2, metavar=("CASE", "SIDE"), help=argparse.SUPPRESS)
     args = p.parse_args()

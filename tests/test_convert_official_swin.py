@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from convergent.backbones import backbone_config, build_backbone
+from convergent.backbones import build_backbone
 from convergent.backbones.swin import stage_grids, stage_windows
 from convergent.converters.official_swin import config_from_official, ignored_keys, state_dict_from_official
 from tests.conftest import randomize_

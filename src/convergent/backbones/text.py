@@ -26,6 +26,7 @@ from torch import nn
 from convergent.backbones.configs import TextConfig
 from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
 from convergent.layers import Attention, Block, Mlp, init_linear_norm_
+from convergent.layers.linear import Linear
 from convergent.layers.unpad import Unpadded
 
 _EMBED_PREFIXES = ("word_embed.", "pos_embed.", "type_embed.", "embed_norm.", "mask_token")
@@ -63,7 +64,7 @@ class Pooler(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.dense = nn.Linear(dim, dim)
+        self.dense = Linear(dim, dim)
 
     def forward(self, first: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dense(first))  # (B, C)

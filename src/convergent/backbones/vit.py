@@ -17,6 +17,7 @@ from torch import nn
 from convergent.backbones.configs import ViTConfig
 from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
 from convergent.layers import Block, PatchEmbed, init_linear_norm_, interpolate_pos_embed
+from convergent.layers.linear import Linear
 
 _EMBEDDING_PARAMS = ("patch_embed.", "cls_token", "pos_embed", "mask_token", "norm_pre.")
 
@@ -57,7 +58,7 @@ class VisionTransformer(Backbone):
             for r in rates
         )
         self.norm = nn.LayerNorm(c, eps=config.norm_eps)
-        self.pooler = nn.Sequential(OrderedDict(dense=nn.Linear(c, c), act=nn.Tanh())) if config.pooler else None
+        self.pooler = nn.Sequential(OrderedDict(dense=Linear(c, c), act=nn.Tanh())) if config.pooler else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

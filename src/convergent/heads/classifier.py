@@ -12,6 +12,8 @@ pre-trained backbone.
 import torch
 from torch import nn
 
+from convergent.layers.linear import Linear
+
 POOLINGS = ("avg", "cls", "default")
 
 
@@ -96,7 +98,7 @@ class ClassifierHead(nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_dim, num_classes)
+        self.fc = Linear(in_dim, num_classes)
         self.init_std = init_std
         self.reset_parameters()
 

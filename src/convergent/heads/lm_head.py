@@ -13,9 +13,9 @@ once in a state dict (``head.dense``, ``head.norm``, ``head.bias``; see
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from convergent.layers.linear import Linear, linear
 from convergent.layers.mlp import _activation
 
 
@@ -33,7 +33,7 @@ class LMHead(nn.Module):
     def __init__(self, dim: int, vocab_size: int, act: str = "gelu", eps: float = 1e-12):
         super().__init__()
         self.vocab_size = vocab_size
-        self.dense = nn.Linear(dim, dim)
+        self.dense = Linear(dim, dim)
         self.act = _activation(act)
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
@@ -56,4 +56,4 @@ class LMHead(nn.Module):
                 f"vocab_size {self.vocab_size}"
             )
         h = self.norm(self.act(self.dense(x)))  # (..., dim)
-        return F.linear(h, embedding, self.bias)  # (..., V)
+        return linear(h, embedding, self.bias)  # (..., V)

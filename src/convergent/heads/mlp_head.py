@@ -9,6 +9,8 @@
 import torch
 from torch import nn
 
+from convergent.layers.linear import Linear
+
 
 class MLPHead(nn.Sequential):
     """Features ``(B, in_dim)`` → ``(B, out_dim)``.
@@ -35,7 +37,7 @@ class MLPHead(nn.Sequential):
         for i in range(num_layers):
             d_in = in_dim if i == 0 else hidden_dim
             d_out = out_dim if i == num_layers - 1 else hidden_dim
-            layers.append(nn.Linear(d_in, d_out, bias=False))
+            layers.append(Linear(d_in, d_out, bias=False))
             if i < num_layers - 1:
                 layers += [norm(d_out), nn.ReLU(inplace=True)]
             elif last_bn:

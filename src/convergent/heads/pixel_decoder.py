@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from convergent.layers import Block, interpolate_pos_embed
+from convergent.layers.linear import Linear
 
 
 def _square_grid(n: int) -> tuple[int, int]:
@@ -95,7 +96,7 @@ class MAEDecoder(nn.Module):
     ):
         super().__init__()
         self.grid = _square_grid(num_patches)
-        self.embed = nn.Linear(in_dim, decoder_dim)
+        self.embed = Linear(in_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.register_buffer("pos_embed", sincos_pos_embed_2d(self.grid, decoder_dim)[None])  # (1, 1+N, D)
         self.blocks = nn.ModuleList(
@@ -103,7 +104,7 @@ class MAEDecoder(nn.Module):
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(decoder_dim, eps=eps)
-        self.pred = nn.Linear(decoder_dim, patch_size**2 * out_chans)
+        self.pred = Linear(decoder_dim, patch_size**2 * out_chans)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -4,6 +4,7 @@ from convergent.layers.attention import Attention
 from convergent.layers.block import Block
 from convergent.layers.drop import DropPath
 from convergent.layers.init import init_linear_norm_
+from convergent.layers.linear import Linear
 from convergent.layers.mlp import Mlp
 from convergent.layers.patch_embed import PatchEmbed, PatchMerging
 from convergent.layers.pos_embed import (
@@ -20,6 +21,7 @@ __all__ = [
     "Block",
     "ContinuousPositionBias",
     "DropPath",
+    "Linear",
     "Mlp",
     "PatchEmbed",
     "PatchMerging",

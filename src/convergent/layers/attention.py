@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convergent.layers.linear import Linear, linear
 from convergent.layers.unpad import Unpadded
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
@@ -56,7 +57,7 @@ class Attention(nn.Module):
         self.cosine = cosine
         self.attn_drop = attn_drop
         separate_bias = qkv_bias and not key_bias
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias and key_bias)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias and key_bias)
         if separate_bias:
             self.q_bias = nn.Parameter(torch.zeros(dim))
             self.v_bias = nn.Parameter(torch.zeros(dim))
@@ -64,7 +65,7 @@ class Attention(nn.Module):
             self.q_bias = self.v_bias = None
         if cosine:
             self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)))
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def _qkv_bias(self) -> torch.Tensor | None:
@@ -92,7 +93,7 @@ class Attention(nn.Module):
                 (:class:`~convergent.layers.unpad.Unpadded`); the projections run on the
                 ``T`` rows, attention on ``(B, L)`` with ``key_padding_mask``; returns ``(T, C)``.
         """
-        qkv = F.linear(x, self.qkv.weight, self._qkv_bias())
+        qkv = linear(x, self.qkv.weight, self._qkv_bias())
         if unpadded is not None:
             qkv = unpadded.unpack(qkv)  # (B, L, 3C), zeros at padding (masked as keys)
         *lead, n, c = qkv.shape

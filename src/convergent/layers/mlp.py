@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from convergent.layers.linear import Linear
+
 
 class Mlp(nn.Module):
     """``fc2(drop(act(fc1(x))))`` with exact GELU by default (BERT, ViT and Swin all use it;
@@ -10,9 +12,9 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0, act: str = "gelu"):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = Linear(dim, hidden_dim)
         self.act = _activation(act)
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = Linear(hidden_dim, dim)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

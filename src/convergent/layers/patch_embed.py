@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convergent.layers.linear import Linear
+
 
 class PatchEmbed(nn.Module):
     """Non-overlapping ``patch_size`` convolution to ``(B, N, C)`` tokens.
@@ -56,7 +58,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, post_norm: bool = False, eps: float = 1e-5):
         super().__init__()
         self.post_norm = post_norm
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.reduction = Linear(4 * dim, 2 * dim, bias=False)
         self.norm = nn.LayerNorm(2 * dim if post_norm else 4 * dim, eps=eps)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convergent.backbones.protocol import backbone_inputs
 from convergent.backbones.configs import vocabulary_overrides
+from convergent.backbones.protocol import backbone_inputs
 from convergent.backbones.registry import backbone_config, build_backbone
 from convergent.heads.classifier import check_pooling, pool_tokens, real_tokens
+from convergent.layers.linear import Linear
 from convergent.losses.contrastive import clip_loss
 from convergent.tasks.base import Task
 from convergent.tasks.configs import CLIPConfig
@@ -83,8 +84,8 @@ class CLIP(Task):
         if config.text_pooling != "eos":
             check_pooling(text_backbone, config.text_pooling, "CLIPConfig.text_pooling")
         self.text_backbone = text_backbone
-        self.image_proj = nn.Linear(backbone.num_features, config.embed_dim, bias=False)
-        self.text_proj = nn.Linear(text_backbone.num_features, config.embed_dim, bias=False)
+        self.image_proj = Linear(backbone.num_features, config.embed_dim, bias=False)
+        self.text_proj = Linear(text_backbone.num_features, config.embed_dim, bias=False)
         # HF / open_clip init: std = width^-0.5, so projected features start at unit scale
         nn.init.normal_(self.image_proj.weight, std=backbone.num_features**-0.5)
         nn.init.normal_(self.text_proj.weight, std=text_backbone.num_features**-0.5)

@@ -46,6 +46,7 @@ from torch import nn
 
 from convergent.backbones.protocol import backbone_inputs
 from convergent.layers import init_linear_norm_
+from convergent.layers.linear import Linear
 from convergent.losses.regression import masked_smooth_l1
 from convergent.masking import block_masking, token_masking
 from convergent.tasks.base import Task
@@ -157,7 +158,7 @@ class Data2Vec(Task):
         self.num_prefix = int(getattr(backbone, "num_prefix_tokens", 0))
         self.batch_keys = (backbone.input_key, *backbone.extra_input_keys)  # extras optional
         self.teacher = frozen_copy(backbone)
-        self.head = nn.Linear(backbone.num_features, backbone.num_features)  # regression head
+        self.head = Linear(backbone.num_features, backbone.num_features)  # regression head
         init_linear_norm_(self.head)
         # the momentum of the last EMA step (for logging; restored with the state dict)
         self.register_buffer("ema_decay", torch.tensor(float(config.ema_decay)))

@@ -1,0 +1,143 @@
+"""``y = x Wᵀ + b`` with the faster of the CPU's two fp32 matrix-multiply libraries.
+
+PyTorch's CPU ``F.linear`` runs fp32 products through its BLAS (MKL in the x86 wheels). On
+some CPUs that BLAS is far from the machine's peak (on the AMD EPYC development machine, MKL's
+sgemm reaches ~170 GFLOP/s on 2 threads where oneDNN reaches ~340). oneDNN is in every
+PyTorch CPU build as the convolution engine, and a 1×1 convolution over a channels-last view
+of the ``(M, K)`` input *is* ``x Wᵀ + b``: no copy in, no copy out, the same function up to the
+order of fp32 additions (relative differences ~1e-6, as between any two BLAS).
+
+:func:`linear` takes that path when it can pay off: CPU, fp32, no autocast, at least
+``MIN_MACS`` multiply-adds, and :func:`cpu_engine` is ``"onednn"``. The backward pass is
+written out so each product takes its fastest route: input gradient through a second 1×1
+convolution, weight gradient through oneDNN's convolution backward-weights.
+
+:func:`cpu_engine` chooses once per process. ``CONVERGENT_CPU_MATMUL=onednn|blas`` forces a
+choice; ``auto`` (default) times both on one layer-sized product (~0.1 s, first use) and takes
+oneDNN only when it is at least ``AUTO_MARGIN`` times faster, so machines where the two are
+close keep the BLAS and its bit-for-bit behaviour.
+"""
+
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENV = "CONVERGENT_CPU_MATMUL"
+ENGINES = ("auto", "onednn", "blas")
+MIN_MACS = 1 << 23
+"""Smaller products stay on the BLAS: a convolution call costs a few µs more."""
+AUTO_MARGIN = 1.3
+_engine: str | None = None
+
+
+def cpu_engine() -> str:
+    """``"onednn"`` or ``"blas"``: how fp32 CPU linears run in this process (see module doc)."""
+    global _engine
+    if _engine is None:
+        choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
+        if choice not in ENGINES:
+            raise ValueError(f"{ENV}={choice!r}: expected one of {', '.join(ENGINES)}")
+        if choice == "auto" and torch.compiler.is_compiling():
+            return "blas"  # never time kernels while tracing; call cpu_engine() eagerly first
+        _engine = _measure() if choice == "auto" else choice
+    return _engine
+
+
+def set_cpu_engine(engine: str | None) -> None:
+    """Force ``"onednn"`` / ``"blas"``, or ``None`` to choose again on next use (tests)."""
+    global _engine
+    if engine is not None and engine not in ENGINES[1:]:
+        raise ValueError(f"engine {engine!r}: expected 'onednn', 'blas' or None")
+    _engine = engine
+
+
+def _measure(m: int = 1024, k: int = 768, n: int = 1536, reps: int = 5) -> str:
+    if not torch.backends.mkldnn.is_available():
+        return "blas"
+    x, w = torch.randn(m, k), torch.randn(n, k)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    blas = best(lambda: F.linear(x, w))
+    onednn = best(lambda: _conv_mm(x, w, None))
+    return "onednn" if blas >= AUTO_MARGIN * onednn else "blas"
+
+
+def _nhwc(a: torch.Tensor) -> torch.Tensor:
+    """Contiguous ``(M, K)`` viewed as a channels-last ``(1, K, M, 1)`` image: no copy."""
+    m, k = a.shape
+    return a.as_strided((1, k, m, 1), (m * k, 1, k, k))
+
+
+def _conv_mm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``a @ w.T + bias`` for contiguous ``a`` ``(M, K)`` and ``w`` ``(N, K)``, by oneDNN."""
+    n, k = w.shape
+    y = F.conv2d(_nhwc(a), w.view(n, k, 1, 1), bias)  # (1, N, M, 1), channels-last
+    return y.permute(0, 2, 3, 1).reshape(a.shape[0], n)
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _conv_mm(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        n, k = weight.shape
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _conv_mm(grad, weight.t().contiguous(), None)  # grad @ W
+        if ctx.needs_input_grad[1]:
+            gw = torch.ops.aten.convolution_backward(
+                _nhwc(grad), _nhwc(x), weight.view(n, k, 1, 1), None,
+                [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False],
+            )[1].reshape(n, k)  # fmt: skip  # gradᵀ @ x
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = grad.sum(0)
+        return gx, gw, gb
+
+
+def _takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and weight.dim() == 2
+        and x.dim() >= 2
+        and not torch.is_autocast_enabled("cpu")
+        and x.numel() * weight.shape[0] >= MIN_MACS
+        and cpu_engine() == "onednn"
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, through oneDNN where that is faster (module doc)."""
+    if not _takes_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    lead, k = x.shape[:-1], x.shape[-1]
+    if k != weight.shape[1]:
+        return F.linear(x, weight, bias)  # let PyTorch raise its shape error
+    y = _OneDNNLinear.apply(x.reshape(-1, k).contiguous(), weight.contiguous(), bias)
+    return y.view(*lead, weight.shape[0])
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, state-dict keys and init) whose forward is :func:`linear`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)

@@ -1,0 +1,101 @@
+"""layers/linear.py: the oneDNN route computes F.linear (values and gradients), and is taken
+only where it should be."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convergent.layers.linear import ENV, MIN_MACS, Linear, cpu_engine, linear, set_cpu_engine
+
+
+@pytest.fixture
+def engine():
+    yield set_cpu_engine
+    set_cpu_engine(None)
+
+
+def _grads(fn, *inputs):
+    inputs = [t.detach().clone().requires_grad_(True) if t is not None else None for t in inputs]
+    out = fn(*inputs)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    out.backward(g)
+    return out.detach(), [t.grad for t in inputs if t is not None]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_onednn_route_matches_f_linear(engine, bias, layout):
+    engine("onednn")
+    torch.manual_seed(0)
+    x = torch.randn(4, 96, 64) if layout == "contiguous" else torch.randn(4, 64, 96).transpose(1, 2)
+    w, b = torch.randn(512, 64) * 0.1, (torch.randn(512) if bias else None)
+    assert x.numel() * w.shape[0] >= MIN_MACS
+    ours, ours_grads = _grads(linear, x, w, b)
+    ref, ref_grads = _grads(F.linear, x, w, b)
+    assert ours.shape == ref.shape == (4, 96, 512)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    for a, r in zip(ours_grads, ref_grads):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4)
+
+
+def test_onednn_route_is_a_convolution(engine):
+    """Forward and backward run as oneDNN convolutions, not as BLAS products."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    engine("onednn")
+    x = torch.randn(256, 256, requires_grad=True)
+    layer = Linear(256, 256)
+    with Ops():
+        layer(x).sum().backward()
+    assert not {"mm.default", "addmm.default"} & set(seen)
+    assert "convolution.default" in seen and "convolution_backward.default" in seen
+
+
+def test_small_products_blas_forced_and_autocast_take_f_linear(engine):
+    engine("onednn")
+    small = torch.randn(8, 16)
+    w = torch.randn(32, 16)
+    assert torch.equal(linear(small, w), F.linear(small, w))  # below MIN_MACS
+    big = torch.randn(512, 256)
+    w = torch.randn(512, 256)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear(big, w).dtype == torch.bfloat16  # autocast's own bf16 matmul
+    engine("blas")
+    assert torch.equal(linear(big, w), F.linear(big, w))
+
+
+def test_linear_module_is_an_nn_linear_with_the_same_state(engine):
+    engine("onednn")
+    torch.manual_seed(0)
+    ref = nn.Linear(128, 256)
+    ours = Linear(128, 256)
+    ours.load_state_dict(ref.state_dict())
+    assert isinstance(ours, nn.Linear) and list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(300, 128)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_engine_choice_from_the_environment(engine, monkeypatch):
+    engine(None)
+    monkeypatch.setenv(ENV, "blas")
+    assert cpu_engine() == "blas"
+    engine(None)
+    monkeypatch.setenv(ENV, "onednn")
+    assert cpu_engine() == "onednn"
+    engine(None)
+    monkeypatch.setenv(ENV, "auto")
+    assert cpu_engine() in ("onednn", "blas")
+    engine(None)
+    monkeypatch.setenv(ENV, "fast")
+    with pytest.raises(ValueError, match="CONVERGENT_CPU_MATMUL='fast'"):
+        cpu_engine()
+    with pytest.raises(ValueError, match="engine 'mkl'"):
+        set_cpu_engine("mkl")
