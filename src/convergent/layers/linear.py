@@ -69,7 +69,7 @@ def _measure(m: int = 1024, k: int = 768, n: int = 1536, reps: int = 5) -> str:
         return min(times)
 
     blas = best(lambda: F.linear(x, w))
-    onednn = best(lambda: _conv_mm(x, w, None))
+    onednn = best(lambda: onednn_mm(x, w, None))
     return "onednn" if blas >= AUTO_MARGIN * onednn else "blas"
 
 
@@ -79,7 +79,7 @@ def _nhwc(a: torch.Tensor) -> torch.Tensor:
     return a.as_strided((1, k, m, 1), (m * k, 1, k, k))
 
 
-def _conv_mm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def onednn_mm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``a @ w.T + bias`` for contiguous ``a`` ``(M, K)`` and ``w`` ``(N, K)``, by oneDNN."""
     n, k = w.shape
     y = F.conv2d(_nhwc(a), w.view(n, k, 1, 1), bias)  # (1, N, M, 1), channels-last
@@ -91,7 +91,7 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _conv_mm(x, weight, bias)
+        return onednn_mm(x, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -101,7 +101,7 @@ class _OneDNNLinear(torch.autograd.Function):
         n, k = weight.shape
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = _conv_mm(grad, weight.t().contiguous(), None)  # grad @ W
+            gx = onednn_mm(grad, weight.t().contiguous(), None)  # grad @ W
         if ctx.needs_input_grad[1]:
             gw = torch.ops.aten.convolution_backward(
                 _nhwc(grad), _nhwc(x), weight.view(n, k, 1, 1), None,
