@@ -23,6 +23,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from floor import matmul_floor
 
+from convergent.layers.linear import cpu_engine, onednn_mm
+
 
 @dataclass
 class Result:
@@ -45,8 +47,6 @@ def matmul_peak(n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32
     """Achieved GFLOP/s of an n³ matmul in ``dtype`` on the default device (CPU: with the
     current thread count), best of reps. On the CPU in fp32 the best of the two libraries
     PyTorch carries (its BLAS, and oneDNN as in ``layers/linear.py``)."""
-    from convergent.layers.linear import onednn_mm
-
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     products = [lambda: a @ b]
     if a.device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
@@ -218,6 +218,7 @@ def _run_case(cases: dict, case: str, script: str, args) -> list[list[str]]:
         for side in ("ours", "HF"):
             steps[f"{side}, matrix products only"] = matmul_floor(steps[side])[0]
     if args.compile and built.compiled_loss is not None:
+        cpu_engine()  # the fp32 linear route (layers/linear.py) is chosen eagerly, never while tracing
         compiled = torch.compile(built.ours, dynamic=False)
         steps["ours, compiled"] = train_step(built.ours, built.compiled_loss(compiled), autocast=cast)
         steps["ours, compiled"]()  # compile outside the timing

@@ -99,3 +99,15 @@ def test_engine_choice_from_the_environment(engine, monkeypatch):
         cpu_engine()
     with pytest.raises(ValueError, match="engine 'mkl'"):
         set_cpu_engine("mkl")
+
+
+def test_onednn_route_compiles_without_graph_breaks(engine):
+    engine("onednn")
+    torch.manual_seed(0)
+    layer = Linear(256, 512)
+    x = torch.randn(4, 64, 256)
+    want, want_grads = _grads(lambda t: layer(t), x)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    got, got_grads = _grads(lambda t: compiled(t), x)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grads[0], want_grads[0])

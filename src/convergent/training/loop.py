@@ -57,6 +57,7 @@ from lightning_fabric import Fabric
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, default_collate
 
+from convergent.layers.linear import cpu_engine
 from convergent.training.checkpoint import (
     checkpoints_dir,
     clean_incomplete,
@@ -193,6 +194,8 @@ class Trainer:
         task.train()
         if self.sharded:  # shard a copy; fit() gathers the trained weights back into `task`
             task = copy.deepcopy(task)
+        if cfg.compile and fabric.device.type == "cpu":
+            cpu_engine()  # choose the fp32 linear route now: it is never timed while tracing
         module = fabric.setup_module(torch.compile(task) if cfg.compile else task)
         raw = build_optimizer(task, self.optim_cfg)
         o = self.optim_cfg
