@@ -111,3 +111,21 @@ def test_onednn_route_compiles_without_graph_breaks(engine):
     got, got_grads = _grads(lambda t: compiled(t), x)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_grads[0], want_grads[0])
+
+
+def test_choosing_the_engine_leaves_the_callers_rng_and_flop_count_alone(engine, monkeypatch):
+    """`auto` times both routes on the first large linear; that must not draw from the global
+    random stream (a resumed run would diverge) nor show up in the caller's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    monkeypatch.setenv(ENV, "auto")
+    layer = Linear(256, 512)
+    x = torch.randn(1024, 256)
+    torch.manual_seed(3)
+    want = torch.rand(4)
+    engine(None)
+    torch.manual_seed(3)
+    with FlopCounterMode(display=False) as counter:
+        layer(x)  # first large linear: chooses the engine here
+    assert torch.equal(torch.rand(4), want)
+    assert counter.get_total_flops() == 2 * 1024 * 256 * 512

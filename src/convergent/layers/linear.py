@@ -24,6 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import _disable_current_modes
 
 ENV = "CONVERGENT_CPU_MATMUL"
 ENGINES = ("auto", "onednn", "blas")
@@ -55,9 +56,19 @@ def set_cpu_engine(engine: str | None) -> None:
 
 
 def _measure(m: int = 1024, k: int = 768, n: int = 1536, reps: int = 5) -> str:
+    """Time both routes on the CPU, outside whatever the caller is inside: no grad, no active
+    dispatch mode (FLOP counters, fake tensors), an explicit device and a private generator, so
+    the caller's random stream is untouched (a resumed run stays exact)."""
     if not torch.backends.mkldnn.is_available():
         return "blas"
-    x, w = torch.randn(m, k), torch.randn(n, k)
+    with torch.no_grad(), _disable_current_modes():
+        return _time_routes(m, k, n, reps)
+
+
+def _time_routes(m: int, k: int, n: int, reps: int) -> str:
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(m, k, generator=g, device="cpu")
+    w = torch.randn(n, k, generator=g, device="cpu")
 
     def best(fn) -> float:
         fn()
