@@ -107,19 +107,34 @@ class Attention(nn.Module):
             k = F.normalize(k, dim=-1)
             scale = 1.0
         mask = _combine_masks(bias, key_padding_mask, causal, n, q.dtype, q.device)
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.attn_drop if self.training else 0.0,
-            is_causal=causal and mask is None,
-            scale=scale,
-        )
+        dropout = self.attn_drop if self.training else 0.0
+        if q.dim() > 4 and not causal:
+            out = _windowed_attention(q, k, v, mask, dropout, scale)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal and mask is None, scale=scale
+            )
         out = out.transpose(-3, -2).reshape(*lead, n, c)  # (..., N, C)
         if unpadded is not None:
             out = unpadded.pack(out)  # (T, C)
         return self.proj_drop(self.proj(out))
+
+
+def _windowed_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float, scale: float | None
+) -> torch.Tensor:
+    """``softmax(q kᵀ · scale + mask) v`` written out, for inputs with several leading dimensions
+    (Swin's ``(B, windows, H, N, Dh)``): SDPA's fused kernels take 4-d inputs only, and its math
+    fallback adds a fully-masked-row guard that finite masks (Swin's -100) never need."""
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if scale != 1.0:
+        q = q * scale
+    attn = q @ k.transpose(-2, -1)
+    if mask is not None:
+        attn = attn + mask
+    attn = F.dropout(attn.softmax(-1), dropout) if dropout else attn.softmax(-1)
+    return attn @ v
 
 
 def _combine_masks(
