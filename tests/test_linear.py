@@ -29,7 +29,8 @@ def test_onednn_route_matches_f_linear(engine, bias, layout):
     engine("onednn")
     torch.manual_seed(0)
     x = torch.randn(4, 96, 64) if layout == "contiguous" else torch.randn(4, 64, 96).transpose(1, 2)
-    w, b = torch.randn(512, 64) * 0.1, (torch.randn(512) if bias else None)
+    w = torch.randn(512, 64) * 0.1 if layout == "contiguous" else (torch.randn(64, 512) * 0.1).t()
+    b = torch.randn(512) if bias else None
     assert x.numel() * w.shape[0] >= MIN_MACS
     ours, ours_grads = _grads(linear, x, w, b)
     ref, ref_grads = _grads(F.linear, x, w, b)

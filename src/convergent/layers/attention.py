@@ -5,12 +5,14 @@ One module serves every backbone:
 * BERT / ViT / Swin V1: scaled dot-product attention, optional additive bias
   (Swin's relative position bias plus the shifted-window mask) and key-padding mask;
 * Swin V2: scaled cosine attention. q and k are L2-normalised, the learned per-head logit
-  scale (clamped at log(100)) is folded into q and SDPA runs with ``scale=1``, so the fused
-  kernel still applies.
+  scale (clamped at log(100)) is folded into q and attention runs with ``scale=1``.
 
 Inputs may carry several leading batch dimensions, ``(..., N, C)``: Swin passes windows as
 ``(B, num_windows, N, C)`` so a per-window bias of shape ``(num_windows, heads, N, N)``
-broadcasts over the batch without being copied.
+broadcasts over the batch without being copied. Such inputs (more than 4-d once split into
+heads) attend through the written-out ``softmax(q kᵀ + bias) v``: SDPA's fused kernels take
+4-d inputs only, and its math fallback would add a fully-masked-row guard per call. Masks
+there must be finite (Swin's are -100; padding uses the dtype's minimum).
 """
 
 import math
@@ -133,7 +135,9 @@ def _windowed_attention(
     attn = q @ k.transpose(-2, -1)
     if mask is not None:
         attn = attn + mask
-    attn = F.dropout(attn.softmax(-1), dropout) if dropout else attn.softmax(-1)
+    attn = attn.softmax(-1)
+    if dropout:
+        attn = F.dropout(attn, dropout)
     return attn @ v
 
 

@@ -91,9 +91,10 @@ def _nhwc(a: torch.Tensor) -> torch.Tensor:
 
 
 def onednn_mm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``a @ w.T + bias`` for contiguous ``a`` ``(M, K)`` and ``w`` ``(N, K)``, by oneDNN."""
-    n, k = w.shape
-    y = F.conv2d(_nhwc(a), w.view(n, k, 1, 1), bias)  # (1, N, M, 1), channels-last
+    """``a @ w.T + bias`` for contiguous ``a`` ``(M, K)`` and ``w`` ``(N, K)`` of any strides
+    (oneDNN reorders weights into its own layout either way), by oneDNN."""
+    n = w.shape[0]
+    y = F.conv2d(_nhwc(a), w[:, :, None, None], bias)  # (1, N, M, 1), channels-last
     return y.permute(0, 2, 3, 1).reshape(a.shape[0], n)
 
 
@@ -112,10 +113,10 @@ class _OneDNNLinear(torch.autograd.Function):
         n, k = weight.shape
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = onednn_mm(grad, weight.t().contiguous(), None)  # grad @ W
+            gx = onednn_mm(grad, weight.t(), None)  # grad @ W
         if ctx.needs_input_grad[1]:
             gw = torch.ops.aten.convolution_backward(
-                _nhwc(grad), _nhwc(x), weight.view(n, k, 1, 1), None,
+                _nhwc(grad), _nhwc(x), weight[:, :, None, None], None,
                 [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False],
             )[1].reshape(n, k)  # fmt: skip  # gradᵀ @ x
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -143,7 +144,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     lead, k = x.shape[:-1], x.shape[-1]
     if k != weight.shape[1]:
         return F.linear(x, weight, bias)  # let PyTorch raise its shape error
-    y = _OneDNNLinear.apply(x.reshape(-1, k).contiguous(), weight.contiguous(), bias)
+    y = _OneDNNLinear.apply(x.reshape(-1, k).contiguous(), weight, bias)
     return y.view(*lead, weight.shape[0])
 
 
