@@ -171,3 +171,24 @@ def test_registered_dataset_streams_train_and_reads_heldout_into_memory(pairs, t
         build_dataset("image-text-shards", "test", root=str(tmp_path / "root" / "train"), img_size=16)
     with pytest.raises(ValueError, match="data.limit is not supported"):
         build_dataset("image-text-shards", "train", root=root, img_size=16, limit=5)
+
+
+def test_stream_order_gives_every_resume_point_its_own_order():
+    """Resume keys count micro-batches: with accumulation, (epoch, start) pairs never share a
+    key, and none is a whole epoch's key."""
+    from convergent.training.sampler import StreamOrder
+
+    class Stream:
+        repeat, num_samples = True, 64
+
+        def set_epoch(self, epoch):
+            self.key = epoch
+
+    stream = Stream()
+    order = StreamOrder(stream, global_batch=8, max_steps=100, accumulate=2)  # 8 steps, 16 micro-batches
+    keys = []
+    for epoch in range(3):
+        for start in range(1, order.micro_batches_per_epoch):
+            order.set_epoch(epoch, start)
+            keys.append(stream.key)
+    assert len(set(keys)) == len(keys) and all(k < 0 for k in keys)

@@ -245,6 +245,9 @@ def avg_dist(mask_pixels: torch.Tensor) -> torch.Tensor:
     return total / count  # 0/0 -> nan
 
 
+# --- tokens (BERT) ------------------------------------------------------------------------------
+
+
 def token_candidates(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,

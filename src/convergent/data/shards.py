@@ -37,6 +37,7 @@ counted in ``skip_counts`` and named in ``skipped`` in the reading process, and 
 workers in the items' ``"skipped"`` lists (:meth:`ShardDataset.record_skipped`, as image-folder).
 """
 
+import functools
 import glob
 import io
 import json
@@ -56,7 +57,7 @@ from convergent.data.collate import collate
 from convergent.data.image_folder import IMAGE_EXTENSIONS, decode
 from convergent.data.pairs import CAPTION_MODES, ImageTextPairs, PairsBatching, row_texts
 from convergent.data.skips import MAX_LISTED, skip
-from convergent.data.splits import SPLIT_NAMES, finish
+from convergent.data.splits import ALL_SPLIT_NAMES, SPLIT_NAMES, finish
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,8 @@ def read_samples(
     """``(key, image, captions, label)`` of every usable sample of ``shards``, in order: ``image``
     uint8 ``(C, S, S)``, or ``(bytes, ext)`` with ``decode_images=False``. ``stride``
     ``(me, readers)``: only every ``readers``-th sample. Unusable ones go to
-    ``on_skip(where, reason)``."""
+    ``on_skip(where, reason, detail)`` (the arguments of :func:`~convergent.data.skips.skip`:
+    ``reason`` the count's key, ``detail`` it with what was found)."""
     n = 0
     for path in shards:
         for key, members in iter_samples(path):
@@ -315,7 +317,7 @@ def read_samples(
             parsed = parse_sample(members, classes)
             if isinstance(parsed, str):
                 if on_skip is not None:
-                    on_skip(where, parsed)
+                    on_skip(where, parsed.split(" (")[0], parsed)
                 continue
             ext, data, captions, label = parsed
             if not decode_images:
@@ -325,7 +327,7 @@ def read_samples(
                 image = decode(io.BytesIO(data), img_size, in_chans)
             except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad data
                 if on_skip is not None:
-                    on_skip(where, f"unreadable image ({type(e).__name__})")
+                    on_skip(where, "unreadable image", f"unreadable image ({type(e).__name__})")
                 continue
             yield key, image, captions, label
 
@@ -414,7 +416,7 @@ class ShardDataset(PairsBatching, IterableDataset):
     def _items(self, shards: list[Path], stride: tuple[int, int] | None, rng: random.Random) -> Iterator[dict]:
         """Items of ``shards`` in order; ``stride`` ``(me, readers)``: only every ``readers``-th sample."""
         passed: list = []
-        note = lambda where, reason: self._note(passed, where, reason)  # noqa: E731
+        note = functools.partial(self._note, passed)
         for key, image, captions, label in read_samples(shards, self.classes, self.img_size, self.in_chans,
                                                         self.decode, stride, note):  # fmt: skip
             text = captions[0] if self.caption == "first" else captions[rng.randrange(len(captions))]
@@ -433,10 +435,10 @@ class ShardDataset(PairsBatching, IterableDataset):
         for _, _, captions, _ in read_samples(self.shards, self.classes, decode_images=False):
             yield from captions
 
-    def _note(self, passed: list, where: str, reason: str) -> None:
-        skip(self.skip_counts, self.skipped, where, reason.split(" (")[0], reason)
-        passed.append((where, reason))
-        log.warning("skipping %s: %s", where, reason)
+    def _note(self, passed: list, where: str, reason: str, detail: str) -> None:
+        skip(self.skip_counts, self.skipped, where, reason, detail)
+        passed.append((where, detail))
+        log.warning("skipping %s: %s", where, detail)
 
 
 # --- the registered dataset -------------------------------------------------------------------
@@ -451,8 +453,8 @@ def read_shards(shards: str | Path | Sequence[str | Path], img_size: int = 32, i
     classes = list(manifest.get("classes", []))
     skipped: list[tuple[str, str]] = []
     counts: Counter = Counter()
-    note = lambda where, reason: skip(counts, skipped, where, reason.split(" (")[0], reason)  # noqa: E731
     names, images, captions, labels = [], [], [], []
+    note = functools.partial(skip, counts, skipped)
     for key, image, caps, label in read_samples(paths, classes, img_size, in_chans, on_skip=note):
         names.append(key)
         images.append(image)
@@ -477,7 +479,7 @@ def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: i
         raise ValueError("image-text-shards needs a directory of shards: set data.root (--data.root PATH)")
     root = Path(root).expanduser()
     folders = [root / name for name in SPLIT_NAMES.get(split, (split,)) if (root / name).is_dir()]
-    has_splits = any((root / name).is_dir() for names in SPLIT_NAMES.values() for name in names)
+    has_splits = any((root / name).is_dir() for name in ALL_SPLIT_NAMES)
     if split == "train":
         if limit is not None:
             raise ValueError("image-text-shards streams its training split: data.limit is not supported "

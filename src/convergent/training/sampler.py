@@ -73,7 +73,7 @@ class StreamOrder:
 
     exact_resume = False
 
-    def __init__(self, dataset, global_batch: int, max_steps: int, seed: int = 0):
+    def __init__(self, dataset, global_batch: int, max_steps: int, seed: int = 0, accumulate: int = 1):
         if not hasattr(dataset, "set_epoch"):
             raise ValueError(f"a streamed dataset needs set_epoch(epoch); {type(dataset).__name__} has none")
         if not getattr(dataset, "repeat", False):
@@ -82,7 +82,9 @@ class StreamOrder:
         self.dataset.seed = seed
         self.num_samples = getattr(dataset, "num_samples", None)
         self.steps_per_epoch = max(self.num_samples // global_batch, 1) if self.num_samples else max(max_steps, 1)
+        self.micro_batches_per_epoch = self.steps_per_epoch * accumulate
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Epoch ``epoch`` from its micro-batch ``start`` (> 0: a resume, in a fresh order)."""
-        self.dataset.set_epoch(epoch if start == 0 else -1 - (epoch * self.steps_per_epoch + start))
+        """Epoch ``epoch`` from its micro-batch ``start`` (> 0: a resume, in a fresh order; one
+        key per (epoch, start), counted in micro-batches like ``start``)."""
+        self.dataset.set_epoch(epoch if start == 0 else -1 - (epoch * self.micro_batches_per_epoch + start))

@@ -30,8 +30,8 @@ than pictures of anything, too few to learn or to test as a class.
 32 bits, :func:`~convergent.data.splits.stable_hash`) of the base emoji's ``unified``
 code, so a skin-tone variant is always in its base emoji's split and no emoji seen in training
 is evaluated in another colour. Only entries with ``has_img_google`` and an existing image are
-used; the others are skipped, counted (``skip_counts``) and named (``skipped``), as are images
-that do not decode.
+used; the others are skipped, counted (``skip_counts``) and named (``skipped``, the first
+:data:`~convergent.data.skips.MAX_LISTED`), as are images that do not decode.
 """
 
 import argparse
