@@ -11,7 +11,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from convergent.training.loop import Trainer  # noqa: E402
-from tests.training_helpers import RegressTask, SyntheticImages, build, configs, eval_transform, run_worker, save_gathered  # noqa: E402,E501
+from tests.training_helpers import (  # noqa: E402
+    RegressTask,
+    SyntheticImages,
+    build,
+    configs,
+    eval_transform,
+    run_worker,
+    save_gathered,
+)
 
 BATCH, STEPS = 8, 6
 

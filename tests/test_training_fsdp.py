@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from convergent.training.fsdp import OPTIMIZER_FORMAT, block_modules, hold_scalars_as_vectors
 from tests import clip_ddp_worker, clip_fsdp_worker, ddp_worker
-from tests.training_helpers import assert_weights_close, build, read_metrics
+from tests.training_helpers import assert_same_losses, assert_weights_close, build, read_metrics
 
 STEPS = ddp_worker.STEPS
 CLIP_STEPS = clip_fsdp_worker.STEPS
@@ -43,19 +43,10 @@ def _killed_copy(run_dir: Path, copy: Path, last_step: int) -> Path:
     return copy
 
 
-def _assert_same_losses(run: Path, ref: Path, steps: int | None = None) -> None:
-    """``run`` logged the losses of ``ref`` step by step (to 1e-6); with ``steps``, for steps 1..steps."""
-    logged, expected = read_metrics(run), read_metrics(ref)
-    if steps is not None:
-        assert [m["step"] for m in logged] == list(range(1, steps + 1))
-    for a, b in zip(logged, expected, strict=True):
-        assert abs(a["loss"] - b["loss"]) <= 1e-6, (a["step"], a["loss"], b["loss"])
-
-
 def _assert_fsdp_matches_single(root: Path, steps: int) -> dict:
     """The 2-process FSDP run under ``root`` reproduced the 1-process one: losses and final
     weights; returns the FSDP run's weights."""
-    _assert_same_losses(root / "fsdp", root / "single", steps)
+    assert_same_losses(root / "fsdp", root / "single", steps)
     ref = read_metrics(root / "single")
     assert len({round(m["loss"], 6) for m in ref}) == len(ref)  # the losses change: a real comparison
     weights = _weights(root / "fsdp", steps)
@@ -110,7 +101,7 @@ def test_fsdp_checkpoint_is_full_and_gathered_back(runs):
 
 
 def test_fsdp_resume_is_exact(runs):
-    _assert_same_losses(runs / "resumed", runs / "fsdp", STEPS)
+    assert_same_losses(runs / "resumed", runs / "fsdp", STEPS)
     assert_weights_close(_weights(runs / "resumed"), _weights(runs / "fsdp"), atol=1e-6)
     assert (runs / "resumed" / "gathered-0.pt").is_file()
 
@@ -179,7 +170,7 @@ def test_fsdp_clip_checkpoint_is_full(clip_runs):
 
 
 def test_fsdp_clip_resume_is_exact(clip_runs):
-    _assert_same_losses(clip_runs / "resumed", clip_runs / "fsdp", CLIP_STEPS)
+    assert_same_losses(clip_runs / "resumed", clip_runs / "fsdp", CLIP_STEPS)
     resumed_weights = _weights(clip_runs / "resumed", CLIP_STEPS)
     assert_weights_close(resumed_weights, _weights(clip_runs / "fsdp", CLIP_STEPS), atol=1e-6)
 
@@ -189,5 +180,5 @@ def test_fsdp_clip_checkpoint_continues_without_fsdp(clip_runs, tmp_path):
     run = _killed_copy(clip_runs / "fsdp", tmp_path / "plain", CLIP_STEPS)
     with pytest.warns(UserWarning, match="RNGs reseeded"):
         clip_fsdp_worker.main(str(run), devices=1, resume=True)
-    _assert_same_losses(run, clip_runs / "single")
+    assert_same_losses(run, clip_runs / "single")
     assert_weights_close(_weights(run, CLIP_STEPS), _weights(clip_runs / "single", CLIP_STEPS), atol=1e-5)

@@ -66,7 +66,8 @@ def test_clip_text_embeddings_skip_padding_without_changing_them():
     from convergent.tasks.configs import CLIPConfig
 
     torch.manual_seed(0)
-    task = CLIP(build_backbone("vit_clip_test"), CLIPConfig(embed_dim=16), text_backbone=build_backbone("clip_text_test"))
+    image, text = build_backbone("vit_clip_test"), build_backbone("clip_text_test")
+    task = CLIP(image, CLIPConfig(embed_dim=16), text_backbone=text)
     ids, am = _batch(task.text_backbone.config.vocab_size)
     ids[torch.arange(4), am.sum(1) - 1] = task.text_backbone.config.vocab_size - 1  # end-of-text last
     with torch.no_grad():

@@ -129,6 +129,15 @@ def assert_weights_close(a: dict, b: dict, atol: float = 1e-6) -> None:
         torch.testing.assert_close(x, y, rtol=0, atol=atol, msg=k)
 
 
+def assert_same_losses(run: Path, ref: Path, steps: int | None = None) -> None:
+    """``run`` logged the losses of ``ref`` step by step (to 1e-6); with ``steps``, for steps 1..steps."""
+    logged, expected = read_metrics(run), read_metrics(ref)
+    if steps is not None:
+        assert [m["step"] for m in logged] == list(range(1, steps + 1))
+    for a, b in zip(logged, expected, strict=True):
+        assert abs(a["loss"] - b["loss"]) <= 1e-6, (a["step"], a["loss"], b["loss"])
+
+
 def shut_down_and_exit() -> None:
     """End a distributed test worker: barrier, destroy the process group, then leave without
     the interpreter's teardown, where gloo's threads can still abort the process now and then

@@ -118,7 +118,6 @@ class ViLT(Task):
     batch_keys = ("image", "input_ids", "attention_mask")
     families = ("vit",)
 
-
     @classmethod
     def configure_text(cls, config: ViLTConfig, vocab: dict) -> None:
         """The task's own word embeddings take the tokenizer's vocabulary and ids."""

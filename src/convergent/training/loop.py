@@ -22,11 +22,12 @@ the global RNGs (they run after a step's checkpoint is taken).
 micro-batches of ``batch_size / (world_size * accumulate)`` samples. The data order is
 :class:`~convergent.training.sampler.ResumableSampler` (one epoch = one permutation, the
 incomplete tail dropped); a streamed ``IterableDataset`` (tar shards) orders itself through
-:class:`~convergent.training.sampler.StreamOrder` (resumes continue in a fresh order). A dataset may define ``collate_fn`` (default: ``default_collate``)
-and ``skipped`` (a list of ``(path, reason)``, reported in the summary; with ``skip_counts``,
-counts by reason, the list may be capped); a batch key ``"skipped"`` (samples a worker passed
-over) goes to the dataset's ``record_skipped(batch)``. The summary counts what was skipped
-while building the dataset once and what each process skipped while reading summed.
+:class:`~convergent.training.sampler.StreamOrder` (resumes continue in a fresh order). A
+dataset may define ``collate_fn`` (default: ``default_collate``) and ``skipped`` (a list of
+``(path, reason)``, reported in the summary; with ``skip_counts``, counts by reason, the list
+may be capped); a batch key ``"skipped"`` (samples a worker passed over) goes to the
+dataset's ``record_skipped(batch)``. The summary counts what was skipped while building the
+dataset once, and sums what each process skipped while reading.
 
 **A step.** For each micro-batch: ``transform(batch["image"], generator)`` on the device
 (a task declaring ``num_views = n > 1`` gets ``n`` independent draws of the same images,
@@ -177,7 +178,7 @@ class Trainer:
                 "that run, or choose another run directory"
             )
         if isinstance(dataset, IterableDataset):  # streamed: it splits itself across processes
-            sampler = StreamOrder(dataset, self.batch_size, cfg.max_steps, cfg.seed)
+            sampler = StreamOrder(dataset, self.batch_size, cfg.max_steps, cfg.seed, self.optim_cfg.accumulate)
         else:
             sampler = ResumableSampler(
                 len(dataset), self.micro_batch, self.optim_cfg.accumulate, fabric.world_size, fabric.global_rank,
