@@ -53,9 +53,15 @@ def run_method(name: str, out: Path, a) -> dict:
     else:
         r = random_probe(cfg)
         r = {"knn_acc": r["knn_acc"], "linear_probe_acc": r["linear_probe_acc"]}
-    if "bundled subset" in str(r.get("data")):
-        raise SystemExit("this experiment needs the full Fashion-MNIST: apt-get install dataset-fashion-mnist")
     return {**r, "backbone": cfg.model.backbone, "preset": preset, "wall_s": round(time.perf_counter() - t)}
+
+
+def check_full_data(root: str | None) -> None:
+    """Refuse the bundled subset before any method runs (the random floors report no data)."""
+    from convergent.data.registry import build_dataset
+
+    if "bundled subset" in build_dataset("fashion-mnist", "test", root=root).source:
+        raise SystemExit("this experiment needs the full Fashion-MNIST: apt-get install dataset-fashion-mnist")
 
 
 def table(results: dict, steps: int) -> str:
@@ -80,6 +86,7 @@ def main() -> None:
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on a GPU")
     a = p.parse_args()
+    check_full_data(a.root)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"

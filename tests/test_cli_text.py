@@ -79,6 +79,14 @@ def test_causal_lm_run_then_generate(tmp_path, corpus, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0] == lines[1] and lines[0].startswith("a small")
 
+    # data.tokenizer that no longer resolves (a moved run, a path relative to another directory):
+    # the copy saved with the run is loaded
+    file = tmp_path / "clm" / "config.yaml"
+    assert "  tokenizer: null\n" in file.read_text()
+    file.write_text(file.read_text().replace("  tokenizer: null\n", f"  tokenizer: {tmp_path / 'moved'}\n"))
+    assert main(["generate", str(tmp_path / "clm"), "--prompt", "a small", "--max_new_tokens", "5", "--greedy"]) == 0
+    assert capsys.readouterr().out.strip() == lines[0]
+
 
 def test_generate_refuses_a_non_causal_run(tmp_path, corpus, capsys):
     _run(tmp_path, corpus, "mlm2", "--task.name", "mlm", "--eval.knn", "false", "--eval.linear_probe", "false")
@@ -90,3 +98,19 @@ def test_data2vec_text_run(tmp_path, corpus):
     s = _run(tmp_path, corpus, "d2v", "--task.name", "data2vec", "--task.data2vec.top_k_layers", "2",
              "--eval.linear_probe", "false")  # fmt: skip
     assert s["steps"] == 3 and 0.0 <= s["knn_acc"] <= 1.0
+
+
+def test_a_run_refuses_a_different_tokenizer_than_the_one_it_started_with(tmp_path):
+    from convergent.data.tokenizer import train_tokenizer
+    from convergent.workflows.text import check_same_tokenizer
+
+    first = train_tokenizer(["a cat sat", "a dog ran"] * 20, kind="wordpiece", vocab_size=40)
+    other = train_tokenizer(["green trees grow", "blue skies"] * 20, kind="wordpiece", vocab_size=40)
+    saved = tmp_path / "run" / "tokenizer"
+    first.save(saved)
+    first.save(tmp_path / "same")
+    other.save(tmp_path / "other")
+    check_same_tokenizer(saved, tmp_path / "same")  # the same tokenizer: fine
+    check_same_tokenizer(tmp_path / "fresh" / "tokenizer", tmp_path / "other")  # nothing saved yet: fine
+    with pytest.raises(ValueError, match="differs from the tokenizer this run was started with"):
+        check_same_tokenizer(saved, tmp_path / "other")

@@ -20,7 +20,11 @@ loads as a ``PreTrainedTokenizerFast`` (its post-processor adds the same cls/sep
 import json
 from pathlib import Path
 
-TOKENIZER_FILE = "tokenizer.json"
+import tokenizers
+
+from convergent.converters.hf import ConversionError, read_json
+from convergent.data.tokenizer import META_FILE, TOKENIZER_FILE, Tokenizer
+
 SPECIALS_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 _HF_NAMES = {"cls": "bos_token", "sep": "eos_token", "pad": "pad_token", "unk": "unk_token", "mask": "mask_token"}
 _CLIP_NAMES = {"cls": "<|startoftext|>", "sep": "<|endoftext|>"}
@@ -30,11 +34,6 @@ def read_hf_tokenizer(directory: str | Path, vocab_size: int):
     """The tokenizer of a HF model directory, or None without ``tokenizer.json``. Errors
     (:class:`~convergent.converters.hf.ConversionError`) name the file: unreadable, a role
     without a token, or ids beyond the text tower's ``vocab_size``."""
-    import tokenizers
-
-    from convergent.converters.hf import ConversionError
-    from convergent.data.tokenizer import META_FILE, Tokenizer
-
     directory = Path(directory)
     file = directory / TOKENIZER_FILE
     if not file.is_file():
@@ -63,8 +62,6 @@ def read_hf_tokenizer(directory: str | Path, vocab_size: int):
 def _roles(directory: Path, backend) -> dict[str, str]:
     """``{role: token}`` from the HF special-token files, else CLIP's names; unnamed roles
     fall back to the end-of-text token."""
-    from convergent.converters.hf import ConversionError, read_json
-
     named: dict[str, str] = {}
     for name in reversed(SPECIALS_FILES):  # tokenizer_config.json wins
         if (directory / name).is_file():
@@ -97,6 +94,4 @@ def write_hf_tokenizer(tokenizer, directory: str | Path, max_length: int) -> lis
     config = {f"{_HF_NAMES[role]}": token for role, token in tokenizer.specials.items()}
     config.update(tokenizer_class="PreTrainedTokenizerFast", model_max_length=max_length)
     (directory / SPECIALS_FILES[0]).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    from convergent.data.tokenizer import META_FILE
-
     return [TOKENIZER_FILE, META_FILE, SPECIALS_FILES[0]]

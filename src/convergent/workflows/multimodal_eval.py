@@ -11,20 +11,24 @@ def _load(run_dir: str | Path, split: str, data: dict | None = None):
     import dataclasses
 
     from convergent.data.registry import build_dataset
+    from convergent.data.tokenizer import TOKENIZER_FILE
     from convergent.data.transforms import build_transform
+    from convergent.workflows.pretrain import CONFIG_FILE
     from convergent.workflows.runs import load_task_from_run
+    from convergent.workflows.text import TOKENIZER_DIR
 
     task, tokenizer, cfg = load_task_from_run(run_dir)
     if not (hasattr(task, "encode_image") and hasattr(task, "encode_text")):
         raise ValueError(f"{run_dir} trained task {task.name!r}; this evaluation needs an image-text model (clip)")
     if tokenizer is None:  # e.g. converted from a HF CLIP directory without tokenizer.json
-        where = Path(run_dir) / "tokenizer" / "tokenizer.json"
+        where = Path(run_dir) / TOKENIZER_DIR / TOKENIZER_FILE
         raise ValueError(f"{run_dir}: no tokenizer (expected {where} or data.tokenizer in "
-                         f"{Path(run_dir) / 'config.yaml'}); this evaluation embeds texts")  # fmt: skip
+                         f"{Path(run_dir) / CONFIG_FILE}); this evaluation embeds texts")  # fmt: skip
     if data:
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cfg.data)})
+        fields = {f.name for f in dataclasses.fields(cfg.data)}
+        unknown = sorted(set(data) - fields)
         if unknown:
-            raise ValueError(f"unknown data options {unknown}")
+            raise ValueError(f"unknown data options {unknown}; expected fields of the data config: {sorted(fields)}")
         cfg.data = dataclasses.replace(cfg.data, **data)
     data = build_dataset(cfg.data.name, split, root=cfg.data.root, img_size=cfg.data.img_size,
                          in_chans=cfg.data.in_chans)  # fmt: skip

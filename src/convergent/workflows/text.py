@@ -1,8 +1,8 @@
 """Text runs: the tokenizer of a run and what it decides about the text backbone.
 
 A text run uses ``data.tokenizer`` when given; otherwise it trains a ``data.tokenizer_kind``
-tokenizer of ``data.vocab_size`` ids on the training split and saves it in
-``RUN_DIR/tokenizer`` (a resumed run loads that one). The datasets then collate with it,
+tokenizer of ``data.vocab_size`` ids on the training split. Either is saved in
+``RUN_DIR/tokenizer``, and a resumed or loaded run reads that copy. The datasets then collate with it,
 and the backbone takes its vocabulary size, padding and mask ids from it.
 """
 
@@ -21,28 +21,47 @@ def is_text(dataset: Any) -> bool:
 
 
 def find_tokenizer(cfg: Any, run_dir: Path | None = None, encoder_dir: Any = None):
-    """The tokenizer ``cfg.data.tokenizer`` names (an error if it is missing), else the one saved
-    in ``run_dir/tokenizer``, else a pre-trained encoder's (``encoder_dir/tokenizer.json``);
-    None when there is none."""
-    from convergent.data.tokenizer import Tokenizer
+    """The tokenizer saved in ``run_dir/tokenizer`` (the copy the run trained with, so a run
+    still loads where ``data.tokenizer`` no longer resolves: moved, or a relative path from
+    another directory), else the one ``cfg.data.tokenizer`` names (an error if it is missing),
+    else a pre-trained encoder's (``encoder_dir/tokenizer.json``); None when there is none."""
+    from convergent.data.tokenizer import TOKENIZER_FILE, Tokenizer
 
+    saved = Path(run_dir) / TOKENIZER_DIR if run_dir is not None else None
+    if saved is not None and (saved / TOKENIZER_FILE).is_file():
+        return Tokenizer.load(saved)
     if cfg.data.tokenizer:
         return Tokenizer.load(cfg.data.tokenizer)
-    for directory in (Path(run_dir) / TOKENIZER_DIR if run_dir is not None else None, encoder_dir):
-        if directory is not None and (Path(directory) / "tokenizer.json").is_file():
-            return Tokenizer.load(directory)
+    if encoder_dir is not None and (Path(encoder_dir) / TOKENIZER_FILE).is_file():
+        return Tokenizer.load(encoder_dir)
     return None
+
+
+def check_same_tokenizer(saved_dir: Path, given: Any) -> None:
+    """A run keeps the tokenizer it was started with: training again in ``RUN_DIR`` with a
+    different ``--data.tokenizer`` is an error, not a silent choice of one of the two."""
+    from convergent.data.tokenizer import TOKENIZER_FILE, Tokenizer
+
+    if not (saved_dir / TOKENIZER_FILE).is_file() or not Path(given).expanduser().exists():
+        return
+    if Tokenizer.load(saved_dir).backend.to_str() != Tokenizer.load(given).backend.to_str():
+        raise ValueError(
+            f"--data.tokenizer {given} differs from the tokenizer this run was started with "
+            f"({saved_dir}); a run keeps its tokenizer: train in a new run directory"
+        )
 
 
 def prepare_text(cfg: Any, run_dir: Path | None, train_set: Any, *others: Any, encoder_dir: Any = None):
     """For text data: the run's tokenizer (:func:`find_tokenizer`; without one, trained on
     ``train_set`` when there is a ``run_dir``), saved in ``run_dir/tokenizer`` and attached to
     ``train_set`` and ``others``; None for other data."""
-    from convergent.data.tokenizer import train_tokenizer
+    from convergent.data.tokenizer import TOKENIZER_FILE, train_tokenizer
 
     if not is_text(train_set):
         return None
     tokenizer = find_tokenizer(cfg, run_dir, encoder_dir)
+    if run_dir is not None and cfg.data.tokenizer:
+        check_same_tokenizer(Path(run_dir) / TOKENIZER_DIR, cfg.data.tokenizer)
     if tokenizer is None and run_dir is None:
         raise FileNotFoundError(
             f"text data needs a tokenizer: none is saved with the encoder ({encoder_dir}); pass --data.tokenizer"
@@ -51,7 +70,7 @@ def prepare_text(cfg: Any, run_dir: Path | None, train_set: Any, *others: Any, e
         texts = f"{len(train_set)} items" if hasattr(train_set, "__len__") else "the streamed captions"
         print(f"training a {cfg.data.tokenizer_kind} tokenizer ({cfg.data.vocab_size} ids) on {texts}")
         tokenizer = train_tokenizer(train_set.texts(), kind=cfg.data.tokenizer_kind, vocab_size=cfg.data.vocab_size)
-    if run_dir is not None and not (Path(run_dir) / TOKENIZER_DIR / "tokenizer.json").is_file():
+    if run_dir is not None and not (Path(run_dir) / TOKENIZER_DIR / TOKENIZER_FILE).is_file():
         tokenizer.save(Path(run_dir) / TOKENIZER_DIR)
     task = getattr(cfg, "task", None)  # a whole-word-masking task needs word ids in its batches
     task_cfg = getattr(task, task_field(task.name), None) if task is not None else None
