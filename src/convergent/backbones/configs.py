@@ -14,6 +14,7 @@ class TextConfig:
     GPT-2 / CLIP layout; ``causal=True`` for left-to-right attention."""
 
     family: ClassVar[str] = "text"
+    modality: ClassVar[str] = "text"
     builder: ClassVar[str] = "convergent.backbones.text:TextTransformer"
 
     vocab_size: int = 30522
@@ -57,6 +58,7 @@ class ViTConfig:
     """Vision Transformer: class token, learned absolute positions, pre-norm blocks."""
 
     family: ClassVar[str] = "vit"
+    modality: ClassVar[str] = "image"
     builder: ClassVar[str] = "convergent.backbones.vit:VisionTransformer"
 
     img_size: int = 224
@@ -100,6 +102,7 @@ class SwinConfig:
     attention, log-spaced continuous position bias)."""
 
     family: ClassVar[str] = "swin"
+    modality: ClassVar[str] = "image"
     builder: ClassVar[str] = "convergent.backbones.swin:SwinTransformer"
 
     version: int = 2

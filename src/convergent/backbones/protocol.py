@@ -31,11 +31,25 @@ Where masks go in and what they hide at the output, for such objectives:
   are hidden; a token counts as hidden only when every position it summarises is;
 * ``final_stage_depth`` — how many trailing blocks give outputs shaped like the final tokens
   (all blocks; Swin: the last stage's depth), the blocks whose outputs can be averaged.
+
+What a backbone is, declared so that tasks and workflows never read ``backbone.config``:
+
+* ``modality`` — ``"image"`` or ``"text"``; families subclass :class:`ImageBackbone` or
+  :class:`TextBackbone`, which add the geometry of their modality:
+* image: ``in_chans``, ``patch_size`` (pixels per input position the mask grid counts),
+  ``image_size`` (the configured resolution), ``output_stride`` (pixels per final token) and
+  ``feature_info`` (per stage: channels and reduction, as timm's);
+* text: ``vocab_size``, ``max_length`` (positions), ``pad_token_id``, ``mask_token_id``,
+  ``is_causal`` (built with left-to-right attention);
+* every backbone: ``norm_eps`` and ``act`` of its blocks (heads that mirror the encoder, such
+  as MAE's decoder or an LM head, take them), ``supports_joint_tokens`` (``embed`` +
+  ``forward_tokens`` over a longer sequence a task builds: ViLT).
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -45,8 +59,13 @@ from torch.utils.checkpoint import checkpoint
 class Backbone(nn.Module):
     """Base class: shared plumbing for the contract above."""
 
+    modality: ClassVar[str] = "image"
+    """What the backbone reads: ``"image"`` or ``"text"``."""
     supports_mask_token: bool = True
     supports_token_drop: bool = False
+    supports_joint_tokens: bool = False
+    """``embed(x)`` and ``forward_tokens(tokens, key_padding_mask)`` run the blocks over a
+    sequence a task builds around the embedded input (ViLT's ``[text ; image]``)."""
     supports_causal: bool = False
     supports_unpad: bool = False
     """``forward_intermediates(..., unpad=True)`` skips padded tokens (text, see layers/unpad.py)."""
@@ -97,6 +116,16 @@ class Backbone(nn.Module):
     def final_stage_depth(self) -> int:
         """Trailing blocks whose outputs have the final tokens' shape (before the final norm)."""
         raise NotImplementedError(f"{type(self).__name__} does not declare final_stage_depth")
+
+    @property
+    def norm_eps(self) -> float:
+        """LayerNorm epsilon of the blocks."""
+        return self.config.norm_eps
+
+    @property
+    def act(self) -> str:
+        """Feed-forward activation of the blocks (``gelu``, ``gelu_tanh``, ``quick_gelu``, ``relu``)."""
+        return self.config.act
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names (as in ``named_parameters``) that take no weight decay."""
@@ -157,6 +186,84 @@ class Backbone(nn.Module):
         from convergent.backbones.pretrained import from_pretrained
 
         return from_pretrained(path, **overrides)
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One stage of an image backbone (timm's ``feature_info``)."""
+
+    num_chs: int
+    """Channels (token width) of the stage's output."""
+    reduction: int
+    """Pixels per token side of the stage's output."""
+
+
+class ImageBackbone(Backbone):
+    """An image encoder: ``x`` is ``(B, in_chans, H, W)``; its geometry is declared here."""
+
+    modality = "image"
+    input_key = "image"
+
+    @property
+    def in_chans(self) -> int:
+        return self.config.in_chans
+
+    @property
+    def patch_size(self) -> int:
+        """Pixels per side of one position of the mask grid (the patch or stem stride)."""
+        return self.config.patch_size
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images the model is laid out for (position tables, windows)."""
+        return self.config.img_size
+
+    @property
+    def feature_info(self) -> list[FeatureInfo]:
+        """Channels and reduction of each stage's output, first to last."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare feature_info")
+
+    @property
+    def output_stride(self) -> int:
+        """Pixels per side of one final token (ViT: the patch size; Swin: patch · 2^(stages-1))."""
+        return self.feature_info[-1].reduction
+
+    @property
+    def output_grid(self) -> tuple[int, int]:
+        """Grid of final tokens (prefix tokens excluded) at ``image_size``."""
+        side = -(-self.image_size // self.output_stride)
+        return (side, side)
+
+
+class TextBackbone(Backbone):
+    """A text encoder: ``x`` is ``(B, L)`` token ids; its vocabulary is declared here."""
+
+    modality = "text"
+    input_key = "input_ids"
+    mask_kind = "token"
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def max_length(self) -> int:
+        """Longest sequence the backbone takes (its learned positions)."""
+        return self.config.max_position
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.config.pad_token_id
+
+    @property
+    def mask_token_id(self) -> int | None:
+        """Id whose embedding replaces masked positions (None: a learned mask token)."""
+        return self.config.mask_token_id
+
+    @property
+    def is_causal(self) -> bool:
+        """Built with left-to-right attention."""
+        return self.config.causal
 
 
 def backbone_inputs(backbone: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convergent.backbones.configs import SwinConfig
-from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
+from convergent.backbones.protocol import FeatureInfo, ImageBackbone, apply_mask_token, select_indices
 from convergent.layers import (
     Attention,
     ContinuousPositionBias,
@@ -151,7 +151,7 @@ class SwinStage(nn.Module):
         self.downsample = None if last else PatchMerging(dim, post_norm=cfg.version == 2, eps=cfg.norm_eps)
 
 
-class SwinTransformer(Backbone):
+class SwinTransformer(ImageBackbone):
     """Swin V1/V2 backbone: ``(B, 3, H, W)`` images → ``(B, H/32 * W/32, 8C)`` tokens (4 stages)."""
 
     supports_mask_token = True
@@ -239,6 +239,12 @@ class SwinTransformer(Backbone):
     @property
     def final_stage_depth(self) -> int:
         return self.config.depths[-1]
+
+    @property
+    def feature_info(self) -> list[FeatureInfo]:
+        """Each stage doubles the width and (after the first) halves the grid."""
+        c, p = self.config.embed_dim, self.config.patch_size
+        return [FeatureInfo(c * 2**i, p * 2**i) for i in range(len(self.config.depths))]
 
     def no_weight_decay(self) -> set[str]:
         skip = ("absolute_pos_embed", "mask_token", "relative_position_bias_table", "logit_scale", "cpb_mlp")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from convergent.backbones.configs import TextConfig
-from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
+from convergent.backbones.protocol import TextBackbone, apply_mask_token, select_indices
 from convergent.layers import Attention, Block, Mlp, init_linear_norm_
 from convergent.layers.linear import Linear
 from convergent.layers.unpad import Unpadded
@@ -70,7 +70,7 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(first))  # (B, C)
 
 
-class TextTransformer(Backbone):
+class TextTransformer(TextBackbone):
     """Text encoder (BERT or, with ``pre_norm``, GPT-2 / CLIP layout) behind the :class:`Backbone` contract.
 
     Inputs are token ids ``(B, L)``; keyword inputs (all optional) follow HF ``BertModel``:
@@ -81,9 +81,7 @@ class TextTransformer(Backbone):
     supports_mask_token = True
     supports_token_drop = False
     supports_causal = True
-    input_key = "input_ids"
     extra_input_keys = ("attention_mask", "token_type_ids")
-    mask_kind = "token"
     supports_unpad = True
 
     @property

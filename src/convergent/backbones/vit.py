@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from convergent.backbones.configs import ViTConfig
-from convergent.backbones.protocol import Backbone, apply_mask_token, select_indices
+from convergent.backbones.protocol import FeatureInfo, ImageBackbone, apply_mask_token, select_indices
 from convergent.layers import Block, PatchEmbed, init_linear_norm_, interpolate_pos_embed
 from convergent.layers.linear import Linear
 
 _EMBEDDING_PARAMS = ("patch_embed.", "cls_token", "pos_embed", "mask_token", "norm_pre.")
 
 
-class VisionTransformer(Backbone):
+class VisionTransformer(ImageBackbone):
     """ViT encoder behind the :class:`~convergent.backbones.protocol.Backbone` contract.
 
     Tokens are ``(B, 1 + N, C)``: the class token first, then the patch tokens in row-major
@@ -33,6 +33,7 @@ class VisionTransformer(Backbone):
 
     supports_mask_token = True
     supports_token_drop = True
+    supports_joint_tokens = True
     num_prefix_tokens = 1
     mask_kind = "block"
 
@@ -180,6 +181,11 @@ class VisionTransformer(Backbone):
     @property
     def final_stage_depth(self) -> int:
         return len(self.blocks)
+
+    @property
+    def feature_info(self) -> list[FeatureInfo]:
+        """One stage: every block keeps the patch grid."""
+        return [FeatureInfo(self.embed_dim, self.config.patch_size)]
 
     # --- training hooks -------------------------------------------------------------------
     def no_weight_decay(self) -> set[str]:
