@@ -92,5 +92,5 @@ def test_non_causal_backbone_is_a_clear_error():
 
 
 def test_image_backbone_is_refused():
-    with pytest.raises(ValueError, match="text backbones"):
+    with pytest.raises(ValueError, match="needs a text backbone .VisionTransformer reads image"):
         build_task("causal-lm", build_backbone("vit_test"))

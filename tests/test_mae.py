@@ -123,7 +123,7 @@ def test_legacy_decoder_layout_and_unknown_keys():
 
 
 def test_refuses_swin_backbone():
-    with pytest.raises(ValueError, match="'mae' works with vit backbones, not 'swin'"):
+    with pytest.raises(ValueError, match="'mae' needs a backbone with token_drop .SwinTransformer has none"):
         MAE(build_backbone("swinv2_test"), MAEConfig(decoder_dim=16, decoder_depth=1, decoder_heads=2))
 
 

@@ -254,7 +254,7 @@ def test_causal_backbone_is_refused():
 
 
 def test_image_backbone_is_refused():
-    with pytest.raises(ValueError, match="text backbones"):
+    with pytest.raises(ValueError, match="needs a text backbone .VisionTransformer reads image"):
         build_task("mlm", build_backbone("vit_test"))
 
 

@@ -194,7 +194,7 @@ def test_heads_have_moco_v3_layout():
 
 
 def test_clear_errors():
-    with pytest.raises(ValueError, match="task 'mocov3' works with vit, swin backbones, not 'text'"):
+    with pytest.raises(ValueError, match="task 'mocov3' needs an image backbone .TextTransformer reads text"):
         MoCoV3(build_backbone("text_test"), MoCoV3Config())
     with pytest.raises(ValueError, match="temperature must be > 0"):
         make(temperature=0.0)

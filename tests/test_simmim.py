@@ -10,6 +10,7 @@ import transformers
 from torch import nn
 
 from convergent.backbones import ViTConfig, build_backbone
+from convergent.backbones.vit import VisionTransformer
 from convergent.converters import hf_swin, hf_vit
 from convergent.losses.reconstruction import masked_l1
 from convergent.tasks.configs import SimMIMConfig
@@ -92,15 +93,14 @@ def test_encoder_stride_derived_for_four_stages():
     assert explicit.encoder_stride == 8
 
 
-class _NoMaskToken(nn.Module):
+class _NoMaskToken(VisionTransformer):
     supports_mask_token = False
-    config = ViTConfig(img_size=32, patch_size=8)
 
 
 def test_refuses_backbone_without_mask_token():
     with pytest.raises(ValueError, match="simmim.*needs a backbone with mask_token.*_NoMaskToken"):
-        SimMIM(_NoMaskToken(), SimMIMConfig())
-    with pytest.raises(ValueError, match="works with vit, swin backbones, not 'text'"):
+        SimMIM(_NoMaskToken(ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)), SimMIMConfig())
+    with pytest.raises(ValueError, match="needs an image backbone .TextTransformer reads text"):
         SimMIM(build_backbone("text_test"), SimMIMConfig())
 
 

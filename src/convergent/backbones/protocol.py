@@ -40,8 +40,8 @@ What a backbone is, declared so that tasks and workflows never read ``backbone.c
   ``image_size`` (the configured resolution), ``output_stride`` (pixels per final token) and
   ``feature_info`` (per stage: channels and reduction, as timm's);
 * text: ``vocab_size``, ``max_length`` (positions), ``pad_token_id``, ``mask_token_id``,
-  ``is_causal`` (built with left-to-right attention);
-* every backbone: ``norm_eps`` and ``act`` of its blocks (heads that mirror the encoder, such
+  ``is_causal`` (built with left-to-right attention), ``word_embeddings``;
+* every backbone: ``norm_eps``, ``act`` and ``dropout`` of its blocks (heads that mirror the encoder, such
   as MAE's decoder or an LM head, take them), ``supports_joint_tokens`` (``embed`` +
   ``forward_tokens`` over a longer sequence a task builds: ViLT).
 """
@@ -121,6 +121,11 @@ class Backbone(nn.Module):
     def norm_eps(self) -> float:
         """LayerNorm epsilon of the blocks."""
         return self.config.norm_eps
+
+    @property
+    def dropout(self) -> float:
+        """Dropout rate on embeddings and residual branches."""
+        return self.config.dropout
 
     @property
     def act(self) -> str:
@@ -265,14 +270,19 @@ class TextBackbone(Backbone):
         """Built with left-to-right attention."""
         return self.config.causal
 
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        """The word-embedding table ``(V, C)`` (LM heads tie their decoder to it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare word_embeddings")
 
-def backbone_inputs(backbone: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+
+def backbone_inputs(backbone: Backbone, batch: dict) -> tuple[torch.Tensor, dict]:
     """``(x, kwargs)`` for ``backbone`` from a dict batch: ``batch[backbone.input_key]`` and
     those of ``backbone.extra_input_keys`` that the batch holds."""
-    key = getattr(backbone, "input_key", "image")
+    key = backbone.input_key
     if key not in batch:
         raise KeyError(f"{type(backbone).__name__} reads batch[{key!r}], but the batch holds {sorted(batch)}")
-    extra = {k: batch[k] for k in getattr(backbone, "extra_input_keys", ()) if batch.get(k) is not None}
+    extra = {k: batch[k] for k in backbone.extra_input_keys if batch.get(k) is not None}
     return batch[key], extra
 
 

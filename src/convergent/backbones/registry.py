@@ -1,45 +1,27 @@
-"""Backbone registry. Torch-free: a variant is a thin function returning a config.
+"""Backbone registry: names → configs → models. Torch-free until a model is built.
 
-    @register_backbone("swinv2_tiny")
-    def swinv2_tiny() -> SwinConfig:
-        return SwinConfig(version=2, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
-
-``build_backbone(name, **overrides)`` imports the model class only then.
+Families and variants register themselves in their spec modules (see
+:mod:`convergent.backbones.families`); ``build_backbone(name, **overrides)`` imports the model
+class only then.
 """
 
-import importlib
-from collections.abc import Callable
 from typing import Any
 
 from convergent.backbones.configs import replace_config
-from convergent.registry import Registry, load_target
+from convergent.backbones.families import register_backbone, variant, variant_names
+from convergent.registry import load_target
 
-_VARIANTS: Registry[Callable[[], Any]] = Registry("backbone")
-
-
-def register_backbone(name: str) -> Callable:
-    """Decorator registering a variant function under ``name``."""
-
-    def wrap(fn: Callable[[], Any]) -> Callable[[], Any]:
-        return _VARIANTS.add(name, fn)
-
-    return wrap
-
-
-def _load_variants() -> None:
-    importlib.import_module("convergent.backbones.variants")
+__all__ = ["backbone_config", "backbone_names", "build_backbone", "model_class", "register_backbone"]
 
 
 def backbone_names() -> list[str]:
     """Registered backbone names, sorted."""
-    _load_variants()
-    return _VARIANTS.names()
+    return variant_names()
 
 
 def backbone_config(name: str, **overrides) -> Any:
     """The config of variant ``name`` with ``overrides`` applied."""
-    _load_variants()
-    cfg = _VARIANTS.get(name)()
+    cfg = variant(name)()
     return replace_config(cfg, **overrides) if overrides else cfg
 
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convergent.backbones.configs import SwinConfig
+from convergent.backbones.configs import replace_config
+from convergent.backbones.swin_spec import SwinConfig
 from convergent.backbones.protocol import FeatureInfo, ImageBackbone, apply_mask_token, select_indices
 from convergent.layers import (
     Attention,
@@ -281,8 +282,6 @@ class SwinTransformer(ImageBackbone):
         ):
             src = source_config.pretrained_window_sizes
             pws = src if any(src) else tuple(stage_windows(source_config))
-            from convergent.backbones.configs import replace_config
-
             return replace_config(config, pretrained_window_sizes=tuple(pws))
         return config
 

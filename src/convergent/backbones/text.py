@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convergent.backbones.configs import TextConfig
+from convergent.backbones.text_spec import TextConfig
 from convergent.backbones.protocol import TextBackbone, apply_mask_token, select_indices
 from convergent.layers import Attention, Block, Mlp, init_linear_norm_
 from convergent.layers.linear import Linear
@@ -83,6 +83,10 @@ class TextTransformer(TextBackbone):
     supports_causal = True
     extra_input_keys = ("attention_mask", "token_type_ids")
     supports_unpad = True
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.word_embed
 
     @property
     def first_token_summarises(self) -> bool:

@@ -4,8 +4,9 @@ convergent directory, let the pure state-dict converter map it, write the other 
 The converters themselves (``hf_bert``, ``hf_vit``, ``hf_swin``, ``official_swin``) only map
 configs and state dicts; this module owns the files and picks the converter:
 
-* by ``config.json``'s ``model_type`` for HF directories (:data:`HF_CONVERTERS`),
-* by the backbone family for convergent directories (:data:`FAMILY_CONVERTERS`).
+* by ``config.json``'s ``model_type`` for HF directories (:func:`hf_converters`: each family's
+  converter module, named by its config's ``converter``, lists the ``HF_MODEL_TYPES`` it reads),
+* by the backbone family for convergent directories (the family config's ``converter``).
 
 CLIP is a whole model (a task), not a backbone: a HF ``clip`` directory becomes a run
 directory, and a clip run directory a HF ``CLIPModel`` directory, in
@@ -14,8 +15,8 @@ directory, and a clip run directory a HF ``CLIPModel`` directory, in
 
 Each HF converter module provides one interface: ``config_from_checkpoint(hf_dict, sd)``,
 ``state_dict_from_hf(sd, cfg)``, ``config_to_hf(cfg)`` (with ``model_type``),
-``state_dict_to_hf(sd, cfg, legacy=False)`` and ``HEAD_PREFIXES``, the task-head keys it
-skips (reported in the summary). Torch is imported only inside functions.
+``state_dict_to_hf(sd, cfg, legacy=False)``, ``HEAD_PREFIXES``, the task-head keys it
+skips (reported in the summary), and ``HF_MODEL_TYPES``, the ``model_type`` values it reads. Torch is imported only inside functions.
 """
 
 import importlib
@@ -24,22 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convergent.backbones.configs import config_to_dict
+from convergent.backbones.families import family_config_class, family_names
+
 HF_CONFIG = "config.json"
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 """Weight files looked for in a HF directory, in this order (each may be sharded with an
 ``<name>.index.json`` beside it)."""
 
-HF_CONVERTERS = {
-    "bert": "convergent.converters.hf_bert",
-    "vit": "convergent.converters.hf_vit",
-    "swin": "convergent.converters.hf_swin",
-    "swinv2": "convergent.converters.hf_swin",
-}
-FAMILY_CONVERTERS = {
-    "text": "convergent.converters.hf_bert",
-    "vit": "convergent.converters.hf_vit",
-    "swin": "convergent.converters.hf_swin",
-}
 WHOLE_MODELS = {"clip": "convergent.workflows.convert_clip.hf_to_run"}
 """HF model types that are whole models (written as run directories), and what converts them."""
 OFFICIAL_SWIN = "convergent.converters.official_swin"
@@ -86,7 +79,7 @@ def hf_to_convergent(src: str | Path, dst: str | Path) -> ConversionResult:
         raise ConversionError(f"{src / HF_CONFIG}: model_type {model_type!r} is a whole model, not a backbone; "
                               f"{WHOLE_MODELS[model_type]} converts it (as `convergent convert` does)")  # fmt: skip
     also = "; ".join(f"{k} (a whole model, written as a run directory)" for k in sorted(WHOLE_MODELS))
-    module = _converter(HF_CONVERTERS, model_type, f"{src / HF_CONFIG}: model_type", also=also)
+    module = _converter(hf_converters(), model_type, f"{src / HF_CONFIG}: model_type", also=also)
     try:
         cfg = module.config_from_checkpoint(config, state_dict)
         converted = module.state_dict_from_hf(state_dict, cfg)
@@ -105,7 +98,7 @@ def convergent_to_hf(src: str | Path, dst: str | Path, legacy: bool = False) -> 
 
     model = from_pretrained(src)  # validates config, keys and shapes, naming the file
     cfg = model.config
-    module = _converter(FAMILY_CONVERTERS, cfg.family, f"{Path(src) / HF_CONFIG}: family")
+    module = _converter(family_converters(), cfg.family, f"{Path(src) / HF_CONFIG}: family")
     state_dict = {k: v.detach() for k, v in model.state_dict().items()}
     hf_config = module.config_to_hf(cfg)
     hf_state = module.state_dict_to_hf(state_dict, cfg, legacy=legacy)
@@ -255,6 +248,22 @@ def _build_and_save(cfg: Any, state_dict: dict, dst: str | Path, source: str):
 # --- helpers ------------------------------------------------------------------------------------
 
 
+def family_converters() -> dict[str, str]:
+    """Backbone family → its HF converter module, as each family's config declares."""
+    classes = {f: family_config_class(f) for f in family_names()}
+    return {f: cls.converter for f, cls in classes.items() if cls.converter}
+
+
+def hf_converters() -> dict[str, str]:
+    """HF ``model_type`` → the converter module that reads it (``HF_MODEL_TYPES`` of each
+    family's converter)."""
+    table = {}
+    for family, module in family_converters().items():
+        for model_type in _import_converter(module, repr(family)).HF_MODEL_TYPES:
+            table[model_type] = module
+    return table
+
+
 def _converter(table: dict[str, str], key: Any, where: str, also: str = ""):
     if key not in table:
         supported = ", ".join(sorted(table)) + (f"; {also}" if also else "")
@@ -272,9 +281,14 @@ def _import_converter(module: str, what: str):
 
 
 def _describe(cfg: Any) -> str:
-    if cfg.family == "swin":
-        return f"convergent swin v{cfg.version} (depths {list(cfg.depths)}, width {cfg.embed_dim})"
-    return f"convergent {cfg.family} (depth {cfg.depth}, width {cfg.embed_dim})"
+    """``convergent swin (version 2, depths [2, 2, 6, 2], embed_dim 96)``: the family and its
+    size fields."""
+    data = config_to_dict(cfg)
+    shown = [f"{k} {data[k]}" for k in _SIZE_FIELDS if k in data]
+    return f"convergent {cfg.family} ({', '.join(shown)})"
+
+
+_SIZE_FIELDS = ("version", "depth", "depths", "embed_dim", "dims")
 
 
 def error_text(e: BaseException) -> str:

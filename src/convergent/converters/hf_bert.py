@@ -44,7 +44,7 @@ Two things have no counterpart on the other side:
 
 import torch
 
-from convergent.backbones.configs import TextConfig
+from convergent.backbones.text_spec import TextConfig
 from convergent.converters.common import ACT_FROM_HF, ACT_TO_HF, KeyTracker, has_pooler, strip_prefix
 
 # (HF suffix inside encoder.layer.i, our suffix inside blocks.i), q/k/v handled apart
@@ -65,6 +65,8 @@ _EMBED_KEYS = (
 _HF_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 
+HF_MODEL_TYPES = ("bert",)
+"""``model_type`` values of the HF configs this converter reads."""
 HEAD_PREFIXES = ("cls.",)
 """Task-head keys (``BertForMaskedLM`` / ``BertForPreTraining``) that conversion skips."""
 

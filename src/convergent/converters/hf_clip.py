@@ -38,7 +38,9 @@ task the last real token. HF CLIP has no hidden dropout, dropout / drop path are
 
 from dataclasses import dataclass
 
-from convergent.backbones.configs import TextConfig, ViTConfig, config_to_dict
+from convergent.backbones.configs import config_to_dict
+from convergent.backbones.text_spec import TextConfig
+from convergent.backbones.vit_spec import ViTConfig
 from convergent.converters.common import ACT_FROM_HF, ACT_TO_HF, KeyTracker, square_size, strip_prefix
 
 # HF's activation names plus OpenAI CLIP's own

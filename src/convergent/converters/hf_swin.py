@@ -9,10 +9,12 @@ q/v biases become ``q_bias``/``v_bias`` as in the official release.
 
 import torch
 
-from convergent.backbones.configs import SwinConfig
+from convergent.backbones.swin_spec import SwinConfig
 from convergent.converters.common import KeyTracker, square_size, strip_prefix
 
 PREFIXES = ("swin.", "swinv2.", "model.")
+HF_MODEL_TYPES = ("swin", "swinv2")
+"""``model_type`` values of the HF configs this converter reads."""
 HEAD_PREFIXES = ("decoder.", "classifier.")
 """Task-head keys (``Swin*ForMaskedImageModeling`` / ``ForImageClassification``) skipped."""
 

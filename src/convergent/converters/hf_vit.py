@@ -14,7 +14,7 @@ Importing this module does not import torch (the config functions serve the CLI)
 state-dict functions do.
 """
 
-from convergent.backbones.configs import ViTConfig
+from convergent.backbones.vit_spec import ViTConfig
 from convergent.converters.common import ACT_FROM_HF, ACT_TO_HF, KeyTracker, has_pooler, square_size, strip_prefix
 
 # transformers.ViTConfig defaults, used for keys a config dict leaves out.
@@ -35,6 +35,8 @@ _HF_DEFAULTS = dict(
 )
 
 
+HF_MODEL_TYPES = ("vit",)
+"""``model_type`` values of the HF configs this converter reads."""
 HEAD_PREFIXES = ("classifier.", "decoder.")
 """Task-head keys (``ViTForImageClassification`` / ``ViTForMaskedImageModeling``) skipped."""
 

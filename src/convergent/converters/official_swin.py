@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from convergent.backbones.configs import SwinConfig
+from convergent.backbones.swin_spec import SwinConfig
 from convergent.converters.common import strip_prefix
 
 BUFFERS = ("attn.relative_position_index", "attn.relative_coords_table", "attn_mask")

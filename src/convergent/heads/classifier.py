@@ -20,7 +20,7 @@ POOLINGS = ("avg", "cls", "default")
 def has_class_token(backbone: nn.Module) -> bool:
     """Whether ``pooling="cls"`` means something: the backbone's ``first_token_summarises``
     (ViT's class token, a bidirectional text encoder's [CLS]; not Swin, not causal text)."""
-    return bool(getattr(backbone, "first_token_summarises", int(getattr(backbone, "num_prefix_tokens", 0)) > 0))
+    return backbone.first_token_summarises
 
 
 def check_pooling(backbone: nn.Module, pooling: str, field: str = "pooling") -> None:
@@ -51,7 +51,7 @@ def pool_tokens(
     * ``"default"``: ``backbone.pooled(tokens)`` (the backbone's own choice, e.g. ViT's
       ``global_pool`` and optional pooler, BERT's first token and pooler).
     """
-    prefix = int(getattr(backbone, "num_prefix_tokens", 0))
+    prefix = backbone.num_prefix_tokens
     if tokens.ndim != 3:
         raise ValueError(f"expected tokens of shape (B, N, C), got {tuple(tokens.shape)}")
     if pooling == "avg":

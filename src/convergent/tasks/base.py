@@ -3,7 +3,8 @@
 A task is an ``nn.Module`` built from a backbone and its config. ``forward(batch)`` takes a
 dict batch (keys in ``batch_keys``) and returns a dict with ``"loss"`` (scalar) plus named
 terms for logging. A task checks the backbone capabilities it needs when it is built
-(``requires``), so a bad pairing fails at once with a clear message. EMA teachers belong to
+(``modality``, ``requires``), so a bad pairing fails at once with a clear message; it asks
+the backbone's declared protocol (``convergent.backbones.protocol``), never its config. EMA teachers belong to
 the task and are updated in :meth:`Task.on_step_end`.
 """
 
@@ -11,6 +12,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from convergent.backbones.protocol import Backbone
 
 
 class Task(nn.Module):
@@ -21,8 +24,8 @@ class Task(nn.Module):
     """Keys ``forward`` reads from a batch; the data pipeline must produce them."""
     requires: ClassVar[tuple[str, ...]] = ()
     """Backbone capability flags needed, e.g. ``("supports_mask_token",)``."""
-    families: ClassVar[tuple[str, ...] | None] = None
-    """Backbone families the task works with (None: any)."""
+    modality: ClassVar[str | None] = None
+    """The backbone modality the task works with: ``"image"``, ``"text"`` or None (any)."""
     num_views: ClassVar[int] = 1
     """Augmented views of each image the Trainer draws (``image``, ``image2``, ...; MoCo v3: 2)."""
     reconstructs: ClassVar[bool] = False
@@ -61,16 +64,21 @@ class Task(nn.Module):
         return self.backbone.num_layers - 1
 
 
-def check_backbone(task_cls: type, backbone: nn.Module) -> None:
-    """Raise a clear error when ``backbone`` lacks what ``task_cls`` needs."""
-    family = getattr(getattr(backbone, "config", None), "family", type(backbone).__name__)
-    if task_cls.families is not None and family not in task_cls.families:
-        raise ValueError(
-            f"task {task_cls.name!r} works with {', '.join(task_cls.families)} backbones, not {family!r}"
-        )
-    missing = [flag for flag in task_cls.requires if not getattr(backbone, flag, False)]
+def backbone_problems(task_cls: type, backbone: Backbone) -> list[str]:
+    """What ``backbone`` lacks for ``task_cls``, by declared capability (empty: it fits)."""
+    problems = []
+    if task_cls.modality is not None and backbone.modality != task_cls.modality:
+        article = "an" if task_cls.modality[0] in "aeiou" else "a"
+        problems.append(f"{article} {task_cls.modality} backbone ({type(backbone).__name__} reads {backbone.modality})")
+    missing = [flag for flag in task_cls.requires if not getattr(backbone, flag)]  # declared flags
     if missing:
-        raise ValueError(
-            f"task {task_cls.name!r} needs a backbone with {', '.join(f.removeprefix('supports_') for f in missing)}; "
-            f"{type(backbone).__name__} ({family}) does not provide it"
-        )
+        names = ", ".join(f.removeprefix("supports_") for f in missing)
+        problems.append(f"a backbone with {names} ({type(backbone).__name__} has none)")
+    return problems
+
+
+def check_backbone(task_cls: type, backbone: Backbone) -> None:
+    """Raise a clear error when ``backbone`` lacks what ``task_cls`` needs."""
+    problems = backbone_problems(task_cls, backbone)
+    if problems:
+        raise ValueError(f"task {task_cls.name!r} needs {' and '.join(problems)}")

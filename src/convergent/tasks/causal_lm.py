@@ -33,7 +33,7 @@ class CausalLM(TiedLMTask):
 
     def __init__(self, backbone: nn.Module, config: CausalLMConfig):
         super().__init__(backbone, config)
-        if not backbone.config.causal:
+        if not backbone.is_causal:
             raise ValueError(
                 f"task 'causal-lm' needs a backbone with causal (left-to-right) attention, but "
                 f"{type(backbone).__name__} was built with causal=False, so every position would see the token "
@@ -45,11 +45,11 @@ class CausalLM(TiedLMTask):
     @property
     def max_length(self) -> int:
         """Longest sequence the backbone takes (its learned positions)."""
-        return self.backbone.config.max_position
+        return self.backbone.max_length
 
     @property
     def pad_token_id(self) -> int:
-        return self.backbone.config.pad_token_id
+        return self.backbone.pad_token_id
 
     def forward(self, batch: dict[str, torch.Tensor], return_outputs: bool = False) -> dict[str, torch.Tensor]:
         input_ids, kwargs = backbone_inputs(self.backbone, batch)  # (B, L)

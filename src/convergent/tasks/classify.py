@@ -32,7 +32,7 @@ class Classify(Task):
         check_pooling(backbone, config.pooling, "ClassifyConfig.pooling")
         if not 0.0 <= config.label_smoothing < 1.0:
             raise ValueError(f"ClassifyConfig.label_smoothing must be in [0, 1), got {config.label_smoothing}")
-        self.batch_keys = (getattr(backbone, "input_key", "image"), "label")
+        self.batch_keys = (backbone.input_key, "label")
         self.head = ClassifierHead(backbone.num_features, config.num_classes, config.head_dropout, config.head_init_std)
 
     def predict(self, inputs: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:

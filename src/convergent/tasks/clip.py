@@ -63,7 +63,7 @@ class CLIP(Task):
 
     name = "clip"
     batch_keys = ("image", "input_ids", "attention_mask")
-    families = ("vit", "swin")
+    modality = "image"
 
     @classmethod
     def configure_text(cls, config: CLIPConfig, vocab: dict) -> None:
@@ -76,10 +76,10 @@ class CLIP(Task):
         _check_config(config, backbone)
         if text_backbone is None:
             text_backbone = build_backbone(config.text_backbone, **config.text_overrides)
-        if getattr(text_backbone, "input_key", None) != "input_ids":
+        if text_backbone.modality != "text":
             raise ValueError(
-                f"CLIP's text tower must read token ids (input_key 'input_ids'); {type(text_backbone).__name__} "
-                f"reads {getattr(text_backbone, 'input_key', None)!r}"
+                f"CLIP's text tower must be a text backbone; {type(text_backbone).__name__} reads "
+                f"{text_backbone.modality}s"
             )
         if config.text_pooling != "eos":
             check_pooling(text_backbone, config.text_pooling, "CLIPConfig.text_pooling")
@@ -105,7 +105,7 @@ class CLIP(Task):
         """Token ids ``(B, L)`` (+ ``attention_mask`` ``(B, L)``, other keyword inputs of the
         text backbone) → L2-normalised embeddings ``(B, embed_dim)``, float32. Padded tokens
         are skipped where the tower can (``supports_unpad``): every pooling reads real tokens only."""
-        if getattr(self.text_backbone, "supports_unpad", False):
+        if self.text_backbone.supports_unpad:
             kwargs.setdefault("unpad", True)
         tokens = self.text_backbone.forward_features(input_ids, attention_mask=attention_mask, **kwargs)
         pooled = pool_text(self.text_backbone, tokens, self.config.text_pooling, attention_mask)  # (B, C)

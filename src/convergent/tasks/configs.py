@@ -14,7 +14,7 @@ class SimMIMConfig:
     mask_ratio: float = 0.6
     """Fraction of squares masked."""
     encoder_stride: int | None = None
-    """Output stride of the encoder (pixels per output token); None: derived from the backbone."""
+    """Output stride of the encoder (pixels per output token); None: the backbone's declared ``output_stride``."""
 
 
 @dataclass

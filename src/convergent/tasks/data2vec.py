@@ -155,7 +155,7 @@ class Data2Vec(Task):
                 f"data2vec needs 0 <= ema_decay <= ema_end_decay <= 1, got {config.ema_decay}, {config.ema_end_decay}"
             )
         self.top_k = self._resolve_top_k(backbone, config.top_k_layers, paper.top_k)
-        self.num_prefix = int(getattr(backbone, "num_prefix_tokens", 0))
+        self.num_prefix = backbone.num_prefix_tokens
         self.batch_keys = (backbone.input_key, *backbone.extra_input_keys)  # extras optional
         self.teacher = frozen_copy(backbone)
         self.head = Linear(backbone.num_features, backbone.num_features)  # regression head

@@ -8,8 +8,8 @@ predicts pixels; :func:`~convergent.losses.reconstruction.masked_mse` scores the
 """
 
 import torch
-from torch import nn
 
+from convergent.backbones.protocol import ImageBackbone
 from convergent.heads.pixel_decoder import MAEDecoder
 from convergent.losses.reconstruction import masked_mse, patchify, unpatchify
 from convergent.masking import mask_to_pixels, random_masking
@@ -34,24 +34,23 @@ class MAE(Task):
     name = "mae"
     reconstructs = True
     batch_keys = ("image",)
+    modality = "image"
     requires = ("supports_token_drop",)
-    families = ("vit",)
 
-    def __init__(self, backbone: nn.Module, config: MAEConfig):
+    def __init__(self, backbone: ImageBackbone, config: MAEConfig):
         super().__init__(backbone, config)
-        cfg = backbone.config
-        self.patch_size = cfg.patch_size
-        grid = cfg.img_size // cfg.patch_size
+        self.patch_size = p = backbone.patch_size
+        grid = backbone.image_size // p
         self.decoder = MAEDecoder(
             grid * grid,
             backbone.num_features,
             config.decoder_dim,
             config.decoder_depth,
             config.decoder_heads,
-            cfg.patch_size,
-            cfg.in_chans,
-            eps=getattr(cfg, "norm_eps", 1e-6),
-            act=getattr(cfg, "act", "gelu"),
+            p,
+            backbone.in_chans,
+            eps=backbone.norm_eps,
+            act=backbone.act,
         )
 
     def forward(self, batch: dict[str, torch.Tensor], return_outputs: bool = False) -> dict[str, torch.Tensor]:

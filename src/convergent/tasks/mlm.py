@@ -11,9 +11,8 @@ from the global RNG) and corrupted by :func:`corrupt_tokens`, as HF
 """
 
 import torch
-from torch import nn
 
-from convergent.backbones.protocol import backbone_inputs
+from convergent.backbones.protocol import TextBackbone, backbone_inputs
 from convergent.heads.lm_head import LMHead
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
 from convergent.masking import token_candidates, token_masking
@@ -26,12 +25,11 @@ class TiedLMTask(Task):
     and an :class:`~convergent.heads.lm_head.LMHead` (``head``) tied to its word embedding."""
 
     batch_keys = ("input_ids", "attention_mask")
-    families = ("text",)
+    modality = "text"
 
-    def __init__(self, backbone: nn.Module, config):
+    def __init__(self, backbone: TextBackbone, config):
         super().__init__(backbone, config)
-        cfg = backbone.config
-        self.head = LMHead(backbone.num_features, cfg.vocab_size, cfg.act, cfg.norm_eps)
+        self.head = LMHead(backbone.num_features, backbone.vocab_size, backbone.act, backbone.norm_eps)
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Backbone tokens ``(..., C)`` → vocabulary logits ``(..., V)`` (head tied to the input embedding)."""
@@ -59,21 +57,20 @@ class MLM(TiedLMTask):
     name = "mlm"
     requires = ("supports_mask_token",)
 
-    def __init__(self, backbone: nn.Module, config: MLMConfig):
+    def __init__(self, backbone: TextBackbone, config: MLMConfig):
         super().__init__(backbone, config)
         check_corruption(config)
-        cfg = backbone.config
-        if cfg.mask_token_id is None:
+        if backbone.mask_token_id is None:
             raise ValueError(
                 f"task 'mlm' replaces chosen tokens by the backbone's mask_token_id, but {type(backbone).__name__} "
                 "was built with mask_token_id=None; set it to your tokenizer's [MASK] id (103 for BERT uncased)"
             )
-        if cfg.causal:
+        if backbone.is_causal:
             raise ValueError(
                 "task 'mlm' predicts tokens from both sides, but the backbone was built with causal=True; "
                 "use causal=False (or the 'causal-lm' task)"
             )
-        self.special_ids = tuple(sorted({cfg.pad_token_id, cfg.mask_token_id, *config.special_ids}))
+        self.special_ids = tuple(sorted({backbone.pad_token_id, backbone.mask_token_id, *config.special_ids}))
 
     def forward(self, batch: dict[str, torch.Tensor], return_outputs: bool = False) -> dict[str, torch.Tensor]:
         input_ids, kwargs = backbone_inputs(self.backbone, batch)  # (B, L)
@@ -90,9 +87,9 @@ class MLM(TiedLMTask):
                 chosen = token_masking(candidates, self.config.mask_ratio)
             elif chosen.shape != input_ids.shape:
                 raise ValueError(f"mlm_mask {tuple(chosen.shape)} does not match input_ids {tuple(input_ids.shape)}")
-            cfg, bcfg = self.config, self.backbone.config
+            cfg, bb = self.config, self.backbone
             input_ids, labels = corrupt_tokens(
-                input_ids, chosen.bool(), bcfg.mask_token_id, bcfg.vocab_size, cfg.replace_prob, cfg.random_prob
+                input_ids, chosen.bool(), bb.mask_token_id, bb.vocab_size, cfg.replace_prob, cfg.random_prob
             )
         tokens = self.backbone.forward_features(input_ids, **kwargs)  # (B, L, C)
         predicted = labels != IGNORE_INDEX  # (B, L)
@@ -138,12 +135,9 @@ def corrupt_tokens(
     return corrupted, input_ids.masked_fill(~chosen, IGNORE_INDEX)
 
 
-def tied_embedding(backbone: nn.Module) -> torch.Tensor:
+def tied_embedding(backbone: TextBackbone) -> torch.Tensor:
     """The word-embedding table ``(V, C)`` of a text backbone, which LM heads share."""
-    embed = getattr(backbone, "word_embed", None)
-    if not isinstance(embed, nn.Embedding):
-        raise ValueError(f"{type(backbone).__name__} has no word embedding (word_embed) for an LM head to share")
-    return embed.weight
+    return backbone.word_embeddings.weight
 
 
 def check_corruption(config) -> None:

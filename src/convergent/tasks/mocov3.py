@@ -60,7 +60,7 @@ class MoCoV3(Task):
 
     name = "mocov3"
     batch_keys = ("image", "image2")
-    families = ("vit", "swin")
+    modality = "image"
     num_views = 2
     """Augmented views of each image the Trainer passes (``image``, ``image2``)."""
 

@@ -1,18 +1,16 @@
 """SimMIM (Xie et al., 2022): hide random squares of the image behind a learned mask token,
 predict the raw pixels with a linear head, L1 on the masked pixels only.
 
-Encoder, decoder and loss are separate pieces: any backbone with a mask token
-(``forward_features(x, mask=...)``) whose output tokens form a square grid — ViT (class
-token dropped, stride = patch size) or Swin (stride = patch size · 2^(stages-1)) — feeds a
+Encoder, decoder and loss are separate pieces: any image backbone with a mask token
+(``forward_features(x, mask=...)``; its final tokens, prefix tokens dropped, form the grid of
+its declared ``output_stride`` — ViT: the patch size; Swin: patch size · 2^(stages-1)) feeds a
 :class:`~convergent.heads.pixel_decoder.LinearPixelDecoder`, scored by
 :func:`~convergent.losses.reconstruction.masked_l1`.
 """
 
-import math
-
 import torch
-from torch import nn
 
+from convergent.backbones.protocol import ImageBackbone
 from convergent.heads.pixel_decoder import LinearPixelDecoder
 from convergent.losses.reconstruction import masked_l1
 from convergent.masking import SimMIMMaskGenerator, mask_to_pixels
@@ -34,21 +32,20 @@ class SimMIM(Task):
     name = "simmim"
     reconstructs = True
     batch_keys = ("image",)
+    modality = "image"
     requires = ("supports_mask_token",)
-    families = ("vit", "swin")
 
-    def __init__(self, backbone: nn.Module, config: SimMIMConfig):
+    def __init__(self, backbone: ImageBackbone, config: SimMIMConfig):
         super().__init__(backbone, config)
-        cfg = backbone.config
-        self.patch_size = cfg.patch_size
+        self.patch_size = backbone.patch_size
         if config.mask_patch_size % self.patch_size:
             raise ValueError(
                 f"SimMIM mask_patch_size {config.mask_patch_size} must be a multiple of the backbone's "
                 f"patch_size {self.patch_size}"
             )
-        self.num_prefix = int(getattr(backbone, "num_prefix_tokens", 0))
-        self.encoder_stride = config.encoder_stride or derive_encoder_stride(backbone)
-        self.decoder = LinearPixelDecoder(backbone.num_features, self.encoder_stride, cfg.in_chans)
+        self.num_prefix = backbone.num_prefix_tokens
+        self.encoder_stride = config.encoder_stride or backbone.output_stride
+        self.decoder = LinearPixelDecoder(backbone.num_features, self.encoder_stride, backbone.in_chans)
 
     def forward(self, batch: dict[str, torch.Tensor], return_outputs: bool = False) -> dict[str, torch.Tensor]:
         images = batch["image"]
@@ -82,29 +79,6 @@ class SimMIM(Task):
             raise ValueError(f"SimMIM draws square masks; got {h}x{w} images (pass batch['mask'] instead)")
         cfg = self.config
         return SimMIMMaskGenerator(h, cfg.mask_patch_size, self.patch_size, cfg.mask_ratio)(b, device=device)
-
-
-def derive_encoder_stride(backbone: nn.Module) -> int:
-    """Pixels per output token: ``img_size / sqrt(N_out)`` from one forward pass of a blank
-    ``img_size`` image (ViT: the patch size; Swin with 4 stages: 32)."""
-    cfg = backbone.config
-    size = cfg.img_size
-    param = next(backbone.parameters())
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            x = torch.zeros(1, cfg.in_chans, size, size, device=param.device, dtype=param.dtype)
-            n = backbone.forward_features(x).shape[1] - int(getattr(backbone, "num_prefix_tokens", 0))
-    finally:
-        backbone.train(was_training)
-    side = math.isqrt(n)
-    if side * side != n or size % side:
-        raise ValueError(
-            f"{type(backbone).__name__} gives {n} output tokens at {size} px, not a square grid that divides "
-            "the image; set SimMIMConfig.encoder_stride"
-        )
-    return size // side
 
 
 def decoder_state_dict_from_hf(state_dict: dict) -> dict:

@@ -116,7 +116,8 @@ class ViLT(Task):
 
     name = "vilt"
     batch_keys = ("image", "input_ids", "attention_mask")
-    families = ("vit",)
+    modality = "image"
+    requires = ("supports_joint_tokens",)
 
     @classmethod
     def configure_text(cls, config: ViLTConfig, vocab: dict) -> None:
@@ -128,14 +129,14 @@ class ViLT(Task):
     def __init__(self, backbone: nn.Module, config: ViLTConfig):
         super().__init__(backbone, config)
         _check_config(config)
-        c, bcfg = backbone.num_features, backbone.config
+        c = backbone.num_features
         self.text_embed = TextEmbedding(
-            config.vocab_size, config.max_text_len, c, config.pad_token_id, bcfg.norm_eps, bcfg.dropout
+            config.vocab_size, config.max_text_len, c, config.pad_token_id, backbone.norm_eps, backbone.dropout
         )
         self.modality_embed = nn.Embedding(2, c)  # (text, image), ViLT's token_type_embeddings
         self.pooler = Pooler(c)
         self.itm_head = nn.Linear(c, 2)
-        self.mlm_head = LMHead(c, config.vocab_size, bcfg.act, bcfg.norm_eps)
+        self.mlm_head = LMHead(c, config.vocab_size, backbone.act, backbone.norm_eps)
         nn.init.normal_(self.modality_embed.weight, std=0.02)
         for layer in (self.pooler.dense, self.itm_head):  # ViLT's init: normal(0, 0.02), zero bias
             init_linear_norm_(layer, std=0.02, truncated=False)

@@ -1,0 +1,118 @@
+"""The Vision Transformer family's spec (torch-free): its config and its registered variants
+(ViT sizes, CLIP's image tower). The model is :mod:`convergent.backbones.vit`."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from convergent.backbones.families import register_backbone, register_family
+
+
+@register_family
+@dataclass
+class ViTConfig:
+    """Vision Transformer: class token, learned absolute positions, pre-norm blocks."""
+
+    family: ClassVar[str] = "vit"
+    modality: ClassVar[str] = "image"
+    builder: ClassVar[str] = "convergent.backbones.vit:VisionTransformer"
+    converter: ClassVar[str | None] = "convergent.converters.hf_vit"
+
+    img_size: int = 224
+    """Input resolution the position embeddings are laid out for."""
+    patch_size: int = 16
+    """Patch side in pixels."""
+    in_chans: int = 3
+    """Input channels."""
+    embed_dim: int = 768
+    """Token width."""
+    depth: int = 12
+    """Number of Transformer blocks."""
+    num_heads: int = 12
+    """Attention heads per block."""
+    mlp_dim: int = 3072
+    """Hidden width of the feed-forward block."""
+    qkv_bias: bool = True
+    """Learn q, k, v biases."""
+    dropout: float = 0.0
+    """Dropout on embeddings and residual branches."""
+    attn_dropout: float = 0.0
+    """Dropout on attention probabilities."""
+    drop_path: float = 0.0
+    """Stochastic depth rate, increased linearly to this value over the blocks."""
+    norm_eps: float = 1e-6
+    """LayerNorm epsilon (timm/MAE: 1e-6; HF ViT default: 1e-12)."""
+    act: str = "gelu"
+    """Feed-forward activation (gelu, gelu_tanh, quick_gelu, relu)."""
+    pooler: bool = False
+    """Add a dense+tanh pooler over the class token (as HF ViTModel)."""
+    pre_norm: bool = False
+    """CLIP's layout (timm ``pre_norm``): a LayerNorm on the embedded tokens before the first
+    block, and no bias in the patch projection (as CLIP, and timm with ``pre_norm``)."""
+    global_pool: str = "token"
+    """How ``pooled`` summarises tokens: 'token' (class token) or 'avg' (mean of patch tokens)."""
+
+
+
+# --- ViT (Dosovitskiy et al. 2021; tiny/small from DeiT) -------------------------------------
+
+
+def _vit(embed_dim: int, depth: int, num_heads: int, **kw) -> ViTConfig:
+    return ViTConfig(embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_dim=4 * embed_dim, **kw)
+
+
+@register_backbone("vit_test")
+def vit_test() -> ViTConfig:
+    return _vit(32, 2, 2, img_size=32, patch_size=8)
+
+
+@register_backbone("vit_micro")
+def vit_micro() -> ViTConfig:
+    """Small ViT for 32-px images (e.g. Fashion-MNIST): 8x8 patches of 4 px, width 192, 6 blocks."""
+    return _vit(192, 6, 3, img_size=32, patch_size=4)
+
+
+@register_backbone("vit_tiny_patch16")
+def vit_tiny_patch16() -> ViTConfig:
+    return _vit(192, 12, 3)
+
+
+@register_backbone("vit_small_patch16")
+def vit_small_patch16() -> ViTConfig:
+    return _vit(384, 12, 6)
+
+
+@register_backbone("vit_base_patch16")
+def vit_base_patch16() -> ViTConfig:
+    return _vit(768, 12, 12)
+
+
+@register_backbone("vit_base_patch32")
+def vit_base_patch32() -> ViTConfig:
+    return _vit(768, 12, 12, patch_size=32)
+
+
+@register_backbone("vit_large_patch16")
+def vit_large_patch16() -> ViTConfig:
+    return _vit(1024, 24, 16)
+
+
+def _vit_clip(embed_dim: int, depth: int, num_heads: int, **kw) -> ViTConfig:
+    """CLIP's image tower: a LayerNorm before the blocks, no patch bias, LayerNorm eps 1e-5, quick GELU."""
+    return _vit(embed_dim, depth, num_heads, pre_norm=True, norm_eps=1e-5, act="quick_gelu", **kw)
+
+
+@register_backbone("vit_clip_test")
+def vit_clip_test() -> ViTConfig:
+    return _vit_clip(32, 2, 2, img_size=32, patch_size=8)
+
+
+@register_backbone("vit_base_patch32_clip")
+def vit_base_patch32_clip() -> ViTConfig:
+    """CLIP ViT-B/32 at 224 px."""
+    return _vit_clip(768, 12, 12, patch_size=32)
+
+
+@register_backbone("vit_base_patch16_clip")
+def vit_base_patch16_clip() -> ViTConfig:
+    """CLIP ViT-B/16 at 224 px."""
+    return _vit_clip(768, 12, 12)
