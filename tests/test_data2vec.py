@@ -167,7 +167,7 @@ def test_same_task_trains_text_vit_and_swin(name):
 
 def test_batch_keys_and_defaults_come_from_the_backbone():
     text, vit, swin = make("text_test"), make("vit_test"), make("swinv2_test")
-    assert text.batch_keys == ("input_ids", "attention_mask", "token_type_ids")
+    assert text.batch_keys == ("input_ids",)  # required; attention_mask and token_type_ids are read when present
     assert vit.batch_keys == swin.batch_keys == ("image",)
     assert (text.mask_kind, text.mask_ratio, text.loss_beta) == ("token", 0.15, 4.0)
     assert (vit.mask_kind, vit.mask_ratio, vit.loss_beta) == ("block", 0.6, 2.0)

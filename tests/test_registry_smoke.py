@@ -11,23 +11,24 @@ import torch
 from convergent.backbones import backbone_config, backbone_names, build_backbone
 from convergent.backbones.protocol import Backbone
 
-SMALL_INPUT = {"text": dict(), "vit": dict(img_size=32), "swin": dict(img_size=64)}
+SMALL_IMAGE = 64
+"""Image side for full-size image variants: at least two final tokens per side for every
+registered output stride (ViT/16: 4x4, /32: 2x2, four-stage Swin and ConvNeXt: 2x2)."""
 
 
 def small_input(model: Backbone) -> tuple[torch.Tensor, int]:
-    """An input and its number of maskable tokens."""
-    cfg = model.config
-    if cfg.family == "text":
-        return torch.randint(0, cfg.vocab_size, (2, 8)), 8
-    x = torch.randn(2, cfg.in_chans, cfg.img_size, cfg.img_size)
-    grid = -(-cfg.img_size // cfg.patch_size)
-    return x, grid * grid
+    """An input and its number of maskable positions, from the declared protocol."""
+    if model.modality == "text":
+        return torch.randint(0, model.vocab_size, (2, 8)), 8
+    x = torch.randn(2, model.in_chans, model.image_size, model.image_size)
+    grid = model.mask_grid(x)
+    return x, grid[0] * grid[1]
 
 
 @pytest.mark.parametrize("name", backbone_names())
 def test_forward_backward_with_and_without_mask(name):
     cfg = backbone_config(name)
-    model = build_backbone(name, **SMALL_INPUT[cfg.family]).train()
+    model = build_backbone(name, **({"img_size": SMALL_IMAGE} if cfg.modality == "image" else {})).train()
     assert isinstance(model, Backbone)
     x, n = small_input(model)
     tokens = model(x)
