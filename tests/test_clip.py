@@ -9,7 +9,8 @@ import torch
 
 from convergent.backbones import TextConfig, build_backbone
 from convergent.losses.contrastive import clip_loss, gather_features, info_nce, world
-from convergent.tasks.clip import CLIP, pool_text
+from convergent.heads.classifier import pool_tokens
+from convergent.tasks.clip import CLIP
 from convergent.tasks.configs import CLIPConfig
 from convergent.tasks.registry import build_task
 
@@ -129,10 +130,12 @@ def test_text_embedding_ignores_padding_and_pools_the_eos_token():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
         tokens = task.text_backbone(short["input_ids"], attention_mask=short["attention_mask"])
     last = short["attention_mask"].sum(1) - 1
-    assert torch.equal(pool_text(task.text_backbone, tokens, "eos", short["attention_mask"]), tokens[torch.arange(2), last])
-    assert torch.equal(pool_text(task.text_backbone, tokens, "eos"), tokens[:, -1])
+    assert torch.equal(pool_tokens(task.text_backbone, tokens, "eos", short["attention_mask"]), tokens[torch.arange(2), last])
+    assert torch.equal(pool_tokens(task.text_backbone, tokens, "eos"), tokens[:, -1])
     with pytest.raises(ValueError, match="cls"):  # the causal tower's first token sees only itself
-        pool_text(task.text_backbone, tokens, "cls")
+        pool_tokens(task.text_backbone, tokens, "cls")
+    with pytest.raises(ValueError, match="'eos' pools the last real token of a text"):
+        pool_tokens(task.backbone, task.backbone(_batch()["image"]), "eos")
 
 
 def test_other_text_poolings():

@@ -50,14 +50,14 @@ def test_init():
     assert rates == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
 
 
-@pytest.mark.parametrize("global_pool, pooler", [("token", False), ("avg", False), ("token", True)])
+@pytest.mark.parametrize("global_pool, pooler", [("cls", False), ("avg", False), ("cls", True)])
 def test_shapes_and_pooling(global_pool, pooler):
     model = _model(global_pool=global_pool, pooler=pooler)
     tokens = model(_images())
     assert tokens.shape == (B, 1 + N, C)
     pooled = model.pooled(tokens)
     assert pooled.shape == (B, C)
-    base = tokens[:, 0] if global_pool == "token" else tokens[:, 1:].mean(1)
+    base = tokens[:, 0] if global_pool == "cls" else tokens[:, 1:].mean(1)
     expected = torch.tanh(model.pooler.dense(base)) if pooler else base
     torch.testing.assert_close(pooled, expected, rtol=0, atol=0)
 

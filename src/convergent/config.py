@@ -135,7 +135,7 @@ class EvalConfig:
     layer: int = -1
     """Block whose output is probed (-1: final normalised tokens)."""
     pooling: str = "avg"
-    """How tokens become one vector: avg, cls."""
+    """How tokens become one vector: 'cls' | 'avg' | 'eos' | 'default', as ``ClassifyConfig.pooling``."""
     limit_train: int | None = 10000
     """At most this many labelled training samples for the probes (None: all); the default
     keeps the end-of-run evaluation to seconds on a CPU."""

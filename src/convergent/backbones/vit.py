@@ -41,8 +41,8 @@ class VisionTransformer(ImageBackbone):
         super().__init__(config)
         if config.img_size % config.patch_size:
             raise ValueError(f"img_size {config.img_size} is not a multiple of patch_size {config.patch_size}")
-        if config.global_pool not in ("token", "avg"):
-            raise ValueError(f"global_pool must be 'token' or 'avg', got {config.global_pool!r}")
+        if config.global_pool not in ("cls", "avg"):
+            raise ValueError(f"global_pool must be 'cls' or 'avg', got {config.global_pool!r}")
         c = config.embed_dim
         self.embed_dim = self.num_features = c
         self.grid = (config.img_size // config.patch_size,) * 2
@@ -168,9 +168,9 @@ class VisionTransformer(ImageBackbone):
         return self.norm(tokens), outs
 
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(B, 1 + N, C)`` → ``(B, C)``: class token ('token') or mean of patch tokens ('avg'),
+        """``(B, 1 + N, C)`` → ``(B, C)``: class token ('cls') or mean of patch tokens ('avg'),
         then the dense+tanh pooler when configured."""
-        x = tokens[:, 0] if self.config.global_pool == "token" else tokens[:, 1:].mean(dim=1)
+        x = tokens[:, 0] if self.config.global_pool == "cls" else tokens[:, 1:].mean(dim=1)
         return self.pooler(x) if self.pooler is not None else x
 
     def mask_grid(self, x: torch.Tensor) -> tuple[int, ...]:

@@ -48,8 +48,14 @@ class ViTConfig:
     pre_norm: bool = False
     """CLIP's layout (timm ``pre_norm``): a LayerNorm on the embedded tokens before the first
     block, and no bias in the patch projection (as CLIP, and timm with ``pre_norm``)."""
-    global_pool: str = "token"
-    """How ``pooled`` summarises tokens: 'token' (class token) or 'avg' (mean of patch tokens)."""
+    global_pool: str = "cls"
+    """How ``pooled`` summarises tokens: 'cls' (class token) or 'avg' (mean of patch tokens), the
+    pooling vocabulary of ``convergent.heads.classifier.POOLINGS`` ('token', timm's and earlier
+    versions' name for 'cls', is read as 'cls')."""
+
+    def __post_init__(self):
+        if self.global_pool == "token":  # config.json files written before the one pooling vocabulary
+            self.global_pool = "cls"
 
 
 

@@ -30,7 +30,7 @@ are zeros after import and dropped on export. The key names are the same in tran
 and 5.x; old checkpoints' ``position_ids`` buffers are skipped.
 
 The forward matches HF's with the task's default pooling (``image_pooling='default'`` on a
-ViT with ``global_pool='token'``, ``text_pooling='eos'``) whenever each text ends with the
+ViT with ``global_pool='cls'``, ``text_pooling='eos'``) whenever each text ends with the
 end-of-text token followed only by padding, as CLIP's tokenizer writes it: HF takes the first
 ``eos_token_id`` (or, for configs with the pre-2023 ``eos_token_id=2``, the highest id), the
 task the last real token. HF CLIP has no hidden dropout, dropout / drop path are not exported.
@@ -135,7 +135,7 @@ def config_from_hf(hf: dict) -> CLIPTowers:
         in_chans=v["num_channels"], embed_dim=v["hidden_size"], depth=v["num_hidden_layers"],
         num_heads=v["num_attention_heads"], mlp_dim=v["intermediate_size"], qkv_bias=True, dropout=0.0,
         attn_dropout=float(v["attention_dropout"]), norm_eps=float(v["layer_norm_eps"]),
-        act=_ACT_FROM_HF[v["hidden_act"]], pooler=False, global_pool="token", pre_norm=True,
+        act=_ACT_FROM_HF[v["hidden_act"]], pooler=False, global_pool="cls", pre_norm=True,
     )  # fmt: skip
     text = TextConfig(
         vocab_size=t["vocab_size"], max_position=t["max_position_embeddings"], type_vocab_size=0,

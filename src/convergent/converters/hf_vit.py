@@ -90,7 +90,7 @@ def config_to_hf(cfg: ViTConfig) -> dict:
     ``drop_path`` (a training-time regulariser HF ViT lacks) is not represented; build the HF
     model with ``add_pooling_layer=cfg.pooler``.
     """
-    if cfg.pooler and cfg.global_pool != "token":
+    if cfg.pooler and cfg.global_pool != "cls":
         raise ValueError(f"HF ViT's pooler reads the class token; global_pool={cfg.global_pool!r} has no HF equivalent")
     _check_vit_layout(cfg)
     return {

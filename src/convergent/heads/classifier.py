@@ -14,7 +14,10 @@ from torch import nn
 
 from convergent.layers.linear import Linear
 
-POOLINGS = ("avg", "cls", "default")
+POOLINGS = ("cls", "avg", "eos", "default")
+"""The one pooling vocabulary (fine-tuning, probes, CLIP's towers, ViT's ``global_pool``):
+'cls' the first token, 'avg' the mean of the non-prefix (real) tokens, 'eos' the last real
+token (text), 'default' the backbone's own ``pooled``."""
 
 
 def has_class_token(backbone: nn.Module) -> bool:
@@ -25,10 +28,13 @@ def has_class_token(backbone: nn.Module) -> bool:
 
 def check_pooling(backbone: nn.Module, pooling: str, field: str = "pooling") -> None:
     """Raise a clear error, naming the config ``field``, when ``pooling`` is not one of
-    :data:`POOLINGS` or is ``"cls"`` for a backbone without a class token; for tasks to call
-    when they are built (:func:`pool_tokens` would only fail at the first batch)."""
+    :data:`POOLINGS`, is ``"cls"`` for a backbone without a class token or ``"eos"`` for one
+    that does not read text; for tasks to call when they are built (:func:`pool_tokens` would
+    only fail at the first batch)."""
     if pooling not in POOLINGS:
         raise ValueError(f"{field} must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if pooling == "eos" and backbone.modality != "text":
+        raise ValueError(f"{field}='eos' pools the last real token of a text; {type(backbone).__name__} reads images")
     if pooling == "cls" and not has_class_token(backbone):
         raise ValueError(
             f"{field}='cls' needs a first token that summarises the input (a class token, or the [CLS] of a "
@@ -48,6 +54,8 @@ def pool_tokens(
       sample's features do not depend on how far its batch was padded;
     * ``"cls"``: the first token (ViT's class token, text's ``[CLS]``); an error for backbones
       without one (Swin), see :func:`has_class_token`;
+    * ``"eos"``: the last real token of each text (the last position where ``attention_mask``
+      is 1; the last position without a mask), as CLIP's text tower pools;
     * ``"default"``: ``backbone.pooled(tokens)`` (the backbone's own choice, e.g. ViT's
       ``global_pool`` and optional pooler, BERT's first token and pooler).
     """
@@ -60,10 +68,20 @@ def pool_tokens(
         if attention_mask is None:
             return tokens[:, prefix:].mean(dim=1)  # (B, C)
         return _masked_mean(tokens[:, prefix:], real_tokens(attention_mask, tokens)[:, prefix:])
-    check_pooling(backbone, pooling)  # an unknown name, or 'cls' without a summarising first token
+    check_pooling(backbone, pooling)  # an unknown name, 'cls' without a summarising first token, ...
     if pooling == "cls":
         return tokens[:, 0]  # (B, C)
+    if pooling == "eos":
+        return _last_real(tokens, attention_mask)
     return backbone.pooled(tokens)
+
+
+def _last_real(tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The last real token of each row of ``tokens`` ``(B, L, C)`` → ``(B, C)``."""
+    if attention_mask is None:
+        return tokens[:, -1]
+    last = tokens.shape[1] - 1 - real_tokens(attention_mask, tokens).flip(1).int().argmax(dim=1)  # (B,)
+    return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
 
 
 def real_tokens(attention_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,6 @@ from convergent.losses.contrastive import clip_loss
 from convergent.tasks.base import Task
 from convergent.tasks.configs import CLIPConfig
 
-TEXT_POOLINGS = ("eos", "cls", "avg")
 
 
 class CLIP(Task):
@@ -81,8 +80,7 @@ class CLIP(Task):
                 f"CLIP's text tower must be a text backbone; {type(text_backbone).__name__} reads "
                 f"{text_backbone.modality}s"
             )
-        if config.text_pooling != "eos":
-            check_pooling(text_backbone, config.text_pooling, "CLIPConfig.text_pooling")
+        check_pooling(text_backbone, config.text_pooling, "CLIPConfig.text_pooling")
         self.text_backbone = text_backbone
         self.image_proj = Linear(backbone.num_features, config.embed_dim, bias=False)
         self.text_proj = Linear(text_backbone.num_features, config.embed_dim, bias=False)
@@ -108,7 +106,7 @@ class CLIP(Task):
         if self.text_backbone.supports_unpad:
             kwargs.setdefault("unpad", True)
         tokens = self.text_backbone.forward_features(input_ids, attention_mask=attention_mask, **kwargs)
-        pooled = pool_text(self.text_backbone, tokens, self.config.text_pooling, attention_mask)  # (B, C)
+        pooled = pool_tokens(self.text_backbone, tokens, self.config.text_pooling, attention_mask)  # (B, C)
         return F.normalize(self.text_proj(pooled).float(), dim=-1)
 
     def scale(self) -> torch.Tensor:
@@ -151,24 +149,8 @@ class CLIP(Task):
         return round(text_id * top / max(text_top, 1))
 
 
-def pool_text(
-    backbone: nn.Module, tokens: torch.Tensor, pooling: str, attention_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Text tokens ``(B, L, C)`` → ``(B, C)``: 'eos' the last real token (the last position
-    where ``attention_mask`` is 1; the last position without a mask), 'cls' the first, 'avg'
-    the mean of the real tokens."""
-    if pooling != "eos":
-        return pool_tokens(backbone, tokens, pooling, attention_mask)
-    if attention_mask is None:
-        return tokens[:, -1]
-    last = tokens.shape[1] - 1 - real_tokens(attention_mask, tokens).flip(1).int().argmax(dim=1)  # (B,) last real
-    return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
-
-
 def _check_config(config: CLIPConfig, backbone: nn.Module) -> None:
     check_pooling(backbone, config.image_pooling, "CLIPConfig.image_pooling")
-    if config.text_pooling not in TEXT_POOLINGS:
-        raise ValueError(f"CLIPConfig.text_pooling must be one of {', '.join(TEXT_POOLINGS)}, got {config.text_pooling!r}")
     if config.embed_dim < 1:
         raise ValueError(f"CLIPConfig.embed_dim must be >= 1, got {config.embed_dim}")
     if not (config.init_temperature > 0 and config.max_logit_scale >= 1.0 / config.init_temperature):

@@ -44,8 +44,10 @@ class ClassifyConfig:
     label_smoothing: float = 0.1
     """Label smoothing of the cross-entropy (MAE / SimMIM fine-tuning: 0.1)."""
     pooling: str = "avg"
-    """How tokens become one vector: 'avg' (mean of patch tokens, MAE fine-tuning), 'cls' (class
-    token; ViT only), 'default' (the backbone's ``pooled``)."""
+    """How tokens become one vector ('cls' | 'avg' | 'eos' | 'default', as everywhere): 'avg' (mean
+    of patch / real tokens, MAE fine-tuning), 'cls' (the first token, where it summarises the
+    input: ViT's class token, BERT's [CLS]), 'eos' (the last real token of a text), 'default'
+    (the backbone's ``pooled``)."""
     head_dropout: float = 0.0
     """Dropout before the linear head."""
     head_init_std: float = 2e-5
@@ -158,12 +160,13 @@ class CLIPConfig:
     embed_dim: int = 512
     """Width of the joint embedding space (CLIP ViT-B: 512)."""
     image_pooling: str = "default"
-    """Image tokens → one vector: 'default' (the backbone's ``pooled``: ViT's class token, Swin's
-    mean), 'cls' (class token), 'avg' (mean of patch tokens)."""
+    """Image tokens → one vector, in the one pooling vocabulary ('cls' | 'avg' | 'eos' |
+    'default'; ``heads/classifier.py:POOLINGS``): 'default' (the backbone's ``pooled``: ViT's
+    class token, Swin's mean), 'cls' (class token), 'avg' (mean of patch tokens)."""
     text_pooling: str = "eos"
     """Text tokens → one vector: 'eos' (the last real token, where CLIP's tokenizer puts its
     end-of-text token; the only one a causal tower lets see the whole text), 'cls' (the first
-    token), 'avg' (mean of the real tokens)."""
+    token), 'avg' (mean of the real tokens), 'default' (the tower's ``pooled``)."""
     init_temperature: float = 0.07
     """Initial softmax temperature; the learned logit scale starts at log(1 / 0.07) (paper)."""
     max_logit_scale: float = 100.0

@@ -234,7 +234,7 @@ def _towers(task, tokenizer, file: Path):
     problems = []
     if image.family != "vit":
         problems.append(f"the image tower is {image.family} (HF CLIPModel's is a ViT)")
-    elif not (c.image_pooling == "cls" or (c.image_pooling == "default" and image.global_pool == "token")):
+    elif not (c.image_pooling == "cls" or (c.image_pooling == "default" and image.global_pool == "cls")):
         problems.append(f"task.clip.image_pooling {c.image_pooling!r} with global_pool {image.global_pool!r} "
                         "(HF pools the class token)")  # fmt: skip
     if c.text_pooling != "eos":
