@@ -1,6 +1,7 @@
-"""CLIP: InfoNCE / CLIP loss against hand-written references, the temperature clamp, the
-task's outputs, pooling and padding, config checks, optimizer metadata, and the pre-norm
-(CLIP layout) text and ViT towers. DDP: ``test_clip_ddp.py``; HF parity: ``test_convert_hf_clip.py``."""
+"""CLIP: the temperature clamp, the task's outputs, pooling and padding, config checks,
+optimizer metadata, and the pre-norm (CLIP layout) text and ViT towers. The losses against
+hand-written references: ``tests/losses/test_contrastive.py``; DDP: ``test_clip_ddp.py``; HF
+parity: ``test_convert_hf_clip.py``."""
 
 import math
 
@@ -8,62 +9,13 @@ import pytest
 import torch
 
 from convergent.backbones import TextConfig, build_backbone
-from convergent.losses.contrastive import clip_loss, gather_features, info_nce, world
 from convergent.heads.classifier import pool_tokens
+from convergent.losses.contrastive import clip_loss
 from convergent.tasks.clip import CLIP
 from convergent.tasks.configs import CLIPConfig
 from convergent.tasks.registry import build_task
 
 EOS = 999  # end-of-text id in clip_text_test's vocabulary of 1000
-
-
-def _unit(n: int, d: int, seed: int) -> torch.Tensor:
-    return torch.nn.functional.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=-1)
-
-
-def _reference_info_nce(q: torch.Tensor, k: torch.Tensor, scale: float, offset: int = 0) -> torch.Tensor:
-    """-log(exp(s q_i.k_{i+o}) / sum_j exp(s q_i.k_j)), averaged, written out element by element."""
-    total = 0.0
-    for i in range(q.shape[0]):
-        sims = [scale * float(q[i] @ k[j]) for j in range(k.shape[0])]
-        top = max(sims)
-        log_z = top + math.log(sum(math.exp(s - top) for s in sims))
-        total += log_z - sims[i + offset]
-    return torch.tensor(total / q.shape[0])
-
-
-def test_info_nce_matches_reference():
-    q, k = _unit(5, 8, 0), _unit(12, 8, 1)
-    for offset in (0, 3, 7):
-        torch.testing.assert_close(info_nce(q, k, 7.5, offset), _reference_info_nce(q, k, 7.5, offset), atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="need at least"):
-        info_nce(q, k, 1.0, offset=8)
-
-
-def test_clip_loss_is_the_symmetric_info_nce():
-    image, text = _unit(6, 8, 2), _unit(6, 8, 3)
-    out = clip_loss(image, text, 14.0)
-    ref = (_reference_info_nce(image, text, 14.0) + _reference_info_nce(text, image, 14.0)) / 2
-    torch.testing.assert_close(out.loss, ref, atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.logits_per_text, out.logits_per_image.T)
-    assert torch.equal(out.labels, torch.arange(6))
-    # local_loss without a process group is the same computation
-    torch.testing.assert_close(clip_loss(image, text, 14.0, local_loss=True).loss, out.loss)
-    # matched pairs score low, shuffled ones high
-    assert clip_loss(image, image, 50.0).loss < 0.01 < clip_loss(image, image.roll(1, 0), 50.0).loss
-
-
-def test_single_process_helpers():
-    x = torch.randn(3, 4)
-    assert world() == (0, 1)
-    assert gather_features(x) is x and gather_features(x, with_grad=False) is x
-
-
-def test_loss_runs_in_float32_under_autocast():
-    image, text = _unit(4, 8, 4), _unit(4, 8, 5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = clip_loss(image.bfloat16(), text.bfloat16(), torch.tensor(30.0))
-    assert out.loss.dtype == out.logits_per_image.dtype == torch.float32
 
 
 # --- the task ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """data2vec: the teacher gets no gradient and follows the hand-written EMA and momentum
 schedule; targets equal a hand-computed top-K average (padded text, ViT, Swin); the same task
 class trains text, ViT and Swin; the state dict restores the teacher; clear errors; mask
-generators and the contract's mask mapping; the regression loss against a reference."""
+generators and the contract's mask mapping. The regression loss against a reference:
+``tests/losses/test_regression.py``."""
 
 import math
 
@@ -12,7 +13,6 @@ from safetensors.torch import load_file, save_file
 
 from convergent.backbones import ViTConfig, build_backbone
 from convergent.backbones.vit import VisionTransformer
-from convergent.losses.regression import masked_smooth_l1
 from convergent.tasks.configs import Data2VecConfig
 from convergent.tasks.data2vec import Data2Vec, normalize, real_positions
 from convergent.tasks.registry import build_task
@@ -314,23 +314,3 @@ def test_mask_grid_for_other_sizes():
     assert swin.mask_grid(torch.zeros(1, 3, 36, 44)) == (9, 11)
     assert build_backbone("text_test").mask_grid(torch.zeros(2, 7, dtype=torch.long)) == (7,)
     assert build_backbone("vit_test").final_stage_depth == 2 and swin.final_stage_depth == 2
-
-
-# --- loss -------------------------------------------------------------------------------------
-
-
-def test_masked_smooth_l1_against_reference():
-    pred = torch.tensor([[[0.0, 0.0], [1.0, -3.0]], [[0.5, 0.0], [9.0, 9.0]]])
-    target = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
-    mask = torch.tensor([[True, True], [True, False]])
-
-    def ref(e: float, beta: float) -> float:
-        if beta == 0:
-            return e * e
-        return 0.5 * e * e / beta if abs(e) <= beta else abs(e) - 0.5 * beta
-
-    for beta in (0.0, 2.0, 4.0):
-        errors = [[1.0, 0.0], [1.0, -3.0], [0.5, 0.0]]  # the selected positions' errors
-        expected = sum(sum(ref(e, beta) for e in row) / 2 for row in errors) / 3
-        assert masked_smooth_l1(pred, target, mask, beta).item() == pytest.approx(expected)
-    assert masked_smooth_l1(pred, target, torch.zeros(2, 2, dtype=torch.bool), 2.0).item() == 0.0

@@ -1,6 +1,7 @@
 """MAE: loss parity with HF ``ViTMAEForPreTraining`` given the same noise (norm_pix on and off),
-decoder weight mapping (5.x and 4.x layouts), fixed sin-cos positions, patchify order,
-capability checks, and the loss falls when training."""
+decoder weight mapping (5.x and 4.x layouts), fixed sin-cos positions, capability checks, and
+the loss falls when training. ``masked_mse`` and the patchify order:
+``tests/losses/test_reconstruction.py``."""
 
 import pytest
 import torch
@@ -10,7 +11,6 @@ from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_pos
 from convergent.backbones import ViTConfig, build_backbone
 from convergent.converters import hf_vit
 from convergent.heads.pixel_decoder import MAEDecoder, sincos_pos_embed_2d
-from convergent.losses.reconstruction import masked_mse, patchify, unpatchify
 from convergent.masking import random_masking
 from convergent.tasks.configs import MAEConfig
 from convergent.tasks.mae import MAE, decoder_state_dict_from_hf
@@ -67,32 +67,12 @@ def test_loss_parity_with_hf(norm_pix):
     assert abs(other - hm(pixel_values=x, noise=noise2).loss.item()) <= 1e-5
 
 
-def test_masked_mse_by_hand():
-    pred = torch.zeros(1, 2, 4)
-    target = torch.tensor([[[1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 0.0, 2.0]]])
-    mask = torch.tensor([[False, True]])
-    assert masked_mse(pred, target, mask, norm_pix=False).item() == pytest.approx(2.0)  # (0+4+0+4)/4
-    # normalised target of patch 1: mean 1, unbiased var 4/3 -> values ±1/sqrt(4/3 + eps), squares 0.75
-    assert masked_mse(pred, target, mask, norm_pix=True).item() == pytest.approx(1 / (4 / 3 + 1e-6), rel=1e-6)
-
-
 def test_sincos_matches_hf_and_decoder_buffer():
     for grid, dim in ((4, 16), (14, 64)):
         assert torch.allclose(sincos_pos_embed_2d(grid, dim), hf_sincos(grid, dim), atol=1e-6)
     dec = MAEDecoder(16, 32, 16, 1, 2, 8, 3)
     assert torch.allclose(dec.pos_embed[0], hf_sincos(4, 16), atol=1e-6)
     assert "pos_embed" in dec.state_dict() and "pos_embed" not in dict(dec.named_parameters())
-
-
-def test_patchify_matches_hf():
-    hm, _ = _pair(False)
-    x = torch.randn(2, 3, 32, 32)
-    assert torch.equal(patchify(x, 8), hm.patchify(x))
-    p = torch.randn(2, 16, 192)
-    assert torch.equal(unpatchify(p, 8), hm.unpatchify(p))
-    assert torch.equal(unpatchify(patchify(x, 8), 8), x)
-    with pytest.raises(ValueError, match="not a multiple of the patch size"):
-        patchify(torch.randn(1, 3, 30, 32), 8)
 
 
 def test_legacy_decoder_layout_and_unknown_keys():

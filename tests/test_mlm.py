@@ -4,7 +4,6 @@ corruption in proportion; special tokens and padding are never chosen; clear err
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from convergent.backbones import TextConfig, build_backbone
 from convergent.converters.hf_bert import (
@@ -14,7 +13,6 @@ from convergent.converters.hf_bert import (
     state_dict_from_hf,
     state_dict_to_hf,
 )
-from convergent.losses.language import token_cross_entropy
 from convergent.tasks.configs import MLMConfig
 from convergent.tasks.mlm import MLM, corrupt_tokens
 from convergent.tasks.registry import build_task
@@ -214,17 +212,6 @@ def test_mlm_mask_fixes_the_positions():
     assert torch.equal(out["labels"] != -100, chosen)
     assert torch.equal(out["input_ids"], batch["input_ids"].masked_fill(chosen, MASK_ID))
     assert out["num_predictions"].item() == 2
-
-
-def test_token_cross_entropy_by_hand():
-    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[0.0, 0.0, 3.0], [1.0, 1.0, 1.0]]])
-    labels = torch.tensor([[0, -100], [1, 2]])
-    want = [-F.log_softmax(logits[i, j], -1)[t] for (i, j), t in (((0, 0), 0), ((1, 0), 1), ((1, 1), 2))]
-    loss, acc, n = token_cross_entropy(logits, labels)
-    assert loss.item() == pytest.approx(sum(w.item() for w in want) / 3)
-    assert acc.item() == pytest.approx(1 / 3) and n.item() == 3  # only [0, 0] is argmax-right
-    empty = token_cross_entropy(logits.requires_grad_(), torch.full((2, 2), -100))
-    assert empty[0].item() == 0.0 and empty[0].requires_grad and empty[2].item() == 0
 
 
 def test_loss_falls_when_training():

@@ -1,5 +1,5 @@
-"""MoCo v3: ``ctr`` against the paper's pseudo-code by hand and across 2 gloo processes; the
-task's loss is the symmetric one of its parts; the momentum encoder gets no gradient and
+"""MoCo v3: the task's loss is the symmetric ``ctr`` of its parts (the loss itself, by hand and
+across 2 gloo processes: ``tests/losses/test_moco.py``); the momentum encoder gets no gradient and
 follows the EMA formula and the cosine schedule; the Trainer passes two different draws of
 the same images and the task trains ``vit_test``; the state dict restores the momentum
 encoder; the heads have MoCo v3's layout; clear errors."""
@@ -8,18 +8,17 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
 from convergent.backbones import build_backbone
 from convergent.heads.mlp_head import MLPHead
-from convergent.losses.moco import ctr, symmetric_ctr
+from convergent.losses.moco import ctr
 from convergent.tasks.configs import MoCoV3Config
 from convergent.tasks.mocov3 import MoCoV3, top1_accuracy
 from convergent.tasks.registry import build_task
 from convergent.tasks.teacher import cosine_momentum
+from convergent.training.loop import Trainer
 from convergent.training.optim import param_groups
 from tests.task_helpers import train_steps
 from tests.training_helpers import RegressTask, SyntheticImages, build, configs, random_transform, read_metrics
@@ -28,10 +27,7 @@ TINY = dict(hidden_dim=32, out_dim=16)
 
 
 def trainer(run_dir, **cfg):
-    """A small CPU Trainer. The loop is imported here, not at the top: the 2-process test
-    spawns processes that import this module, and Lightning Fabric takes seconds to import."""
-    from convergent.training.loop import Trainer
-
+    """A small CPU Trainer."""
     batch = cfg.pop("batch_size", 4)
     return Trainer(*configs(**cfg), run_dir, batch_size=batch, progress=False)
 
@@ -42,70 +38,6 @@ def make(**cfg) -> MoCoV3:
 
 def views(b: int = 4) -> dict:
     return {"image": torch.randn(b, 3, 32, 32), "image2": torch.randn(b, 3, 32, 32)}
-
-
-# --- loss ---------------------------------------------------------------------------------------
-
-
-def paper_ctr(q: list, k: list, tau: float) -> float:
-    """Alg. 1 by hand: logits = q̂ k̂ᵀ, labels = range(N), CrossEntropy(logits / τ) · 2τ."""
-    unit = [[x / math.sqrt(sum(y * y for y in v)) for x in v] for v in (q + k)]
-    qn, kn = unit[: len(q)], unit[len(q) :]
-    total = 0.0
-    for i, qi in enumerate(qn):
-        logits = [sum(a * b for a, b in zip(qi, kj)) / tau for kj in kn]
-        total += math.log(sum(math.exp(z) for z in logits)) - logits[i]
-    return 2 * tau * total / len(q)
-
-
-def test_ctr_matches_the_papers_pseudo_code():
-    q, k = torch.randn(5, 3), torch.randn(5, 3)
-    for tau in (0.2, 1.0):
-        assert ctr(q, k, tau).item() == pytest.approx(paper_ctr(q.tolist(), k.tolist(), tau), rel=1e-5)
-    # scale-free (normalised), and gradients reach both queries and keys in one process
-    q.requires_grad_(True), k.requires_grad_(True)
-    loss = ctr(3 * q, 0.5 * k, 0.2)
-    torch.testing.assert_close(loss, ctr(q, k, 0.2))
-    loss.backward()
-    assert q.grad.abs().sum() > 0 and k.grad.abs().sum() > 0
-
-
-def test_symmetric_ctr():
-    q1, q2, k1, k2 = torch.randn(4, 4, 8).unbind(0)
-    got = symmetric_ctr(q1, q2, k1, k2, 0.2)
-    torch.testing.assert_close(got, ctr(q1, k2, 0.2) + ctr(q2, k1, 0.2))
-    torch.testing.assert_close(got, symmetric_ctr(q2, q1, k2, k1, 0.2))  # the views' order does not matter
-    with pytest.raises(ValueError, match="temperature must be > 0"):
-        ctr(q1, k1, 0.0)
-    with pytest.raises(ValueError, match=r"must both be \(B, D\)"):
-        ctr(q1, k1[:3], 0.2)
-
-
-def _ddp_ctr(rank: int, tmp: str, q: torch.Tensor, k: torch.Tensor) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{tmp}/init", rank=rank, world_size=2)
-    try:
-        b = q.shape[0] // 2
-        local_q = q[rank * b : (rank + 1) * b].clone().requires_grad_(True)
-        loss = ctr(local_q, k[rank * b : (rank + 1) * b], 0.2)
-        loss.backward()
-        torch.save((loss.detach(), local_q.grad), f"{tmp}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def test_ctr_all_gathers_keys_across_processes(tmp_path):
-    """2 processes x 3 queries, keys gathered with labels offset by rank·B: the mean of the
-    local losses is the 1-process loss on all 6, and so is the gradient (DDP averages)."""
-    q, k = torch.randn(6, 4), torch.randn(6, 4)
-    mp.spawn(_ddp_ctr, args=(str(tmp_path), q, k), nprocs=2)
-    out = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
-    full_q = q.clone().requires_grad_(True)
-    full = ctr(full_q, k, 0.2)
-    full.backward()
-    assert (out[0][0] + out[1][0]).item() / 2 == pytest.approx(full.item(), rel=1e-5)
-    assert out[0][0].item() != pytest.approx(ctr(q[:3], k[:3], 0.2).item())  # the other process's keys counted
-    torch.testing.assert_close(torch.cat([out[0][1], out[1][1]]) / 2, full_q.grad)
 
 
 # --- task ---------------------------------------------------------------------------------------
