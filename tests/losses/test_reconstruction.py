@@ -119,6 +119,14 @@ def test_masked_mse_matches_reference(norm_pix):
     assert masked_mse(pred, target, everything.float(), norm_pix=norm_pix).item() == pytest.approx(want, rel=1e-6)
 
 
+def test_masked_mse_with_nothing_masked_is_zero():
+    """MAE at mask_ratio 0 hides no patch: a loss of 0 with zero gradients, not 0 / 0."""
+    pred, target = torch.randn(2, 6, 8, requires_grad=True), torch.randn(2, 6, 8)
+    loss = masked_mse(pred, target, torch.zeros(2, 6, dtype=torch.bool), norm_pix=True)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(pred.grad, torch.zeros_like(pred))
+
+
 def test_masked_mse_gradient():
     pred, target = torch.randn(2, 6, 8, requires_grad=True), torch.randn(2, 6, 8)
     mask = torch.tensor([[1, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 0]], dtype=torch.bool)

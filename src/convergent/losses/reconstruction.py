@@ -53,7 +53,7 @@ def masked_mse(
     target = normalize_patches(target_patches, eps) if norm_pix else target_patches
     mask = mask.to(pred_patches.dtype)
     loss = (pred_patches - target).square().mean(dim=-1)  # (B, N)
-    return (loss * mask).sum() / mask.sum()
+    return (loss * mask).sum() / mask.sum().clamp_min(1)  # nothing masked: 0, not 0/0
 
 
 def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
