@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from convergent.commands.presets import DEFAULT_PRESET, preset_config
-from convergent.config import finetune_config_class
+from convergent.config import FinetuneConfig
 
 
 def run(out: Path, pretrain_steps: int, finetune_steps: int, root: str | None, batch: int) -> dict:
@@ -52,7 +52,7 @@ def run(out: Path, pretrain_steps: int, finetune_steps: int, root: str | None, b
         "linear_probe_acc": summary.get("linear_probe_acc"),
     }
     for init in ("pretrained", "scratch"):
-        cfg = finetune_config_class()()
+        cfg = FinetuneConfig()
         cfg.data = dataclasses.replace(pre.data)
         cfg.model = dataclasses.replace(pre.model, init=str(out / "pretrain" / "encoder") if init == "pretrained" else None)
         cfg.optim = dataclasses.replace(cfg.optim, lr=2e-3, warmup_steps=50, layer_decay=0.85, weight_decay=0.05)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from convergent.commands.presets import preset_config
-from convergent.config import finetune_config_class
+from convergent.config import FinetuneConfig
 
 
 def train_shared_tokenizer(out: Path, vocab_size: int) -> Path:
@@ -90,7 +90,7 @@ def text_part(out: Path, a) -> dict:
     r = random_probe(defs)
     results["random_knn_acc"], results["random_linear_probe_acc"] = r["knn_acc"], r["linear_probe_acc"]
     for init in ("mlm", "data2vec", "scratch"):
-        cfg = finetune_config_class()()
+        cfg = FinetuneConfig()
         cfg.data = dataclasses.replace(defs.data)
         cfg.model = dataclasses.replace(defs.model, init=None if init == "scratch" else str(out / init / "encoder"))
         cfg.optim = dataclasses.replace(cfg.optim, lr=5e-4, warmup_steps=30, weight_decay=0.01, layer_decay=1.0)

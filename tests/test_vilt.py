@@ -307,10 +307,10 @@ def test_optimizer_metadata():
 def test_preset_parses():
     from importlib import resources
 
-    from convergent.config import from_dict, pretrain_config_class
+    from convergent.config import from_dict, PretrainConfig
 
     text = resources.files("convergent").joinpath("configs/vilt-emoji.yaml").read_text()
-    cfg = from_dict(pretrain_config_class(), yaml.safe_load(text), "vilt-emoji")
+    cfg = from_dict(PretrainConfig, yaml.safe_load(text), "vilt-emoji")
     assert cfg.task.name == "vilt" and cfg.data.tokenizer_kind == "wordpiece" and cfg.trainer.max_steps == 400
     assert isinstance(cfg.task.vilt, ViLTConfig)
 

@@ -1,9 +1,16 @@
 """Typed run configuration (torch-free). The CLI (jsonargparse) is generated from these
-dataclasses. Their defaults are the shared defaults of every preset (a small run on 32-px
-images on a CPU); presets in ``convergent/configs/*.yaml`` change only what differs."""
+ordinary dataclasses (:class:`PretrainConfig`, :class:`FinetuneConfig`,
+:class:`EvalRunConfig`; the task section is :class:`~convergent.tasks.registry.TaskConfig`,
+one field per registered task). Their defaults are the shared defaults of every preset (a
+small run on 32-px images on a CPU); presets in ``convergent/configs/*.yaml`` change only what
+differs, and mean the same from the CLI and from Python."""
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from convergent.tasks.configs import ClassifyConfig
+from convergent.tasks.registry import TaskConfig
 
 
 @dataclass
@@ -141,52 +148,60 @@ class EvalConfig:
     keeps the end-of-run evaluation to seconds on a CPU."""
 
 
-__all__ = ["DataConfig", "EvalConfig", "ModelConfig", "OptimConfig", "TrainerConfig"]
+@dataclass
+class PretrainConfig:
+    """Everything one ``convergent pretrain`` run needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training data, augmentation and tokenisation."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The backbone."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """The objective."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and schedule."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Devices, steps, checkpoints, output."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation of the encoder at the end of the run."""
 
 
-def task_config_class() -> type:
-    """``TaskConfig``: a ``name`` plus one field per registered task holding that task's
-    config dataclass, generated from the task registry so adding a task adds its options."""
-    from dataclasses import make_dataclass
+@dataclass
+class FinetuneConfig:
+    """A classification fine-tuning run (``convergent finetune``)."""
 
-    from convergent.tasks.registry import entry, names
-
-    fields_ = [("name", str, field(default="simmim"))]
-    for n in names():
-        cls = entry(n).config
-        fields_.append((task_field(n), cls, field(default_factory=cls)))
-    return make_dataclass("TaskConfig", fields_)
-
-
-def task_field(name: str) -> str:
-    """Attribute of ``TaskConfig`` holding task ``name``'s config (``causal-lm`` → ``causal_lm``)."""
-    return name.replace("-", "_")
+    data: DataConfig = field(default_factory=DataConfig)
+    """Labelled training and test data."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The backbone (``model.init``: a pre-trained encoder)."""
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    """The classification head and loss."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(layer_decay=0.75))
+    """Optimizer and schedule (layer decay 0.75, as MAE / SimMIM fine-tuning)."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Devices, steps, checkpoints, output."""
 
 
-def _sections(name: str, **sections: Any) -> type:
-    """A run config dataclass ``name`` with one field per section: a config class (default:
-    its defaults) or a zero-argument factory of a default instance."""
-    from dataclasses import make_dataclass
+@dataclass
+class EvalRunConfig:
+    """Frozen-feature evaluation of a saved encoder (``convergent eval``)."""
 
-    fields_ = []
-    for key, spec in sections.items():
-        cls = spec if isinstance(spec, type) else type(spec())
-        fields_.append((key, cls, field(default_factory=spec)))
-    return make_dataclass(name, fields_)
+    data: DataConfig = field(default_factory=DataConfig)
+    """Labelled data whose features are evaluated."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Which evaluations and their settings."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Device and precision of the feature pass."""
 
 
-def pretrain_config_class() -> type:
-    """``PretrainConfig``: everything one ``convergent pretrain`` run needs."""
-    return _sections(
-        "PretrainConfig", data=DataConfig, model=ModelConfig, task=task_config_class(), optim=OptimConfig,
-        trainer=TrainerConfig, eval=EvalConfig,
-    )
+__all__ = [
+    "DataConfig", "EvalConfig", "EvalRunConfig", "FinetuneConfig", "ModelConfig", "OptimConfig", "PretrainConfig",
+    "TaskConfig", "TrainerConfig", "from_dict", "from_namespace", "to_dict",
+]  # fmt: skip
 
 
 def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     """Build dataclass ``cls`` from a (nested) dict; unknown keys are an error naming ``where``."""
-    import dataclasses
-
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -204,7 +219,6 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
 
 def to_dict(cfg: Any) -> dict:
     """Plain nested dict (tuples as lists) of a config dataclass, for YAML."""
-    import dataclasses
 
     def plain(v):
         if isinstance(v, tuple):
@@ -216,26 +230,9 @@ def to_dict(cfg: Any) -> dict:
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
 
 
-def finetune_config_class() -> type:
-    """``FinetuneConfig``: a classification fine-tuning run (``convergent finetune``)."""
-    from convergent.tasks.configs import ClassifyConfig
-
-    return _sections(
-        "FinetuneConfig", data=DataConfig, model=ModelConfig, classify=ClassifyConfig,
-        optim=lambda: OptimConfig(layer_decay=0.75), trainer=TrainerConfig,
-    )
-
-
-def eval_config_class() -> type:
-    """``EvalRunConfig``: frozen-feature evaluation of a saved encoder (``convergent eval``)."""
-    return _sections("EvalRunConfig", data=DataConfig, eval=EvalConfig, trainer=TrainerConfig)
-
-
 def from_namespace(cls: type, namespace: Any, where: str) -> Any:
     """Dataclass ``cls`` from a parsed CLI namespace; keys that are not its fields (``--config``,
     ``--resume``, ...) are left out."""
-    import dataclasses
-
-    data = namespace.as_dict() if hasattr(namespace, "as_dict") else dict(namespace)
+    data = dict(namespace) if isinstance(namespace, dict) else namespace.as_dict()  # a jsonargparse Namespace
     keep = {f.name for f in dataclasses.fields(cls)}
     return from_dict(cls, {k: v for k, v in data.items() if k in keep}, where)

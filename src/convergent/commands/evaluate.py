@@ -14,7 +14,7 @@ MODES = ("zero-shot", "retrieval")
 
 
 def parser() -> Parser:
-    from convergent.config import eval_config_class
+    from convergent.config import EvalRunConfig
 
     p = Parser(description="kNN / linear-probe evaluation of a saved encoder on frozen features.")
     p.add_argument("encoder", help="Encoder directory (config.json + model.safetensors) or a pretrain run directory; "
@@ -27,7 +27,7 @@ def parser() -> Parser:
     p.add_argument("--ks", nargs="+", type=int, default=[1, 5, 10], help="retrieval: the k of Recall@k.")
     p.add_argument("--gallery", default=None, help="retrieval: write a picture (PNG + HTML) of top-5 results here.")
     p.add_argument("--split", default="test", help="zero-shot / retrieval: the split evaluated (default: test).")
-    p.add_class_arguments(eval_config_class(), None, as_group=False)
+    p.add_class_arguments(EvalRunConfig, None, as_group=False)
     return p
 
 
@@ -35,14 +35,14 @@ def _changed_data(data: dict) -> dict:
     """The ``--data.*`` options set to something other than their default."""
     import dataclasses
 
-    from convergent.config import eval_config_class
+    from convergent.config import EvalRunConfig
 
-    defaults = dataclasses.asdict(eval_config_class()().data)
+    defaults = dataclasses.asdict(EvalRunConfig().data)
     return {k: v for k, v in data.items() if v != defaults[k]}
 
 
 def run(args) -> int:
-    from convergent.config import eval_config_class, from_namespace
+    from convergent.config import EvalRunConfig, from_namespace
     from convergent.workflows.evaluate import resolve_encoder, run_eval
 
     if args.encoder in MODES:
@@ -53,7 +53,7 @@ def run(args) -> int:
         if run_cfg and "data" in run_cfg:
             # the run's data settings, except options set to something other than their default
             data["data"] = {**run_cfg["data"], **_changed_data(data["data"])}
-        cfg = from_namespace(eval_config_class(), data, "eval config")
+        cfg = from_namespace(EvalRunConfig, data, "eval config")
         run_eval(cfg, args.encoder, args.out)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(error_message(e)) from e

@@ -7,20 +7,20 @@ from convergent.commands.presets import ActionPreset
 
 
 def parser() -> Parser:
-    from convergent.config import finetune_config_class
+    from convergent.config import FinetuneConfig
 
     p = Parser(description="Fine-tune a (pre-trained) backbone for classification and report test accuracy.")
     p.add_argument("--config", action=ActionPreset, help="A YAML file with any subset of the options.")
-    p.add_class_arguments(finetune_config_class(), None, as_group=False)
+    p.add_class_arguments(FinetuneConfig, None, as_group=False)
     return p
 
 
 def run(args) -> int:
-    from convergent.config import finetune_config_class, from_namespace
+    from convergent.config import FinetuneConfig, from_namespace
     from convergent.workflows.finetune import run_finetune
 
     try:
-        cfg = from_namespace(finetune_config_class(), args, "finetune config")
+        cfg = from_namespace(FinetuneConfig, args, "finetune config")
         run_finetune(cfg)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(error_message(e)) from e

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import yaml
 from jsonargparse import ActionConfigFile
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -29,23 +30,55 @@ def preset_path(name: str) -> Path:
 def preset_config(name: str, overrides: dict | None = None):
     """The run config (``PretrainConfig``) of preset ``name``, with ``overrides`` (nested dicts,
     section -> fields) applied: what ``convergent pretrain --preset NAME`` plus options builds."""
-    import yaml
-
-    from convergent.config import from_dict, pretrain_config_class
+    from convergent.config import PretrainConfig, from_dict
 
     data = yaml.safe_load(preset_path(name).read_text()) or {}
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
-    return from_dict(pretrain_config_class(), data, f"preset {name}")
+    return from_dict(PretrainConfig, data, f"preset {name}")
+
+
+def flat_preset(name: str) -> dict:
+    """Preset ``name`` as dotted keys (``trainer.max_steps``; ``model.overrides`` stays one dict)."""
+    flat: dict = {}
+
+    def walk(prefix: str, node: dict) -> None:
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and key != "model.overrides":
+                walk(key + ".", v)
+            else:
+                flat[key] = v
+
+    walk("", yaml.safe_load(preset_path(name).read_text()) or {})
+    return flat
 
 
 class ActionPreset(ActionConfigFile):
     """``--preset NAME``: load a bundled preset (or a YAML path) like ``--config``; options
-    given after it override it."""
+    given after it override it.
+
+    A parser whose defaults are a preset (``pretrain``: the default preset) uses
+    :meth:`over` that preset: another preset then starts from the shared typed defaults, not
+    from the default preset, so a preset means the same from the CLI as from
+    :func:`preset_config`."""
+
+    underlay: dict = {}
+    """Dotted keys the parser's defaults take from a preset, with those values."""
+    base: dict = {}
+    """The typed defaults of the ``underlay`` keys."""
+
+    @classmethod
+    def over(cls, underlay: dict, base: dict) -> type:
+        """This action for a parser whose defaults are ``underlay`` over the typed ``base``."""
+        return type("ActionPresetOver", (cls,), {"underlay": underlay, "base": base})
 
     def __call__(self, parser, cfg, values, option_string=None):
         try:
             path = preset_path(values)
         except ValueError as e:
             parser.error(str(e))
+        for key, value in self.underlay.items():  # keys no earlier option changed go back to the typed default
+            if cfg.get(key) == value:
+                cfg[key] = self.base[key]
         super().__call__(parser, cfg, str(path), option_string)

@@ -12,41 +12,35 @@ rejected with a suggestion. The default preset's values are the starting point; 
 """
 
 from convergent.commands.parser import CommandError, Parser, error_message
-from convergent.commands.presets import DEFAULT_PRESET, ActionPreset, preset_names, preset_path
+from convergent.commands.presets import DEFAULT_PRESET, ActionPreset, flat_preset, preset_names
 
 
 def parser() -> Parser:
-    from convergent.config import pretrain_config_class
+    from convergent.config import PretrainConfig
 
     p = Parser(description="Pre-train an encoder with a task, then evaluate and save it.")
+    underlay = flat_preset(DEFAULT_PRESET)  # without --preset, the default preset's values
     p.add_argument(
         "--preset",
         "--config",
-        action=ActionPreset,
-        help=f"A bundled preset ({', '.join(preset_names())}) or a YAML file with any subset of the options.",
+        action=ActionPreset.over(underlay, typed_defaults(PretrainConfig(), underlay)),
+        help=f"A bundled preset ({', '.join(preset_names())}) or a YAML file with any subset of the options; "
+        f"without it, {DEFAULT_PRESET}.",
     )
     p.add_argument("--resume", default=None, help="Continue the run in this run directory from its last checkpoint.")
-    p.add_class_arguments(pretrain_config_class(), None, as_group=False)
-    p.set_defaults(_preset_defaults(p))
+    p.add_class_arguments(PretrainConfig, None, as_group=False)
+    p.set_defaults(underlay)
     return p
 
 
-def _preset_defaults(p: Parser) -> dict:
-    """The default preset as parser defaults (dotted keys)."""
-    import yaml
-
-    data = yaml.safe_load(preset_path(DEFAULT_PRESET).read_text()) or {}
-    flat: dict = {}
-
-    def walk(prefix: str, node) -> None:
-        for k, v in node.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict) and key != "model.overrides":
-                walk(key + ".", v)
-            else:
-                flat[key] = v
-
-    walk("", data)
+def typed_defaults(cfg, keys) -> dict:
+    """The values of the dotted ``keys`` in the config dataclass instance ``cfg``."""
+    flat = {}
+    for key in keys:
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)  # a declared field of the dataclass (preset keys are validated)
+        flat[key] = list(node) if isinstance(node, tuple) else node
     return flat
 
 

@@ -55,12 +55,11 @@ class ClassifyConfig:
 
 
 @dataclass
-class MLMConfig:
-    """BERT masked language modelling (Devlin et al., 2019): hide ``mask_ratio`` of each
-    sequence's real, non-special tokens; of those, ``replace_prob`` become the backbone's
-    ``mask_token_id``, ``random_prob`` a uniformly random id of the vocabulary and the rest
-    stay as they are; cross-entropy on the hidden positions only, with an LM head tied to
-    the input embedding."""
+class TokenMaskingConfig:
+    """BERT's token masking (Devlin et al., 2019), shared by every objective that predicts hidden
+    word ids (MLM, ViLT): choose ``mask_ratio`` of each sequence's real, non-special tokens (or
+    whole words); of those, ``replace_prob`` become the mask token id, ``random_prob`` a
+    uniformly random id of the vocabulary and the rest keep theirs."""
 
     mask_ratio: float = 0.15
     """Fraction of each sequence's candidate tokens (real, non-special) chosen for prediction."""
@@ -73,6 +72,20 @@ class MLMConfig:
     special_ids: tuple[int, ...] = ()
     """Token ids never chosen when a batch has no ``special_tokens_mask`` (e.g. 101, 102 for
     [CLS], [SEP] of the BERT uncased vocabulary); padding and the mask id are always excluded."""
+    whole_word_mask: bool = False
+    """Choose whole words (all WordPiece pieces of a word together; ViLT's setting) when
+    batches carry ``word_ids`` (B, L): the same id for the pieces of one word, -1 for special
+    tokens (``Tokenizer.encode_batch(..., word_ids=True)``, which a run asks for when this is
+    set); without them, tokens."""
+
+
+@dataclass
+class MLMConfig(TokenMaskingConfig):
+    """BERT masked language modelling (Devlin et al., 2019): hide ``mask_ratio`` of each
+    sequence's real, non-special tokens; of those, ``replace_prob`` become the backbone's
+    ``mask_token_id``, ``random_prob`` a uniformly random id of the vocabulary and the rest
+    stay as they are; cross-entropy on the hidden positions only, with an LM head tied to
+    the input embedding."""
 
 
 @dataclass
@@ -178,14 +191,15 @@ class CLIPConfig:
 
 
 @dataclass
-class ViLTConfig:
+class ViLTConfig(TokenMaskingConfig):
     """ViLT (Kim, Son, Kim, 2021): one Transformer (the task's ViT backbone) over the joint
     sequence ``[text tokens ; image patches]``, each part with its own position embeddings plus
     a learned modality-type embedding. Pre-training adds image–text matching (ITM: the pooled
     first token, text [CLS], scores whether the image belongs to the text; a share of the
     images is replaced by other images of the batch) and masked language modelling
-    conditioned on the image (MLM: BERT's 15 % with 80/10/10, on matched pairs only). The
-    text fields come from the run's tokenizer."""
+    conditioned on the image (MLM: BERT's 15 % with 80/10/10, on matched pairs only; the
+    masking fields are :class:`TokenMaskingConfig`'s). The text fields come from the run's
+    tokenizer."""
 
     vocab_size: int | None = None
     """Rows of the text word embedding (and of the tied LM head); a run sets the tokenizer's
@@ -205,20 +219,7 @@ class ViLTConfig:
     itm_neg_ratio: float = 0.5
     """Fraction of the batch whose image is replaced by another pair's image for ITM (exactly
     ``round(ratio * B)`` pairs, chosen at random, as ViLT's code: half)."""
-    mask_ratio: float = 0.15
-    """Fraction of each text's candidate tokens (real, non-special) chosen for MLM."""
-    replace_prob: float = 0.8
-    """Of the chosen tokens, the fraction replaced by ``mask_token_id``."""
-    random_prob: float = 0.1
-    """Of the chosen tokens, the fraction replaced by a random id (the rest keep theirs)."""
-    whole_word_mask: bool = False
-    """Choose whole words for MLM (all WordPiece pieces of a word together, ViLT's setting)
-    when batches carry ``word_ids`` (B, L): the same id for the pieces of one word, -1 for
-    special tokens (``Tokenizer.encode_batch(..., word_ids=True)``); without them, tokens."""
     single_pass: bool = False
     """False (ViLT): two passes, MLM over masked text with each text's own image and ITM over
     the unmasked text with the swapped images. True: one pass over the masked text with the
     swapped images (half the compute), MLM counted on the matched pairs only."""
-    special_ids: tuple[int, ...] = ()
-    """Token ids never chosen for MLM when a batch has no ``special_tokens_mask`` (padding and
-    the mask id are always excluded)."""

@@ -10,14 +10,16 @@ from the global RNG) and corrupted by :func:`corrupt_tokens`, as HF
 ``DataCollatorForLanguageModeling`` does (random ids from the full vocabulary).
 """
 
+import warnings
+
 import torch
 
 from convergent.backbones.protocol import TextBackbone, backbone_inputs
 from convergent.heads.lm_head import LMHead
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
-from convergent.masking import token_candidates, token_masking
+from convergent.masking import token_candidates, token_masking, whole_word_masking
 from convergent.tasks.base import Task
-from convergent.tasks.configs import MLMConfig
+from convergent.tasks.configs import MLMConfig, TokenMaskingConfig
 
 
 class TiedLMTask(Task):
@@ -84,7 +86,7 @@ class MLM(TiedLMTask):
                 candidates = token_candidates(
                     input_ids, batch.get("attention_mask"), batch.get("special_tokens_mask"), self.special_ids
                 )  # (B, L) real, non-special
-                chosen = token_masking(candidates, self.config.mask_ratio)
+                chosen = choose_tokens(self.config, candidates, batch.get("word_ids"))
             elif chosen.shape != input_ids.shape:
                 raise ValueError(f"mlm_mask {tuple(chosen.shape)} does not match input_ids {tuple(input_ids.shape)}")
             cfg, bb = self.config, self.backbone
@@ -140,9 +142,24 @@ def tied_embedding(backbone: TextBackbone) -> torch.Tensor:
     return backbone.word_embeddings.weight
 
 
-def check_corruption(config) -> None:
-    """Check the BERT corruption fields of an MLM-style config (``mask_ratio``,
-    ``replace_prob``, ``random_prob``; :class:`MLMConfig`, ``ViLTConfig``)."""
+def choose_tokens(
+    config: TokenMaskingConfig, candidates: torch.Tensor, word_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The positions ``(B, L)`` to predict among ``candidates`` ``(B, L)`` (real, non-special):
+    whole words when ``config.whole_word_mask`` and the batch carries ``word_ids`` ``(B, L)``,
+    else tokens (with a warning when whole words were asked for)."""
+    if config.whole_word_mask and word_ids is None:
+        warnings.warn(f"{type(config).__name__}.whole_word_mask is set but batches carry no word_ids: masking tokens")
+    if config.whole_word_mask and word_ids is not None:
+        if word_ids.shape != candidates.shape:
+            raise ValueError(f"word_ids {tuple(word_ids.shape)} do not match input_ids {tuple(candidates.shape)}")
+        return whole_word_masking(word_ids, candidates, config.mask_ratio)
+    return token_masking(candidates, config.mask_ratio)
+
+
+def check_corruption(config: TokenMaskingConfig) -> None:
+    """Check the BERT corruption fields of a :class:`TokenMaskingConfig` (``mask_ratio``,
+    ``replace_prob``, ``random_prob``; MLM's and ViLT's)."""
     name = type(config).__name__
     if not 0.0 < config.mask_ratio <= 1.0:
         raise ValueError(f"{name}.mask_ratio must be in (0, 1], got {config.mask_ratio}")

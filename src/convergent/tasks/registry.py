@@ -1,12 +1,13 @@
-"""Task registry. Torch-free: one line per task names its class lazily, so ``convergent list``
-answers without importing torch.
+"""Task registry and the run's task section, in one table (torch-free): each registered task is
+one field of :class:`TaskConfig`, declared with :func:`task`, so ``convergent list`` and the
+CLI answer without importing torch and adding an objective adds its options.
 
-    register_task("simmim", "convergent.tasks.simmim:SimMIM", SimMIMConfig, "SimMIM ...")
+    simmim: SimMIMConfig = task("simmim", "convergent.tasks.simmim:SimMIM", SimMIMConfig, "SimMIM ...")
 
-``build_task(name, backbone, config)`` imports the class only then.
+``build_task(name, backbone, config)`` imports the task class only then.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from convergent.registry import Registry, load_target
@@ -33,22 +34,61 @@ class TaskEntry:
     description: str
 
 
-_TASKS: Registry[TaskEntry] = Registry("task")
+def task(name: str, target: str, config: type, description: str) -> Any:
+    """A :class:`TaskConfig` field that registers task ``name`` (its section defaults to
+    ``config()``); the field is named :func:`task_field` of ``name``."""
+    return field(default_factory=config, metadata={"task": TaskEntry(name, target, config, description)})
 
 
-def register_task(name: str, target: str, config: type, description: str) -> None:
-    _TASKS.add(name, TaskEntry(name, target, config, description))
+def task_field(name: str) -> str:
+    """Attribute of :class:`TaskConfig` holding task ``name``'s config (``causal-lm`` → ``causal_lm``)."""
+    return name.replace("-", "_")
 
 
-register_task("simmim", "convergent.tasks.simmim:SimMIM", SimMIMConfig, "SimMIM: masked image modelling, L1 on masked pixels")
-register_task("mae", "convergent.tasks.mae:MAE", MAEConfig, "MAE: encode visible patches, decode, MSE on masked patches")
-register_task("classify", "convergent.tasks.classify:Classify", ClassifyConfig, "Classify: supervised fine-tuning, pooled tokens + linear head, label-smoothed cross-entropy")
-register_task("mlm", "convergent.tasks.mlm:MLM", MLMConfig, "MLM: BERT masked language modelling (15 % of tokens, 80/10/10), cross-entropy on masked tokens")
-register_task("causal-lm", "convergent.tasks.causal_lm:CausalLM", CausalLMConfig, "Causal LM: GPT-style next-token prediction with a causal text backbone")
-register_task("data2vec", "convergent.tasks.data2vec:Data2Vec", Data2VecConfig, "data2vec: regress an EMA teacher's averaged top-K block outputs at masked positions (text, ViT, Swin)")
-register_task("mocov3", "convergent.tasks.mocov3:MoCoV3", MoCoV3Config, "MoCo v3: two views, query encoder + predictor vs an EMA momentum encoder, symmetric InfoNCE (ViT, Swin)")
-register_task("clip", "convergent.tasks.clip:CLIP", CLIPConfig, "CLIP: image and text towers projected into one space, symmetric InfoNCE over the global batch of pairs")
-register_task("vilt", "convergent.tasks.vilt:ViLT", ViLTConfig, "ViLT: one Transformer over [text ; image patches], image-text matching with swapped images + MLM conditioned on the image")
+@dataclass
+class TaskConfig:
+    """The objective of a run: ``name`` picks a registered task; each task's section holds its
+    options (only the named one is used)."""
+
+    name: str = "simmim"
+    """Registered task (``convergent list tasks``)."""
+    simmim: SimMIMConfig = task("simmim", "convergent.tasks.simmim:SimMIM", SimMIMConfig, "SimMIM: masked image modelling, L1 on masked pixels")
+    """Options of the ``simmim`` task."""
+    mae: MAEConfig = task("mae", "convergent.tasks.mae:MAE", MAEConfig, "MAE: encode visible patches, decode, MSE on masked patches")
+    """Options of the ``mae`` task."""
+    classify: ClassifyConfig = task("classify", "convergent.tasks.classify:Classify", ClassifyConfig, "Classify: supervised fine-tuning, pooled tokens + linear head, label-smoothed cross-entropy")
+    """Options of the ``classify`` task."""
+    mlm: MLMConfig = task("mlm", "convergent.tasks.mlm:MLM", MLMConfig, "MLM: BERT masked language modelling (15 % of tokens, 80/10/10), cross-entropy on masked tokens")
+    """Options of the ``mlm`` task."""
+    causal_lm: CausalLMConfig = task("causal-lm", "convergent.tasks.causal_lm:CausalLM", CausalLMConfig, "Causal LM: GPT-style next-token prediction with a causal text backbone")
+    """Options of the ``causal-lm`` task."""
+    data2vec: Data2VecConfig = task("data2vec", "convergent.tasks.data2vec:Data2Vec", Data2VecConfig, "data2vec: regress an EMA teacher's averaged top-K block outputs at masked positions (text, ViT, Swin)")
+    """Options of the ``data2vec`` task."""
+    mocov3: MoCoV3Config = task("mocov3", "convergent.tasks.mocov3:MoCoV3", MoCoV3Config, "MoCo v3: two views, query encoder + predictor vs an EMA momentum encoder, symmetric InfoNCE (image backbones)")
+    """Options of the ``mocov3`` task."""
+    clip: CLIPConfig = task("clip", "convergent.tasks.clip:CLIP", CLIPConfig, "CLIP: image and text towers projected into one space, symmetric InfoNCE over the global batch of pairs")
+    """Options of the ``clip`` task."""
+    vilt: ViLTConfig = task("vilt", "convergent.tasks.vilt:ViLT", ViLTConfig, "ViLT: one Transformer over [text ; image patches], image-text matching with swapped images + MLM conditioned on the image")
+    """Options of the ``vilt`` task."""
+
+    def selected(self) -> Any:
+        """The config section of the task named by ``name``."""
+        entry(self.name)  # unknown names: a KeyError with close matches
+        return getattr(self, task_field(self.name))  # a declared field of this class
+
+
+def _register() -> Registry[TaskEntry]:
+    tasks: Registry[TaskEntry] = Registry("task")
+    for f in fields(TaskConfig):
+        if "task" in f.metadata:
+            e = f.metadata["task"]
+            if f.name != task_field(e.name):
+                raise ValueError(f"TaskConfig.{f.name} registers task {e.name!r}; name the field {task_field(e.name)!r}")
+            tasks.add(e.name, e)
+    return tasks
+
+
+_TASKS = _register()
 
 
 def names() -> list[str]:

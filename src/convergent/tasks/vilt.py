@@ -38,8 +38,6 @@ None → -1, as ``Tokenizer.encode_batch(..., word_ids=True)`` does); without th
 warns once and masks tokens.
 """
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,10 +46,10 @@ from convergent.backbones.text import Pooler
 from convergent.heads.lm_head import LMHead
 from convergent.layers import init_linear_norm_
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
-from convergent.masking import token_candidates, token_masking, whole_word_masking
+from convergent.masking import token_candidates
 from convergent.tasks.base import Task
 from convergent.tasks.configs import ViLTConfig
-from convergent.tasks.mlm import check_corruption, corrupt_tokens
+from convergent.tasks.mlm import check_corruption, choose_tokens, corrupt_tokens
 
 TEXT, IMAGE = 0, 1  # rows of the modality-type embedding
 
@@ -141,7 +139,6 @@ class ViLT(Task):
         for layer in (self.pooler.dense, self.itm_head):  # ViLT's init: normal(0, 0.02), zero bias
             init_linear_norm_(layer, std=0.02, truncated=False)
         self.special_ids = tuple(sorted({config.pad_token_id, config.mask_token_id, *config.special_ids}))
-        self._warned_word_ids = False
 
     # --- the joint Transformer ------------------------------------------------------------
     def encode(
@@ -210,16 +207,7 @@ class ViLT(Task):
         (original ids at the chosen positions, -100 elsewhere)."""
         cfg = self.config
         candidates = token_candidates(input_ids, real, batch.get("special_tokens_mask"), self.special_ids)  # (B, L)
-        word_ids = batch.get("word_ids")
-        if cfg.whole_word_mask and word_ids is None and not self._warned_word_ids:
-            warnings.warn("ViLTConfig.whole_word_mask is set but batches carry no word_ids: masking tokens")
-            self._warned_word_ids = True
-        if cfg.whole_word_mask and word_ids is not None:
-            if word_ids.shape != input_ids.shape:
-                raise ValueError(f"word_ids {tuple(word_ids.shape)} do not match input_ids {tuple(input_ids.shape)}")
-            chosen = whole_word_masking(word_ids, candidates, cfg.mask_ratio)
-        else:
-            chosen = token_masking(candidates, cfg.mask_ratio)
+        chosen = choose_tokens(cfg, candidates, batch.get("word_ids"))
         return corrupt_tokens(
             input_ids, chosen, cfg.mask_token_id, cfg.vocab_size, cfg.replace_prob, cfg.random_prob
         )

@@ -118,12 +118,12 @@ def _run_config(towers, logit_scale: float, mean: list, std: list):
     """The ``PretrainConfig`` of a run that rebuilds ``towers`` (its image tower spelled out
     in ``model.overrides``, the text tower in the task's ``text_overrides``)."""
     from convergent.backbones.configs import config_to_dict
-    from convergent.config import pretrain_config_class
+    from convergent.config import PretrainConfig
     from convergent.converters.hf_clip import task_config_fields
     from convergent.tasks.configs import CLIPConfig
 
     v, t = towers.vision, towers.text
-    cfg = pretrain_config_class()()
+    cfg = PretrainConfig()
     cfg.data = replace(cfg.data, name=EVAL_DATA, img_size=v.img_size, in_chans=v.in_chans, mean=tuple(mean),
                        std=tuple(std), max_length=t.max_position, tokenizer_kind="bpe", vocab_size=t.vocab_size,
                        hflip=0.0)  # fmt: skip

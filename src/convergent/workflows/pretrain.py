@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from convergent.config import from_dict, from_namespace, pretrain_config_class, task_field, to_dict
+from convergent.config import PretrainConfig, from_dict, from_namespace, to_dict
+from convergent.tasks.configs import TokenMaskingConfig
 from convergent.workflows.text import packed_training_set, prepare_text, tokenizer_vocab
 
 CONFIG_FILE = "config.yaml"
@@ -19,7 +20,7 @@ CONFIG_FILE = "config.yaml"
 
 def config_from_namespace(ns: Any) -> Any:
     """The typed :class:`PretrainConfig` from the CLI's parsed namespace."""
-    return from_namespace(pretrain_config_class(), ns, "pretrain config")
+    return from_namespace(PretrainConfig, ns, "pretrain config")
 
 
 def resume_config(run_dir: str | Path) -> Any:
@@ -27,7 +28,7 @@ def resume_config(run_dir: str | Path) -> Any:
     file = Path(run_dir) / CONFIG_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file}: not found; --resume expects a run directory of `convergent pretrain`")
-    return from_dict(pretrain_config_class(), yaml.safe_load(file.read_text()) or {}, str(file))
+    return from_dict(PretrainConfig, yaml.safe_load(file.read_text()) or {}, str(file))
 
 
 def run_dir_for(cfg: Any, resume_dir: str | Path | None) -> Path:
@@ -67,7 +68,7 @@ def build_run_task(cfg: Any, tokenizer: Any = None):
 
     cls = task_class(cfg.task.name)
     backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in cls.requires)
-    task_cfg = getattr(cfg.task, task_field(cfg.task.name))
+    task_cfg = cfg.task.selected()
     if tokenizer is not None:
         cls.configure_text(task_cfg, tokenizer_vocab(tokenizer, cfg.data.max_length))
     return build_task(cfg.task.name, backbone, task_cfg)
@@ -89,6 +90,11 @@ def build_datasets(cfg: Any) -> tuple[Any, Any | None]:
     return train, test
 
 
+def masks_whole_words(task_cfg: Any) -> bool:
+    """Whether the task masks whole words, so its batches need word ids."""
+    return isinstance(task_cfg, TokenMaskingConfig) and task_cfg.whole_word_mask
+
+
 def run_pretrain(cfg: Any, resume_dir: str | Path | None = None) -> dict:
     """Run (or resume) one pre-training run; returns the summary (also in ``summary.json``)."""
     import torch
@@ -104,7 +110,8 @@ def run_pretrain(cfg: Any, resume_dir: str | Path | None = None) -> dict:
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     torch.manual_seed(cfg.trainer.seed)  # weights of the backbone and heads
     train_set, test_set = build_datasets(cfg)
-    tokenizer = prepare_text(cfg, run_dir, train_set, test_set, encoder_dir=cfg.model.init)
+    tokenizer = prepare_text(cfg, run_dir, train_set, test_set, encoder_dir=cfg.model.init,
+                             word_ids=masks_whole_words(cfg.task.selected()))  # fmt: skip
     task = build_run_task(cfg, tokenizer)
     trainer = Trainer(cfg.trainer, cfg.optim, run_dir, cfg.data.batch_size, cfg.data.num_workers)
     callbacks = [ReconstructionCallback(cfg, test_set or train_set, run_dir)] if task.reconstructs else []

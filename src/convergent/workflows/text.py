@@ -9,7 +9,6 @@ and the backbone takes its vocabulary size, padding and mask ids from it.
 from pathlib import Path
 from typing import Any
 
-from convergent.config import task_field
 
 TOKENIZER_DIR = "tokenizer"
 PACKED_FILE = "packed-train.bin"
@@ -51,10 +50,13 @@ def check_same_tokenizer(saved_dir: Path, given: Any) -> None:
         )
 
 
-def prepare_text(cfg: Any, run_dir: Path | None, train_set: Any, *others: Any, encoder_dir: Any = None):
+def prepare_text(
+    cfg: Any, run_dir: Path | None, train_set: Any, *others: Any, encoder_dir: Any = None, word_ids: bool = False
+):
     """For text data: the run's tokenizer (:func:`find_tokenizer`; without one, trained on
     ``train_set`` when there is a ``run_dir``), saved in ``run_dir/tokenizer`` and attached to
-    ``train_set`` and ``others``; None for other data."""
+    ``train_set`` and ``others`` (``word_ids``: batches carry the word index of each piece, for
+    a task that masks whole words); None for other data."""
     from convergent.data.tokenizer import TOKENIZER_FILE, train_tokenizer
 
     if not is_text(train_set):
@@ -72,10 +74,7 @@ def prepare_text(cfg: Any, run_dir: Path | None, train_set: Any, *others: Any, e
         tokenizer = train_tokenizer(train_set.texts(), kind=cfg.data.tokenizer_kind, vocab_size=cfg.data.vocab_size)
     if run_dir is not None and not (Path(run_dir) / TOKENIZER_DIR / TOKENIZER_FILE).is_file():
         tokenizer.save(Path(run_dir) / TOKENIZER_DIR)
-    task = getattr(cfg, "task", None)  # a whole-word-masking task needs word ids in its batches
-    task_cfg = getattr(task, task_field(task.name), None) if task is not None else None
-    attach_tokenizer(tokenizer, cfg.data.max_length, train_set, *others,
-                     word_ids=bool(getattr(task_cfg, "whole_word_mask", False)))  # fmt: skip
+    attach_tokenizer(tokenizer, cfg.data.max_length, train_set, *others, word_ids=word_ids)
     return tokenizer
 
 
