@@ -1,7 +1,7 @@
 """The Task contract.
 
 A task is an ``nn.Module`` built from a backbone and its config. ``forward(batch)`` takes a
-dict batch (keys in ``batch_keys``) and returns a dict with ``"loss"`` (scalar) plus named
+dict batch (keys in ``batch_keys``; those in ``optional_batch_keys`` only when there) and returns a dict with ``"loss"`` (scalar) plus named
 terms for logging. A task checks the backbone capabilities it needs when it is built
 (``requires``), so a bad pairing fails at once with a clear message. EMA teachers belong to
 the task and are updated in :meth:`Task.on_step_end`.
@@ -18,7 +18,10 @@ class Task(nn.Module):
 
     name: ClassVar[str] = "task"
     batch_keys: ClassVar[tuple[str, ...]] = ("image",)
-    """Keys ``forward`` reads from a batch; the data pipeline must produce them."""
+    """Keys ``forward`` reads from a batch; the data pipeline must produce them (the Trainer
+    checks them against the dataset's before any step)."""
+    optional_batch_keys: ClassVar[tuple[str, ...]] = ()
+    """Those of :attr:`batch_keys` that ``forward`` reads only when a batch holds them."""
     requires: ClassVar[tuple[str, ...]] = ()
     """Backbone capability flags needed, e.g. ``("supports_mask_token",)``."""
     families: ClassVar[tuple[str, ...] | None] = None

@@ -156,7 +156,8 @@ class Data2Vec(Task):
             )
         self.top_k = self._resolve_top_k(backbone, config.top_k_layers, paper.top_k)
         self.num_prefix = int(getattr(backbone, "num_prefix_tokens", 0))
-        self.batch_keys = (backbone.input_key, *backbone.extra_input_keys)  # extras optional
+        self.batch_keys = (backbone.input_key, *backbone.extra_input_keys)
+        self.optional_batch_keys = tuple(backbone.extra_input_keys)
         self.teacher = frozen_copy(backbone)
         self.head = Linear(backbone.num_features, backbone.num_features)  # regression head
         init_linear_norm_(self.head)

@@ -18,8 +18,10 @@ before ``fit``), and owns a ``torch.Generator`` on the device, passed to ``trans
 from the latest checkpoint, so the continuation is exact. Callbacks should not draw from
 the global RNGs (they run after a step's checkpoint is taken).
 
-**Data.** ``dataset`` is a :class:`convergent.data.protocol.Dataset`, batched with its
-``collate_fn``. ``batch_size`` is the global batch per
+**Data.** ``dataset`` is a :class:`convergent.data.protocol.Dataset`: before anything else
+``fit`` checks that it yields the batch keys the task reads
+(:func:`~convergent.training.batch_keys.check_batch_keys`, counting the views the Trainer
+adds), then batches it with its ``collate_fn``. ``batch_size`` is the global batch per
 optimizer step; each process runs micro-batches of ``batch_size / (world_size * accumulate)``
 samples. The data order is :class:`~convergent.training.sampler.ResumableSampler` (one epoch
 = one permutation, the incomplete tail dropped); a streamed dataset (tar shards) orders itself
@@ -61,6 +63,7 @@ from convergent.data.protocol import SKIPPED, Dataset
 from convergent.data.skips import SkipLog
 from convergent.layers.linear import cpu_engine
 from convergent.tasks.base import Task
+from convergent.training.batch_keys import check_batch_keys, view_keys
 from convergent.training.checkpoint import (
     checkpoints_dir,
     clean_incomplete,
@@ -148,8 +151,10 @@ class Trainer:
     # --- public -------------------------------------------------------------------------
     def fit(self, task: Task, dataset: Dataset, transform=None, resume: bool = False, callbacks=()) -> dict:
         """Train ``task`` on ``dataset`` for ``max_steps`` optimizer steps; returns the summary
-        (also written to ``run_dir/summary_train.json`` by rank 0)."""
+        (also written to ``run_dir/summary_train.json`` by rank 0). A task reading batch keys
+        the dataset does not yield is refused here, before any step."""
         t0 = time.perf_counter()
+        check_batch_keys(task, dataset, view_keys(task, dataset, transform))
         run = self._setup(task, dataset, resume)
         zero = self.fabric.is_global_zero
         run.logger = MetricsLogger(self.run_dir, enabled=zero, resume_step=self.step if run.resumed else None)
