@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from convergent.data.protocol import ItemList  # noqa: E402
 from convergent.training.loop import Trainer  # noqa: E402
 from tests import clip_ddp_worker  # noqa: E402
 from tests.training_helpers import configs, run_worker, save_gathered  # noqa: E402
@@ -20,11 +21,11 @@ from tests.training_helpers import configs, run_worker, save_gathered  # noqa: E
 BATCH, STEPS = clip_ddp_worker.BATCH, 4
 
 
-def pairs() -> list[dict]:
+def pairs() -> ItemList:
     """The B pairs of ``clip_ddp_worker.global_batch`` as items: every step trains on all of
     them, split over the processes by the sampler's epoch order."""
     batch = clip_ddp_worker.global_batch()
-    return [{k: v[i] for k, v in batch.items()} for i in range(BATCH)]
+    return ItemList([{k: v[i] for k, v in batch.items()} for i in range(BATCH)])
 
 
 def main(run_dir: str, devices: int, accumulate: int = 1, strategy: str | None = None, max_steps: int = STEPS,

@@ -21,7 +21,8 @@ ALLOWED = {
     "heads": {"layers"},
     "converters": {"backbones", "layers"},
     "tasks": {"backbones", "heads", "layers", "losses", "masking"},
-    "training": {"config", "layers", "tasks"},  # layers: the CPU linear route is chosen before compiling
+    # layers: the CPU linear route is chosen before compiling; data: the Dataset contract (data/protocol.py)
+    "training": {"config", "data", "layers", "tasks"},
     "evaluation": {"config", "backbones", "tasks", "heads", "training", "data"},
     # converters sit below workflows (they import only backbones): a workflow may use them
     "workflows": {"config", "backbones", "converters", "data", "tasks", "training", "evaluation", "generation"},

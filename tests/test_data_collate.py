@@ -1,9 +1,9 @@
-"""collate and record_skipped."""
+"""collate (merging the reports of skipped samples: tests/data/test_skips.py)."""
 
 import pytest
 import torch
 
-from convergent.data.collate import collate, record_skipped
+from convergent.data.collate import collate
 
 
 def test_collate_stacks_and_concatenates():
@@ -21,15 +21,3 @@ def test_collate_stacks_and_concatenates():
         collate([{"label": 1}, {"image": torch.zeros(1)}])
     with pytest.raises(ValueError, match="empty"):
         collate([])
-
-
-def test_record_skipped_counts_each_path_once():
-    class DS:
-        skipped = [("x", "not an image")]
-
-    ds = DS()
-    assert record_skipped(ds, {"skipped": [("a", "r"), ("x", "r"), ("a", "r")]}) == 1
-    assert record_skipped(ds, {"skipped": [("a", "r")]}) == 0
-    assert record_skipped(ds, {"label": torch.zeros(2)}) == 0
-    assert ds.skipped == [("x", "not an image"), ("a", "r")]
-

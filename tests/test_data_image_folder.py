@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from convergent.data.collate import collate, record_skipped
+from convergent.data.collate import collate
 from convergent.data.image_folder import build
 
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 20), (20, 20, 220)
@@ -100,13 +100,13 @@ def test_workers_report_lazy_skips_through_batches(tree):
     for batch in loader:
         assert batch["image"].shape[1:] == (3, 16, 16) and batch["label"].dtype == torch.int64
         seen += len(batch["label"])
-        new += record_skipped(ds, batch)
+        new += ds.skips.merge(batch["skipped"])
     assert seen == 8 and new == 2
     assert len(ds.skipped) == 4 and {p.rsplit("/", 1)[1] for p, _ in ds.skipped} == {
         "e_empty.png", "README.txt", "b_fake.png", "c_trunc.jpg"
     }
     for batch in loader:  # a second epoch reports the same files again: counted once
-        assert record_skipped(ds, batch) == 0
+        assert ds.skips.merge(batch["skipped"]) == 0
 
 
 def test_flat_folder_wraps_around(tmp_path):

@@ -10,6 +10,7 @@ import torch
 
 from convergent.backbones import build_backbone
 from convergent.config import OptimConfig, TrainerConfig
+from convergent.data.protocol import ItemList
 from convergent.evaluation.finetune import evaluate_classifier, finetune
 from convergent.tasks.classify import Classify
 from convergent.tasks.configs import ClassifyConfig
@@ -75,7 +76,7 @@ def test_finetune_wires_task_and_trainer(monkeypatch, tmp_path):
 def test_finetune_learns_separable_task(tmp_path):
     """60 steps of the real Trainer on 'which half is bright' (needs spatial features; a ViT
     from scratch; 15/15 seeds tried reached >= 0.97)."""
-    train, test = halves(256, 0), halves(128, 1)
+    train, test = ItemList(halves(256, 0)), halves(128, 1)
     backbone = build_backbone("vit_test")
     before = evaluate_classifier(Classify(backbone, ClassifyConfig(num_classes=2)), test, to_float)
     tcfg = TrainerConfig(max_steps=60, accelerator="cpu", devices=1, log_every=20, checkpoint_every=1000,

@@ -15,6 +15,7 @@ from torch import nn
 
 from convergent.backbones.registry import build_backbone
 from convergent.config import OptimConfig, TrainerConfig
+from convergent.data.protocol import Dataset
 from convergent.evaluation.features import extract_features, prepare_batch, tokens_at
 from convergent.evaluation.finetune import evaluate_classifier, finetune
 from convergent.evaluation.knn import knn_accuracy
@@ -32,13 +33,17 @@ def encode(text: str) -> list[int]:
     return [CLS, *(10 + ord(c) % 900 for c in text), SEP]
 
 
-class TextSet(list):
+class TextSet(list, Dataset):
     """Items ``{"text", "label"}`` and a ``collate_fn`` as text datasets have: right-padded ids,
     ``attention_mask`` (1 = real), ``special_tokens_mask``, ``label``; ``pad_to`` pads every
     batch to that length (else to its longest sequence)."""
 
+    name = "letter-sentences"
+    batch_keys = ("input_ids", "attention_mask", "special_tokens_mask", "label")
+
     def __init__(self, items, pad_to: int | None = None):
-        super().__init__(items)
+        list.__init__(self, items)
+        Dataset.__init__(self, "sentences of letters a-m (class 0) or n-z (class 1)", ["a-m", "n-z"])
         self.pad_to = pad_to
 
     def collate_fn(self, items: list[dict]) -> dict[str, torch.Tensor]:

@@ -7,23 +7,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from convergent.backbones import build_backbone
 from convergent.config import OptimConfig, TrainerConfig
+from convergent.data.protocol import Dataset
+from convergent.data.skips import SkipLog, reason_of
 from convergent.tasks.base import Task
 
 PATCH = 8  # vit_test: 32 px images, 8 px patches → 16 tokens of width 32
 
 
 class SyntheticImages(Dataset):
-    """``n`` random uint8 images (3, 32, 32) with 4 labels; ``skipped`` as a loader reports it."""
+    """``n`` random uint8 images (3, 32, 32) with 4 labels; ``skipped``: ``(where, detail)`` of
+    samples passed over while it was built."""
+
+    name = "synthetic-images"
+    batch_keys = ("image", "label")
 
     def __init__(self, n: int = 48, seed: int = 0, skipped=()):
+        skips = SkipLog()
+        for where, detail in skipped:
+            skips.add(where, reason_of(detail), detail)
+        super().__init__(f"{n} random images", [str(c) for c in range(4)], skips)
         g = torch.Generator().manual_seed(seed)
         self.images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
         self.labels = torch.arange(n) % 4
-        self.skipped = list(skipped)
         self.reads = 0  # items read (in this process)
 
     def __len__(self) -> int:

@@ -1,5 +1,6 @@
-"""Batching dict items; passing over unreadable samples, and carrying the reports of them out
-of DataLoader workers."""
+"""Batching dict items, and passing over unreadable samples (the reports of them leave
+DataLoader workers in the items' ``"skipped"`` lists, joined by :func:`collate`; the dataset's
+:class:`~convergent.data.skips.SkipLog` merges them)."""
 
 import logging
 from collections.abc import Callable
@@ -42,29 +43,12 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
-def record_skipped(dataset, batch: dict) -> int:
-    """Merge ``batch["skipped"]`` (found by any DataLoader worker) into ``dataset.skipped``,
-    once per path; returns how many paths were new. Call it on every batch; at the end of a
-    run ``len(dataset.skipped)`` counts every unreadable file met."""
-    found = batch.get("skipped")
-    if not found:
-        return 0
-    known = {path for path, _ in dataset.skipped}
-    new = 0
-    for path, reason in found:
-        if path not in known:
-            dataset.skipped.append((path, reason))
-            known.add(path)
-            new += 1
-    return new
-
-
 def read_next(dataset, i: int, read: Callable[[int], Any], kind: str) -> tuple[int, Any, list[tuple[str, str]]]:
     """``(j, read(j), passed)`` for the first ``j`` of ``i, i+1, ...`` (wrapping around) that ``read``
     does not raise on: deterministic, so the same index always yields the same sample. ``passed``
     names every sample passed over, ``(path, reason)``; one found unreadable now is noted with
     :func:`note_unreadable` (reason ``"<kind> (<error>)"``). ``dataset`` has ``paths``,
-    ``skipped``, ``source`` and ``_bad`` (index -> reason, what this process found)."""
+    ``skips``, ``source`` and ``_bad`` (index -> reason, what this process found)."""
     n = len(dataset.paths)
     passed = []
     for j in range(i, i + n):
@@ -79,13 +63,9 @@ def read_next(dataset, i: int, read: Callable[[int], Any], kind: str) -> tuple[i
 
 
 def note_unreadable(dataset, j: int, reason: str, kind: str) -> None:
-    """Note sample ``j`` of ``dataset`` as unreadable in this process (``dataset._bad``), name it
-    once in ``dataset.skipped`` (counted as ``kind`` in ``dataset.skip_counts`` where it has
-    one), and log it."""
+    """Note sample ``j`` of ``dataset`` as unreadable in this process (``dataset._bad``), count
+    it once as ``kind`` in ``dataset.skips`` (named with ``reason``), and log it."""
     dataset._bad[j] = reason
     path = dataset.paths[j]
-    if all(p != path for p, _ in dataset.skipped):
-        dataset.skipped.append((path, reason))
-        if hasattr(dataset, "skip_counts"):
-            dataset.skip_counts[kind] += 1
+    dataset.skips.found(path, kind, reason)
     log.warning("skipping %s: %s", path, reason)

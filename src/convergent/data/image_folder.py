@@ -14,18 +14,17 @@ Hidden files and folders (name starting with ".") are ignored.
 Unreadable samples never crash a run:
 
 * at construction (cheap, from the directory scan): files whose extension is not an image
-  extension ("not an image") and zero-byte files ("empty file") are listed in ``skipped``;
+  extension ("not an image") and zero-byte files ("empty file") are counted in ``skips``;
 * at ``__getitem__`` (decoding is the only full check): if sample ``i`` cannot be decoded,
   item ``i`` is the next readable sample ``i+1, i+2, ...`` (wrapping around; deterministic,
   so the same index always yields the same image), and every sample passed over is named in
   the item's ``"skipped"`` field, a list of ``(path, reason)``.
 
 DataLoader workers are copies of the dataset, so what a worker finds cannot reach the
-parent's ``skipped`` list directly; instead :func:`convergent.data.collate.collate`
-concatenates the items' ``"skipped"`` lists into the batch, and
-:func:`convergent.data.collate.record_skipped` merges a batch's list into ``dataset.skipped``
-(once per path), so ``len(dataset.skipped)`` at the end of a run counts every unreadable
-file met, with any ``num_workers``.
+parent's ``skips`` directly; instead :func:`convergent.data.collate.collate` concatenates the
+items' ``"skipped"`` lists into the batch, and ``dataset.skips.merge(batch["skipped"])``
+counts each path once (:class:`~convergent.data.skips.SkipLog`), so ``dataset.skips.total``
+at the end of a run counts every unreadable file met, with any ``num_workers``.
 """
 
 import os
@@ -34,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from convergent.data.collate import collate, read_next, record_skipped
+from convergent.data.collate import read_next
+from convergent.data.protocol import Dataset
+from convergent.data.skips import SkipLog, reason_of
 from convergent.data.splits import evenly_spaced
 
 
@@ -129,24 +129,19 @@ def decode(path: str, img_size: int, in_chans: int) -> torch.Tensor:
 class ImageFolder(Dataset):
     """Items ``{"image": uint8 (C, S, S), "label": int, "skipped": [(path, reason), ...]}``."""
 
+    name = "image-folder"
+    batch_keys = ("image", "label")
+
     def __init__(self, paths, labels, classes, skipped, img_size: int, in_chans: int, source: str):
+        skips = SkipLog()
+        for path, detail in skipped:  # found by the directory scan
+            skips.add(path, reason_of(detail), detail)
+        super().__init__(source, classes, skips)
         self.paths = list(paths)
         self.labels = torch.tensor(labels, dtype=torch.int64)  # (N,); -1 when unlabelled
-        self.classes = list(classes)
-        self.skipped: list[tuple[str, str]] = list(skipped)
         self.img_size = img_size
         self.in_chans = in_chans
-        self.source = source
         self._bad: dict[int, str] = {}  # index -> reason, found by this process
-
-    @staticmethod
-    def collate_fn(items: list[dict]) -> dict:
-        """Stack items; ``"skipped"`` lists of the items are joined (see :meth:`record_skipped`)."""
-        return collate(items)
-
-    def record_skipped(self, batch: dict) -> int:
-        """Merge the unreadable files a (worker's) batch passed over into :attr:`skipped`."""
-        return record_skipped(self, batch)
 
     def __len__(self) -> int:
         return len(self.paths)

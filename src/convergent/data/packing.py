@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+
+from convergent.data.protocol import Dataset
 
 
 def _meta_path(path: Path) -> Path:
@@ -35,9 +36,14 @@ class PackedBlocks(Dataset):
     ``{"input_ids": (L,) int64, "attention_mask": (L,) int64, "special_tokens_mask": (L,) bool}``.
 
     The memmap is opened lazily in each process (workers, after fork or spawn), never pickled.
+    Nothing is skipped: the documents were tokenised when the file was written.
     """
 
+    name = "packed-blocks"
+    batch_keys = ("input_ids", "attention_mask", "special_tokens_mask")
+
     def __init__(self, path: str | Path):
+        super().__init__()
         self.path = Path(path)
         meta_path = _meta_path(self.path)
         if not self.path.is_file() or not meta_path.is_file():
@@ -57,7 +63,6 @@ class PackedBlocks(Dataset):
         self.num_blocks = size // row_bytes
         self.num_documents = int(meta.get("num_documents", -1))
         self.source = f"packed blocks: {self.num_blocks} x {self.block_size} tokens from {self.path}"
-        self.skipped: list[tuple[str, str]] = []
         self._array = None
 
     def __getstate__(self) -> dict:

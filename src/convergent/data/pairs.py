@@ -34,14 +34,14 @@ it, ``heldout`` False) or a folder with split files ``{train,val,validation,vali
 tsv,jsonl,ndjson,json}`` (``split`` picks one, ``test``/``val`` stand in for each other; classes
 are the union over all split files, so labels agree) or, without split files, all its pairs files.
 
-**Bad input never crashes a run.** Skipped and counted by reason (:attr:`ImageTextPairs.skip_counts`)
-and named (``skipped``, the first :data:`~convergent.data.skips.MAX_LISTED` per file): rows
+**Bad input never crashes a run.** Skipped, counted by reason and named (``skips``, a
+:class:`~convergent.data.skips.SkipLog`; the first :data:`~convergent.data.skips.MAX_LISTED` per file): rows
 (``"file:line"``) that are invalid JSON, malformed, miss a field, have an empty caption (each
 empty caption counts), a bad or conflicting label; images (path) that are missing, empty, or whose header Pillow cannot
 read ("not an image", found when the dataset is built); images that fail to decode ("unreadable
 image") are found when read, and then item ``i`` is the next readable image, exactly as in
-image-folder (the items' ``"skipped"`` lists carry the finding out of DataLoader workers, see
-:func:`convergent.data.collate.record_skipped`). :meth:`ImageTextPairs.preload` decodes every
+image-folder (the items' ``"skipped"`` lists carry the finding out of DataLoader workers, for
+``skips.merge``). :meth:`ImageTextPairs.preload` decodes every
 image at once (small data read for many epochs), dropping unreadable ones. A file without one
 usable pair is an error naming the file and what was skipped.
 """
@@ -58,12 +58,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from convergent.data.collate import collate, note_unreadable, read_next, record_skipped
+from convergent.data.collate import note_unreadable, read_next
 from convergent.data.image_folder import decode
 from convergent.data.lines import JSONL_SUFFIXES
-from convergent.data.skips import describe_counts, skip
+from convergent.data.protocol import Dataset
+from convergent.data.skips import SkipLog, describe_counts, skip
 from convergent.data.splits import finish, resolve
 from convergent.data.text import TextCollator
 
@@ -78,7 +78,7 @@ REASONS = (
     "invalid JSON", "bad row", "missing field", "empty caption", "bad label", "conflicting label",
     "missing image", "empty file", "not an image", "unreadable image",
 )  # fmt: skip
-"""Reasons a row or an image is skipped: the keys of :attr:`ImageTextPairs.skip_counts`."""
+"""Reasons a row or an image is skipped: the keys of ``ImageTextPairs.skips.counts``."""
 
 
 class Row(NamedTuple):
@@ -97,6 +97,8 @@ class PairsCollator:
 
     def __init__(self, tokenizer, max_length: int = 77, padding: str = "longest", word_ids: bool = False):
         self.text = TextCollator(tokenizer, max_length, padding, word_ids)
+        self.batch_keys = ("image", *self.text.batch_keys)
+        """The keys of the batches it makes (``skipped`` aside)."""
 
     def __call__(self, items: Sequence[dict]) -> dict:
         batch = {"image": torch.stack([it["image"] for it in items]), **self.text(items)}
@@ -105,17 +107,17 @@ class PairsCollator:
 
 
 class PairsBatching:
-    """``with_tokenizer`` and ``record_skipped`` of the image–text datasets (this file's and the
-    streamed :class:`~convergent.data.shards.ShardDataset`)."""
+    """``is_text`` and ``with_tokenizer`` of the image–text datasets (this file's and the
+    streamed :class:`~convergent.data.shards.ShardDataset`); put before the contract's base."""
+
+    is_text = True
 
     def with_tokenizer(self, tokenizer, max_length: int = 77, padding: str = "longest", word_ids: bool = False):
-        """Set :attr:`collate_fn` to a :class:`PairsCollator`; returns ``self``."""
+        """Set :attr:`collate_fn` to a :class:`PairsCollator` (and :attr:`batch_keys` to its keys);
+        returns ``self``."""
         self.collate_fn = PairsCollator(tokenizer, max_length, padding, word_ids)
+        self.batch_keys = self.collate_fn.batch_keys
         return self
-
-    def record_skipped(self, batch: dict) -> int:
-        """Merge the samples a (worker's) batch passed over into :attr:`skipped`."""
-        return record_skipped(self, batch)
 
 
 class ImageTextPairs(PairsBatching, Dataset):
@@ -124,8 +126,12 @@ class ImageTextPairs(PairsBatching, Dataset):
     ``paths``: image file of each item (with ``images``: only a name for reports);
     ``captions``: non-empty list of strings per item; ``labels``: int per item (-1: none);
     ``images``: None to decode ``paths`` when read, or all images already decoded, uint8
-    ``(N, in_chans, img_size, img_size)``.
+    ``(N, in_chans, img_size, img_size)``; ``skips``: what was passed over reading them.
     """
+
+    name = "image-text-pairs"
+    batch_keys = ("image", "text", "label")
+    """Until :meth:`with_tokenizer`; then those of its :class:`PairsCollator`."""
 
     def __init__(
         self,
@@ -138,6 +144,7 @@ class ImageTextPairs(PairsBatching, Dataset):
         source: str = "image-text pairs",
         images: torch.Tensor | None = None,
         caption: str = "random",
+        skips: SkipLog | None = None,
     ):
         if not len(paths) == len(captions) == len(labels):
             raise ValueError(f"{len(paths)} images, {len(captions)} caption lists and {len(labels)} labels")
@@ -148,20 +155,13 @@ class ImageTextPairs(PairsBatching, Dataset):
         shape = (len(paths), in_chans, img_size, img_size)
         if images is not None and (images.dtype != torch.uint8 or tuple(images.shape) != shape):
             raise ValueError(f"images must be uint8 {shape}, got {images.dtype} {tuple(images.shape)}")
+        super().__init__(source, classes, skips)
         self.paths = list(paths)
         self.captions = [list(c) for c in captions]
         self.labels = torch.tensor(list(labels), dtype=torch.int64)  # (N,); -1 when unlabelled
-        self.classes = list(classes)
         self.img_size, self.in_chans = img_size, in_chans
-        self.source = source
         self.images = images
         self.caption = caption
-        self.skipped: list[tuple[str, str]] = []
-        self.skip_counts: Counter = Counter()
-        self.heldout = True
-        """False when every split reads the same pairs (nothing is held out for evaluation)."""
-        self.collate_fn = collate
-        """Stacks images, lists texts; :meth:`with_tokenizer` replaces it with a :class:`PairsCollator`."""
         self._bad: dict[int, str] = {}  # index -> reason, found by this process
 
     # --- items ------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ class ImageTextPairs(PairsBatching, Dataset):
     # --- bookkeeping ------------------------------------------------------------------------
     def summary(self) -> str:
         """One line: images and captions used, skipped by reason."""
-        n, why = sum(self.skip_counts.values()), describe_counts(self.skip_counts, REASONS)
+        n, why = self.skips.total, self.skips.describe(REASONS)
         return f"{len(self)} images with {sum(map(len, self.captions))} captions used, {n} skipped ({why})"
 
     def select(self, keep: Sequence[int] | np.ndarray) -> "ImageTextPairs":
@@ -424,8 +424,7 @@ def _pairs(read: dict, img_size: int, in_chans: int, classes: Sequence[str] | No
     labels = [_label_index(raw[k], classes, names) for k in keep]
     source = f"image-text pairs: {len(keep)} images from {names}"
     dataset = ImageTextPairs([paths[k] for k in keep], [captions[k] for k in keep], labels, classes,
-                             img_size, in_chans, source, caption=caption)  # fmt: skip
-    dataset.skipped, dataset.skip_counts = skipped, counts
+                             img_size, in_chans, source, caption=caption, skips=SkipLog(counts, skipped))  # fmt: skip
     if counts:
         log.warning("%s; %s", source, dataset.summary())
     return dataset

@@ -5,9 +5,10 @@
 
 ``build_dataset(name, split, ...)`` imports the builder only then. A builder is a function
 taking the keyword arguments of :func:`build_dataset` and returning a
-``torch.utils.data.Dataset`` whose items are dicts (images: ``{"image": uint8 (C, S, S),
-"label": int}``; text: ``{"text": str, "label": int}``, see :mod:`convergent.data.text`) and
-which has the attributes ``classes``, ``skipped`` and ``source``. Text builders ignore
+:class:`convergent.data.protocol.Dataset` (the contract: ``batch_keys``, ``classes``,
+``skips``, ``source``, ...; ``build_dataset`` sets its ``name``) whose items are dicts
+(images: ``{"image": uint8 (C, S, S), "label": int}``; text: ``{"text": str, "label": int}``,
+see :mod:`convergent.data.text`). Text builders ignore
 ``img_size`` and ``in_chans``. Image–text builders return a
 :class:`convergent.data.pairs.ImageTextPairs` (items ``{"image", "text", "label", "skipped"}``,
 one per image; ``captions`` holds all captions of each image).
@@ -128,4 +129,6 @@ def build_dataset(
     e = entry(name)
     if limit is not None and limit < 1:
         raise ValueError(f"dataset {name!r}: limit must be >= 1 or None, got {limit}")
-    return load_target(e.target)(split=split, root=root, img_size=img_size, in_chans=in_chans, limit=limit)
+    dataset = load_target(e.target)(split=split, root=root, img_size=img_size, in_chans=in_chans, limit=limit)
+    dataset.name = name  # the contract's name (convergent.data.protocol): the registered one
+    return dataset

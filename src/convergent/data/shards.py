@@ -33,8 +33,8 @@ then, so not with ``persistent_workers``). ``rank``/``world_size`` default to ``
 is initialised.
 
 Unusable samples (no image, no caption, invalid JSON, image that does not decode) are skipped,
-counted in ``skip_counts`` and named in ``skipped`` in the reading process, and carried out of
-workers in the items' ``"skipped"`` lists (:meth:`ShardDataset.record_skipped`, as image-folder).
+counted and named in ``skips`` in the reading process (each once, however many epochs meet it),
+and carried out of workers in the items' ``"skipped"`` lists (for ``skips.merge``, as image-folder).
 """
 
 import functools
@@ -45,18 +45,17 @@ import logging
 import os
 import random
 import tarfile
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import get_worker_info
 
-from convergent.data.collate import collate
 from convergent.data.image_folder import IMAGE_EXTENSIONS, decode
 from convergent.data.pairs import CAPTION_MODES, ImageTextPairs, PairsBatching, row_texts
-from convergent.data.skips import MAX_LISTED, skip
+from convergent.data.protocol import StreamDataset
+from convergent.data.skips import MAX_LISTED, SkipLog, reason_of
 from convergent.data.splits import ALL_SPLIT_NAMES, SPLIT_NAMES, finish
 
 log = logging.getLogger(__name__)
@@ -184,10 +183,10 @@ def write_shards(
         close()
     if not count:
         raise ValueError(f"no pair could be written to {out} ({len(skipped)} skipped: {skipped[:3]} ...)")
+    pairs = isinstance(source, ImageTextPairs)  # an iterable of dicts has no classes nor source line
     manifest = {
-        "format": FORMAT, "count": count, "shards": shards,
-        "classes": list(getattr(source, "classes", []) or []),
-        "source": getattr(source, "source", None), "skipped": len(skipped), "skipped_examples": skipped[:MAX_LISTED],
+        "format": FORMAT, "count": count, "shards": shards, "classes": list(source.classes) if pairs else [],
+        "source": source.source if pairs else None, "skipped": len(skipped), "skipped_examples": skipped[:MAX_LISTED],
     }  # fmt: skip
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     return manifest
@@ -305,7 +304,7 @@ def read_samples(
     """``(key, image, captions, label)`` of every usable sample of ``shards``, in order: ``image``
     uint8 ``(C, S, S)``, or ``(bytes, ext)`` with ``decode_images=False``. ``stride``
     ``(me, readers)``: only every ``readers``-th sample. Unusable ones go to
-    ``on_skip(where, reason, detail)`` (the arguments of :func:`~convergent.data.skips.skip`:
+    ``on_skip(where, reason, detail)`` (the arguments of :meth:`~convergent.data.skips.SkipLog.add`:
     ``reason`` the count's key, ``detail`` it with what was found)."""
     n = 0
     for path in shards:
@@ -317,7 +316,7 @@ def read_samples(
             parsed = parse_sample(members, classes)
             if isinstance(parsed, str):
                 if on_skip is not None:
-                    on_skip(where, parsed.split(" (")[0], parsed)
+                    on_skip(where, reason_of(parsed), parsed)
                 continue
             ext, data, captions, label = parsed
             if not decode_images:
@@ -332,11 +331,15 @@ def read_samples(
             yield key, image, captions, label
 
 
-class ShardDataset(PairsBatching, IterableDataset):
+class ShardDataset(PairsBatching, StreamDataset):
     """Stream ``{"image": uint8 (C, S, S), "text": str, "label": int, "key": str, "skipped": [...]}``
     from tar shards (see the module docstring). ``decode=False`` gives the image bytes as they
     are stored (``"image"``: bytes, plus ``"ext"``). ``caption``: ``"random"`` (a seeded draw
     among a sample's captions) or ``"first"``. ``repeat``: cycle epochs forever."""
+
+    name = "image-text-shards"
+    batch_keys = ("image", "text", "label", "key")
+    """With ``decode=False`` also ``"ext"``; after :meth:`with_tokenizer`, those of its collator."""
 
     def __init__(
         self,
@@ -356,22 +359,17 @@ class ShardDataset(PairsBatching, IterableDataset):
         if shuffle < 0:
             raise ValueError(f"shuffle (buffer size) must be >= 0, got {shuffle}")
         self.shards, manifest = resolve_shards(shards)
-        self.classes: list[str] = list(manifest.get("classes", []))
         self.num_samples: int | None = manifest.get("count")
         """Samples in all shards (from the manifest; None without one)."""
+        samples = f", {self.num_samples} samples" if self.num_samples else ""
+        super().__init__(f"shards: {len(self.shards)} tar files{samples} in {self.shards[0].parent}",
+                         manifest.get("classes", []))  # fmt: skip
+        if not decode:
+            self.batch_keys = ("image", "ext", "text", "label", "key")
         self.img_size, self.in_chans = img_size, in_chans
         self.shuffle, self.seed, self.caption, self.decode, self.repeat = shuffle, seed, caption, decode, repeat
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        self.skipped: list[tuple[str, str]] = []
-        self.skip_counts: Counter = Counter()
-        self.collate_fn = collate
-        samples = f", {self.num_samples} samples" if self.num_samples else ""
-        self.source = f"shards: {len(self.shards)} tar files{samples} in {self.shards[0].parent}"
-
-    def set_epoch(self, epoch: int) -> None:
-        """Shard order and shuffle buffer depend on ``epoch``: call before each epoch's loader."""
-        self.epoch = epoch
 
     def reader(self) -> tuple[int, int]:
         """``(index, count)`` of this reader among all (rank, DataLoader worker) pairs."""
@@ -436,7 +434,7 @@ class ShardDataset(PairsBatching, IterableDataset):
             yield from captions
 
     def _note(self, passed: list, where: str, reason: str, detail: str) -> None:
-        skip(self.skip_counts, self.skipped, where, reason, detail)
+        self.skips.found(where, reason, detail)
         passed.append((where, detail))
         log.warning("skipping %s: %s", where, detail)
 
@@ -451,21 +449,17 @@ def read_shards(shards: str | Path | Sequence[str | Path], img_size: int = 32, i
     evaluation: kNN / probes, zero-shot, retrieval); unusable ones skipped and counted."""
     paths, manifest = resolve_shards(shards)
     classes = list(manifest.get("classes", []))
-    skipped: list[tuple[str, str]] = []
-    counts: Counter = Counter()
+    skips = SkipLog()
     names, images, captions, labels = [], [], [], []
-    note = functools.partial(skip, counts, skipped)
-    for key, image, caps, label in read_samples(paths, classes, img_size, in_chans, on_skip=note):
+    for key, image, caps, label in read_samples(paths, classes, img_size, in_chans, on_skip=skips.add):
         names.append(key)
         images.append(image)
         captions.append(caps)
         labels.append(label)
     if not images:
-        raise ValueError(f"shards {shards}: no usable sample ({dict(counts) or 'empty'})")
-    dataset = ImageTextPairs(names, captions, labels, classes, img_size, in_chans, images=torch.stack(images),
-                             caption="first")  # fmt: skip
-    dataset.skipped, dataset.skip_counts = skipped, counts
-    return dataset
+        raise ValueError(f"shards {shards}: no usable sample ({dict(skips.counts) or 'empty'})")
+    return ImageTextPairs(names, captions, labels, classes, img_size, in_chans, images=torch.stack(images),
+                          caption="first", skips=skips)  # fmt: skip
 
 
 def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None):

@@ -5,9 +5,10 @@ collator that tokenises a list of them into a batch.
     loader = DataLoader(ds.with_tokenizer(tok, max_length=128), batch_size=32, collate_fn=ds.collate_fn)
     # batch: input_ids (B, L) int64, attention_mask (B, L) int64, special_tokens_mask (B, L) bool, label (B,)
 
-Every text dataset has ``classes``, ``labels`` ((N,) int64), ``skipped``, ``source`` and
-``heldout`` like the image datasets, and ``collate_fn`` (None until a tokenizer is attached with
-:meth:`TextDataset.with_tokenizer`; the default collate then gives ``text`` as a list).
+Every text dataset is a :class:`~convergent.data.protocol.Dataset` (``classes``, ``skips``,
+``source``, ``heldout``, ``batch_keys``, ``collate_fn``) with ``labels`` ((N,) int64) and
+``is_text``: until a tokenizer is attached with :meth:`TextDataset.with_tokenizer` batches hold
+``text`` (a list) and ``label``; then the keys of its :class:`TextCollator`.
 
 ``text-lines`` (:func:`build`) reads ``root``:
 
@@ -31,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from convergent.data.lines import (
     JSONL_SUFFIXES,
@@ -42,7 +42,8 @@ from convergent.data.lines import (
     index_file,
     read_line,
 )
-from convergent.data.skips import describe_counts
+from convergent.data.protocol import Dataset
+from convergent.data.skips import SkipLog, describe_counts
 from convergent.data.splits import finish, resolve
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,17 @@ SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES
 class TextCollator:
     """Tokenise items ``{"text", "label"}`` into ``input_ids``/``attention_mask``/
     ``special_tokens_mask`` (see :meth:`convergent.data.tokenizer.Tokenizer.encode_batch`) plus
-    ``label`` (B,) int64. Picklable, for DataLoader workers."""
+    ``label`` (B,) int64 (and ``word_ids`` with ``word_ids``). Picklable, for DataLoader workers."""
 
     def __init__(self, tokenizer, max_length: int = 512, padding: str = "longest", word_ids: bool = False):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.padding = padding
         self.word_ids = word_ids
+        self.batch_keys = ("input_ids", "attention_mask", "special_tokens_mask", "label") + (
+            ("word_ids",) if word_ids else ()
+        )
+        """The keys of the batches it makes."""
 
     def __call__(self, items: Sequence[dict]) -> dict:
         texts = [it["text"] for it in items]
@@ -71,14 +76,12 @@ class TextCollator:
 class TextDataset(Dataset):
     """Base of the text datasets: ``__getitem__`` is ``{"text": self.text(i), "label": labels[i]}``."""
 
-    classes: list[str]
+    name = "texts"
+    batch_keys = ("text", "label")
+    """Until :meth:`with_tokenizer`; then those of its :class:`TextCollator`."""
+    is_text = True
     labels: torch.Tensor
     """``(N,)`` int64, -1 when unlabelled."""
-    skipped: list[tuple[str, str]]
-    source: str
-    heldout: bool = True
-    """False when every split reads the same texts (nothing is held out for evaluation)."""
-    collate_fn = None
 
     def text(self, i: int) -> str:
         raise NotImplementedError
@@ -96,22 +99,23 @@ class TextDataset(Dataset):
     def with_tokenizer(
         self, tokenizer, max_length: int = 512, padding: str = "longest", word_ids: bool = False
     ) -> "TextDataset":
-        """Set :attr:`collate_fn` to a :class:`TextCollator`; returns ``self``."""
+        """Set :attr:`collate_fn` to a :class:`TextCollator` (and :attr:`batch_keys` to its keys);
+        returns ``self``."""
         self.collate_fn = TextCollator(tokenizer, max_length, padding, word_ids)
+        self.batch_keys = self.collate_fn.batch_keys
         return self
 
 
 class TextList(TextDataset):
     """Texts held in memory (small corpora, e.g. WordNet glosses)."""
 
-    def __init__(self, texts: Sequence[str], labels: Sequence[int], classes: Sequence[str], source: str):
+    def __init__(self, texts: Sequence[str], labels: Sequence[int], classes: Sequence[str], source: str,
+                 skips: SkipLog | None = None):  # fmt: skip
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+        super().__init__(source, classes, skips)
         self._texts = list(texts)
         self.labels = torch.tensor(list(labels), dtype=torch.int64)
-        self.classes = list(classes)
-        self.skipped = []
-        self.source = source
 
     def text(self, i: int) -> str:
         return self._texts[i]
@@ -124,8 +128,10 @@ class TextLines(TextDataset):
     :func:`~convergent.data.lines.index_file` with the same ``text_field`` and ``max_chars``;
     ``fmt``: None = by suffix; ``max_chars``: longer lines are skipped; ``classes``: class names
     in label order (None: the sorted names found, or ``"0".."K-1"`` for integer labels).
-    ``skip_counts`` counts skipped lines by reason; ``skipped`` lists the first 1000 per file.
+    ``skips`` counts skipped lines by reason and names the first 1000 per file.
     """
+
+    name = "text-lines"
 
     def __init__(
         self,
@@ -148,26 +154,24 @@ class TextLines(TextDataset):
                 n = sum(ix.counts.values())
                 why = f"{n} lines skipped: {describe_counts(ix.counts, REASONS)}" if n else "empty file"
                 raise ValueError(f"{ix.path}: no usable line ({why})")
-        self.classes = list(classes) if classes is not None else class_names(indexes)
+        skips = SkipLog(sum((ix.counts for ix in indexes), Counter()), [s for ix in indexes for s in ix.skipped])
+        super().__init__("", classes if classes is not None else class_names(indexes), skips)
         self.paths = [ix.path for ix in indexes]
         self.formats = [ix.fmt for ix in indexes]
         self.offsets = np.concatenate([ix.offsets for ix in indexes])  # (N,) int64
         self.file_ids = np.concatenate([np.full(len(ix.offsets), k, np.int32) for k, ix in enumerate(indexes)])
         self.labels = torch.from_numpy(np.concatenate([_label_indices(ix, self.classes) for ix in indexes]))
         self.text_field, self.max_chars = text_field, max_chars
-        self.skipped = [s for ix in indexes for s in ix.skipped]
-        self.skip_counts = sum((ix.counts for ix in indexes), Counter())
         files = self.paths[0] if len(paths) == 1 else f"{len(paths)} files ({self.paths[0]}, ...)"
         self.source = source or f"text-lines: {len(self)} lines from {files}"
         self._handles: dict[int, object] = {}
         self._pid = os.getpid()
-        if self.skip_counts:
+        if self.skips.total:
             log.warning("%s; %s", self.source, self.summary())
 
     def summary(self) -> str:
         """One line: how many lines are used and skipped, by reason."""
-        n = sum(self.skip_counts.values())
-        return f"{len(self)} lines used, {n} skipped ({describe_counts(self.skip_counts, REASONS)})"
+        return f"{len(self)} lines used, {self.skips.total} skipped ({self.skips.describe(REASONS)})"
 
     def select(self, keep: np.ndarray) -> "TextLines":
         """Keep only the items at indices ``keep`` (in that order); returns ``self``."""

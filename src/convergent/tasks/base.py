@@ -1,11 +1,12 @@
 """The Task contract.
 
 A task is an ``nn.Module`` built from a backbone and its config. ``forward(batch)`` takes a
-dict batch (keys in ``batch_keys``) and returns a dict with ``"loss"`` (scalar) plus named
-terms for logging. A task checks the backbone capabilities it needs when it is built
-(``modality``, ``requires``), so a bad pairing fails at once with a clear message; it asks
-the backbone's declared protocol (``convergent.backbones.protocol``), never its config. EMA teachers belong to
-the task and are updated in :meth:`Task.on_step_end`.
+dict batch (the keys in ``batch_keys``, and those in ``optional_batch_keys`` when there) and
+returns a dict with ``"loss"`` (scalar) plus named terms for logging. A task checks the
+backbone capabilities it needs when it is built (``modality``, ``requires``), so a bad
+pairing fails at once with a clear message; it asks the backbone's declared protocol
+(``convergent.backbones.protocol``), never its config. EMA teachers belong to the task and
+are updated in :meth:`Task.on_step_end`.
 """
 
 from typing import Any, ClassVar
@@ -21,7 +22,10 @@ class Task(nn.Module):
 
     name: ClassVar[str] = "task"
     batch_keys: ClassVar[tuple[str, ...]] = ("image",)
-    """Keys ``forward`` reads from a batch; the data pipeline must produce them."""
+    """Keys ``forward`` reads from a batch; the data pipeline must produce them (the Trainer
+    checks them against the dataset's before any step)."""
+    optional_batch_keys: ClassVar[tuple[str, ...]] = ()
+    """Further keys ``forward`` reads when a batch holds them (not required of the data)."""
     requires: ClassVar[tuple[str, ...]] = ()
     """Backbone capability flags needed, e.g. ``("supports_mask_token",)``."""
     modality: ClassVar[str | None] = None

@@ -156,7 +156,8 @@ class Data2Vec(Task):
             )
         self.top_k = self._resolve_top_k(backbone, config.top_k_layers, paper.top_k)
         self.num_prefix = backbone.num_prefix_tokens
-        self.batch_keys = (backbone.input_key,)  # required; the extra_input_keys are read when present
+        self.batch_keys = (backbone.input_key,)
+        self.optional_batch_keys = tuple(backbone.extra_input_keys)  # read when present
         self.teacher = frozen_copy(backbone)
         self.head = Linear(backbone.num_features, backbone.num_features)  # regression head
         init_linear_norm_(self.head)

@@ -18,16 +18,17 @@ before ``fit``), and owns a ``torch.Generator`` on the device, passed to ``trans
 from the latest checkpoint, so the continuation is exact. Callbacks should not draw from
 the global RNGs (they run after a step's checkpoint is taken).
 
-**Batches.** ``batch_size`` is the global batch per optimizer step; each process runs
-micro-batches of ``batch_size / (world_size * accumulate)`` samples. The data order is
-:class:`~convergent.training.sampler.ResumableSampler` (one epoch = one permutation, the
-incomplete tail dropped); a streamed ``IterableDataset`` (tar shards) orders itself through
-:class:`~convergent.training.sampler.StreamOrder` (resumes continue in a fresh order). A
-dataset may define ``collate_fn`` (default: ``default_collate``) and ``skipped`` (a list of
-``(path, reason)``, reported in the summary; with ``skip_counts``, counts by reason, the list
-may be capped); a batch key ``"skipped"`` (samples a worker passed over) goes to the
-dataset's ``record_skipped(batch)``. The summary counts what was skipped while building the
-dataset once, and sums what each process skipped while reading.
+**Data.** ``dataset`` is a :class:`convergent.data.protocol.Dataset`: before anything else
+``fit`` checks that it yields the batch keys the task reads
+(:func:`~convergent.training.batch_keys.check_batch_keys`, counting the views the Trainer
+adds), then batches it with its ``collate_fn``. ``batch_size`` is the global batch per
+optimizer step; each process runs micro-batches of ``batch_size / (world_size * accumulate)``
+samples. The data order is :class:`~convergent.training.sampler.ResumableSampler` (one epoch
+= one permutation, the incomplete tail dropped); a streamed dataset (tar shards) orders itself
+through :class:`~convergent.training.sampler.StreamOrder` (resumes continue in a fresh order).
+A batch's ``"skipped"`` reports (samples a loader worker passed over) go to the dataset's
+``skips`` (:class:`~convergent.data.skips.SkipLog`). The summary counts what was skipped
+while building the dataset once, and sums what each process skipped while reading.
 
 **A step.** For each micro-batch: ``transform(batch["image"], generator)`` on the device
 (a task declaring ``num_views = n > 1`` gets ``n`` independent draws of the same images,
@@ -56,9 +57,13 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset, default_collate
+from torch.utils.data import DataLoader
 
+from convergent.data.protocol import SKIPPED, Dataset
+from convergent.data.skips import SkipLog
 from convergent.layers.linear import cpu_engine
+from convergent.tasks.base import Task
+from convergent.training.batch_keys import check_batch_keys, view_keys
 from convergent.training.checkpoint import (
     checkpoints_dir,
     clean_incomplete,
@@ -102,6 +107,8 @@ class _Run:
     sampler: ResumableSampler | StreamOrder
     loader: DataLoader
     generator: torch.Generator
+    skips: SkipLog  # the dataset's: what this process's loader passed over is merged into it
+    skips_at_start: int  # skipped when fit() began: while the dataset was built, the same in every process
     losses: list[float] = field(default_factory=list)  # finite step losses, all steps
     nonfinite: int = 0
     last_saved: int = -1
@@ -142,12 +149,12 @@ class Trainer:
         self.summary: dict | None = None
 
     # --- public -------------------------------------------------------------------------
-    def fit(self, task: nn.Module, dataset, transform=None, resume: bool = False, callbacks=()) -> dict:
+    def fit(self, task: Task, dataset: Dataset, transform=None, resume: bool = False, callbacks=()) -> dict:
         """Train ``task`` on ``dataset`` for ``max_steps`` optimizer steps; returns the summary
-        (also written to ``run_dir/summary_train.json`` by rank 0)."""
+        (also written to ``run_dir/summary_train.json`` by rank 0). A task reading batch keys
+        the dataset does not yield is refused here, before any step."""
         t0 = time.perf_counter()
-        self._record_skipped = getattr(dataset, "record_skipped", None)
-        self._skips_at_start = (known_skips(dataset), len(getattr(dataset, "skipped", None) or []))
+        check_batch_keys(task, dataset, view_keys(task, dataset, transform))
         run = self._setup(task, dataset, resume)
         zero = self.fabric.is_global_zero
         run.logger = MetricsLogger(self.run_dir, enabled=zero, resume_step=self.step if run.resumed else None)
@@ -163,21 +170,21 @@ class Trainer:
             self._save(run)
         if self.sharded:
             gather_into(run.task, task)
-        self.summary = self._summary(run, dataset, train_s, time.perf_counter() - t0)
+        self.summary = self._summary(run, train_s, time.perf_counter() - t0)
         for cb in callbacks:
             if hasattr(cb, "on_fit_end"):
                 cb.on_fit_end(self, task)
         return self.summary
 
     # --- setup --------------------------------------------------------------------------
-    def _setup(self, task: nn.Module, dataset, resume: bool) -> _Run:
+    def _setup(self, task: Task, dataset: Dataset, resume: bool) -> _Run:
         fabric, cfg = self.fabric, self.cfg
         if not resume and complete_checkpoints(self.run_dir):
             raise FileExistsError(
                 f"{checkpoints_dir(self.run_dir)} already holds checkpoints; pass resume=True to continue "
                 "that run, or choose another run directory"
             )
-        if isinstance(dataset, IterableDataset):  # streamed: it splits itself across processes
+        if dataset.streamed:  # it splits itself across processes
             sampler = StreamOrder(dataset, self.batch_size, cfg.max_steps, cfg.seed, self.optim_cfg.accumulate)
         else:
             sampler = ResumableSampler(
@@ -189,7 +196,7 @@ class Trainer:
         loader = DataLoader(
             dataset, batch_size=self.micro_batch, sampler=None if isinstance(sampler, StreamOrder) else sampler,
             num_workers=self.num_workers, drop_last=True,
-            collate_fn=getattr(dataset, "collate_fn", None) or default_collate,
+            collate_fn=dataset.collate_fn,
             pin_memory=fabric.device.type == "cuda", generator=torch.Generator(),
         )  # fmt: skip
         task.train()
@@ -202,7 +209,7 @@ class Trainer:
         o = self.optim_cfg
         scheduler = CosineWarmup(raw, o.warmup_steps, cfg.max_steps, o.lr, o.min_lr)
         run = _Run(task, module, fabric.setup_optimizers(raw), raw, scheduler, sampler, loader,
-                   torch.Generator(device=fabric.device))  # fmt: skip
+                   torch.Generator(device=fabric.device), dataset.skips, dataset.skips.total)  # fmt: skip
         run.resumed = resume and self._restore(run)
         if not run.resumed:
             if fabric.is_global_zero:
@@ -234,7 +241,7 @@ class Trainer:
             run.raw_optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
         self.step = run.last_saved = int(state["step"])
-        if not getattr(run.sampler, "exact_resume", True) and self.step % run.sampler.steps_per_epoch:
+        if not run.sampler.exact_resume and self.step % run.sampler.steps_per_epoch:
             warnings.warn("resume: a streamed dataset cannot seek; the rest of this epoch is read in a fresh order")
         run.nonfinite = int(state["nonfinite_steps"])
         run.losses = state["losses"].tolist()
@@ -277,9 +284,9 @@ class Trainer:
         metrics and whether the update was skipped."""
         fabric, acc = self.fabric, self.optim_cfg.accumulate
         sums: dict[str, torch.Tensor] = {}
-        views = getattr(run.task, "num_views", 1)  # augmented views of each image the task reads
+        views = run.task.num_views  # augmented views of each image the task reads
         for m in range(acc):
-            batch = self._prepare(next(batches), transform, run.generator, views)
+            batch = self._prepare(next(batches), transform, run.generator, views, run.skips)
             with fabric.no_backward_sync(run.module, enabled=m < acc - 1):
                 out = run.module(batch)
                 if not isinstance(out, dict) or "loss" not in out:
@@ -305,10 +312,8 @@ class Trainer:
         run.scheduler.step()
         return values, problem is not None
 
-    def _prepare(self, batch: dict, transform, generator: torch.Generator, views: int = 1) -> dict:
-        found = batch.pop("skipped", None)  # unreadable samples a loader worker passed over
-        if found and self._record_skipped is not None:
-            self._record_skipped({"skipped": found})
+    def _prepare(self, batch: dict, transform, generator: torch.Generator, views: int, skips: SkipLog) -> dict:
+        skips.merge(batch.pop(SKIPPED, ()))  # unreadable samples a loader worker passed over
         batch = self.fabric.to_device(batch)
         if transform is not None and "image" in batch:
             images = batch["image"]  # uint8
@@ -380,12 +385,11 @@ class Trainer:
         self.fabric.barrier()
         run.last_saved = self.step
 
-    def _summary(self, run: _Run, dataset, train_s: float, wall_s: float) -> dict:
-        skipped = list(getattr(dataset, "skipped", None) or [])
-        # found when the dataset was built: the same in every process; found while reading (merged
-        # into `skipped` by record_skipped): each process its own share
-        built, listed = self._skips_at_start
-        count = torch.tensor(len(skipped) - listed, device=self.fabric.device)
+    def _summary(self, run: _Run, train_s: float, wall_s: float) -> dict:
+        # skipped when the dataset was built: the same in every process; found while reading
+        # (by this process's loader, merged into its dataset's log): each process its own share
+        built = run.skips_at_start
+        count = torch.tensor(run.skips.total - built, device=self.fabric.device)
         if self.fabric.world_size > 1:
             count = self.fabric.all_reduce(count, reduce_op="sum")
         count = built + int(count.item())
@@ -400,7 +404,7 @@ class Trainer:
             "samples_per_s": run.samples / max(train_s, 1e-9),
             "wall_s": wall_s,
             "skipped_samples": count,
-            "skipped_examples": [_describe_skip(s) for s in skipped[:10]],
+            "skipped_examples": [_describe_skip(s) for s in run.skips.listed[:10]],
             "world_size": self.fabric.world_size,
             "run_dir": str(self.run_dir),
             "checkpoint": str(done[-1]) if done else None,
@@ -436,15 +440,6 @@ def _check_strategy(fabric: Fabric) -> None:
             f"strategy {type(fabric.strategy).__name__} (FSDP1) is not supported; use strategy='fsdp' (FSDP2, "
             "full-state checkpoints) or 'ddp'"
         )
-
-
-def known_skips(dataset) -> int:
-    """Samples ``dataset`` skipped while it was built: all of ``skip_counts`` when it counts by
-    reason (its ``skipped`` list may be capped), else the length of ``skipped``."""
-    counts = getattr(dataset, "skip_counts", None)
-    if counts is not None:
-        return int(sum(counts.values()))
-    return len(getattr(dataset, "skipped", None) or [])
 
 
 def _scalars(out: dict, device: torch.device) -> dict[str, torch.Tensor]:

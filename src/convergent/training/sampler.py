@@ -13,9 +13,14 @@ the indices before it are never yielded, so their samples are never read.
 import torch
 from torch.utils.data import Sampler
 
+from convergent.data.protocol import StreamDataset
+
 
 class ResumableSampler(Sampler[int]):
     """Indices of one process for one epoch; set the epoch (and start) before iterating."""
+
+    exact_resume = True
+    """A resume in the middle of an epoch continues the epoch's order exactly."""
 
     def __init__(
         self,
@@ -60,8 +65,8 @@ class ResumableSampler(Sampler[int]):
 
 
 class StreamOrder:
-    """The data order of a streamed dataset (an ``IterableDataset`` with ``set_epoch``, e.g.
-    :class:`~convergent.data.shards.ShardDataset`), in the sampler's terms for the Trainer.
+    """The data order of a streamed dataset (a :class:`~convergent.data.protocol.StreamDataset`,
+    e.g. :class:`~convergent.data.shards.ShardDataset`), in the sampler's terms for the Trainer.
 
     The stream splits itself across processes and workers and must repeat (``repeat=True``:
     readers may hold unequal shares, and none may run dry within an epoch). An epoch is
@@ -72,15 +77,14 @@ class StreamOrder:
     """
 
     exact_resume = False
+    """A resume in the middle of an epoch reads a fresh order."""
 
-    def __init__(self, dataset, global_batch: int, max_steps: int, seed: int = 0, accumulate: int = 1):
-        if not hasattr(dataset, "set_epoch"):
-            raise ValueError(f"a streamed dataset needs set_epoch(epoch); {type(dataset).__name__} has none")
-        if not getattr(dataset, "repeat", False):
+    def __init__(self, dataset: StreamDataset, global_batch: int, max_steps: int, seed: int = 0, accumulate: int = 1):
+        if not dataset.repeat:
             raise ValueError(f"a streamed dataset must repeat (repeat=True) to train on; {type(dataset).__name__} does not")
         self.dataset = dataset
         self.dataset.seed = seed
-        self.num_samples = getattr(dataset, "num_samples", None)
+        self.num_samples = dataset.num_samples
         self.steps_per_epoch = max(self.num_samples // global_batch, 1) if self.num_samples else max(max_steps, 1)
         self.micro_batches_per_epoch = self.steps_per_epoch * accumulate
 

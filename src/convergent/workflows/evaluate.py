@@ -19,9 +19,9 @@ def evaluate_encoder(cfg: Any, backbone, train_set, test_set) -> dict:
     from convergent.evaluation.linear_probe import linear_probe
 
     e = cfg.eval
-    if test_set is None or not getattr(train_set, "classes", None) or not (e.knn or e.linear_probe):
+    if test_set is None or not train_set.classes or not (e.knn or e.linear_probe):
         return {}
-    if not hasattr(train_set, "__len__"):
+    if train_set.streamed:
         print("note: the training split is streamed; kNN / linear probe need a map-style one: no probes")
         return {}
     transform = build_transform(cfg.data, train=False)
@@ -72,7 +72,7 @@ def run_eval(cfg: Any, encoder: str | Path, out: str | Path | None = None) -> di
     prepare_text(cfg, None, train_set, test_set, encoder_dir=enc_dir)
     if test_set is None:
         raise ValueError(f"dataset {cfg.data.name!r} has no labelled test split to evaluate on")
-    results = {"encoder": str(enc_dir), "data": getattr(train_set, "source", cfg.data.name)}
+    results = {"encoder": str(enc_dir), "data": train_set.source}
     results.update(evaluate_encoder(cfg, backbone, train_set, test_set))
     if out is not None:
         Path(out).write_text(json.dumps(results, indent=2) + "\n")

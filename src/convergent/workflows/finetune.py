@@ -35,7 +35,7 @@ def run_finetune(cfg: Any) -> dict:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     torch.manual_seed(cfg.trainer.seed)
     train_set, test_set = build_datasets(cfg)
-    if test_set is None or not getattr(train_set, "classes", None):
+    if test_set is None or not train_set.classes:
         raise ValueError(f"dataset {cfg.data.name!r} needs class labels and a test split to fine-tune on")
     num_classes = len(train_set.classes)
     task_cfg = dataclasses.replace(cfg.classify, num_classes=num_classes)
@@ -48,7 +48,7 @@ def run_finetune(cfg: Any) -> dict:
     summary = {
         "init": cfg.model.init or "random",
         "backbone": cfg.model.backbone,
-        "data": getattr(train_set, "source", cfg.data.name),
+        "data": train_set.source,
         "test_acc": result["test_acc"],
         **{k: v for k, v in result.get("train_summary", {}).items() if k != "run_dir"},
         "run_dir": str(run_dir),

@@ -84,7 +84,7 @@ def build_datasets(cfg: Any) -> tuple[Any, Any | None]:
         test = build_dataset(cfg.data.name, "test", **kw)
     except (ValueError, KeyError, FileNotFoundError):
         test = None
-    if test is not None and not getattr(test, "heldout", True):
+    if test is not None and not test.heldout:
         print(f"note: {cfg.data.name} at {cfg.data.root} has no held-out split folder (test/ or val/): no evaluation")
         test = None
     return train, test

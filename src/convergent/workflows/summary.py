@@ -34,7 +34,7 @@ def finish_run(cfg: Any, trainer, task, train_set, test_set, run_dir: Path, trai
     summary = {
         "task": cfg.task.name,
         "backbone": cfg.model.backbone,
-        "data": getattr(train_set, "source", cfg.data.name),
+        "data": train_set.source,
         **train_summary,
         **results,
         "encoder": str(run_dir / "encoder"),

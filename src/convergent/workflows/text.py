@@ -15,8 +15,8 @@ PACKED_FILE = "packed-train.bin"
 
 
 def is_text(dataset: Any) -> bool:
-    """Whether ``dataset`` yields texts (it can take a tokenizer)."""
-    return hasattr(dataset, "with_tokenizer")
+    """Whether ``dataset`` yields texts (it can take a tokenizer): its declared ``is_text``."""
+    return dataset.is_text
 
 
 def find_tokenizer(cfg: Any, run_dir: Path | None = None, encoder_dir: Any = None):
@@ -69,7 +69,7 @@ def prepare_text(
             f"text data needs a tokenizer: none is saved with the encoder ({encoder_dir}); pass --data.tokenizer"
         )
     if tokenizer is None:
-        texts = f"{len(train_set)} items" if hasattr(train_set, "__len__") else "the streamed captions"
+        texts = "the streamed captions" if train_set.streamed else f"{len(train_set)} items"
         print(f"training a {cfg.data.tokenizer_kind} tokenizer ({cfg.data.vocab_size} ids) on {texts}")
         tokenizer = train_tokenizer(train_set.texts(), kind=cfg.data.tokenizer_kind, vocab_size=cfg.data.vocab_size)
     if run_dir is not None and not (Path(run_dir) / TOKENIZER_DIR / TOKENIZER_FILE).is_file():
@@ -117,7 +117,7 @@ def language_metrics(cfg: Any, task: Any, tokenizer: Any) -> dict:
             data = build_dataset(cfg.data.name, split, root=cfg.data.root)
         except (ValueError, KeyError, FileNotFoundError):
             continue
-        if getattr(data, "heldout", True):
+        if data.heldout:
             attach_tokenizer(tokenizer, cfg.data.max_length, data)
             found = language_model_metrics(task, data, batch_size=cfg.data.batch_size)
             return {f"{split}_{k}": v for k, v in found.items()}

@@ -30,7 +30,7 @@ than pictures of anything, too few to learn or to test as a class.
 32 bits, :func:`~convergent.data.splits.stable_hash`) of the base emoji's ``unified``
 code, so a skin-tone variant is always in its base emoji's split and no emoji seen in training
 is evaluated in another colour. Only entries with ``has_img_google`` and an existing image are
-used; the others are skipped, counted (``skip_counts``) and named (``skipped``, the first
+used; the others are skipped, counted and named (``skips``, the first
 :data:`~convergent.data.skips.MAX_LISTED`), as are images that do not decode.
 """
 
@@ -53,7 +53,7 @@ import torch
 from convergent.data.builtin.fashion_mnist import resize_uint8
 from convergent.data.image_folder import decode
 from convergent.data.pairs import ImageTextPairs
-from convergent.data.skips import skip
+from convergent.data.skips import SkipLog, skip
 from convergent.data.splits import evenly_spaced, hash_split, stable_hash
 
 CLASSES = [
@@ -245,8 +245,8 @@ def load(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: in
     source = f"emoji {split}: {len(emoji)} images ({kinds}) from {where}"
     dataset = ImageTextPairs([e.image for e in emoji], [e.captions for e in emoji], [e.label for e in emoji], CLASSES,
                              img_size, in_chans, source, images=images,
-                             caption="random" if split == "train" else "first")  # fmt: skip
-    dataset.skipped, dataset.skip_counts = skipped, counts
+                             caption="random" if split == "train" else "first",
+                             skips=SkipLog(counts, skipped))  # fmt: skip
     dataset.unified = [e.unified for e in emoji]  # code of each item's image
     dataset.base_unified = [e.base for e in emoji]  # code of its base emoji (= unified for a base emoji)
     return dataset

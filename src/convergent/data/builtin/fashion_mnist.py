@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
-
 from convergent.data.idx import read_idx, write_idx
+from convergent.data.protocol import Dataset
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -87,15 +86,17 @@ class FashionMNIST(Dataset):
 
     ``images`` holds one channel ``(N, 1, S, S)``; items repeat it to ``in_chans``.
     ``labels`` ``(N,)`` int64 is there for evaluation code that needs all labels at once.
+    Nothing is ever skipped: idx files are read whole or not at all.
     """
 
+    name = "fashion-mnist"
+    batch_keys = ("image", "label")
+
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, in_chans: int, source: str):
+        super().__init__(source, CLASSES)
         self.images = images
         self.labels = labels
         self.in_chans = in_chans
-        self.classes = list(CLASSES)
-        self.skipped: list[tuple[str, str]] = []  # idx files are read whole or not at all
-        self.source = source
 
     def __len__(self) -> int:
         return len(self.labels)

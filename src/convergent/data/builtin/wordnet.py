@@ -14,7 +14,7 @@ Files are looked for, in order, in ``root`` (a directory holding ``data.{noun,ve
 gzip or not), in :data:`SYSTEM_DIR` (Debian package ``wordnet-base``), and else in the subset
 bundled with this package (:data:`BUNDLED_DIR`, built by :func:`write_subset`). Lines starting
 with two spaces are the licence header; a data line is ``offset lex_filenum ss_type w_cnt
-words... | gloss``. Malformed lines are skipped and listed in ``skipped``.
+words... | gloss``. Malformed lines are skipped, counted and named in ``skips``.
 
 **Splits** (``train`` / ``val`` / ``test``, :data:`FRACTIONS` 0.9 / 0.05 / 0.05) are fixed by
 a stable hash, BLAKE2b (32 bits) of ``"<pos>:<offset>"`` (``pos`` is the file: n, v, a, r), never by
@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from convergent.data.skips import SkipLog, reason_of
 from convergent.data.splits import evenly_spaced, hash_split, stable_hash
 from convergent.data.text import TextList
 
@@ -173,9 +174,10 @@ def load(split: str, root=None, view: str = "gloss", limit: int | None = None) -
         keep = evenly_spaced(len(texts), limit)
         texts, labels = [texts[k] for k in keep], [labels[k] for k in keep]
     name = "wordnet-glosses" if view == "gloss" else "wordnet-definitions"
-    dataset = TextList(texts, labels, CLASSES, f"{name} {split}: {len(texts)} texts from {where}")
-    dataset.skipped = list(skipped)
-    return dataset
+    skips = SkipLog()
+    for line, detail in skipped:
+        skips.add(line, reason_of(detail), detail)
+    return TextList(texts, labels, CLASSES, f"{name} {split}: {len(texts)} texts from {where}", skips)
 
 
 def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> TextList:
