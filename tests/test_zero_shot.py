@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convergent.data.pairs import ImageTextPairs
+from convergent.data.protocol import Dataset
 from convergent.data.tokenizer import train_tokenizer
 from convergent.evaluation.zero_shot import (
     class_text_embeddings,
@@ -47,11 +48,14 @@ class StandIn(nn.Module):
         return torch.stack([self.text_vectors[names[int(i)]] for i in input_ids[:, 0]])
 
 
-class Images(torch.utils.data.Dataset):
+class Images(Dataset):
     """Items ``{"image": uint8 (1, 2, 2) filled with value[i], "label": label[i]}``."""
 
+    batch_keys = ("image", "label")
+
     def __init__(self, values, labels, classes):
-        self.values, self.labels, self.classes = list(values), list(labels), list(classes)
+        super().__init__("test images", classes)
+        self.values, self.labels = list(values), list(labels)
 
     def __len__(self):
         return len(self.values)

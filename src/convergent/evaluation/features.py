@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from convergent.backbones.protocol import backbone_inputs
+from convergent.data.protocol import Dataset
 from convergent.heads.classifier import pool_tokens
 
 Transform = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
@@ -57,13 +58,9 @@ def collate_labelled(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]
 def collate_for(dataset, default: Callable = collate_labelled) -> Callable:
     """The dataset's own ``collate_fn`` (text datasets, once a tokenizer is attached), looked up
     through ``Subset`` wrappers; else ``default``."""
-    while True:
-        fn = getattr(dataset, "collate_fn", None)
-        if fn is not None:
-            return fn
-        if not isinstance(dataset, Subset):
-            return default
+    while isinstance(dataset, Subset):
         dataset = dataset.dataset
+    return dataset.collate_fn if isinstance(dataset, Dataset) else default
 
 
 def prepare_batch(

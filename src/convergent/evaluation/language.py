@@ -70,7 +70,7 @@ def language_model_metrics(
         ``{"masked_token_accuracy" | "next_token_accuracy": in [0, 1], "loss": mean
         cross-entropy per predicted token, "perplexity": exp(loss), "num_predictions": int}``.
     """
-    name = getattr(task, "name", type(task).__name__)
+    name = task.name
     if name not in ACCURACY_NAMES:
         raise ValueError(
             f"language_model_metrics evaluates {', '.join(map(repr, ACCURACY_NAMES))} tasks, not {name!r}"

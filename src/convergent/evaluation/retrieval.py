@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from convergent.data.pairs import ImageTextPairs
 from convergent.evaluation.features import Transform, collate_images, evaluating, place, prepare_batch
 
 KS = (1, 5, 10)
@@ -231,7 +232,7 @@ def embed_pairs(
         ``(image_emb (N, D), text_emb (M, D), image_of_text (M,) long)``, float32 normalised
         embeddings on the CPU; texts in the order of ``captions`` flattened.
     """
-    captions = getattr(dataset, "captions", None)
+    captions = dataset.captions if isinstance(dataset, ImageTextPairs) else None
     if captions is None or len(captions) != len(dataset):
         raise ValueError(
             "embed_pairs needs a dataset with `captions`, one list of captions per item "

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convergent.data.protocol import Dataset
 from convergent.evaluation.features import Transform
 from convergent.evaluation.retrieval import embed_images, embed_texts, rank_of_target
 
@@ -135,7 +136,9 @@ def zero_shot_accuracy(
         "per_class_acc": {class name: accuracy} (classes with images), "num_images" (labelled),
         "num_classes"}``, accuracies in [0, 1].
     """
-    classes = list(getattr(dataset, "classes", None) or () if classes is None else classes)
+    if classes is None:
+        classes = dataset.classes if isinstance(dataset, Dataset) else ()
+    classes = list(classes)
     if not classes:
         raise ValueError("zero-shot classification needs class names: the dataset has none, pass classes=")
     if isinstance(templates, str) or not templates:
