@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from convergent.cli import main
+from convergent.converters.hf import hf_converters
 from convergent.converters.hf_clip import CLIPTowers, config_to_hf
 from tests.test_convert_hf_clip import TEXT, VISION, _randomize
 
@@ -177,7 +178,8 @@ def test_non_clip_run_and_unknown_model_type_are_named(tmp_path, capsys):
     (src / "config.json").write_text(json.dumps({"model_type": "siglip"}))
     torch.save({"w": torch.zeros(1)}, src / "pytorch_model.bin")
     err = fails([src, tmp_path / "out", "--from", "hf"], capsys)
-    assert "'siglip'" in err and "bert, swin, swinv2, vit; clip" in err
+    backbones = ", ".join(sorted(hf_converters()))  # every family's HF_MODEL_TYPES
+    assert "'siglip'" in err and f"{backbones}; clip" in err
 
 
 def test_tokenizer_without_its_special_tokens_is_named(hf_dir, tmp_path, capsys):

@@ -26,6 +26,7 @@ SPECS = (
     "convergent.backbones.text_spec",
     "convergent.backbones.vit_spec",
     "convergent.backbones.swin_spec",
+    "convergent.backbones.convnext_spec",
 )
 """The spec module of every family: one line per family."""
 

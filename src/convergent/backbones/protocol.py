@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -307,6 +308,25 @@ def apply_mask_token(tokens: torch.Tensor, mask: torch.Tensor | None, mask_token
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape[:2])}")
     w = mask.unsqueeze(-1).to(tokens.dtype)
     return tokens * (1 - w) + mask_token.to(tokens.dtype) * w
+
+
+def coarsen_mask(mask: torch.Tensor, grid: tuple[int, int], unit: int, pad: bool = True) -> torch.Tensor:
+    """Input mask ``(B, Gh*Gw)`` → ``(B, Oh*Ow)``, one entry per ``unit × unit`` square of the
+    grid (row-major), True when every position in the square is: the ``output_mask`` of a
+    hierarchical backbone whose final tokens each summarise such a square.
+
+    ``pad``: a grid that is not a multiple of ``unit`` is padded on the right/bottom and the
+    padding counts as hidden, ``Oh = ceil(Gh/unit)`` (Swin's patch merging pads); otherwise the
+    trailing partial squares are dropped, ``Oh = Gh // unit`` (strided convolutions floor: ConvNeXt).
+    """
+    gh, gw = grid
+    m = mask.reshape(mask.shape[0], gh, gw)
+    if pad:
+        m = F.pad(m, (0, -gw % unit, 0, -gh % unit), value=True)  # (B, Hu*u, Wu*u)
+    else:
+        m = m[:, : gh - gh % unit, : gw - gw % unit]  # (B, Hu*u, Wu*u)
+    b, h, w = m.shape
+    return m.reshape(b, h // unit, unit, w // unit, unit).all(dim=4).all(dim=2).flatten(1)
 
 
 def _key_diff(expected: Sequence[str], got: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -20,7 +20,13 @@ from torch import nn
 
 from convergent.backbones.configs import replace_config
 from convergent.backbones.swin_spec import SwinConfig
-from convergent.backbones.protocol import FeatureInfo, ImageBackbone, apply_mask_token, select_indices
+from convergent.backbones.protocol import (
+    FeatureInfo,
+    ImageBackbone,
+    apply_mask_token,
+    coarsen_mask,
+    select_indices,
+)
 from convergent.layers import (
     Attention,
     ContinuousPositionBias,
@@ -231,11 +237,7 @@ class SwinTransformer(ImageBackbone):
         """Patch mask ``(B, Gh*Gw)`` → ``(B, ceil(Gh/u) * ceil(Gw/u))`` with ``u = mask_unit``:
         a final token is hidden when all its ``u × u`` patches are (the padding that patch
         merging adds on the right/bottom does not count)."""
-        (gh, gw), u = grid, self.mask_unit
-        m = mask.reshape(mask.shape[0], gh, gw)
-        m = F.pad(m, (0, -gw % u, 0, -gh % u), value=True)  # (B, Hu*u, Wu*u)
-        b, h, w = m.shape
-        return m.view(b, h // u, u, w // u, u).all(dim=4).all(dim=2).flatten(1)
+        return coarsen_mask(mask, grid, self.mask_unit, pad=True)
 
     @property
     def final_stage_depth(self) -> int:
