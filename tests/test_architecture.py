@@ -16,12 +16,13 @@ ALLOWED = {
     "losses": set(),
     "masking": set(),
     "generation": set(),
+    "rundir": set(),  # the names of a run directory: torch-free, below everything that writes a run
     "data": {"config"},  # data imports no model code
     "backbones": {"layers"},
     "heads": {"layers"},
     "converters": {"backbones", "layers"},
     "tasks": {"backbones", "heads", "layers", "losses", "masking"},
-    "training": {"config", "layers", "tasks"},  # layers: the CPU linear route is chosen before compiling
+    "training": {"config", "layers", "rundir", "tasks"},  # layers: the CPU linear route is chosen before compiling
     "evaluation": {"config", "backbones", "tasks", "heads", "training", "data"},
     # converters sit below workflows (they import only backbones): a workflow may use them
     "workflows": {"config", "backbones", "converters", "data", "tasks", "training", "evaluation", "generation"},

@@ -59,6 +59,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, default_collate
 
 from convergent.layers.linear import cpu_engine
+from convergent.rundir import RunDir
 from convergent.training.checkpoint import (
     checkpoints_dir,
     clean_incomplete,
@@ -74,8 +75,6 @@ from convergent.training.optim import build_optimizer
 from convergent.training.rng import derive_seed, gather_rng, restore_rng, seed_rng
 from convergent.training.sampler import ResumableSampler, StreamOrder
 from convergent.training.schedule import CosineWarmup
-
-SUMMARY_FILE = "summary_train.json"
 
 
 def micro_batch_size(batch_size: int, world_size: int, accumulate: int) -> int:
@@ -406,7 +405,7 @@ class Trainer:
             "checkpoint": str(done[-1]) if done else None,
         }
         if self.fabric.is_global_zero:
-            (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+            RunDir(self.run_dir).train_summary.write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
 
