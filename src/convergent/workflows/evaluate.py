@@ -29,7 +29,7 @@ from convergent.workflows.text import attach_tokenizer, prepare_text
 def provided(task: Any, tokenizer: Any, train_set: Any, test_set: Any) -> frozenset[str]:
     """What a subject offers the evaluations, in the requirement names of the registry."""
     found = set()
-    if test_set is not None and getattr(train_set, "classes", None) and hasattr(train_set, "__len__"):
+    if _labelled(train_set, test_set) == "map-style":
         found.add(registry.LABELLED)
     if task is not None:
         found.add(registry.RUN)
@@ -40,6 +40,14 @@ def provided(task: Any, tokenizer: Any, train_set: Any, test_set: Any) -> frozen
     if tokenizer is not None:
         found.add(registry.TOKENIZER)
     return frozenset(found)
+
+
+def _labelled(train_set: Any, test_set: Any) -> str | None:
+    """``"map-style"`` or ``"streamed"`` (the training split) when the data has classes and a
+    held-out split; None otherwise."""
+    if test_set is None or not getattr(train_set, "classes", None):
+        return None
+    return "map-style" if hasattr(train_set, "__len__") else "streamed"
 
 
 def split_opener(cfg: Any, tokenizer: Any = None) -> Callable[..., Any]:
@@ -61,9 +69,8 @@ def default_names(ctx: EvalContext) -> list[str]:
     """The default evaluations of ``ctx`` (switched on in ``cfg.eval``, applicable); a note
     when the probes are on but the training split is streamed."""
     wanted = registry.switched_on(ctx.cfg.eval)
-    train_set = ctx.train_set
     if any(registry.LABELLED in registry.entry(n).needs for n in wanted):
-        if ctx.test_set is not None and getattr(train_set, "classes", None) and not hasattr(train_set, "__len__"):
+        if _labelled(ctx.train_set, ctx.test_set) == "streamed":
             print("note: the training split is streamed; kNN / linear probe need a map-style one: no probes")
     return registry.default_evaluations(ctx.cfg.eval, ctx.provides)
 
