@@ -43,14 +43,14 @@ def random_probe(cfg) -> dict:
     """kNN / linear probe of a randomly initialised encoder (a floor for the probes)."""
     import torch
 
+    from convergent.workflows.assemble import build_datasets, build_encoder
     from convergent.workflows.evaluate import evaluate_encoder
-    from convergent.workflows.pretrain import build_datasets, build_encoder
     from convergent.workflows.text import prepare_text
 
     torch.manual_seed(cfg.trainer.seed)
     train_set, test_set = build_datasets(cfg)
     tokenizer = prepare_text(cfg, None, train_set, test_set)
-    return evaluate_encoder(cfg, build_encoder(cfg, tokenizer), train_set, test_set)
+    return evaluate_encoder(cfg, build_encoder(cfg, tokenizer), train_set, test_set, tokenizer)
 
 
 def probe(cfg, encoder: Path) -> dict:

@@ -55,6 +55,12 @@ def test_mlm_run_trains_tokenizer_probes_and_measures(tmp_path, corpus):
     # the saved encoder evaluates and fine-tunes with its own tokenizer
     assert main(["eval", str(run), "--data.name", "text-lines", "--data.root", str(corpus),
                  "--eval.probe_epochs", "2", "--eval.knn_k", "3"]) == 0  # fmt: skip
+    # one registered evaluation by name: of the run's encoder (its data), of the run's task
+    assert main(["eval", "knn", str(run), "--eval.knn_k", "3", "--out", str(tmp_path / "knn.json")]) == 0
+    assert json.loads((tmp_path / "knn.json").read_text())["knn_acc"] == s["knn_acc"]
+    assert main(["eval", "language-model", str(run), "--out", str(tmp_path / "lm.json")]) == 0
+    lm = json.loads((tmp_path / "lm.json").read_text())
+    assert lm["val_perplexity"] == pytest.approx(s["val_perplexity"]) and lm["run"] == str(run)
     assert main(["finetune", "--model.init", str(run), "--data.name", "text-lines", "--data.root", str(corpus),
                  "--data.batch_size", "8", "--trainer.max_steps", "2", "--trainer.out_dir", str(tmp_path),
                  "--trainer.run_name", "ft", "--classify.pooling", "avg"]) == 0  # fmt: skip

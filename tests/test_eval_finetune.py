@@ -2,8 +2,6 @@
 in ``convergent.training.loop`` exists) an end-to-end run on a separable synthetic task."""
 
 import importlib.util
-import sys
-import types
 
 import pytest
 import torch
@@ -11,6 +9,7 @@ import torch
 from convergent.backbones import build_backbone
 from convergent.config import OptimConfig, TrainerConfig
 from convergent.data.protocol import ItemList
+from convergent.evaluation import finetune as finetune_module
 from convergent.evaluation.finetune import evaluate_classifier, finetune
 from convergent.tasks.classify import Classify
 from convergent.tasks.configs import ClassifyConfig
@@ -58,7 +57,7 @@ def test_finetune_wires_task_and_trainer(monkeypatch, tmp_path):
             seen.update(task=task, dataset=dataset, transform=transform)
             return {"steps": 0}
 
-    monkeypatch.setitem(sys.modules, "convergent.training.loop", types.SimpleNamespace(Trainer=FakeTrainer))
+    monkeypatch.setattr(finetune_module, "Trainer", FakeTrainer)
     train, test = halves(8, 0), halves(6, 1)
     tcfg, ocfg = TrainerConfig(max_steps=1), OptimConfig()
     out = finetune(build_backbone("swinv2_test"), train, test, to_float, to_float, num_classes=2, trainer_cfg=tcfg,

@@ -10,8 +10,8 @@ from torch import nn
 
 from convergent.data.pairs import ImageTextPairs
 from convergent.data.tokenizer import train_tokenizer
+from convergent.evaluation.gallery import retrieval_gallery
 from convergent.evaluation.retrieval import chance_recall_i2t, embed_pairs, retrieval_metrics
-from convergent.workflows.gallery import retrieval_gallery
 
 R = 2**-0.5
 

@@ -5,8 +5,6 @@ Image paths stay as they were."""
 
 import importlib.util
 import math
-import sys
-import types
 
 import pytest
 import torch
@@ -17,6 +15,7 @@ from convergent.backbones.registry import build_backbone
 from convergent.config import OptimConfig, TrainerConfig
 from convergent.data.protocol import Dataset
 from convergent.evaluation.features import extract_features, prepare_batch, tokens_at
+from convergent.evaluation import finetune as finetune_module
 from convergent.evaluation.finetune import evaluate_classifier, finetune
 from convergent.evaluation.knn import knn_accuracy
 from convergent.evaluation.language import language_model_metrics
@@ -212,7 +211,7 @@ def test_finetune_on_text_wires_the_dataset(monkeypatch, tmp_path):
             seen.update(task=task, dataset=dataset, transform=transform)
             return {"steps": 0}
 
-    monkeypatch.setitem(sys.modules, "convergent.training.loop", types.SimpleNamespace(Trainer=FakeTrainer))
+    monkeypatch.setattr(finetune_module, "Trainer", FakeTrainer)
     train, test = sentences(8, 0), sentences(6, 1)
     out = finetune(text_backbone(), train, test, None, None, num_classes=2, trainer_cfg=TrainerConfig(max_steps=1),
                    optim_cfg=OptimConfig(), run_dir=tmp_path, batch_size=4)

@@ -14,10 +14,10 @@ from convergent import __version__
 from convergent.commands.parser import CommandError, Parser
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "list": ("convergent.commands.listing", "List registered backbones, tasks and datasets."),
+    "list": ("convergent.commands.listing", "List registered backbones, tasks, datasets and evaluations."),
     "masks": ("convergent.commands.masks", "Draw masks of a masking strategy, print their AvgDist, save example pictures."),
     "pretrain": ("convergent.commands.pretrain", "Pre-train an encoder with a task, evaluate and save it."),
-    "eval": ("convergent.commands.evaluate", "kNN / linear-probe evaluation of a saved encoder."),
+    "eval": ("convergent.commands.evaluate", "Evaluate a saved encoder (kNN / linear probe) or a run (zero-shot, ...)."),
     "finetune": ("convergent.commands.finetune", "Fine-tune a (pre-trained) backbone for classification."),
     "convert": (
         "convergent.commands.convert",

@@ -9,6 +9,7 @@ only when a conversion actually runs.
 """
 
 from convergent.commands.parser import CommandError, Parser, error_message
+from convergent.rundir import RunDir
 
 SOURCES = ("hf", "official-swin", "convergent")
 TARGETS = ("convergent", "hf")
@@ -62,7 +63,7 @@ def run(args) -> int:
             result = hf.hf_to_convergent(args.src, args.dst)
         elif source == "official-swin":
             result = hf.official_swin_to_convergent(args.src, args.dst, img_size=args.img_size)
-        elif clip.is_run(args.src):
+        elif RunDir(args.src).is_run():
             result = clip.run_to_hf(args.src, args.dst, legacy=args.legacy)
         else:
             result = hf.convergent_to_hf(args.src, args.dst, legacy=args.legacy)

@@ -1,8 +1,10 @@
-"""``convergent list [backbones|tasks|datasets]``: what can be built, from torch-free registries.
+"""``convergent list [backbones|tasks|datasets|evaluations]``: what can be built and run, from
+torch-free registries.
 
-Backbones come from :mod:`convergent.backbones.registry`. Tasks and datasets are read from
-``convergent.tasks.registry`` and ``convergent.data.registry`` once those modules exist; each
-must offer a torch-free ``names() -> list[str]`` (listing must stay fast, see BENCHMARKS.md).
+Backbones come from :mod:`convergent.backbones.registry`. Tasks, datasets and evaluations are
+read from ``convergent.tasks.registry``, ``convergent.data.registry`` and
+``convergent.evaluation.registry`` once those modules exist; each must offer a torch-free
+``names() -> list[str]`` (listing must stay fast, see BENCHMARKS.md).
 """
 
 import importlib
@@ -10,8 +12,12 @@ import sys
 
 from convergent.commands.parser import Parser
 
-SECTIONS = ("backbones", "tasks", "datasets")
-REGISTRIES = {"tasks": "convergent.tasks.registry", "datasets": "convergent.data.registry"}
+SECTIONS = ("backbones", "tasks", "datasets", "evaluations")
+REGISTRIES = {
+    "tasks": "convergent.tasks.registry",
+    "datasets": "convergent.data.registry",
+    "evaluations": "convergent.evaluation.registry",
+}
 """Section -> module with a ``names()`` function; a missing module means none registered yet."""
 
 COLUMNS = ("name", "family", "version", "embed_dim", "depth(s)", "heads", "img", "patch", "window")
@@ -25,9 +31,10 @@ _FIELDS = (
     ("window_size",),
 )
 """Config fields shown after name and family, one tuple per column (first field present wins)."""
+EVALUATION_COLUMNS = ("name", "default", "needs", "description")
 
 def parser() -> Parser:
-    p = Parser(description="List registered backbones, tasks and datasets.")
+    p = Parser(description="List registered backbones, tasks, datasets and evaluations.")
     p.add_argument(
         "what", nargs="?", default="all", choices=("all", *SECTIONS), help="Section to list (default: all)."
     )
@@ -42,6 +49,8 @@ def run(args) -> int:
             print()
         if section == "backbones":
             _print_table("backbones", COLUMNS, backbone_rows(), tty)
+        elif section == "evaluations":
+            _print_table("evaluations", EVALUATION_COLUMNS, evaluation_rows(), tty)
         else:
             _print_names(section, registered_names(section))
     return 0
@@ -55,6 +64,17 @@ def backbone_rows() -> list[tuple[str, ...]]:
     for name in backbone_names():
         cfg = backbone_config(name)
         rows.append((name, cfg.family, *(_field(cfg, names) for names in _FIELDS)))
+    return rows
+
+
+def evaluation_rows() -> list[tuple[str, ...]]:
+    """One row of :data:`EVALUATION_COLUMNS` per registered evaluation."""
+    from convergent.evaluation import registry
+
+    rows = []
+    for name in registry.names():
+        e = registry.entry(name)
+        rows.append((name, "yes" if e.default else "-", ", ".join(e.needs), e.description))
     return rows
 
 

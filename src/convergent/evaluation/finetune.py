@@ -17,6 +17,7 @@ from convergent.config import OptimConfig, TrainerConfig
 from convergent.evaluation.features import Transform, collate_for, evaluating, prepare_batch
 from convergent.tasks.classify import Classify
 from convergent.tasks.configs import ClassifyConfig
+from convergent.training.loop import Trainer
 
 
 def evaluate_classifier(task: Classify, dataset, transform: Transform | None, batch_size: int = 256,
@@ -76,8 +77,6 @@ def finetune(
         task_cfg: pooling, label smoothing, head dropout/init (None: ``ClassifyConfig`` defaults).
         resume, callbacks: passed to ``Trainer.fit``.
     """
-    from convergent.training.loop import Trainer  # the engine; imported when used
-
     cfg = dataclasses.replace(task_cfg or ClassifyConfig(), num_classes=num_classes)
     # the Trainer launches processes and seeds them: a head built after it starts identical everywhere
     trainer = Trainer(trainer_cfg, optim_cfg, Path(run_dir), batch_size=batch_size, num_workers=num_workers)

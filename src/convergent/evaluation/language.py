@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
+from convergent.evaluation.context import EvalContext
 from convergent.evaluation.features import collate_for, evaluating, place, prepare_batch
 
 ACCURACY_NAMES = {"mlm": "masked_token_accuracy", "causal-lm": "next_token_accuracy"}
@@ -114,3 +115,18 @@ def _weighted_sums(
         correct = correct + torch.where(n > 0, acc * n, zero)
         count = count + n
     return loss_sum, correct, count
+
+
+def evaluate_language_model(ctx: EvalContext) -> dict[str, float | int]:
+    """The registered ``language-model`` evaluation: :func:`language_model_metrics` of the
+    context's task on the validation split of its data (the test split when there is none),
+    the keys prefixed with the split (``val_perplexity``); empty without a held-out split."""
+    for split in ("val", "test"):
+        try:
+            data = ctx.open_split(split, heldout_only=True, tokenized=True)
+        except (ValueError, KeyError, FileNotFoundError):
+            continue
+        if data is not None:
+            found = language_model_metrics(ctx.task, data, batch_size=ctx.cfg.data.batch_size)
+            return {f"{split}_{k}": v for k, v in found.items()}
+    return {}

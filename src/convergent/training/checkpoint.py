@@ -26,6 +26,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from convergent.rundir import RunDir
+
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 LATEST = "latest"
@@ -43,7 +45,8 @@ class Checkpoint:
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    """``run_dir/checkpoints`` (:attr:`convergent.rundir.RunDir.checkpoints`)."""
+    return RunDir(run_dir).checkpoints
 
 
 def weights_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:

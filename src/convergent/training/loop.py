@@ -62,6 +62,7 @@ from torch.utils.data import DataLoader
 from convergent.data.protocol import SKIPPED, Dataset
 from convergent.data.skips import SkipLog
 from convergent.layers.linear import cpu_engine
+from convergent.rundir import RunDir
 from convergent.tasks.base import Task
 from convergent.training.batch_keys import check_batch_keys, view_keys
 from convergent.training.checkpoint import (
@@ -79,8 +80,6 @@ from convergent.training.optim import build_optimizer
 from convergent.training.rng import derive_seed, gather_rng, restore_rng, seed_rng
 from convergent.training.sampler import ResumableSampler, StreamOrder
 from convergent.training.schedule import CosineWarmup
-
-SUMMARY_FILE = "summary_train.json"
 
 
 def micro_batch_size(batch_size: int, world_size: int, accumulate: int) -> int:
@@ -410,7 +409,7 @@ class Trainer:
             "checkpoint": str(done[-1]) if done else None,
         }
         if self.fabric.is_global_zero:
-            (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+            RunDir(self.run_dir).train_summary.write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
 

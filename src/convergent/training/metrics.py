@@ -10,7 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
-METRICS_FILE = "metrics.jsonl"
+from convergent.rundir import RunDir
 
 
 class MetricsLogger:
@@ -20,7 +20,7 @@ class MetricsLogger:
 
     def __init__(self, run_dir: Path, enabled: bool = True, resume_step: int | None = None):
         self.enabled = enabled
-        self.path = Path(run_dir) / METRICS_FILE
+        self.path = RunDir(run_dir).metrics
         self._file = self._writer = None
         if not enabled:
             return
@@ -34,7 +34,7 @@ class MetricsLogger:
             warnings.warn(f"TensorBoard logging is off: tensorboardX does not import ({e})")
         else:
             purge = resume_step + 1 if resume_step is not None else None
-            self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
+            self._writer = SummaryWriter(str(RunDir(run_dir).tensorboard), purge_step=purge)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         """Append ``values`` of ``step`` (non-finite numbers become null in JSON)."""

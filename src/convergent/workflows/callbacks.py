@@ -5,7 +5,9 @@ from typing import Any
 
 import torch
 
-RECONSTRUCTIONS = "reconstructions.png"
+from convergent.data.transforms import build_transform, denormalize
+from convergent.rundir import RunDir
+from convergent.workflows.pictures import save_reconstructions
 
 
 class ReconstructionCallback:
@@ -17,10 +19,10 @@ class ReconstructionCallback:
     random numbers (masks, augmentation) is the same with and without pictures.
     """
 
-    def __init__(self, cfg: Any, dataset, run_dir: Path, count: int = 8):
+    def __init__(self, cfg: Any, dataset, run_dir: Path | RunDir, count: int = 8):
         self.cfg = cfg
         self.every = cfg.trainer.visualize_every
-        self.path = Path(run_dir) / RECONSTRUCTIONS
+        self.path = RunDir(run_dir).reconstructions
         n = min(count, len(dataset)) if dataset is not None else 0
         self.images = torch.stack([dataset[i]["image"] for i in range(n)]) if n else None
 
@@ -34,9 +36,6 @@ class ReconstructionCallback:
 
     @torch.no_grad()
     def draw(self, trainer, task, title: str) -> Path | None:
-        from convergent.data.transforms import build_transform, denormalize
-        from convergent.workflows.pictures import save_reconstructions
-
         fabric = getattr(trainer, "fabric", None)
         if self.images is None or not getattr(task, "reconstructs", False):
             return None

@@ -24,10 +24,14 @@ mapping itself is :mod:`convergent.converters.hf_clip`; tokenizers, :mod:`.hf_to
 the files of a HF directory, :mod:`convergent.converters.hf`.
 """
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
 
+from convergent.backbones.configs import config_to_dict
+from convergent.config import PretrainConfig
+from convergent.converters import hf_clip
 from convergent.converters.hf import (
     HF_CONFIG,
     ConversionError,
@@ -37,8 +41,14 @@ from convergent.converters.hf import (
     read_json,
     write_hf_dir,
 )
+from convergent.data.tokenizer import META_FILE, TOKENIZER_FILE
+from convergent.rundir import RunDir
+from convergent.tasks.configs import CLIPConfig
+from convergent.training.checkpoint import complete_checkpoints, save_checkpoint, weights_for_saving
+from convergent.workflows.assemble import build_run_task
+from convergent.workflows.hf_tokenizer import read_hf_tokenizer, write_hf_tokenizer
+from convergent.workflows.runs import load_task_from_run, read_config, write_config
 
-RUN_CONFIG = "config.yaml"
 PREPROCESSOR = "preprocessor_config.json"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -46,11 +56,6 @@ EVAL_DATA = "emoji"
 """Evaluation data written into a converted run's config (bundled image-text pairs with classes)."""
 _TOWERS = ("text_config", "vision_config")
 _NO_HF_COUNTERPART = ("backbone.mask_token", "text_backbone.mask_token")
-
-
-def is_run(path: str | Path) -> bool:
-    """Whether ``path`` is a run directory (it holds ``config.yaml``)."""
-    return (Path(path) / RUN_CONFIG).is_file()
 
 
 def is_hf_clip(path: str | Path) -> bool:
@@ -67,9 +72,6 @@ def is_hf_clip(path: str | Path) -> bool:
 
 def hf_to_run(src: str | Path, dst: str | Path) -> ConversionResult:
     """Write the HF CLIP directory ``src`` as a run directory ``dst``."""
-    from convergent.converters import hf_clip
-    from convergent.workflows.hf_tokenizer import read_hf_tokenizer
-
     src, dst = Path(src), Path(dst)
     config, state_dict = load_hf_dir(src)
     missing = [k for k in _TOWERS if not isinstance(config.get(k), dict)]
@@ -85,13 +87,13 @@ def hf_to_run(src: str | Path, dst: str | Path) -> ConversionResult:
     (mean, std), stats_note = _image_stats(src, towers.vision.in_chans)
     cfg = _run_config(towers, float(weights["logit_scale"]), mean, std)
     task = _task_with(cfg, tokenizer, weights, src)
-    _write_run(dst, cfg, task, tokenizer, src)
+    run = RunDir(dst)
+    _write_run(run, cfg, task, tokenizer, src)
     if tokenizer is not None:
-        notes = [f"tokenizer carried over ({dst / 'tokenizer'})"]
+        notes = [f"tokenizer carried over ({run.tokenizer})"]
     else:
-        where = dst / RUN_CONFIG
-        notes = [f"no tokenizer.json in {src}: zero-shot / retrieval need one (set data.tokenizer in {where})"]
-    notes += [*stats_note, f"eval data: {EVAL_DATA} (data.name / data.root in {dst / RUN_CONFIG})"]
+        notes = [f"no {TOKENIZER_FILE} in {src}: zero-shot / retrieval need one (set data.tokenizer in {run.config})"]
+    notes += [*stats_note, f"eval data: {EVAL_DATA} (data.name / data.root in {run.config})"]
     v, t = towers.vision, towers.text
     target = (f"convergent clip run (image vit depth {v.depth} width {v.embed_dim}, text depth {t.depth} "
               f"width {t.embed_dim}, embed {towers.embed_dim})")  # fmt: skip
@@ -117,11 +119,6 @@ def _image_stats(src: Path, channels: int) -> tuple[tuple[list, list], list[str]
 def _run_config(towers, logit_scale: float, mean: list, std: list):
     """The ``PretrainConfig`` of a run that rebuilds ``towers`` (its image tower spelled out
     in ``model.overrides``, the text tower in the task's ``text_overrides``)."""
-    from convergent.backbones.configs import config_to_dict
-    from convergent.config import PretrainConfig
-    from convergent.converters.hf_clip import task_config_fields
-    from convergent.tasks.configs import CLIPConfig
-
     v, t = towers.vision, towers.text
     cfg = PretrainConfig()
     cfg.data = replace(cfg.data, name=EVAL_DATA, img_size=v.img_size, in_chans=v.in_chans, mean=tuple(mean),
@@ -131,7 +128,7 @@ def _run_config(towers, logit_scale: float, mean: list, std: list):
     cfg.model = replace(cfg.model, backbone="vit_base_patch32_clip", overrides=vision, init=None)
     cfg.task.name = "clip"
     cfg.task.clip = CLIPConfig(
-        **task_config_fields(towers), init_temperature=math.exp(-towers.logit_scale_init),
+        **hf_clip.task_config_fields(towers), init_temperature=math.exp(-towers.logit_scale_init),
         max_logit_scale=max(100.0, math.exp(logit_scale)),  # HF does not clamp: keep the stored scale
     )  # fmt: skip
     cfg.eval = replace(cfg.eval, knn=False, linear_probe=False)
@@ -140,8 +137,6 @@ def _run_config(towers, logit_scale: float, mean: list, std: list):
 
 def _task_with(cfg, tokenizer, weights: dict, src: Path):
     """The run's task (built as ``load_task_from_run`` builds it) holding ``weights``."""
-    from convergent.workflows.pretrain import build_run_task
-
     task = build_run_task(cfg, tokenizer)
     own = task.state_dict()
     wrong = [f"{k} {tuple(weights[k].shape)} (config: {tuple(v.shape)})"
@@ -155,29 +150,22 @@ def _task_with(cfg, tokenizer, weights: dict, src: Path):
     return task.eval()
 
 
-def _write_run(dst: Path, cfg, task, tokenizer, src: Path) -> None:
-    import yaml
-
-    from convergent.config import to_dict
-    from convergent.data.tokenizer import META_FILE, TOKENIZER_FILE
-    from convergent.training.checkpoint import complete_checkpoints, save_checkpoint, weights_for_saving
-
-    others = [p.name for p in complete_checkpoints(dst) if p.name != "step-000000"]
+def _write_run(run: RunDir, cfg, task, tokenizer, src: Path) -> None:
+    others = [p.name for p in complete_checkpoints(run.root) if p.name != "step-000000"]
     if others:
         found = ", ".join(others)
-        raise ConversionError(f"{dst} already holds the checkpoints of a run ({found}); choose another output")
-    dst.mkdir(parents=True, exist_ok=True)
+        raise ConversionError(f"{run} already holds the checkpoints of a run ({found}); choose another output")
     header = (f"# converted by `convergent convert` from the HF CLIP directory {src}; evaluation data:\n"
               "# data.name / data.root (the image size, normalisation and context are the model's)\n")  # fmt: skip
-    (dst / RUN_CONFIG).write_text(header + yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    task.backbone.save_pretrained(dst / "encoder")
-    for folder in (dst / "tokenizer", dst / "encoder"):
+    write_config(run, cfg, header)
+    task.backbone.save_pretrained(run.encoder)
+    for folder in (run.tokenizer, run.encoder):
         if tokenizer is not None:
             tokenizer.save(folder)
         else:  # a tokenizer of an earlier conversion into dst would be taken for this model's
             for name in (TOKENIZER_FILE, META_FILE):
                 (folder / name).unlink(missing_ok=True)
-    save_checkpoint(dst, 0, weights_for_saving(task), {"step": 0, "converted_from": str(src)}, keep=1)
+    save_checkpoint(run.root, 0, weights_for_saving(task), {"step": 0, "converted_from": str(src)}, keep=1)
 
 
 # --- run -> HF ----------------------------------------------------------------------------------
@@ -185,18 +173,14 @@ def _write_run(dst: Path, cfg, task, tokenizer, src: Path) -> None:
 
 def run_to_hf(src: str | Path, dst: str | Path, legacy: bool = False) -> ConversionResult:
     """Write the CLIP of the run directory ``src`` as a HF ``CLIPModel`` directory ``dst``."""
-    from convergent.converters import hf_clip
-    from convergent.workflows.hf_tokenizer import write_hf_tokenizer
-    from convergent.workflows.pretrain import resume_config
-    from convergent.workflows.runs import load_task_from_run
-
     src, dst = Path(src), Path(dst)
-    file = src / RUN_CONFIG
+    run = RunDir(src)
+    file = run.config
     try:
-        name = resume_config(src).task.name
+        name = read_config(run).task.name
         if name != "clip":
             raise ConversionError(f"{file}: task {name!r}; --from convergent --to hf converts a clip run or a "
-                                  f"backbone directory such as {src / 'encoder'}")  # fmt: skip
+                                  f"backbone directory such as {run.encoder}")  # fmt: skip
         task, tokenizer, cfg = load_task_from_run(src)
     except ConversionError:
         raise
@@ -228,8 +212,6 @@ def run_to_hf(src: str | Path, dst: str | Path, legacy: bool = False) -> Convers
 def _towers(task, tokenizer, file: Path):
     """The run's :class:`~convergent.converters.hf_clip.CLIPTowers`; errors name ``file`` when
     HF ``CLIPModel`` cannot compute what the task computes."""
-    from convergent.converters.hf_clip import CLIPTowers
-
     c, image = task.config, task.backbone.config
     problems = []
     if image.family != "vit":
@@ -246,13 +228,11 @@ def _towers(task, tokenizer, file: Path):
     if problems:
         raise ConversionError(f"{file}: no HF CLIPModel equivalent: {'; '.join(problems)}")
     bos = tokenizer.cls_id if tokenizer is not None else None
-    return CLIPTowers(image, task.text_backbone.config, c.embed_dim, math.log(1.0 / c.init_temperature), bos, eos)
+    return hf_clip.CLIPTowers(image, task.text_backbone.config, c.embed_dim, math.log(1.0 / c.init_temperature), bos, eos)
 
 
 def _write_preprocessor(dst: Path, data) -> None:
     """A ``CLIPImageProcessor`` config with the run's image size and normalisation."""
-    import json
-
     size = int(data.img_size)
     processor = {
         "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": size},

@@ -7,14 +7,14 @@ the newest checkpoint (backbone *and* LM head weights).
 
 from typing import Any
 
+import torch
+
+from convergent.generation import generate
+
 
 def generate_text(task: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 30, temperature: float = 1.0,
                   top_k: int | None = None, greedy: bool = False, seed: int = 0, num: int = 1) -> list[str]:  # fmt: skip
     """``num`` continuations of ``prompt`` (decoded, special tokens dropped), prompt included."""
-    import torch
-
-    from convergent.generation import generate
-
     ids = tokenizer.encode(prompt)
     if ids and ids[-1] == tokenizer.eos_id:  # the post-processor closes a sequence; we continue it
         ids = ids[:-1]

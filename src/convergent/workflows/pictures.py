@@ -3,15 +3,14 @@
 import json
 from pathlib import Path
 
+import matplotlib
 import torch
+from matplotlib import pyplot as plt
 
 
 def _pyplot():
-    import matplotlib
-
+    """pyplot drawing into files (the Agg backend), never into a window."""
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     return plt
 
 

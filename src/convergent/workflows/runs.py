@@ -1,26 +1,82 @@
-"""A finished (or interrupted) pre-training run, loaded back: its task with the newest
-checkpoint's weights and its tokenizer (``convergent generate``, ``convergent eval
-zero-shot`` / ``retrieval``)."""
+"""Run directories (:class:`~convergent.rundir.RunDir`) as the workflows use them: the config
+a run was started with, written and read back; an encoder found from a run or an encoder
+directory; a finished (or interrupted) run's task loaded back with the newest checkpoint's
+weights and its tokenizer (``convergent generate``, ``convergent eval zero-shot`` /
+``retrieval`` / ``language-model``, ``convergent convert`` of a CLIP run)."""
 
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from convergent.backbones.pretrained import CONFIG_NAME
+from convergent.config import PretrainConfig, from_dict, to_dict
+from convergent.rundir import RunDir
+from convergent.training.checkpoint import load_latest
+from convergent.workflows.assemble import build_run_task
+from convergent.workflows.text import find_tokenizer
+
+
+def write_config(run: RunDir, cfg: Any, header: str = "") -> Path:
+    """Write ``cfg`` (a config dataclass) as the run's ``config.yaml`` (after ``header``, YAML
+    comments); creates the run directory."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.config.write_text(header + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return run.config
+
+
+def read_config_dict(run: RunDir) -> dict | None:
+    """The run's ``config.yaml`` as a plain dict; None when there is none."""
+    if not run.is_run():
+        return None
+    return yaml.safe_load(run.config.read_text()) or {}
+
+
+def read_config(run_dir: str | Path | RunDir) -> Any:
+    """The :class:`PretrainConfig` a run directory was started with."""
+    run = RunDir(run_dir)
+    data = read_config_dict(run)
+    if data is None:
+        raise FileNotFoundError(f"{run.config}: not found; expected the run directory of `convergent pretrain`")
+    return from_dict(PretrainConfig, data, str(run.config))
+
+
+def saved_encoder(run: RunDir) -> Path | None:
+    """The run's saved ``encoder/`` (written when training finished); None before that."""
+    return run.encoder if is_encoder_dir(run.encoder) else None
+
+
+def is_encoder_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds a backbone written by ``save_pretrained`` (its ``config.json``)."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def resolve_encoder(path: str | Path) -> tuple[Path, RunDir | None]:
+    """``(encoder directory, its run or None)`` from ``path``: an encoder directory itself, or a
+    pre-training run directory holding ``encoder/``."""
+    path = Path(path)
+    if is_encoder_dir(path):
+        return path, None
+    run = RunDir(path)
+    encoder = saved_encoder(run)
+    if encoder is None:
+        raise FileNotFoundError(f"{path}: neither an encoder directory ({CONFIG_NAME}) nor a run directory "
+                                f"({RunDir.ENCODER}/)")  # fmt: skip
+    return encoder, run
 
 
 def load_task_from_run(run_dir: str | Path) -> tuple[Any, Any, Any]:
     """``(task, tokenizer, cfg)`` of a pre-training run: its task with the weights of its newest
     checkpoint (eval mode, CPU), its tokenizer (None for runs without text) and its config."""
-    from convergent.training.checkpoint import checkpoints_dir, load_latest
-    from convergent.workflows.pretrain import build_run_task, resume_config
-    from convergent.workflows.text import find_tokenizer
-
-    run_dir = Path(run_dir)
-    cfg = resume_config(run_dir)
-    tokenizer = find_tokenizer(cfg, run_dir)
-    ck = load_latest(run_dir, clean=False)
+    run = RunDir(run_dir)
+    cfg = read_config(run)
+    tokenizer = find_tokenizer(cfg, run.root)
+    ck = load_latest(run.root, clean=False)
     if ck is None:
-        raise FileNotFoundError(f"{checkpoints_dir(run_dir)}: no complete checkpoint to load")
+        raise FileNotFoundError(f"{run.checkpoints}: no complete checkpoint to load")
     # the architecture is the run's (its saved encoder when finished); the checkpoint holds every weight
-    cfg.model.init = str(run_dir / "encoder") if (run_dir / "encoder" / "config.json").is_file() else None
+    encoder = saved_encoder(run)
+    cfg.model.init = str(encoder) if encoder is not None else None
     task = build_run_task(cfg, tokenizer)
     task.load_state_dict(ck.weights, strict=True)
     return task.eval(), tokenizer, cfg

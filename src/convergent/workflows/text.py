@@ -2,16 +2,17 @@
 
 A text run uses ``data.tokenizer`` when given; otherwise it trains a ``data.tokenizer_kind``
 tokenizer of ``data.vocab_size`` ids on the training split. Either is saved in
-``RUN_DIR/tokenizer``, and a resumed or loaded run reads that copy. The datasets then collate with it,
-and the backbone takes its vocabulary size, padding and mask ids from it.
+``RUN_DIR/tokenizer`` (:attr:`convergent.rundir.RunDir.tokenizer`), and a resumed or loaded run
+reads that copy. The datasets then collate with it, and the backbone takes its vocabulary
+size, padding and mask ids from it.
 """
 
 from pathlib import Path
 from typing import Any
 
-
-TOKENIZER_DIR = "tokenizer"
-PACKED_FILE = "packed-train.bin"
+from convergent.data.packing import PackedBlocks, pack_blocks
+from convergent.data.tokenizer import TOKENIZER_FILE, Tokenizer, train_tokenizer
+from convergent.rundir import RunDir
 
 
 def is_text(dataset: Any) -> bool:
@@ -24,9 +25,7 @@ def find_tokenizer(cfg: Any, run_dir: Path | None = None, encoder_dir: Any = Non
     still loads where ``data.tokenizer`` no longer resolves: moved, or a relative path from
     another directory), else the one ``cfg.data.tokenizer`` names (an error if it is missing),
     else a pre-trained encoder's (``encoder_dir/tokenizer.json``); None when there is none."""
-    from convergent.data.tokenizer import TOKENIZER_FILE, Tokenizer
-
-    saved = Path(run_dir) / TOKENIZER_DIR if run_dir is not None else None
+    saved = RunDir(run_dir).tokenizer if run_dir is not None else None
     if saved is not None and (saved / TOKENIZER_FILE).is_file():
         return Tokenizer.load(saved)
     if cfg.data.tokenizer:
@@ -39,8 +38,6 @@ def find_tokenizer(cfg: Any, run_dir: Path | None = None, encoder_dir: Any = Non
 def check_same_tokenizer(saved_dir: Path, given: Any) -> None:
     """A run keeps the tokenizer it was started with: training again in ``RUN_DIR`` with a
     different ``--data.tokenizer`` is an error, not a silent choice of one of the two."""
-    from convergent.data.tokenizer import TOKENIZER_FILE, Tokenizer
-
     if not (saved_dir / TOKENIZER_FILE).is_file() or not Path(given).expanduser().exists():
         return
     if Tokenizer.load(saved_dir).backend.to_str() != Tokenizer.load(given).backend.to_str():
@@ -57,13 +54,11 @@ def prepare_text(
     ``train_set`` when there is a ``run_dir``), saved in ``run_dir/tokenizer`` and attached to
     ``train_set`` and ``others`` (``word_ids``: batches carry the word index of each piece, for
     a task that masks whole words); None for other data."""
-    from convergent.data.tokenizer import TOKENIZER_FILE, train_tokenizer
-
     if not is_text(train_set):
         return None
     tokenizer = find_tokenizer(cfg, run_dir, encoder_dir)
     if run_dir is not None and cfg.data.tokenizer:
-        check_same_tokenizer(Path(run_dir) / TOKENIZER_DIR, cfg.data.tokenizer)
+        check_same_tokenizer(RunDir(run_dir).tokenizer, cfg.data.tokenizer)
     if tokenizer is None and run_dir is None:
         raise FileNotFoundError(
             f"text data needs a tokenizer: none is saved with the encoder ({encoder_dir}); pass --data.tokenizer"
@@ -72,18 +67,16 @@ def prepare_text(
         texts = "the streamed captions" if train_set.streamed else f"{len(train_set)} items"
         print(f"training a {cfg.data.tokenizer_kind} tokenizer ({cfg.data.vocab_size} ids) on {texts}")
         tokenizer = train_tokenizer(train_set.texts(), kind=cfg.data.tokenizer_kind, vocab_size=cfg.data.vocab_size)
-    if run_dir is not None and not (Path(run_dir) / TOKENIZER_DIR / TOKENIZER_FILE).is_file():
-        tokenizer.save(Path(run_dir) / TOKENIZER_DIR)
+    if run_dir is not None and not (RunDir(run_dir).tokenizer / TOKENIZER_FILE).is_file():
+        tokenizer.save(RunDir(run_dir).tokenizer)
     attach_tokenizer(tokenizer, cfg.data.max_length, train_set, *others, word_ids=word_ids)
     return tokenizer
 
 
 def packed_training_set(run_dir: Path, train_set: Any, tokenizer: Any, block_size: int):
     """The training texts packed into ``block_size``-token blocks in ``RUN_DIR/packed-train.bin``
-    (written on the first call, reopened on resume)."""
-    from convergent.data.packing import PackedBlocks, pack_blocks
-
-    path = Path(run_dir) / PACKED_FILE
+    (:attr:`convergent.rundir.RunDir.packed`; written on the first call, reopened on resume)."""
+    path = RunDir(run_dir).packed
     if path.is_file() and path.with_name(path.name + ".json").is_file():
         return PackedBlocks(path)
     return pack_blocks(tokenizer, train_set.texts(), path, block_size=block_size)
@@ -102,23 +95,3 @@ def tokenizer_vocab(tokenizer: Any, max_length: int) -> dict:
     :func:`convergent.backbones.configs.vocabulary_overrides` and ``Task.configure_text``)."""
     return {"vocab_size": tokenizer.vocab_size, "pad_token_id": tokenizer.pad_id,
             "mask_token_id": tokenizer.mask_id, "max_length": max_length}  # fmt: skip
-
-
-def language_metrics(cfg: Any, task: Any, tokenizer: Any) -> dict:
-    """Masked- or next-token accuracy and perplexity of a language-model ``task`` on the
-    validation split (the test split when there is none); empty for other tasks."""
-    from convergent.data.registry import build_dataset
-    from convergent.evaluation.language import ACCURACY_NAMES, language_model_metrics
-
-    if tokenizer is None or task.name not in ACCURACY_NAMES:
-        return {}
-    for split in ("val", "test"):
-        try:
-            data = build_dataset(cfg.data.name, split, root=cfg.data.root)
-        except (ValueError, KeyError, FileNotFoundError):
-            continue
-        if data.heldout:
-            attach_tokenizer(tokenizer, cfg.data.max_length, data)
-            found = language_model_metrics(task, data, batch_size=cfg.data.batch_size)
-            return {f"{split}_{k}": v for k, v in found.items()}
-    return {}

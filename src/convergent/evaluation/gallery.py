@@ -9,12 +9,14 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib import pyplot as plt
+from PIL import Image
 
 from convergent.evaluation.retrieval import rank_of_target
-from convergent.workflows.pictures import _pyplot
 
 GREEN, GREY = "#1a9c3a", "#bbbbbb"
 
@@ -55,7 +57,7 @@ def _hwc(image) -> np.ndarray:
 
 
 def _save_png(images, captions, picked, top, sims, ranks, image_of_text, path: Path, title: str) -> Path:
-    plt = _pyplot()
+    matplotlib.use("Agg")  # a file, never a window
     q, k = top.shape
     fig, axes = plt.subplots(q, k + 1, figsize=(1.3 * k + 2.6, 1.4 * q),
                              gridspec_kw={"width_ratios": [2.0] + [1.0] * k}, squeeze=False)  # fmt: skip
@@ -85,8 +87,6 @@ def _save_png(images, captions, picked, top, sims, ranks, image_of_text, path: P
 
 
 def _png_base64(image) -> str:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(_hwc(image)).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")

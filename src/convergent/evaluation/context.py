@@ -1,0 +1,72 @@
+"""What an evaluation is given (torch-free): :class:`EvalContext`, the options of the
+command line (:class:`EvalOptions`) and the contract of an image–text model
+(:class:`ImageTextModel`).
+
+A workflow builds one context per subject — a saved encoder with its data, a pre-training
+run's task, the end of a pre-training run — and declares in ``provides`` what the subject
+offers, in the requirement names of :mod:`convergent.evaluation.registry`. Each registered
+evaluation takes the context and returns a flat dict of results.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class ImageTextModel(Protocol):
+    """A model that embeds images and texts into one space (the CLIP task): what zero-shot
+    classification and retrieval need."""
+
+    def encode_image(self, images: Any) -> Any:
+        """``(B, C, H, W)`` images → ``(B, D)`` embeddings."""
+
+    def encode_text(self, input_ids: Any, attention_mask: Any = None) -> Any:
+        """``(B, L)`` token ids (+ mask) → ``(B, D)`` embeddings."""
+
+
+@dataclass
+class EvalOptions:
+    """Options of one evaluation given on the command line (``convergent eval NAME RUN``); the
+    defaults are the command line's."""
+
+    split: str = "test"
+    """zero-shot / retrieval: the split evaluated."""
+    classes: Sequence[str] | None = None
+    """zero-shot: class names (None: the data's classes)."""
+    templates: Sequence[str] | None = None
+    """zero-shot: prompt templates with ``{}`` for the class name (None: the built-in ones)."""
+    ks: Sequence[int] = (1, 5, 10)
+    """retrieval: the k of Recall@k."""
+    gallery: str | None = None
+    """retrieval: write a picture (PNG + HTML) of the top-5 results here."""
+
+
+@dataclass
+class EvalContext:
+    """Everything the evaluations of one subject may use; what is not there is None."""
+
+    cfg: Any
+    """The config: ``data`` (how to read and normalise the data), ``eval`` (probe settings),
+    ``trainer.seed``."""
+    provides: frozenset[str]
+    """What the subject offers (requirement names of :mod:`convergent.evaluation.registry`),
+    declared by the workflow that built the context."""
+    backbone: Any = None
+    """The encoder (a backbone), for frozen features."""
+    task: Any = None
+    """The run's whole task (None when only an encoder is evaluated)."""
+    tokenizer: Any = None
+    """The run's tokenizer (None for data without text)."""
+    train_set: Any = None
+    """The labelled training split (frozen-feature probes)."""
+    test_set: Any = None
+    """The held-out split (frozen-feature probes)."""
+    open_split: Callable[..., Any] | None = None
+    """``open_split(split, heldout_only=False, tokenized=False)``: split ``split`` of
+    ``cfg.data`` (an error when the data has no such split; None when ``heldout_only`` and the
+    split is not held out); ``tokenized``: collated with ``tokenizer``."""
+    options: EvalOptions = field(default_factory=EvalOptions)
+    """Options from the command line."""
+    cache: dict[str, Any] = field(default_factory=dict)
+    """Shared by the evaluations of this context (kNN and the linear probe share features)."""

@@ -1,0 +1,59 @@
+"""A run assembled from its config: the datasets, the encoder (backbone) and the task around it.
+
+Every verb builds its pieces here — ``convergent pretrain``, ``finetune`` and ``eval``, a
+converted CLIP (:mod:`.convert_clip`) and a run loaded back (:mod:`.runs`) — so a config
+means the same model everywhere.
+"""
+
+from typing import Any
+
+from convergent.backbones.configs import vocabulary_overrides
+from convergent.backbones.pretrained import from_pretrained, load_config
+from convergent.backbones.registry import backbone_config, build_backbone
+from convergent.data.registry import build_dataset
+from convergent.tasks.registry import build_task, task_class
+from convergent.workflows.text import tokenizer_vocab
+
+
+def build_datasets(cfg: Any) -> tuple[Any, Any | None]:
+    """Training set and, when the dataset has one, the labelled test split for evaluation."""
+    kw = dict(root=cfg.data.root, img_size=cfg.data.img_size, in_chans=cfg.data.in_chans)
+    train = build_dataset(cfg.data.name, "train", limit=cfg.data.limit, **kw)
+    try:
+        test = build_dataset(cfg.data.name, "test", **kw)
+    except (ValueError, KeyError, FileNotFoundError):
+        test = None
+    if test is not None and not test.heldout:
+        print(f"note: {cfg.data.name} at {cfg.data.root} has no held-out split folder (test/ or val/): no evaluation")
+        test = None
+    return train, test
+
+
+def build_encoder(cfg: Any, tokenizer: Any = None, causal: bool = False):
+    """The backbone of the run: registered variant (+ overrides) or ``model.init`` weights.
+    Image backbones take the data's image size and channels, text backbones the tokenizer's
+    vocabulary and special ids (and ``causal``), unless overrides say otherwise."""
+    overrides = dict(cfg.model.overrides or {})
+    base = load_config(cfg.model.init) if cfg.model.init else backbone_config(cfg.model.backbone)
+    if base.modality == "image":
+        overrides.setdefault("img_size", cfg.data.img_size)
+        overrides.setdefault("in_chans", cfg.data.in_chans)
+    if tokenizer is not None and base.modality == "text":
+        found = vocabulary_overrides(base, tokenizer_vocab(tokenizer, cfg.data.max_length))
+        for k, v in {**found, **({"causal": True} if causal else {})}.items():
+            overrides.setdefault(k, v)
+    if cfg.model.init:
+        return from_pretrained(cfg.model.init, **overrides)
+    return build_backbone(cfg.model.backbone, **overrides)
+
+
+def build_run_task(cfg: Any, tokenizer: Any = None):
+    """The task of a run around its encoder (:func:`build_encoder`); a task that embeds text
+    beside its backbone (CLIP's text tower, ViLT's word embeddings) takes what the run's
+    tokenizer decides through ``Task.configure_text``."""
+    cls = task_class(cfg.task.name)
+    backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in cls.requires)
+    task_cfg = cfg.task.selected()
+    if tokenizer is not None:
+        cls.configure_text(task_cfg, tokenizer_vocab(tokenizer, cfg.data.max_length))
+    return build_task(cfg.task.name, backbone, task_cfg)
