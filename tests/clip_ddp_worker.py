@@ -1,4 +1,4 @@
-"""One process of the CLIP DDP test (``tests/test_clip_ddp.py``): plain ``torch.distributed``
+"""One process of the CLIP DDP test (``tests/tasks/test_clip_ddp.py``): plain ``torch.distributed``
 (gloo), each of W processes holding B/W pairs of one global batch of B. Launched by
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/clip_ddp_worker.py OUT_DIR

@@ -1,4 +1,4 @@
-"""One process of the CLIP FSDP test (``tests/test_training_fsdp.py``): the Trainer on the
+"""One process of the CLIP FSDP test (``tests/training/test_fsdp.py``): the Trainer on the
 tiny two-tower CLIP and the pairs of ``clip_ddp_worker``; launched by torchrun, or imported
 and called with ``devices=1`` for the single-process reference run. One micro-batch per step
 (a contrastive loss over B/2 pairs is not half of one over B), so W processes hold B/W pairs

@@ -1,4 +1,4 @@
-"""One process of the DDP test (``tests/test_training_ddp.py``); launched by torchrun, or
+"""One process of the DDP test (``tests/training/test_ddp.py``); launched by torchrun, or
 imported and called with ``devices=1`` for the single-process reference run.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py \

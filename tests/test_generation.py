@@ -8,7 +8,7 @@ import torch
 from convergent.backbones import build_backbone
 from convergent.generation import generate
 from convergent.tasks.registry import build_task
-from tests.test_mlm import tiny_cfg
+from tests.tasks.test_mlm import tiny_cfg
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from convergent.evaluation.knn import knn_accuracy
 from convergent.evaluation.language import language_model_metrics
 from convergent.evaluation.linear_probe import linear_probe
 from convergent.registry import load_target
-from tests.test_text_eval import StandInLM, sentences, text_backbone
+from tests.evaluation.test_text import StandInLM, sentences, text_backbone
 
 NAMES = ["finetune", "knn", "language-model", "linear-probe", "retrieval", "zero-shot"]
 

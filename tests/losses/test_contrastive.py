@@ -1,7 +1,7 @@
 """``losses/contrastive.py`` against a hand-written InfoNCE: ``info_nce`` at several offsets and
 inverse temperatures, with its textbook gradients; ``clip_loss`` as the symmetric InfoNCE, with
 gradients; the single-process paths of the distributed helpers; float32 under autocast; shape
-errors. Several processes: ``tests/test_clip_ddp.py`` (``clip_loss`` through the CLIP task) and
+errors. Several processes: ``tests/tasks/test_clip_ddp.py`` (``clip_loss`` through the CLIP task) and
 ``tests/losses/test_moco.py`` (``ctr``, the ``with_grad=False`` gather)."""
 
 import math

@@ -5,7 +5,7 @@ from convergent.data.protocol import StreamDataset
 from convergent.data.tokenizer import train_tokenizer
 from convergent.evaluation import registry
 from convergent.workflows.evaluate import provided, split_opener
-from tests.test_text_eval import StandInLM, sentences
+from tests.evaluation.test_text import StandInLM, sentences
 
 
 class Stream(StreamDataset):

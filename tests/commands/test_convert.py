@@ -162,7 +162,7 @@ def test_official_swin_checkpoint(suffix, tmp_path, capsys):
     from safetensors.torch import save_file
 
     from convergent.backbones import build_backbone
-    from tests.test_convert_official_swin import to_official
+    from tests.converters.test_official_swin import to_official
 
     model = randomize(build_backbone("swinv2_test", img_size=64, drop_path=0.0))
     checkpoint = to_official(model)

@@ -16,7 +16,7 @@ from convergent.backbones import build_backbone
 from convergent.tasks.causal_lm import CausalLM
 from convergent.tasks.configs import CausalLMConfig
 from convergent.tasks.registry import build_task
-from tests.test_mlm import ATOL, assert_grads_close, hf_pair, text_batch, tiny_cfg
+from tests.tasks.test_mlm import ATOL, assert_grads_close, hf_pair, text_batch, tiny_cfg
 
 transformers = pytest.importorskip("transformers")
 

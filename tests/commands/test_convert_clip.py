@@ -13,7 +13,7 @@ import torch
 from convergent.cli import main
 from convergent.converters.hf import hf_converters
 from convergent.converters.hf_clip import CLIPTowers, config_to_hf
-from tests.test_convert_hf_clip import TEXT, VISION, _randomize
+from tests.converters.test_hf_clip import TEXT, VISION, _randomize
 
 transformers = pytest.importorskip("transformers")
 
@@ -25,7 +25,7 @@ TEXTS = ["a photo of a dog", "red", "blue cat"]  # within the 16-token context
 
 @pytest.fixture(autouse=True, scope="module")
 def bundled_emoji(tmp_path_factory):
-    """The bundled emoji subset (no fetched copy), as in tests/test_cli_clip.py."""
+    """The bundled emoji subset (no fetched copy), as in tests/commands/test_pretrain_clip.py."""
     mp = pytest.MonkeyPatch()
     mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     mp.delenv("CONVERGENT_EMOJI_ROOT", raising=False)
@@ -113,8 +113,8 @@ def test_hf_clip_to_run_matches_hf_and_evaluates(hf_dir, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def clip_run(tmp_path_factory):
-    """A real 2-step CLIP pre-training run at tiny size (as tests/test_cli_clip.py)."""
-    from tests.test_cli_clip import TINY
+    """A real 2-step CLIP pre-training run at tiny size (as tests/commands/test_pretrain_clip.py)."""
+    from tests.commands.test_pretrain_clip import TINY
 
     out = tmp_path_factory.mktemp("runs")
     assert main(["pretrain", *TINY, "--trainer.max_steps", "1", "--trainer.out_dir", str(out),

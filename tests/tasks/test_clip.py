@@ -1,7 +1,7 @@
 """CLIP: the temperature clamp, the task's outputs, pooling and padding, config checks,
 optimizer metadata, and the pre-norm (CLIP layout) text and ViT towers. The losses against
-hand-written references: ``tests/losses/test_contrastive.py``; DDP: ``test_clip_ddp.py``; HF
-parity: ``test_convert_hf_clip.py``."""
+hand-written references: ``tests/losses/test_contrastive.py``; DDP: ``tests/tasks/test_clip_ddp.py``; HF
+parity: ``tests/converters/test_hf_clip.py``."""
 
 import math
 

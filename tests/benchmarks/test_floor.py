@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from floor import matmul_floor  # noqa: E402
 
 from convergent.backbones import build_backbone  # noqa: E402
