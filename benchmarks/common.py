@@ -19,9 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from floor import matmul_floor
+from torch.utils.flop_counter import FlopCounterMode
 
 from convergent.layers.linear import cpu_engine, onednn_mm
 

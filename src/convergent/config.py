@@ -194,9 +194,12 @@ class EvalRunConfig:
     """Device and precision of the feature pass."""
 
 
+RunConfig = PretrainConfig | FinetuneConfig | EvalRunConfig
+"""The config of any run (each has ``data`` and ``trainer``)."""
+
 __all__ = [
     "DataConfig", "EvalConfig", "EvalRunConfig", "FinetuneConfig", "ModelConfig", "OptimConfig", "PretrainConfig",
-    "TaskConfig", "TrainerConfig", "from_dict", "from_namespace", "to_dict",
+    "RunConfig", "TaskConfig", "TrainerConfig", "from_dict", "from_namespace", "to_dict",
 ]  # fmt: skip
 
 

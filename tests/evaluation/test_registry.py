@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from convergent.cli import main
 from convergent.config import EvalConfig, EvalRunConfig

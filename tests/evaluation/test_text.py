@@ -14,8 +14,8 @@ from torch import nn
 from convergent.backbones.registry import build_backbone
 from convergent.config import OptimConfig, TrainerConfig
 from convergent.data.protocol import Dataset
-from convergent.evaluation.features import extract_features, prepare_batch, tokens_at
 from convergent.evaluation import finetune as finetune_module
+from convergent.evaluation.features import extract_features, prepare_batch, tokens_at
 from convergent.evaluation.finetune import evaluate_classifier, finetune
 from convergent.evaluation.knn import knn_accuracy
 from convergent.evaluation.language import language_model_metrics

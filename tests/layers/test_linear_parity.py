@@ -5,12 +5,12 @@ the same tolerances against HF's BLAS products."""
 import pytest
 
 from convergent.layers.linear import set_cpu_engine
+from tests.backbones import test_swin as swin
 from tests.converters import test_hf_bert as bert
 from tests.converters import test_hf_clip as clip
 from tests.converters import test_hf_vit as vit
 from tests.tasks import test_mae as mae
 from tests.tasks import test_simmim as simmim
-from tests.backbones import test_swin as swin
 
 
 @pytest.fixture(autouse=True)

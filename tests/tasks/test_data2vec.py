@@ -17,6 +17,7 @@ from convergent.tasks.configs import Data2VecConfig
 from convergent.tasks.data2vec import Data2Vec, normalize, real_positions
 from convergent.tasks.registry import build_task
 from convergent.tasks.teacher import linear_momentum
+from convergent.training.callbacks import Callback
 from convergent.training.checkpoint import weights_for_saving
 from convergent.training.loop import Trainer
 from convergent.training.optim import param_groups
@@ -205,7 +206,7 @@ class _Kill(Exception):
     pass
 
 
-class _KillAfter:
+class _KillAfter(Callback):
     def __init__(self, step: int):
         self.step = step
 

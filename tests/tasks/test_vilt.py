@@ -307,7 +307,7 @@ def test_optimizer_metadata():
 def test_preset_parses():
     from importlib import resources
 
-    from convergent.config import from_dict, PretrainConfig
+    from convergent.config import PretrainConfig, from_dict
 
     text = resources.files("convergent").joinpath("configs/vilt-emoji.yaml").read_text()
     cfg = from_dict(PretrainConfig, yaml.safe_load(text), "vilt-emoji")

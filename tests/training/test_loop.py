@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from convergent.training.callbacks import Callback
 from convergent.training.loop import Trainer, micro_batch_size
 from convergent.training.sampler import ResumableSampler
 from tests.training_helpers import (
@@ -41,7 +42,7 @@ def test_accumulation_matches_one_big_batch(tmp_path):
     assert not torch.equal(w1["head.weight"], build(RegressTask).state_dict()["head.weight"])  # it trained
 
 
-class Snapshot:
+class Snapshot(Callback):
     def __init__(self):
         self.weights, self.metrics = {}, {}
 
@@ -84,7 +85,7 @@ def test_batch_divisibility_errors(tmp_path):
         _trainer(tmp_path, nonfinite="ignore")
 
 
-class Ends:
+class Ends(Callback):
     calls = 0
 
     def on_fit_end(self, trainer, task):

@@ -5,6 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from convergent.training import checkpoint as ckpt
+from convergent.training.callbacks import Callback
 from convergent.training.loop import Trainer
 from tests.training_helpers import MaskedTask, SyntheticImages, build, configs, random_transform, read_metrics
 
@@ -15,7 +16,7 @@ class Kill(Exception):
     pass
 
 
-class KillAt:
+class KillAt(Callback):
     """Raises after step ``step`` (after its checkpoint): a kill the run does not see coming."""
 
     def __init__(self, step: int):

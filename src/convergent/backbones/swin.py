@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from convergent.backbones.configs import replace_config
-from convergent.backbones.swin_spec import SwinConfig
 from convergent.backbones.protocol import (
     FeatureInfo,
     ImageBackbone,
@@ -27,6 +26,7 @@ from convergent.backbones.protocol import (
     coarsen_mask,
     select_indices,
 )
+from convergent.backbones.swin_spec import SwinConfig
 from convergent.layers import (
     Attention,
     ContinuousPositionBias,

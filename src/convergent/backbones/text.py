@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from convergent.backbones.text_spec import TextConfig
 from convergent.backbones.protocol import TextBackbone, apply_mask_token, select_indices
+from convergent.backbones.text_spec import TextConfig
 from convergent.layers import Attention, Block, Mlp, init_linear_norm_
 from convergent.layers.linear import Linear
 from convergent.layers.unpad import Unpadded

@@ -14,8 +14,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from convergent.backbones.vit_spec import ViTConfig
 from convergent.backbones.protocol import FeatureInfo, ImageBackbone, apply_mask_token, select_indices
+from convergent.backbones.vit_spec import ViTConfig
 from convergent.layers import Block, PatchEmbed, init_linear_norm_, interpolate_pos_embed
 from convergent.layers.linear import Linear
 

@@ -39,7 +39,6 @@ from convergent.data.protocol import Dataset
 from convergent.data.skips import SkipLog, reason_of
 from convergent.data.splits import evenly_spaced
 
-
 IMAGE_EXTENSIONS = frozenset(
     {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
 )

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 import tokenizers
+import torch
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 KINDS = ("wordpiece", "bpe")

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from convergent.config import RunConfig
+
 
 @runtime_checkable
 class ImageTextModel(Protocol):
@@ -46,7 +48,7 @@ class EvalOptions:
 class EvalContext:
     """Everything the evaluations of one subject may use; what is not there is None."""
 
-    cfg: Any
+    cfg: RunConfig
     """The config: ``data`` (how to read and normalise the data), ``eval`` (probe settings),
     ``trainer.seed``."""
     provides: frozenset[str]

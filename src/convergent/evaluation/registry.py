@@ -15,6 +15,7 @@ subject does not provide what it needs. ``convergent list evaluations`` lists th
 from dataclasses import dataclass
 from typing import Any
 
+from convergent.config import EvalConfig
 from convergent.evaluation.context import EvalContext
 from convergent.registry import Registry, load_target
 
@@ -86,13 +87,13 @@ def missing(name: str, provides: frozenset[str] | set[str]) -> list[str]:
     return [n for n in entry(name).needs if n not in provides]
 
 
-def switched_on(eval_cfg: Any) -> list[str]:
+def switched_on(eval_cfg: EvalConfig) -> list[str]:
     """The default evaluations that ``eval_cfg`` (an ``EvalConfig``) leaves on, in order."""
     return [e.name for e in _EVALUATIONS.entries()
             if e.default and (e.switch is None or getattr(eval_cfg, e.switch))]  # fmt: skip
 
 
-def default_evaluations(eval_cfg: Any, provides: frozenset[str] | set[str]) -> list[str]:
+def default_evaluations(eval_cfg: EvalConfig, provides: frozenset[str] | set[str]) -> list[str]:
     """The default evaluations switched on in ``eval_cfg`` that apply to a subject providing
     ``provides``, in the order of registration."""
     return [n for n in switched_on(eval_cfg) if not missing(n, provides)]

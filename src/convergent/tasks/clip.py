@@ -34,12 +34,11 @@ from torch import nn
 from convergent.backbones.configs import vocabulary_overrides
 from convergent.backbones.protocol import backbone_inputs
 from convergent.backbones.registry import backbone_config, build_backbone
-from convergent.heads.classifier import check_pooling, pool_tokens, real_tokens
+from convergent.heads.classifier import check_pooling, pool_tokens
 from convergent.layers.linear import Linear
 from convergent.losses.contrastive import clip_loss
 from convergent.tasks.base import Task
 from convergent.tasks.configs import CLIPConfig
-
 
 
 class CLIP(Task):

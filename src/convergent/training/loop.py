@@ -50,6 +50,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ from convergent.layers.linear import cpu_engine
 from convergent.rundir import RunDir
 from convergent.tasks.base import Task
 from convergent.training.batch_keys import check_batch_keys, view_keys
+from convergent.training.callbacks import Callback
 from convergent.training.checkpoint import (
     checkpoints_dir,
     clean_incomplete,
@@ -148,7 +150,9 @@ class Trainer:
         self.summary: dict | None = None
 
     # --- public -------------------------------------------------------------------------
-    def fit(self, task: Task, dataset: Dataset, transform=None, resume: bool = False, callbacks=()) -> dict:
+    def fit(
+        self, task: Task, dataset: Dataset, transform=None, resume: bool = False, callbacks: Sequence[Callback] = ()
+    ) -> dict:
         """Train ``task`` on ``dataset`` for ``max_steps`` optimizer steps; returns the summary
         (also written to ``run_dir/summary_train.json`` by rank 0). A task reading batch keys
         the dataset does not yield is refused here, before any step."""
@@ -171,8 +175,7 @@ class Trainer:
             gather_into(run.task, task)
         self.summary = self._summary(run, train_s, time.perf_counter() - t0)
         for cb in callbacks:
-            if hasattr(cb, "on_fit_end"):
-                cb.on_fit_end(self, task)
+            cb.on_fit_end(self, task)
         return self.summary
 
     # --- setup --------------------------------------------------------------------------
@@ -274,8 +277,7 @@ class Trainer:
                 self.step += 1
                 metrics = self._after_step(run, values, skipped)
                 for cb in callbacks:
-                    if hasattr(cb, "on_step_end"):
-                        cb.on_step_end(self, run.task, self.step, metrics)
+                    cb.on_step_end(self, run.task, self.step, metrics)
             del batches  # stop workers before the next epoch
 
     def _train_step(self, run: _Run, batches, transform) -> tuple[dict[str, float], bool]:

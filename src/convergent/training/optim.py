@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from convergent.config import OptimConfig
+
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
     """Optimizer parameter groups of ``model``'s trainable parameters.
@@ -41,7 +43,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: 
     return [groups[k] for k in sorted(groups)]
 
 
-def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups` of ``model`` from an ``OptimConfig`` (lr, weight_decay,
     layer_decay, betas). Uses the fused kernel where the parameters' device supports it."""
     groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay)

@@ -5,17 +5,21 @@ converted CLIP (:mod:`.convert_clip`) and a run loaded back (:mod:`.runs`) — s
 means the same model everywhere.
 """
 
-from typing import Any
 
 from convergent.backbones.configs import vocabulary_overrides
 from convergent.backbones.pretrained import from_pretrained, load_config
+from convergent.backbones.protocol import Backbone
 from convergent.backbones.registry import backbone_config, build_backbone
+from convergent.config import FinetuneConfig, PretrainConfig, RunConfig
+from convergent.data.protocol import Dataset
 from convergent.data.registry import build_dataset
+from convergent.data.tokenizer import Tokenizer
+from convergent.tasks.base import Task
 from convergent.tasks.registry import build_task, task_class
 from convergent.workflows.text import tokenizer_vocab
 
 
-def build_datasets(cfg: Any) -> tuple[Any, Any | None]:
+def build_datasets(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     """Training set and, when the dataset has one, the labelled test split for evaluation."""
     kw = dict(root=cfg.data.root, img_size=cfg.data.img_size, in_chans=cfg.data.in_chans)
     train = build_dataset(cfg.data.name, "train", limit=cfg.data.limit, **kw)
@@ -29,7 +33,7 @@ def build_datasets(cfg: Any) -> tuple[Any, Any | None]:
     return train, test
 
 
-def build_encoder(cfg: Any, tokenizer: Any = None, causal: bool = False):
+def build_encoder(cfg: PretrainConfig | FinetuneConfig, tokenizer: Tokenizer | None = None, causal: bool = False) -> Backbone:
     """The backbone of the run: registered variant (+ overrides) or ``model.init`` weights.
     Image backbones take the data's image size and channels, text backbones the tokenizer's
     vocabulary and special ids (and ``causal``), unless overrides say otherwise."""
@@ -47,7 +51,7 @@ def build_encoder(cfg: Any, tokenizer: Any = None, causal: bool = False):
     return build_backbone(cfg.model.backbone, **overrides)
 
 
-def build_run_task(cfg: Any, tokenizer: Any = None):
+def build_run_task(cfg: PretrainConfig, tokenizer: Tokenizer | None = None) -> Task:
     """The task of a run around its encoder (:func:`build_encoder`); a task that embeds text
     beside its backbone (CLIP's text tower, ViLT's word embeddings) takes what the run's
     tokenizer decides through ``Task.configure_text``."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from convergent.backbones.pretrained import from_pretrained
+from convergent.config import EvalRunConfig, PretrainConfig, RunConfig
 from convergent.data.registry import build_dataset
 from convergent.evaluation import registry
 from convergent.evaluation.context import EvalContext, EvalOptions, ImageTextModel
@@ -50,7 +51,7 @@ def _labelled(train_set: Any, test_set: Any) -> str | None:
     return "streamed" if train_set.streamed else "map-style"
 
 
-def split_opener(cfg: Any, tokenizer: Any = None) -> Callable[..., Any]:
+def split_opener(cfg: RunConfig, tokenizer: Any = None) -> Callable[..., Any]:
     """``open_split`` of an :class:`EvalContext`: splits of ``cfg.data``."""
 
     def open_split(split: str, heldout_only: bool = False, tokenized: bool = False):
@@ -83,7 +84,7 @@ def evaluate(ctx: EvalContext, names: Iterable[str]) -> dict:
     return results
 
 
-def evaluate_end_of_run(cfg: Any, task: Any, tokenizer: Any, train_set: Any, test_set: Any) -> dict:
+def evaluate_end_of_run(cfg: PretrainConfig, task: Any, tokenizer: Any, train_set: Any, test_set: Any) -> dict:
     """The default evaluation of a pre-training run that just finished (probes of its
     encoder on the labelled splits, language-model metrics of a language-model task, ...)."""
     provides = provided(task, tokenizer, train_set, test_set)
@@ -92,7 +93,7 @@ def evaluate_end_of_run(cfg: Any, task: Any, tokenizer: Any, train_set: Any, tes
     return evaluate(ctx, default_names(ctx))
 
 
-def evaluate_encoder(cfg: Any, backbone: Any, train_set: Any, test_set: Any, tokenizer: Any = None,
+def evaluate_encoder(cfg: RunConfig, backbone: Any, train_set: Any, test_set: Any, tokenizer: Any = None,
                      names: list[str] | None = None) -> dict:  # fmt: skip
     """Evaluations ``names`` (None: the default ones) of an encoder alone (no task) on its
     labelled splits, e.g. the probes of a randomly initialised encoder."""
@@ -101,7 +102,7 @@ def evaluate_encoder(cfg: Any, backbone: Any, train_set: Any, test_set: Any, tok
     return evaluate(ctx, default_names(ctx) if names is None else names)
 
 
-def run_eval(cfg: Any, encoder: str | Path, out: str | Path | None = None, names: list[str] | None = None) -> dict:
+def run_eval(cfg: EvalRunConfig, encoder: str | Path, out: str | Path | None = None, names: list[str] | None = None) -> dict:
     """Evaluations ``names`` (None: the default ones, kNN and linear probe) of the encoder at
     ``encoder`` (an encoder or run directory) on ``cfg.data`` with ``cfg.eval``."""
     enc_dir, _ = resolve_encoder(encoder)

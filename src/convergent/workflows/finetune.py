@@ -3,10 +3,10 @@ trained end to end, then top-1 accuracy on the held-out split."""
 
 import dataclasses
 import json
-from typing import Any
 
 import torch
 
+from convergent.config import FinetuneConfig
 from convergent.data.transforms import build_transform
 from convergent.evaluation.finetune import finetune
 from convergent.evaluation.report import format_report
@@ -16,7 +16,7 @@ from convergent.workflows.runs import resolve_encoder, write_config
 from convergent.workflows.text import prepare_text
 
 
-def run_finetune(cfg: Any) -> dict:
+def run_finetune(cfg: FinetuneConfig) -> dict:
     """Fine-tune per ``cfg`` (a ``FinetuneConfig``); returns the summary (also ``summary.json``)."""
     if cfg.model.init:
         enc_dir, _ = resolve_encoder(cfg.model.init)

@@ -36,7 +36,7 @@ def run_dir_for(cfg: PretrainConfig, resume_dir: str | Path | None) -> RunDir:
     return RunDir.named(cfg.trainer.out_dir, cfg.trainer.run_name, f"{cfg.task.name}-{cfg.model.backbone}")
 
 
-def masks_whole_words(task_cfg: Any) -> bool:
+def masks_whole_words(task_cfg: object) -> bool:
     """Whether the task masks whole words, so its batches need word ids."""
     return isinstance(task_cfg, TokenMaskingConfig) and task_cfg.whole_word_mask
 

@@ -10,14 +10,14 @@ from typing import Any
 import yaml
 
 from convergent.backbones.pretrained import CONFIG_NAME
-from convergent.config import PretrainConfig, from_dict, to_dict
+from convergent.config import PretrainConfig, RunConfig, from_dict, to_dict
 from convergent.rundir import RunDir
 from convergent.training.checkpoint import load_latest
 from convergent.workflows.assemble import build_run_task
 from convergent.workflows.text import find_tokenizer
 
 
-def write_config(run: RunDir, cfg: Any, header: str = "") -> Path:
+def write_config(run: RunDir, cfg: RunConfig, header: str = "") -> Path:
     """Write ``cfg`` (a config dataclass) as the run's ``config.yaml`` (after ``header``, YAML
     comments); creates the run directory."""
     run.root.mkdir(parents=True, exist_ok=True)

@@ -4,19 +4,22 @@ import json
 import time
 from typing import Any
 
+from convergent.config import PretrainConfig
+from convergent.data.protocol import Dataset
 from convergent.evaluation.report import format_report
 from convergent.rundir import RunDir
+from convergent.tasks.base import Task
+from convergent.training.loop import Trainer
 from convergent.workflows.evaluate import evaluate_end_of_run
 from convergent.workflows.pictures import save_loss_plot
 
 
-def finish_run(cfg: Any, trainer, task, train_set, test_set, run: RunDir, train_summary: dict,
-               tokenizer: Any = None) -> dict:  # fmt: skip
+def finish_run(cfg: PretrainConfig, trainer: Trainer, task: Task, train_set: Dataset, test_set: Dataset | None,
+               run: RunDir, train_summary: dict, tokenizer: Any = None) -> dict:  # fmt: skip
     """Rank 0: save ``encoder/`` (with the tokenizer of a text run), ``loss.png``, the default
     evaluation (:func:`~convergent.workflows.evaluate.evaluate_end_of_run`) and
     ``summary.json``; print it."""
-    fabric = getattr(trainer, "fabric", None)
-    if fabric is not None and fabric.global_rank != 0:
+    if trainer.fabric.global_rank != 0:
         return train_summary
     backbone = task.backbone
     backbone.save_pretrained(run.encoder)

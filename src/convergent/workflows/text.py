@@ -10,7 +10,9 @@ size, padding and mask ids from it.
 from pathlib import Path
 from typing import Any
 
+from convergent.config import RunConfig
 from convergent.data.packing import PackedBlocks, pack_blocks
+from convergent.data.protocol import Dataset
 from convergent.data.tokenizer import TOKENIZER_FILE, Tokenizer, train_tokenizer
 from convergent.rundir import RunDir
 
@@ -20,7 +22,7 @@ def is_text(dataset: Any) -> bool:
     return dataset.is_text
 
 
-def find_tokenizer(cfg: Any, run_dir: Path | None = None, encoder_dir: Any = None):
+def find_tokenizer(cfg: RunConfig, run_dir: Path | None = None, encoder_dir: Any = None):
     """The tokenizer saved in ``run_dir/tokenizer`` (the copy the run trained with, so a run
     still loads where ``data.tokenizer`` no longer resolves: moved, or a relative path from
     another directory), else the one ``cfg.data.tokenizer`` names (an error if it is missing),
@@ -48,7 +50,8 @@ def check_same_tokenizer(saved_dir: Path, given: Any) -> None:
 
 
 def prepare_text(
-    cfg: Any, run_dir: Path | None, train_set: Any, *others: Any, encoder_dir: Any = None, word_ids: bool = False
+    cfg: RunConfig, run_dir: Path | None, train_set: Dataset, *others: Dataset | None, encoder_dir: Any = None,
+    word_ids: bool = False,
 ):
     """For text data: the run's tokenizer (:func:`find_tokenizer`; without one, trained on
     ``train_set`` when there is a ``run_dir``), saved in ``run_dir/tokenizer`` and attached to

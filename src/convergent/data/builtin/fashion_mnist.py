@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from convergent.data.idx import read_idx, write_idx
 from convergent.data.protocol import Dataset
 
