@@ -1,7 +1,8 @@
 """The dependency direction of DESIGN.md, enforced: layers → backbones, heads → tasks →
 training, evaluation → workflows → commands/cli, never backwards; losses and masking import
 only torch; data imports no model code; no import cycles between modules; imports at the
-top of the workflows and evaluation modules (Style 15); nothing imports torchvision or timm.
+top of the workflows and evaluation modules (Style 15); tasks ask the backbone protocol and
+never read a backbone's config (Style 13); nothing imports torchvision or timm.
 
 Each check is a function of a source root, so the tests at the end run them on a fixture
 tree with a deliberate cycle, an upward import and a function-local import, and see them fail.
@@ -140,6 +141,30 @@ def function_local_imports(root: Path, package: str) -> list[str]:
     return sorted(set(found))
 
 
+def backbone_config_reads(root: Path, package: str = "tasks") -> list[str]:
+    """``"file:line reads backbone.config"`` for each attribute chain in ``package`` that reaches
+    a backbone's ``config`` (``backbone.config``, ``self.backbone.config``,
+    ``self.text_backbone.config``): tasks ask the declared protocol instead."""
+    found = []
+    for file in package_files(root, package):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "config" and _names_a_backbone(node.value):
+                found.append(f"{file.relative_to(root)}:{node.lineno} reads {ast.unparse(node)}")
+    return sorted(set(found))
+
+
+def _names_a_backbone(node: ast.expr) -> bool:
+    """``backbone``, ``x.backbone``, ``x.text_backbone``, ``x.teacher["backbone"]``, ...: an
+    expression whose last name ends in "backbone"."""
+    if isinstance(node, ast.Subscript):
+        node = node.slice
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value.endswith("backbone")
+    if isinstance(node, ast.Name):
+        return node.id.endswith("backbone")
+    return isinstance(node, ast.Attribute) and node.attr.endswith("backbone")
+
+
 # --- the checks on src/convergent ----------------------------------------------------------------
 
 
@@ -158,6 +183,11 @@ def test_no_import_cycles():
 def test_imports_at_the_top(package):
     found = function_local_imports(SRC, package)
     assert not found, "imports inside functions (move them to the top):\n" + "\n".join(found)
+
+
+def test_tasks_ask_the_protocol_not_the_backbone_config():
+    found = backbone_config_reads(SRC)
+    assert not found, "tasks read a backbone's config (declare it on the protocol instead):\n" + "\n".join(found)
 
 
 def test_no_torchvision_or_timm():
@@ -179,7 +209,12 @@ FAKE_TREE = {
     "layers/__init__.py": "",
     "layers/attention.py": "from convergent.tasks import mae  # upward\n",
     "tasks/__init__.py": "",
-    "tasks/mae.py": "from convergent.layers.attention import *\n",
+    "tasks/mae.py": (
+        "from convergent.layers.attention import *\n\n"
+        "def grid(backbone, self):\n"
+        "    return backbone.config.img_size // self.backbone.config.patch_size + self.config.mask_ratio\n"
+    ),
+    "tasks/clip.py": "def towers(self):\n    return self.text_backbone.config, self.teacher['backbone'].config\n",
     "workflows/__init__.py": "",
     "workflows/pretrain.py": "import json\n\nfrom convergent.workflows.summary import finish\n",
     "workflows/summary.py": "from convergent.workflows import evaluate\n",
@@ -225,3 +260,12 @@ def test_cycle_check_reports_each_cycle_path(fake_src):
 def test_top_import_check_finds_the_local_import(fake_src):
     assert function_local_imports(fake_src, "workflows") == ["workflows/text.py:2 imports convergent.workflows"]
     assert function_local_imports(fake_src, "rundir") == []
+
+
+def test_config_read_check_finds_each_backbone_config(fake_src):
+    assert backbone_config_reads(fake_src) == [
+        "tasks/clip.py:2 reads self.teacher['backbone'].config",
+        "tasks/clip.py:2 reads self.text_backbone.config",
+        "tasks/mae.py:4 reads backbone.config",
+        "tasks/mae.py:4 reads self.backbone.config",
+    ]  # the task's own self.config is not a backbone's
