@@ -1,4 +1,4 @@
-"""Backbones: text Transformer, ViT, Swin V1/V2 behind one contract (see ``protocol``).
+"""Backbones: text Transformer, ViT, Swin V1/V2 and ConvNeXt behind one contract (see ``protocol``).
 
 This package's ``__init__`` is torch-free; model classes are imported when built. Each family
 is a spec module (config + variants, ``<family>_spec.py``) beside its model module.

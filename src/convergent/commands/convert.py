@@ -1,6 +1,7 @@
 """``convergent convert SRC DST --from {hf,official-swin,convergent} --to {convergent,hf}``.
 
-Backbones (BERT, ViT, Swin, Swin V2) convert to / from a convergent backbone directory; a
+Backbones (every family whose config names a HF converter: BERT, ViT, Swin, Swin V2,
+ConvNeXt, ...) convert to / from a convergent backbone directory; a
 HF CLIP (``CLIPModel``) converts to / from a clip run directory, the layout ``convergent
 eval zero-shot`` / ``retrieval`` load (see :mod:`convergent.workflows.convert_clip`).
 
@@ -18,8 +19,9 @@ PAIRS = {("hf", "convergent"), ("official-swin", "convergent"), ("convergent", "
 
 def parser() -> Parser:
     p = Parser(
-        description="Convert weights between convergent, Hugging Face transformers (backbones: BERT, ViT, "
-        "Swin, Swin V2; whole models: CLIP) and Microsoft's official Swin checkpoints. A HF CLIP becomes a "
+        description="Convert weights between convergent, Hugging Face transformers (backbones: each family "
+        "with a HF converter, e.g. BERT, ViT, Swin, Swin V2, ConvNeXt; whole models: CLIP) and Microsoft's official "
+        "Swin checkpoints. A HF CLIP becomes a "
         "clip run directory (config.yaml, checkpoints/, encoder/, tokenizer/) for `convergent eval zero-shot` "
         "/ `retrieval`; a clip run directory converts back to a HF CLIPModel directory."
     )

@@ -20,10 +20,10 @@ REGISTRIES = {
 }
 """Section -> module with a ``names()`` function; a missing module means none registered yet."""
 
-COLUMNS = ("name", "family", "version", "embed_dim", "depth(s)", "heads", "img", "patch", "window")
+COLUMNS = ("name", "family", "version", "width(s)", "depth(s)", "heads", "img", "patch", "window")
 _FIELDS = (
     ("version",),
-    ("embed_dim",),
+    ("dims", "embed_dim"),
     ("depths", "depth"),
     ("num_heads",),
     ("img_size",),
@@ -32,6 +32,7 @@ _FIELDS = (
 )
 """Config fields shown after name and family, one tuple per column (first field present wins)."""
 EVALUATION_COLUMNS = ("name", "default", "needs", "description")
+
 
 def parser() -> Parser:
     p = Parser(description="List registered backbones, tasks, datasets and evaluations.")
