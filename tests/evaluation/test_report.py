@@ -45,3 +45,16 @@ def test_text_values_do_not_shift_numbers():
     rows = text.splitlines()[2:-1]
     assert rows[0].endswith("runs/a/very/long/path/to/a/run")
     assert rows[1].endswith(" 100") and rows[2].endswith(" 0.5") and len(rows[1]) == len(rows[2])
+
+
+def test_table_fits_80_columns_and_keeps_both_ends_of_long_text():
+    path = "/very/long/" + "directory/" * 20 + "runs/simmim-swinv2_micro-20261203-121500/encoder"
+    skipped = [f"images/class_{i}/broken_{i}.png (truncated)" for i in range(12)]
+    table = format_report({"encoder": path, "skipped_examples": skipped, "knn_acc": 0.6393, "steps": 400}, "summary")
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 80, table
+    row = next(line for line in lines if line.startswith("encoder"))
+    assert "…" in row and row.endswith("20261203-121500/encoder") and "/very/long/" in row
+    assert any(line.rstrip().endswith("63.93%") for line in lines)
+    short = format_report({"a": "short text", "b": 1.5})
+    assert "…" not in short  # nothing shortened that fits

@@ -12,6 +12,7 @@ provides; ``convergent eval NAME RUN`` runs one entry, and says what is missing 
 subject does not provide what it needs. ``convergent list evaluations`` lists them.
 """
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,4 +109,8 @@ def run_evaluation(name: str, ctx: EvalContext) -> dict[str, Any]:
     lacking = missing(name, ctx.provides)
     if lacking:
         raise ValueError(f"evaluation {name!r} needs " + "; ".join(REQUIREMENTS[n] for n in lacking))
-    return load_target(e.target)(ctx)
+    print(f"evaluation: {name} ...", flush=True)  # feedback: a phase can take a while on a CPU
+    start = time.perf_counter()
+    results = load_target(e.target)(ctx)
+    print(f"evaluation: {name} done in {time.perf_counter() - start:.1f} s", flush=True)
+    return results

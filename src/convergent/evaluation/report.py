@@ -36,18 +36,35 @@ def _format_value(key: str, value: Any) -> str:
     return str(value)
 
 
-def format_report(results: dict[str, Any], title: str = "evaluation") -> str:
-    """A two-column table: names left-aligned; numbers right-aligned in one column, text
-    (paths, names) left-aligned so a long path does not push the numbers aside."""
+WIDTH = 80
+"""Columns of the printed table: it fits an 80-column terminal (``summary.json`` keeps every value whole)."""
+
+
+def format_report(results: dict[str, Any], title: str = "evaluation", width: int = WIDTH) -> str:
+    """A two-column table at most ``width`` columns wide: names left-aligned; numbers
+    right-aligned in one column, text (paths, names, lists) left-aligned so a long path does not
+    push the numbers aside, and shortened in the middle (``…``) where it would not fit."""
     flat = flatten(results)
     if not flat:
         return f"{title}: no results"
     rows = [(k, _format_value(k, v), _is_number(v)) for k, v in flat.items()]
-    wk = max(len(k) for k, _, _ in rows)
+    wk = min(max(len(k) for k, _, _ in rows), width // 2)
     wn = max([len(v) for _, v, num in rows if num] or [0])
-    lines = [f"{k:<{wk}}  {v:>{wn}}" if num else f"{k:<{wk}}  {v}" for k, v, num in rows]
-    rule = "-" * max(len(line) for line in lines)
-    return "\n".join([title, rule, *lines, rule])
+    room = max(width - wk - 2, 8)  # for the value column
+    lines = [
+        f"{_shorten(k, wk):<{wk}}  {v:>{wn}}" if num else f"{_shorten(k, wk):<{wk}}  {_shorten(v, room)}"
+        for k, v, num in rows
+    ]
+    rule = "-" * min(max(len(line) for line in lines), width)
+    return "\n".join([_shorten(title, width), rule, *lines, rule])
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` if it fits in ``width`` columns, else its start and end around ``…``."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
 
 
 def _is_number(value: Any) -> bool:
