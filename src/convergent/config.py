@@ -41,6 +41,15 @@ class DataConfig:
     """Per-channel normalisation std."""
     limit: int | None = None
     """Use at most this many training samples (None: all)."""
+    max_image_pixels: int | None = 64 * 1024 * 1024
+    """Skip images whose header declares more pixels (width × height) than this, as "too large",
+    before decoding them (None: no cap but Pillow's). The default, 64 Mi pixels (8192 × 8192),
+    equals ``convergent.data.limits.MAX_IMAGE_PIXELS``: every camera photo passes, one such image
+    is 192 MiB as RGB, and it is below Pillow's decompression-bomb warning (89.5 megapixels)."""
+    verify: bool = False
+    """Image datasets read from files (image-folder, image-text-pairs): open and decode every image
+    once when the dataset is built, dropping and counting the unreadable ones before training
+    (False: they are found, skipped and counted when a step reads them)."""
     tokenizer: str | None = None
     """Text data: a trained tokenizer (directory or tokenizer.json); None trains one on the
     training split at the start of the run and saves it in the run directory."""

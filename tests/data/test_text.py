@@ -94,8 +94,9 @@ def test_jsonl_fields_and_labels(tmp_path):
     assert dict(ds.skip_counts) == {"invalid JSON": 1, "missing field": 2, "empty": 1, "bad label": 1}
     ints = TextLines(write(tmp_path / "i.jsonl", b'{"text": "x", "label": 2}\n{"text": "y", "label": 0}\n'))
     assert ints.classes == ["0", "1", "2"] and ints.labels.tolist() == [2, 0]
-    with pytest.raises(ValueError, match="both class names and integers"):
-        TextLines(write(tmp_path / "m.jsonl", b'{"text": "x", "label": 2}\n{"text": "y", "label": "b"}\n'))
+    mixed = TextLines(write(tmp_path / "m.jsonl", b'{"text": "x", "label": 2}\n{"text": "y", "label": "b"}\n'))
+    assert mixed.classes == ["0", "1", "2"] and mixed.labels.tolist() == [2]  # a tie: the kind met first
+    assert mixed.skipped == [(f"{tmp_path / 'm.jsonl'}:2", "bad label 'b' (a class name among integer labels)")]
 
 
 def test_reindexed_when_file_changes(tmp_path):

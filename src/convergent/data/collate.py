@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from convergent.data.skips import failure
+
 log = logging.getLogger(__name__)
 
 
@@ -47,8 +49,10 @@ def read_next(dataset, i: int, read: Callable[[int], Any], kind: str) -> tuple[i
     """``(j, read(j), passed)`` for the first ``j`` of ``i, i+1, ...`` (wrapping around) that ``read``
     does not raise on: deterministic, so the same index always yields the same sample. ``passed``
     names every sample passed over, ``(path, reason)``; one found unreadable now is noted with
-    :func:`note_unreadable` (reason ``"<kind> (<error>)"``). ``dataset`` has ``paths``,
-    ``skips``, ``source`` and ``_bad`` (index -> reason, what this process found)."""
+    :func:`note_unreadable`, counted as ``kind`` (detail ``"<kind> (<error>)"``) or, when ``read``
+    raised a :class:`~convergent.data.skips.SkipSample` (an image too large), as its reason.
+    ``dataset`` has ``paths``, ``skips``, ``source`` and ``_bad`` (index -> reason, what this
+    process found)."""
     n = len(dataset.paths)
     passed = []
     for j in range(i, i + n):
@@ -57,7 +61,8 @@ def read_next(dataset, i: int, read: Callable[[int], Any], kind: str) -> tuple[i
             try:
                 return j, read(j), passed
             except Exception as e:  # Pillow raises many types for bad data; all mean "skip"
-                note_unreadable(dataset, j, f"{kind} ({type(e).__name__}: {e})", kind)
+                reason, detail = failure(e, kind)
+                note_unreadable(dataset, j, detail, reason)
         passed.append((dataset.paths[j], dataset._bad[j]))
     raise RuntimeError(f"none of the {n} image files could be decoded: {dataset.source}")
 

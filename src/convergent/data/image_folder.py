@@ -15,10 +15,15 @@ Unreadable samples never crash a run:
 
 * at construction (cheap, from the directory scan): files whose extension is not an image
   extension ("not an image") and zero-byte files ("empty file") are counted in ``skips``;
-* at ``__getitem__`` (decoding is the only full check): if sample ``i`` cannot be decoded,
-  item ``i`` is the next readable sample ``i+1, i+2, ...`` (wrapping around; deterministic,
-  so the same index always yields the same image), and every sample passed over is named in
-  the item's ``"skipped"`` field, a list of ``(path, reason)``.
+* at ``__getitem__`` (decoding is the only full check): if sample ``i`` cannot be decoded
+  ("unreadable"), or its header declares more pixels than ``max_image_pixels`` ("too large",
+  refused before decoding, see :mod:`convergent.data.images`), item ``i`` is the next readable
+  sample ``i+1, i+2, ...`` (wrapping around; deterministic, so the same index always yields
+  the same image), and every sample passed over is named in the item's ``"skipped"`` field, a
+  list of ``(path, reason)``;
+* or, with ``verify`` (``--data.verify``), when the dataset is built: every image is decoded
+  once and those that fail are dropped and counted then (:mod:`convergent.data.verify`), so the
+  count is known before training.
 
 DataLoader workers are copies of the dataset, so what a worker finds cannot reach the
 parent's ``skips`` directly; instead :func:`convergent.data.collate.collate` concatenates the
@@ -35,9 +40,12 @@ import torch
 from PIL import Image
 
 from convergent.data.collate import read_next
+from convergent.data.images import open_image
+from convergent.data.limits import MAX_IMAGE_PIXELS
 from convergent.data.protocol import Dataset
 from convergent.data.skips import SkipLog, reason_of
 from convergent.data.splits import evenly_spaced
+from convergent.data.verify import verify_images
 
 IMAGE_EXTENSIONS = frozenset(
     {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
@@ -104,10 +112,12 @@ def scan(folder: Path, classes: list[str] | None) -> tuple[list[str], list[int],
     return paths, labels, skipped
 
 
-def decode(path: str, img_size: int, in_chans: int) -> torch.Tensor:
+def decode(path, img_size: int, in_chans: int, max_pixels: int | None = MAX_IMAGE_PIXELS) -> torch.Tensor:
     """``(in_chans, img_size, img_size)`` uint8: RGB (alpha flattened onto white) or L,
-    centre-cropped to a square and resized (bilinear, antialiased) to ``img_size``."""
-    with Image.open(path) as img:
+    centre-cropped to a square and resized (bilinear, antialiased) to ``img_size``. ``path``: a
+    file name or a binary file. :class:`~convergent.data.images.ImageTooLarge` before decoding
+    when the header declares more than ``max_pixels`` pixels (None: no cap but Pillow's)."""
+    with open_image(path, max_pixels) as img:
         img.draft("RGB" if in_chans == 3 else "L", (img_size, img_size))  # JPEG: decode at reduced scale
         if img.mode in ("LA", "La", "PA", "RGBa") or "transparency" in img.info:
             img = img.convert("RGBA")  # palette/L/RGB with a transparent colour, or alpha
@@ -126,12 +136,14 @@ def decode(path: str, img_size: int, in_chans: int) -> torch.Tensor:
 
 
 class ImageFolder(Dataset):
-    """Items ``{"image": uint8 (C, S, S), "label": int, "skipped": [(path, reason), ...]}``."""
+    """Items ``{"image": uint8 (C, S, S), "label": int, "skipped": [(path, reason), ...]}``;
+    images with more than ``max_pixels`` pixels are skipped as "too large" (None: no cap)."""
 
     name = "image-folder"
     batch_keys = ("image", "label")
 
-    def __init__(self, paths, labels, classes, skipped, img_size: int, in_chans: int, source: str):
+    def __init__(self, paths, labels, classes, skipped, img_size: int, in_chans: int, source: str,
+                 max_pixels: int | None = MAX_IMAGE_PIXELS):  # fmt: skip
         skips = SkipLog()
         for path, detail in skipped:  # found by the directory scan
             skips.add(path, reason_of(detail), detail)
@@ -140,15 +152,28 @@ class ImageFolder(Dataset):
         self.labels = torch.tensor(labels, dtype=torch.int64)  # (N,); -1 when unlabelled
         self.img_size = img_size
         self.in_chans = in_chans
+        self.max_pixels = max_pixels
         self._bad: dict[int, str] = {}  # index -> reason, found by this process
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def image(self, i: int) -> torch.Tensor:
+        """Image ``i`` ``(C, S, S)`` uint8 (raises if it cannot be decoded or is too large)."""
+        return decode(self.paths[i], self.img_size, self.in_chans, self.max_pixels)
+
     def __getitem__(self, i: int) -> dict:
         """Item ``i``, or the next readable one (wrapping around) when its file cannot be decoded."""
-        j, image, passed = read_next(self, i, lambda j: decode(self.paths[j], self.img_size, self.in_chans), "unreadable")
+        j, image, passed = read_next(self, i, self.image, "unreadable")
         return {"image": image, "label": int(self.labels[j]), "skipped": passed}
+
+    def select(self, keep) -> "ImageFolder":
+        """Keep only the items at indices ``keep`` (in that order); returns ``self``."""
+        keep = [int(k) for k in keep]
+        self.paths = [self.paths[k] for k in keep]
+        self.labels = self.labels[torch.tensor(keep, dtype=torch.int64)]
+        self._bad = {}
+        return self
 
 
 def _resolve(root: Path, split: str) -> tuple[Path, list[Path], str]:
@@ -163,8 +188,10 @@ def _resolve(root: Path, split: str) -> tuple[Path, list[Path], str]:
     raise FileNotFoundError(f"image-folder: {root} has split folders {present} but none for split {split!r}")
 
 
-def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> ImageFolder:
-    """The images under ``root`` (see the module docstring for the layouts)."""
+def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None,
+          max_image_pixels: int | None = MAX_IMAGE_PIXELS, verify: bool = False) -> ImageFolder:  # fmt: skip
+    """The images under ``root`` (see the module docstring for the layouts); ``verify``: decode
+    every image now (:func:`~convergent.data.verify.verify_images`)."""
     if root is None:
         raise ValueError("image-folder needs a directory: set data.root (--data.root DIR)")
     if in_chans not in (1, 3):
@@ -182,7 +209,11 @@ def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: i
         keep = evenly_spaced(len(paths), limit)
         paths, labels = [paths[k] for k in keep], [labels[k] for k in keep]
     kind = f"{len(names)} classes" if names else "unlabelled"
-    source = f"image-folder {split}: {len(paths)} images ({kind}) from {folder}{note}"
-    dataset = ImageFolder(paths, labels, names, skipped, img_size, in_chans, source)
+    where = f"({kind}) from {folder}{note}"
+    dataset = ImageFolder(paths, labels, names, skipped, img_size, in_chans,
+                          f"image-folder {split}: {len(paths)} images {where}", max_image_pixels)  # fmt: skip
+    if verify:  # the unreadable images dropped now, so the count says what is read
+        verify_images(dataset, "unreadable")
+        dataset.source = f"image-folder {split}: {len(dataset)} images {where}"
     dataset.heldout = folder != root  # False: every split reads the same images (no split folders)
     return dataset

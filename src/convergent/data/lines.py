@@ -4,8 +4,14 @@ labels, and every unusable line with the reason (torch-free).
 A line is usable when it is valid UTF-8, holds no control byte but tab, line breaks and form
 feed (binary files do: NUL, ...), has at most ``max_chars`` characters, is not empty or
 whitespace, and (JSONL) is a JSON object whose ``text_field`` is a non-empty string and whose
-``label_field``, if present and not null or -1, is a class name (str) or index (int >= 0).
-Anything else is skipped and counted by reason (:data:`REASONS`), never raised. A line longer
+``label_field``, if present and not null or -1, is a class name (str) or index (int >= 0) of the
+file's label kind. Anything else is skipped and counted by reason (:data:`REASONS`), never raised.
+
+**One label kind.** Labels are class names or indices, not both: when a file holds both, the
+kind most of its labelled lines hold wins (a tie: the kind met first) and the lines of the other
+kind are skipped as ``"bad label"`` (``"path:line"``, e.g. ``bad label 'weird' (a class name
+among integer labels)``); the file is read a second time to name them, only then.
+:func:`one_label_kind` does the same across files. A line longer
 than the limit is never held whole: it is read in bounded pieces and passed over.
 
 Offsets let a dataset read line ``i`` later by seeking (:func:`read_line`), so only 16 bytes
@@ -52,7 +58,7 @@ class FileIndex:
     names: tuple[str, ...] = ()
     """String labels in order of first appearance (empty unless labels are names)."""
     label_kind: str = "none"
-    """``"none"``, ``"int"`` or ``"str"``."""
+    """``"none"``, ``"int"`` or ``"str"`` (never both: see the module docstring)."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """``("path:line", reason)`` of the first :data:`~convergent.data.skips.MAX_LISTED` skipped lines."""
     counts: Counter = field(default_factory=Counter)
@@ -73,10 +79,12 @@ def index_file(
     text_field: str = "text",
     label_field: str | None = "label",
     max_chars: int = MAX_CHARS,
+    label_kind: str | None = None,
 ) -> FileIndex:
     """Index ``path`` (``fmt`` None: from the suffix, see :func:`file_format`). Results are cached
     by path, size and modification time, so building several splits re-reads nothing.
-    FileNotFoundError if ``path`` is not a file."""
+    ``label_kind``: ``"int"`` or ``"str"`` skips lines labelled with the other kind; None: the
+    kind most labelled lines hold. FileNotFoundError if ``path`` is not a file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -85,22 +93,31 @@ def index_file(
         raise ValueError(f"{path}: unknown format {fmt!r}; expected 'text' or 'jsonl'")
     if max_chars < 1:
         raise ValueError(f"max_chars must be >= 1, got {max_chars}")
+    if label_kind not in (None, "int", "str"):
+        raise ValueError(f"label_kind must be None, 'int' or 'str', got {label_kind!r}")
     stat = path.stat()
-    return _index_cached(str(path), stat.st_size, stat.st_mtime_ns, fmt, text_field, label_field, max_chars)
+    return _index_cached(str(path), stat.st_size, stat.st_mtime_ns, fmt, text_field, label_field, max_chars,
+                         label_kind)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)
-def _index_cached(path, _size, _mtime, fmt, text_field, label_field, max_chars) -> FileIndex:
-    found = _scan(path, fmt, text_field, label_field, max_chars)
+def _index_cached(path, _size, _mtime, fmt, text_field, label_field, max_chars, label_kind) -> FileIndex:
+    found, kinds = _scan(path, fmt, text_field, label_field, max_chars, label_kind)
+    if len(kinds) > 1:  # class names and indices: read again, skipping the lines of the fewer kind
+        found, _ = _scan(path, fmt, text_field, label_field, max_chars, majority(kinds))
     found.offsets.setflags(write=False)  # shared by every dataset built from the cache
     found.labels.setflags(write=False)
     return found
 
 
-def _scan(path: str, fmt: str, text_field: str, label_field: str | None, max_chars: int) -> FileIndex:
+def _scan(
+    path: str, fmt: str, text_field: str, label_field: str | None, max_chars: int, label_kind: str | None
+) -> tuple[FileIndex, Counter]:
+    """``(index, labelled lines by kind)``; with both kinds and no ``label_kind`` the index's
+    labels are meaningless (the caller scans again with one)."""
     offsets, labels = array("q"), array("q")
     names: dict[str, int] = {}
-    kinds: set[str] = set()
+    kinds: Counter = Counter()  # labelled lines by kind, in order of first appearance
     index = FileIndex(path, fmt, np.zeros(0, np.int64), np.zeros(0, np.int64))
     limit = 4 * max_chars + 2  # UTF-8 needs at most 4 bytes a character, plus "\r\n"
     with open(path, "rb") as f:
@@ -116,6 +133,8 @@ def _scan(path: str, fmt: str, text_field: str, label_field: str | None, max_cha
                 reason, detail, label = "too long", f"too long (> {max_chars} characters)", None
             else:
                 reason, detail, label = _check(raw, fmt, text_field, label_field, max_chars)
+            if label is not None and label_kind not in (None, kind_of(label)):
+                reason, detail = "bad label", mixed_label(label, label_kind)
             if reason is not None:
                 skip(index.counts, index.skipped, f"{path}:{lineno}", reason, detail)
                 continue
@@ -123,14 +142,48 @@ def _scan(path: str, fmt: str, text_field: str, label_field: str | None, max_cha
             if label is None:
                 labels.append(-1)
             else:
-                kinds.add("str" if isinstance(label, str) else "int")
+                kinds[kind_of(label)] += 1
                 labels.append(names.setdefault(label, len(names)) if isinstance(label, str) else label)
-    if len(kinds) > 1:
-        raise ValueError(f"{path}: {label_field!r} holds both class names and integers; use one kind")
     index.offsets = np.frombuffer(offsets, dtype=np.int64).copy()
     index.labels = np.frombuffer(labels, dtype=np.int64).copy()
-    index.names, index.label_kind = tuple(names), kinds.pop() if kinds else "none"
-    return index
+    index.names, index.label_kind = tuple(names), majority(kinds) or "none"
+    return index, kinds
+
+
+def kind_of(label: str | int) -> str:
+    """``"str"`` for a class name, ``"int"`` for a class index."""
+    return "str" if isinstance(label, str) else "int"
+
+
+def majority(kinds: Counter) -> str | None:
+    """The label kind most rows hold (``kinds``: rows by kind, in order of first appearance, so a
+    tie goes to the kind met first); None when no row is labelled."""
+    return max(kinds, key=kinds.__getitem__) if kinds else None
+
+
+def mixed_label(label: str | int, kind: str) -> str:
+    """The detail of a row skipped for a label of the other kind than ``kind``."""
+    among = "integer labels" if kind == "int" else "class names"
+    return f"bad label {label!r} ({'a class name' if isinstance(label, str) else 'an integer'} among {among})"
+
+
+def one_label_kind(indexes: list[FileIndex], text_field: str = "text", label_field: str | None = "label",
+                   max_chars: int = MAX_CHARS) -> list[FileIndex]:  # fmt: skip
+    """``indexes`` with labels of one kind: when some files hold class names and others indices,
+    the kind of most labelled lines of all wins (a tie: the first file's) and the files of the
+    other kind are indexed again with it (``text_field``, ``label_field``, ``max_chars``: those
+    they were made with), their labelled lines skipped as ``"bad label"``."""
+    kinds: Counter = Counter()
+    for ix in indexes:
+        if ix.label_kind != "none":
+            kinds[ix.label_kind] += int((ix.labels >= 0).sum())
+    if len(kinds) < 2:
+        return list(indexes)
+    kind = majority(kinds)
+    return [
+        ix if ix.label_kind in ("none", kind) else index_file(ix.path, ix.fmt, text_field, label_field, max_chars, kind)
+        for ix in indexes
+    ]  # fmt: skip
 
 
 def _pass_over(f) -> int:

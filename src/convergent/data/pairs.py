@@ -26,8 +26,9 @@ lists all captions flat and :attr:`ImageTextPairs.image_of_caption` ``(M,)`` the
 ``"image"`` and ``"text"`` / ``"caption"`` / ``"captions"`` (a string or a list of strings),
 optional ``"label"``. Image paths are relative to ``image_root`` (default: the file's folder)
 unless absolute. Labels are class names (classes: the sorted names) or integers (classes
-``"0".."K-1"``); -1, null or an empty cell is "no label". All rows of an image keep its first
-label; a row that gives it another label is skipped.
+``"0".."K-1"``), not both: the kind most labelled rows hold wins (a tie: the kind met first) and a
+row labelled with the other kind is skipped as a bad label; -1, null or an empty cell is "no
+label". All rows of an image keep its first label; a row that gives it another label is skipped.
 
 ``build`` (registered as ``image-text-pairs``) reads ``root``: a pairs file (every split reads
 it, ``heldout`` False) or a folder with split files ``{train,val,validation,valid,dev,test}.{csv,
@@ -37,13 +38,16 @@ are the union over all split files, so labels agree) or, without split files, al
 **Bad input never crashes a run.** Skipped, counted by reason and named (``skips``, a
 :class:`~convergent.data.skips.SkipLog`; the first :data:`~convergent.data.skips.MAX_LISTED` per file): rows
 (``"file:line"``) that are invalid JSON, malformed, miss a field, have an empty caption (each
-empty caption counts), a bad or conflicting label; images (path) that are missing, empty, or whose header Pillow cannot
-read ("not an image", found when the dataset is built); images that fail to decode ("unreadable
-image") are found when read, and then item ``i`` is the next readable image, exactly as in
-image-folder (the items' ``"skipped"`` lists carry the finding out of DataLoader workers, for
-``skips.merge``). :meth:`ImageTextPairs.preload` decodes every
-image at once (small data read for many epochs), dropping unreadable ones. A file without one
-usable pair is an error naming the file and what was skipped.
+empty caption counts), a bad, conflicting or other-kind label; images (path) that are missing,
+empty, whose header Pillow cannot read ("not an image") or declares more pixels than
+``max_pixels`` ("too large", never decoded, see :mod:`convergent.data.images`), all found when
+the dataset is built; images that fail to decode ("unreadable image") are found when read, and
+then item ``i`` is the next readable image, exactly as in image-folder (the items' ``"skipped"``
+lists carry the finding out of DataLoader workers, for ``skips.merge``), or, with ``verify``
+(``--data.verify``), when the dataset is built (:mod:`convergent.data.verify`).
+:meth:`ImageTextPairs.preload` decodes every image at once (small data read for many epochs),
+dropping unreadable ones. A file without one usable pair is an error naming the file and what
+was skipped.
 """
 
 import csv
@@ -57,15 +61,17 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 
 from convergent.data.collate import note_unreadable, read_next
 from convergent.data.image_folder import decode
-from convergent.data.lines import JSONL_SUFFIXES
+from convergent.data.images import ImageTooLarge, open_image
+from convergent.data.limits import MAX_IMAGE_PIXELS
+from convergent.data.lines import JSONL_SUFFIXES, kind_of, majority, mixed_label
 from convergent.data.protocol import Dataset
-from convergent.data.skips import SkipLog, describe_counts, skip
+from convergent.data.skips import SkipLog, describe_counts, failure, reason_of, skip
 from convergent.data.splits import finish, resolve
 from convergent.data.text import TextCollator
+from convergent.data.verify import verify_images
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +82,7 @@ TEXT_FIELDS = ("text", "caption", "captions")
 CAPTION_MODES = ("random", "first")
 REASONS = (
     "invalid JSON", "bad row", "missing field", "empty caption", "bad label", "conflicting label",
-    "missing image", "empty file", "not an image", "unreadable image",
+    "missing image", "empty file", "not an image", "too large", "unreadable image",
 )  # fmt: skip
 """Reasons a row or an image is skipped: the keys of ``ImageTextPairs.skips.counts``."""
 
@@ -126,7 +132,8 @@ class ImageTextPairs(PairsBatching, Dataset):
     ``paths``: image file of each item (with ``images``: only a name for reports);
     ``captions``: non-empty list of strings per item; ``labels``: int per item (-1: none);
     ``images``: None to decode ``paths`` when read, or all images already decoded, uint8
-    ``(N, in_chans, img_size, img_size)``; ``skips``: what was passed over reading them.
+    ``(N, in_chans, img_size, img_size)``; ``skips``: what was passed over reading them;
+    ``max_pixels``: larger images are skipped as "too large" when read (None: no cap).
     """
 
     name = "image-text-pairs"
@@ -145,6 +152,7 @@ class ImageTextPairs(PairsBatching, Dataset):
         images: torch.Tensor | None = None,
         caption: str = "random",
         skips: SkipLog | None = None,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
     ):
         if not len(paths) == len(captions) == len(labels):
             raise ValueError(f"{len(paths)} images, {len(captions)} caption lists and {len(labels)} labels")
@@ -162,6 +170,7 @@ class ImageTextPairs(PairsBatching, Dataset):
         self.img_size, self.in_chans = img_size, in_chans
         self.images = images
         self.caption = caption
+        self.max_pixels = max_pixels
         self._bad: dict[int, str] = {}  # index -> reason, found by this process
 
     # --- items ------------------------------------------------------------------------------
@@ -169,10 +178,10 @@ class ImageTextPairs(PairsBatching, Dataset):
         return len(self.paths)
 
     def image(self, i: int) -> torch.Tensor:
-        """Image ``i`` ``(C, S, S)`` uint8 (raises if it cannot be decoded)."""
+        """Image ``i`` ``(C, S, S)`` uint8 (raises if it cannot be decoded or is too large)."""
         if self.images is not None:
             return self.images[i]
-        return decode(self.paths[i], self.img_size, self.in_chans)
+        return decode(self.paths[i], self.img_size, self.in_chans, self.max_pixels)
 
     def __getitem__(self, i: int) -> dict:
         j, image, passed = read_next(self, i, self.image, "unreadable image")  # the next readable, as image-folder
@@ -218,12 +227,13 @@ class ImageTextPairs(PairsBatching, Dataset):
         if self.images is not None:
             return self
         good, decoded = [], []
-        for j, path in enumerate(self.paths):
+        for j in range(len(self)):
             try:
-                decoded.append(decode(path, self.img_size, self.in_chans))
+                decoded.append(self.image(j))
                 good.append(j)
             except Exception as e:  # as in __getitem__
-                note_unreadable(self, j, f"unreadable image ({type(e).__name__}: {e})", "unreadable image")
+                reason, detail = failure(e, "unreadable image")
+                note_unreadable(self, j, detail, reason)
         if not good:
             raise ValueError(f"none of the {len(self)} images could be decoded: {self.source}")
         self.select(good)
@@ -350,16 +360,19 @@ def class_names(labels: Sequence[str | int | None], where: str) -> list[str]:
     return []
 
 
-def check_image(path: str) -> str | None:
-    """Why ``path`` cannot be an image (missing, empty, header unreadable); None if it may be one."""
+def check_image(path: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> str | None:
+    """Why ``path`` cannot be an image (missing, empty, header unreadable, more pixels than
+    ``max_pixels``: ``"too large (<W>x<H> = ...)"``); None if it may be one."""
     try:
         if os.path.getsize(path) == 0:
             return "empty file"
     except OSError:
         return "missing image"
     try:
-        with Image.open(path):  # reads the header only
+        with open_image(path, max_pixels):  # reads the header only
             return None
+    except ImageTooLarge as e:
+        return str(e)
     except Exception:  # noqa: BLE001 - whatever Pillow raises, the file is no image it can read
         return "not an image"
 
@@ -384,6 +397,25 @@ def group_rows(rows: Sequence[Row], counts: Counter, skipped: list) -> tuple[lis
     return images, captions, labels
 
 
+def one_label_kind(read: dict) -> dict:
+    """``read`` (file -> :func:`read_rows` of it) with labels of one kind: when some rows give
+    class names and others indices, the kind most rows give wins (a tie: the kind met first) and
+    the rows of the other kind are skipped as ``"bad label"`` (named ``"file:line"``)."""
+    kinds = Counter(kind_of(row.label) for rows, _, _ in read.values() for row in rows if row.label is not None)
+    if len(kinds) < 2:
+        return read
+    kind, fixed = majority(kinds), {}
+    for path, (rows, counts, skipped) in read.items():
+        counts, skipped, kept = Counter(counts), list(skipped), []
+        for row in rows:
+            if row.label is None or kind_of(row.label) == kind:
+                kept.append(row)
+            else:
+                skip(counts, skipped, row.where, "bad label", mixed_label(row.label, kind))
+        fixed[path] = (kept, counts, skipped)
+    return fixed
+
+
 def read_pairs(
     files: str | Path | Sequence[str | Path],
     image_root: str | Path | None = None,
@@ -391,14 +423,21 @@ def read_pairs(
     in_chans: int = 3,
     classes: Sequence[str] | None = None,
     caption: str = "random",
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+    verify: bool = False,
 ) -> ImageTextPairs:
     """The pairs of one or more files (``image_root``: default each file's folder).
-    ``classes``: class names in label order (None: from the files' labels)."""
+    ``classes``: class names in label order (None: from the files' labels); ``max_pixels``:
+    larger images are skipped as "too large" (None: no cap); ``verify``: decode every image now
+    (:func:`~convergent.data.verify.verify_images`)."""
     files = [files] if isinstance(files, (str, Path)) else list(files)
-    return _pairs({p: read_rows(p, image_root) for p in files}, img_size, in_chans, classes, caption)
+    read = one_label_kind({p: read_rows(p, image_root) for p in files})
+    dataset = _pairs(read, img_size, in_chans, classes, caption, max_pixels)
+    return verify_images(dataset, "unreadable image") if verify else dataset
 
 
-def _pairs(read: dict, img_size: int, in_chans: int, classes: Sequence[str] | None, caption: str) -> ImageTextPairs:
+def _pairs(read: dict, img_size: int, in_chans: int, classes: Sequence[str] | None, caption: str,
+           max_pixels: int | None = MAX_IMAGE_PIXELS) -> ImageTextPairs:  # fmt: skip
     """The dataset of files already read (``read``: file -> :func:`read_rows` of it)."""
     if in_chans not in (1, 3):
         raise ValueError(f"image-text pairs: in_chans must be 1 (L) or 3 (RGB), got {in_chans}")
@@ -412,9 +451,9 @@ def _pairs(read: dict, img_size: int, in_chans: int, classes: Sequence[str] | No
         counts += c
         skipped += s
     paths, captions, raw = group_rows(rows, counts, skipped)
-    bad = {p: reason for p in paths if (reason := check_image(p))}
-    for p, reason in bad.items():
-        skip(counts, skipped, p, reason)
+    bad = {p: detail for p in paths if (detail := check_image(p, max_pixels))}
+    for p, detail in bad.items():
+        skip(counts, skipped, p, reason_of(detail), detail)
     keep = [k for k, p in enumerate(paths) if p not in bad]
     names = ", ".join(map(str, read))
     if not keep:
@@ -424,7 +463,8 @@ def _pairs(read: dict, img_size: int, in_chans: int, classes: Sequence[str] | No
     labels = [_label_index(raw[k], classes, names) for k in keep]
     source = f"image-text pairs: {len(keep)} images from {names}"
     dataset = ImageTextPairs([paths[k] for k in keep], [captions[k] for k in keep], labels, classes,
-                             img_size, in_chans, source, caption=caption, skips=SkipLog(counts, skipped))  # fmt: skip
+                             img_size, in_chans, source, caption=caption, skips=SkipLog(counts, skipped),
+                             max_pixels=max_pixels)  # fmt: skip
     if counts:
         log.warning("%s; %s", source, dataset.summary())
     return dataset
@@ -439,14 +479,19 @@ def _label_index(label: str | int | None, classes: list[str], where: str) -> int
     return classes.index(name)
 
 
-def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> ImageTextPairs:
+def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None,
+          max_image_pixels: int | None = MAX_IMAGE_PIXELS, verify: bool = False) -> ImageTextPairs:  # fmt: skip
     """The pairs of ``root`` for ``split`` (layouts: module docstring); images relative to each
-    file's folder."""
+    file's folder. ``verify``: decode the images of the split (after ``limit``) now."""
     if root is None:
         raise ValueError("image-text-pairs needs a pairs file or directory: set data.root (--data.root PATH)")
     files, everything, heldout = resolve("image-text-pairs", Path(root).expanduser(), split, SUFFIXES)
-    read = {p: read_rows(p) for p in everything}  # each file once: the classes need every split's labels
+    read = one_label_kind({p: read_rows(p) for p in everything})  # each file once: classes need every split's
     classes = class_names([row.label for rows, _, _ in read.values() for row in rows], str(root))
     dataset = _pairs({p: read[p] for p in files}, img_size, in_chans, classes,
-                     caption="random" if split == "train" else "first")  # fmt: skip
-    return finish(dataset, "image-text-pairs", split, files, heldout, limit, "images")
+                     caption="random" if split == "train" else "first", max_pixels=max_image_pixels)  # fmt: skip
+    dataset = finish(dataset, "image-text-pairs", split, files, heldout, limit, "images")
+    if verify:  # the unreadable images dropped now; finish again, so the source line counts what is read
+        dataset = finish(verify_images(dataset, "unreadable image"), "image-text-pairs", split, files, heldout, None,
+                         "images")  # fmt: skip
+    return dataset

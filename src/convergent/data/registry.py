@@ -9,7 +9,7 @@ taking the keyword arguments of :func:`build_dataset` and returning a
 ``skips``, ``source``, ...; ``build_dataset`` sets its ``name``) whose items are dicts
 (images: ``{"image": uint8 (C, S, S), "label": int}``; text: ``{"text": str, "label": int}``,
 see :mod:`convergent.data.text`). Text builders ignore
-``img_size`` and ``in_chans``. Image–text builders return a
+``img_size``, ``in_chans``, ``max_image_pixels`` and ``verify``. Image–text builders return a
 :class:`convergent.data.pairs.ImageTextPairs` (items ``{"image", "text", "label", "skipped"}``,
 one per image; ``captions`` holds all captions of each image).
 """
@@ -17,6 +17,7 @@ one per image; ``captions`` holds all captions of each image).
 from dataclasses import dataclass
 from typing import Any
 
+from convergent.data.limits import MAX_IMAGE_PIXELS
 from convergent.registry import Registry, load_target
 
 
@@ -119,16 +120,23 @@ def build_dataset(
     img_size: int = 32,
     in_chans: int = 3,
     limit: int | None = None,
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS,
+    verify: bool = False,
 ) -> Any:
     """Build split ``split`` of dataset ``name`` (imports its module, and torch, only now).
 
     ``root``: where the data lies (None: the dataset's default location or bundled subset);
     ``img_size``/``in_chans``: images are decoded to ``(in_chans, img_size, img_size)`` uint8;
-    ``limit``: at most this many samples (None: all).
+    ``limit``: at most this many samples (None: all); ``max_image_pixels``: images whose header
+    declares more pixels are skipped as "too large" before decoding (None: no cap, see
+    :mod:`convergent.data.limits`); ``verify``: image datasets read from files decode every image
+    once now and drop the unreadable ones, so the skip count is known before training
+    (:mod:`convergent.data.verify`).
     """
     e = entry(name)
     if limit is not None and limit < 1:
         raise ValueError(f"dataset {name!r}: limit must be >= 1 or None, got {limit}")
-    dataset = load_target(e.target)(split=split, root=root, img_size=img_size, in_chans=in_chans, limit=limit)
+    dataset = load_target(e.target)(split=split, root=root, img_size=img_size, in_chans=in_chans, limit=limit,
+                                    max_image_pixels=max_image_pixels, verify=verify)  # fmt: skip
     dataset.name = name  # the contract's name (convergent.data.protocol): the registered one
     return dataset

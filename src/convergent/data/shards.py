@@ -32,9 +32,12 @@ before each epoch's ``DataLoader`` iterator is made, for a new order (workers co
 then, so not with ``persistent_workers``). ``rank``/``world_size`` default to ``torch.distributed``'s when it
 is initialised.
 
-Unusable samples (no image, no caption, invalid JSON, image that does not decode) are skipped,
-counted and named in ``skips`` in the reading process (each once, however many epochs meet it),
-and carried out of workers in the items' ``"skipped"`` lists (for ``skips.merge``, as image-folder).
+Unusable samples (no image, no caption, invalid JSON, a bad label: a class name not in the
+manifest's classes, an index out of their range, anything else; an image whose header declares
+more than ``max_pixels`` pixels, "too large", never decoded; an image that does not decode) are
+skipped, counted and named (``"shard:key"``) in ``skips`` in the reading process (each once,
+however many epochs meet it), and carried out of workers in the items' ``"skipped"`` lists (for
+``skips.merge``, as image-folder).
 """
 
 import functools
@@ -53,9 +56,11 @@ from PIL import Image
 from torch.utils.data import get_worker_info
 
 from convergent.data.image_folder import IMAGE_EXTENSIONS, decode
+from convergent.data.images import open_image
+from convergent.data.limits import MAX_IMAGE_PIXELS
 from convergent.data.pairs import CAPTION_MODES, ImageTextPairs, PairsBatching, row_texts
 from convergent.data.protocol import StreamDataset
-from convergent.data.skips import MAX_LISTED, SkipLog, reason_of
+from convergent.data.skips import MAX_LISTED, SkipLog, failure, reason_of
 from convergent.data.splits import ALL_SPLIT_NAMES, SPLIT_NAMES, finish
 
 log = logging.getLogger(__name__)
@@ -115,7 +120,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _unusable(data: bytes | None, ext: str, caps: list[str], verify: bool) -> str | None:
+def _unusable(data: bytes | None, ext: str, caps: list[str], verify: bool, max_pixels: int | None) -> str | None:
     """Why a pair cannot be written; None if it can."""
     if data is None:
         return "missing image"
@@ -125,10 +130,10 @@ def _unusable(data: bytes | None, ext: str, caps: list[str], verify: bool) -> st
         return "empty caption"
     if verify:
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with open_image(io.BytesIO(data), max_pixels) as img:
                 img.load()
-        except Exception:  # noqa: BLE001 - whatever Pillow raises, it does not decode
-            return "unreadable image"
+        except Exception as e:  # noqa: BLE001 - whatever Pillow raises, it does not decode
+            return failure(e, "unreadable image")[1]
     return None
 
 
@@ -138,6 +143,7 @@ def write_shards(
     max_per_shard: int = 1000,
     prefix: str = "shard",
     verify: bool = True,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> dict:
     """Write the pairs of ``source`` (see :func:`_records`) to ``out_dir/<prefix>-NNNNNN.tar``,
     at most ``max_per_shard`` per shard, plus ``manifest.json``; returns the manifest.
@@ -145,8 +151,9 @@ def write_shards(
     Sample ``k`` (running count of pairs written) has key ``%09d`` and members ``<key>.<ext>``
     (the image bytes, unchanged) and ``<key>.json`` ``{"text": first caption, "captions": all,
     "label": int, "source": image name}``. Pairs whose image is missing, or (``verify``) does not
-    decode, or whose captions are all empty are skipped and listed in the manifest. Each shard is
-    written to a temporary name and renamed when complete.
+    decode or has more than ``max_pixels`` pixels, or whose captions are all empty are skipped
+    and listed in the manifest. Each shard is written to a temporary name and renamed when
+    complete.
     """
     if max_per_shard < 1:
         raise ValueError(f"max_per_shard must be >= 1, got {max_per_shard}")
@@ -162,7 +169,7 @@ def write_shards(
         shards[-1]["name"] = final.name
 
     for data, ext, caps, label, name in _records(source):
-        reason = _unusable(data, ext, caps, verify)
+        reason = _unusable(data, ext, caps, verify, max_pixels)
         if reason is not None:
             skipped.append((name, reason))
             continue
@@ -250,14 +257,21 @@ def iter_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 def _label(raw, classes: Sequence[str]) -> int | None:
-    """A label of a sample's JSON (class index, class name, -1 / null / absent: none); None if bad."""
+    """A label of a sample (class index, below ``len(classes)`` when they are known; class name;
+    -1 / null / absent: none); None if bad."""
     if raw is None:
         return -1
     if isinstance(raw, str):
         return classes.index(raw) if raw in classes else None
     if isinstance(raw, int) and not isinstance(raw, bool) and raw >= -1:
-        return raw
+        return raw if not classes or raw < len(classes) else None
     return None
+
+
+def _bad_label(raw, classes: Sequence[str]) -> str:
+    """The detail of a sample skipped for its label ``raw``."""
+    known = f"an index below {len(classes)} or one of the class names" if classes else "an index >= 0"
+    return f"bad label ({raw!r}: expected {known})"
 
 
 def parse_sample(members: dict[str, bytes], classes: Sequence[str]) -> tuple[str, bytes, list[str], int] | str:
@@ -265,7 +279,7 @@ def parse_sample(members: dict[str, bytes], classes: Sequence[str]) -> tuple[str
     ext = next((e for e in IMAGE_EXTS if e in members), None)
     if ext is None:
         return "no image"
-    captions, label = [], -1
+    captions, raw = [], None
     if "json" in members:
         try:
             meta = json.loads(members["json"])
@@ -278,14 +292,17 @@ def parse_sample(members: dict[str, bytes], classes: Sequence[str]) -> tuple[str
         if captions is None:
             got = "a list holding a non-string" if isinstance(text, list) else type(text).__name__
             return f"no caption (expected a string or a list of strings, got {got})"
-        label = _label(meta.get("label"), classes)
+        raw = meta.get("label")
     if "txt" in members and not captions:
         captions = [members["txt"].decode("utf-8", "replace")]
     if "cls" in members:
         cls = members["cls"].decode("utf-8", "replace").strip()
-        label = int(cls) if cls.isdigit() else None
+        if not cls.isdigit():
+            return f"bad label (.cls {cls!r}: expected an index >= 0)"
+        raw = int(cls)
+    label = _label(raw, classes)
     if label is None:
-        return "bad label"
+        return _bad_label(raw, classes)
     captions = [c.strip() for c in captions if c.strip()]
     if not captions:
         return "no caption"
@@ -300,12 +317,14 @@ def read_samples(
     decode_images: bool = True,
     stride: tuple[int, int] | None = None,
     on_skip=None,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> Iterator[tuple[str, torch.Tensor | tuple[bytes, str], list[str], int]]:
     """``(key, image, captions, label)`` of every usable sample of ``shards``, in order: ``image``
     uint8 ``(C, S, S)``, or ``(bytes, ext)`` with ``decode_images=False``. ``stride``
     ``(me, readers)``: only every ``readers``-th sample. Unusable ones go to
     ``on_skip(where, reason, detail)`` (the arguments of :meth:`~convergent.data.skips.SkipLog.add`:
-    ``reason`` the count's key, ``detail`` it with what was found)."""
+    ``reason`` the count's key, ``detail`` it with what was found); images of more than
+    ``max_pixels`` pixels among them (``"too large"``, not decoded)."""
     n = 0
     for path in shards:
         for key, members in iter_samples(path):
@@ -323,10 +342,10 @@ def read_samples(
                 yield key, (data, ext), captions, label
                 continue
             try:
-                image = decode(io.BytesIO(data), img_size, in_chans)
+                image = decode(io.BytesIO(data), img_size, in_chans, max_pixels)
             except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad data
                 if on_skip is not None:
-                    on_skip(where, "unreadable image", f"unreadable image ({type(e).__name__})")
+                    on_skip(where, *failure(e, "unreadable image"))
                 continue
             yield key, image, captions, label
 
@@ -335,7 +354,8 @@ class ShardDataset(PairsBatching, StreamDataset):
     """Stream ``{"image": uint8 (C, S, S), "text": str, "label": int, "key": str, "skipped": [...]}``
     from tar shards (see the module docstring). ``decode=False`` gives the image bytes as they
     are stored (``"image"``: bytes, plus ``"ext"``). ``caption``: ``"random"`` (a seeded draw
-    among a sample's captions) or ``"first"``. ``repeat``: cycle epochs forever."""
+    among a sample's captions) or ``"first"``. ``repeat``: cycle epochs forever. ``max_pixels``:
+    larger images are skipped as "too large" (None: no cap)."""
 
     name = "image-text-shards"
     batch_keys = ("image", "text", "label", "key")
@@ -353,6 +373,7 @@ class ShardDataset(PairsBatching, StreamDataset):
         caption: str = "random",
         decode: bool = True,
         repeat: bool = False,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
     ):
         if caption not in CAPTION_MODES:
             raise ValueError(f"caption must be one of {CAPTION_MODES}, got {caption!r}")
@@ -369,6 +390,7 @@ class ShardDataset(PairsBatching, StreamDataset):
         self.img_size, self.in_chans = img_size, in_chans
         self.shuffle, self.seed, self.caption, self.decode, self.repeat = shuffle, seed, caption, decode, repeat
         self.rank, self.world_size = rank, world_size
+        self.max_pixels = max_pixels
         self.epoch = 0
 
     def reader(self) -> tuple[int, int]:
@@ -416,7 +438,7 @@ class ShardDataset(PairsBatching, StreamDataset):
         passed: list = []
         note = functools.partial(self._note, passed)
         for key, image, captions, label in read_samples(shards, self.classes, self.img_size, self.in_chans,
-                                                        self.decode, stride, note):  # fmt: skip
+                                                        self.decode, stride, note, self.max_pixels):  # fmt: skip
             text = captions[0] if self.caption == "first" else captions[rng.randrange(len(captions))]
             item = {"text": text, "label": label, "key": key}
             if self.decode:
@@ -444,14 +466,17 @@ SHUFFLE_BUFFER = 1000
 """Samples in the training stream's shuffle buffer (per reader)."""
 
 
-def read_shards(shards: str | Path | Sequence[str | Path], img_size: int = 32, in_chans: int = 3) -> ImageTextPairs:
+def read_shards(shards: str | Path | Sequence[str | Path], img_size: int = 32, in_chans: int = 3,
+                max_pixels: int | None = MAX_IMAGE_PIXELS) -> ImageTextPairs:  # fmt: skip
     """All usable samples of ``shards`` in memory, every caption kept (a held-out split for
-    evaluation: kNN / probes, zero-shot, retrieval); unusable ones skipped and counted."""
+    evaluation: kNN / probes, zero-shot, retrieval); unusable ones skipped and counted (images
+    of more than ``max_pixels`` pixels as "too large")."""
     paths, manifest = resolve_shards(shards)
     classes = list(manifest.get("classes", []))
     skips = SkipLog()
     names, images, captions, labels = [], [], [], []
-    for key, image, caps, label in read_samples(paths, classes, img_size, in_chans, on_skip=skips.add):
+    for key, image, caps, label in read_samples(paths, classes, img_size, in_chans, on_skip=skips.add,
+                                                max_pixels=max_pixels):  # fmt: skip
         names.append(key)
         images.append(image)
         captions.append(caps)
@@ -462,13 +487,15 @@ def read_shards(shards: str | Path | Sequence[str | Path], img_size: int = 32, i
                           caption="first", skips=skips)  # fmt: skip
 
 
-def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None):
+def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None,
+          max_image_pixels: int | None = MAX_IMAGE_PIXELS, verify: bool = False):  # fmt: skip
     """``image-text-shards``: ``root`` holds shards (a directory, its ``manifest.json`` or
     ``*.tar``), or split folders of them (``train/``, ``val/``, ``test/``, see
     :data:`~convergent.data.splits.SPLIT_NAMES`). The training split is streamed: a
     :class:`ShardDataset` shuffled through a buffer and repeating (the Trainer counts steps);
     a held-out split is read into memory (:func:`read_shards`); without split folders there is
-    none."""
+    none. ``verify`` is ignored: a stream is checked as it is read (``convergent data shard``
+    verified the images when it wrote them), a held-out split is decoded whole when built."""
     if root is None:
         raise ValueError("image-text-shards needs a directory of shards: set data.root (--data.root PATH)")
     root = Path(root).expanduser()
@@ -481,11 +508,11 @@ def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: i
         if has_splits and not folders:
             raise FileNotFoundError(f"image-text-shards: {root} has split folders but no train/")
         dataset = ShardDataset(folders[0] if folders else root, img_size, in_chans, shuffle=SHUFFLE_BUFFER,
-                               repeat=True)  # fmt: skip
+                               repeat=True, max_pixels=max_image_pixels)  # fmt: skip
         dataset.heldout = has_splits
         return dataset
     if not folders:
         raise FileNotFoundError(f"image-text-shards: {root} has no {split} folder of shards (held-out data)")
     files, _ = resolve_shards(folders[0])
-    return finish(read_shards(folders[0], img_size, in_chans), "image-text-shards", split, files, True, limit,
-                  "images")  # fmt: skip
+    return finish(read_shards(folders[0], img_size, in_chans, max_image_pixels), "image-text-shards", split, files,
+                  True, limit, "images")  # fmt: skip

@@ -4,6 +4,8 @@ counts it by reason (all of it) and names where it was (the first :data:`MAX_LIS
 :class:`SkipLog` is a dataset's record (``dataset.skips``, see :mod:`convergent.data.protocol`);
 :func:`skip` is the same rule on a bare ``(Counter, list)`` pair, for the torch-free indexers
 (:mod:`convergent.data.lines`, the pairs-file reader) that hand theirs to a dataset.
+A reader that finds a sample unusable for a reason of its own raises :class:`SkipSample`;
+:func:`failure` turns whatever a reader raised into the ``(reason, detail)`` that is counted.
 """
 
 from collections import Counter
@@ -19,6 +21,22 @@ def skip(counts: Counter, skipped: list, where: str, reason: str, detail: str | 
     counts[reason] += 1
     if len(skipped) < MAX_LISTED:
         skipped.append((where, detail or reason))
+
+
+class SkipSample(Exception):
+    """Raised by a reader for a sample to pass over for a named reason: ``str(e)`` is the detail
+    ``"<reason> (<what was found>)"`` and :attr:`reason` the count's key (e.g.
+    :class:`~convergent.data.images.ImageTooLarge`, ``"too large"``)."""
+
+    reason = "skipped"
+
+
+def failure(error: Exception, kind: str) -> tuple[str, str]:
+    """``(reason, detail)`` of a sample whose reading raised ``error``: a :class:`SkipSample`
+    names its own; anything else is counted as ``kind``, detailed ``"<kind> (<Type>: <message>)"``."""
+    if isinstance(error, SkipSample):
+        return error.reason, str(error)
+    return kind, f"{kind} ({type(error).__name__}: {error})"
 
 
 def describe_counts(counts: Counter, reasons: Sequence[str]) -> str:

@@ -21,7 +21,9 @@ Every text dataset is a :class:`~convergent.data.protocol.Dataset` (``classes``,
 * a directory without split files: all its text/JSONL files, read by every split.
 
 Files are indexed once (see :mod:`convergent.data.lines`: bad lines are skipped and counted,
-never raised) and items are read lazily by seeking, each process opening its own handles.
+never raised; so is a label of the other kind than most, a class name among indices or the
+reverse, within a file and across files) and items are read lazily by seeking, each process
+opening its own handles.
 """
 
 import logging
@@ -40,6 +42,7 @@ from convergent.data.lines import (
     TEXT_SUFFIXES,
     FileIndex,
     index_file,
+    one_label_kind,
     read_line,
 )
 from convergent.data.protocol import Dataset
@@ -149,6 +152,7 @@ class TextLines(TextDataset):
         indexes = [
             p if isinstance(p, FileIndex) else index_file(p, fmt, text_field, label_field, max_chars) for p in paths
         ]
+        indexes = one_label_kind(indexes, text_field, label_field, max_chars)
         for ix in indexes:
             if not len(ix.offsets):
                 n = sum(ix.counts.values())
@@ -224,13 +228,16 @@ def _label_indices(ix: FileIndex, classes: list[str]) -> np.ndarray:
     return ix.labels.copy()
 
 
-def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> TextLines:
-    """The lines of ``root`` for ``split`` (layouts: module docstring). ``img_size``/``in_chans``
-    are ignored (the registry passes them to every builder)."""
+def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None,
+          max_image_pixels: int | None = None, verify: bool = False) -> TextLines:  # fmt: skip
+    """The lines of ``root`` for ``split`` (layouts: module docstring). ``img_size``,
+    ``in_chans``, ``max_image_pixels`` and ``verify`` are ignored (the registry passes them to
+    every builder)."""
     if root is None:
         raise ValueError("text-lines needs a file or directory: set data.root (--data.root PATH)")
     files, everything, heldout = resolve("text-lines", Path(root).expanduser(), split, SUFFIXES, folders=True)
-    indexes = {p: index_file(p) for p in everything}  # each file scanned once (the cache holds only 16)
+    found = one_label_kind([index_file(p) for p in everything])  # each file scanned once (the cache holds only 16)
+    indexes = dict(zip(everything, found))
     labelled = any(indexes[p].label_kind != "none" for p in files)
     classes = class_names(list(indexes.values())) if labelled else None
     dataset = TextLines([indexes[p] for p in files], classes=classes)

@@ -21,7 +21,8 @@ from convergent.workflows.text import tokenizer_vocab
 
 def build_datasets(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     """Training set and, when the dataset has one, the labelled test split for evaluation."""
-    kw = dict(root=cfg.data.root, img_size=cfg.data.img_size, in_chans=cfg.data.in_chans)
+    kw = dict(root=cfg.data.root, img_size=cfg.data.img_size, in_chans=cfg.data.in_chans,
+              max_image_pixels=cfg.data.max_image_pixels, verify=cfg.data.verify)  # fmt: skip
     train = build_dataset(cfg.data.name, "train", limit=cfg.data.limit, **kw)
     try:
         test = build_dataset(cfg.data.name, "test", **kw)

@@ -56,7 +56,8 @@ def split_opener(cfg: RunConfig, tokenizer: Any = None) -> Callable[..., Any]:
 
     def open_split(split: str, heldout_only: bool = False, tokenized: bool = False):
         data = build_dataset(cfg.data.name, split, root=cfg.data.root, img_size=cfg.data.img_size,
-                             in_chans=cfg.data.in_chans)  # fmt: skip
+                             in_chans=cfg.data.in_chans, max_image_pixels=cfg.data.max_image_pixels,
+                             verify=cfg.data.verify)  # fmt: skip
         if heldout_only and not data.heldout:
             return None
         if tokenized:

@@ -31,7 +31,9 @@ than pictures of anything, too few to learn or to test as a class.
 code, so a skin-tone variant is always in its base emoji's split and no emoji seen in training
 is evaluated in another colour. Only entries with ``has_img_google`` and an existing image are
 used; the others are skipped, counted and named (``skips``, the first
-:data:`~convergent.data.skips.MAX_LISTED`), as are images that do not decode.
+:data:`~convergent.data.skips.MAX_LISTED`), as are images that do not decode and, read from the
+files, images whose header declares more than ``max_pixels`` pixels ("too large", not decoded).
+Every image is decoded when the split is built, so ``verify`` has nothing to add.
 """
 
 import argparse
@@ -52,8 +54,9 @@ import torch
 
 from convergent.data.builtin.fashion_mnist import resize_uint8
 from convergent.data.image_folder import decode
+from convergent.data.limits import MAX_IMAGE_PIXELS
 from convergent.data.pairs import ImageTextPairs
-from convergent.data.skips import SkipLog, skip
+from convergent.data.skips import SkipLog, failure, skip
 from convergent.data.splits import evenly_spaced, hash_split, stable_hash
 
 CLASSES = [
@@ -189,8 +192,10 @@ def locate(root=None) -> tuple[Path, str, bool]:
     return BUNDLED_DIR, f"bundled subset {BUNDLED_DIR} ({hint})", True
 
 
-def _decode_files(directory: Path, emoji: list[Emoji], img_size: int, in_chans: int, counts, skipped):
-    """``(kept, images (N, C, S, S) uint8)``: the emoji whose PNG exists and decodes."""
+def _decode_files(directory: Path, emoji: list[Emoji], img_size: int, in_chans: int, counts, skipped,
+                  max_pixels: int | None = MAX_IMAGE_PIXELS):  # fmt: skip
+    """``(kept, images (N, C, S, S) uint8)``: the emoji whose PNG exists, has at most
+    ``max_pixels`` pixels and decodes."""
     kept, images = [], []
     for e in emoji:
         path = directory / IMAGE_DIR / e.image
@@ -198,9 +203,9 @@ def _decode_files(directory: Path, emoji: list[Emoji], img_size: int, in_chans: 
             skip(counts, skipped, str(path), "missing image")
             continue
         try:
-            images.append(decode(str(path), img_size, in_chans))
+            images.append(decode(str(path), img_size, in_chans, max_pixels))
         except Exception as err:  # noqa: BLE001 - whatever Pillow raises, the image is unusable
-            skip(counts, skipped, str(path), "unreadable image", f"unreadable image ({type(err).__name__}: {err})")
+            skip(counts, skipped, str(path), *failure(err, "unreadable image"))
             continue
         kept.append(e)
     return kept, torch.stack(images) if images else torch.empty(0, in_chans, img_size, img_size, dtype=torch.uint8)
@@ -225,7 +230,8 @@ def _bundled_images(emoji: list[Emoji], img_size: int, in_chans: int, counts, sk
     return kept, x.contiguous()
 
 
-def load(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> ImageTextPairs:
+def load(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None,
+         max_pixels: int | None = MAX_IMAGE_PIXELS) -> ImageTextPairs:  # fmt: skip
     """Split ``split`` of the emoji pairs (see the module docstring)."""
     if split not in FRACTIONS:
         raise ValueError(f"emoji: unknown split {split!r}; expected one of {list(FRACTIONS)}")
@@ -236,7 +242,7 @@ def load(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: in
     emoji = parse_entries(read_entries(directory / "emoji.json"), counts, skipped, split)
     if limit is not None and limit < len(emoji):  # evenly spaced: the file is ordered by category
         emoji = [emoji[k] for k in evenly_spaced(len(emoji), limit)]
-    read = _bundled_images if bundled else functools.partial(_decode_files, directory)
+    read = _bundled_images if bundled else functools.partial(_decode_files, directory, max_pixels=max_pixels)
     emoji, images = read(emoji, img_size, in_chans, counts, skipped)
     if not emoji:
         raise ValueError(f"emoji: no usable image in split {split!r} of {where} ({sum(counts.values())} skipped)")
@@ -252,9 +258,11 @@ def load(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: in
     return dataset
 
 
-def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> ImageTextPairs:
-    """The registered ``emoji`` dataset: :func:`load`."""
-    return load(split, root, img_size, in_chans, limit)
+def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None,
+          max_image_pixels: int | None = MAX_IMAGE_PIXELS, verify: bool = False) -> ImageTextPairs:  # fmt: skip
+    """The registered ``emoji`` dataset: :func:`load` (``verify`` is ignored: every image is
+    decoded when the split is built)."""
+    return load(split, root, img_size, in_chans, limit, max_image_pixels)
 
 
 # --- getting the files, and the bundled subset ------------------------------------------------

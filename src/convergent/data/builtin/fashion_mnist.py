@@ -107,8 +107,10 @@ class FashionMNIST(Dataset):
         return {"image": image, "label": int(self.labels[i])}
 
 
-def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> FashionMNIST:
-    """Split ``train`` or ``test`` (see the module docstring for where files are read)."""
+def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None,
+          max_image_pixels: int | None = None, verify: bool = False) -> FashionMNIST:  # fmt: skip
+    """Split ``train`` or ``test`` (see the module docstring for where files are read).
+    ``max_image_pixels`` and ``verify`` are ignored: the images are 28 × 28 arrays, read whole."""
     if split not in PREFIX:
         raise ValueError(f"fashion-mnist: unknown split {split!r}; expected one of {sorted(PREFIX)}")
     if img_size < 1 or in_chans < 1:

@@ -180,15 +180,15 @@ def load(split: str, root=None, view: str = "gloss", limit: int | None = None) -
     return TextList(texts, labels, CLASSES, f"{name} {split}: {len(texts)} texts from {where}", skips)
 
 
-def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None) -> TextList:
-    """``wordnet-glosses``: whole glosses (``img_size``/``in_chans`` are ignored)."""
+def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None,
+          max_image_pixels: int | None = None, verify: bool = False) -> TextList:  # fmt: skip
+    """``wordnet-glosses``: whole glosses (the image arguments are ignored)."""
     return load(split, root, "gloss", limit)
 
 
-def build_definitions(
-    split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None
-) -> TextList:
-    """``wordnet-definitions``: definitions without examples (``img_size``/``in_chans`` are ignored)."""
+def build_definitions(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: int | None = None,
+                      max_image_pixels: int | None = None, verify: bool = False) -> TextList:  # fmt: skip
+    """``wordnet-definitions``: definitions without examples (the image arguments are ignored)."""
     return load(split, root, "definition", limit)
 
 
