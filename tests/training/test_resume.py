@@ -139,12 +139,22 @@ OTHER = {"onednn": "blas", "blas": "onednn"}
 
 
 ROUTE_BATCH = 64
-"""64 images x 17 tokens: 1088 rows, where the routes' weight gradients start to differ (the
-forward products agree bit for bit on the development machine's CPU)."""
+"""64 images x 17 tokens: 1088 rows, where the routes' weight gradients start to differ."""
+
+
+@pytest.fixture
+def two_threads():
+    """On the development machine's CPU the two routes' products agree bit for bit; their weight
+    gradients differ where oneDNN splits the sum over rows between threads. Two threads, so the
+    tests below have teeth on any machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("route", ["onednn", "blas"])
-def test_resume_reuses_the_recorded_cpu_matmul_route(tmp_path, monkeypatch, route):
+def test_resume_reuses_the_recorded_cpu_matmul_route(tmp_path, monkeypatch, two_threads, route):
     """`auto` times the two CPU matmul routes in each process; on a busy machine a resumed process
     can time the other one faster. The run's route is recorded in its checkpoints and wins: 24
     steps killed at 10 and resumed give the uninterrupted losses exactly (with the route chosen
@@ -169,7 +179,7 @@ def test_resume_reuses_the_recorded_cpu_matmul_route(tmp_path, monkeypatch, rout
     linear.set_cpu_engine(None)
 
 
-def test_the_two_routes_give_other_losses(tmp_path, monkeypatch):
+def test_the_two_routes_give_other_losses(tmp_path, monkeypatch, two_threads):
     """The teeth of the test above: at its size the two routes train differently."""
     monkeypatch.setattr(linear, "MIN_MACS", 0)
     losses = {}
