@@ -23,6 +23,7 @@ ALLOWED = {
     "masking": set(),
     "generation": set(),
     "rundir": set(),  # the names of a run directory: torch-free, below everything that writes a run
+    "exits": set(),  # the exit statuses: torch-free, read by the workflows and commands
     "data": {"config"},  # data imports no model code
     "backbones": {"layers"},
     "heads": {"layers"},
@@ -33,8 +34,9 @@ ALLOWED = {
     "evaluation": {"config", "backbones", "tasks", "heads", "training", "data"},
     # converters sit below workflows (they import only backbones): a workflow may use them
     "workflows": {"config", "backbones", "converters", "data", "tasks", "training", "evaluation", "generation",
-                  "rundir"},
-    "commands": {"backbones", "converters", "config", "data", "evaluation", "masking", "rundir", "tasks", "workflows"},
+                  "rundir", "exits"},
+    "commands": {"backbones", "converters", "config", "data", "evaluation", "masking", "rundir", "tasks", "workflows",
+                 "exits"},
 }
 TOP_IMPORTS = ("workflows", "evaluation", "rundir")
 """Packages whose modules import at the top only (Style 15; the registries load their entries

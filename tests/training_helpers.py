@@ -1,6 +1,7 @@
-"""Tiny tasks, data and configs shared by the training tests and ``ddp_worker.py``."""
+"""Tiny tasks, data and configs shared by the training tests and their workers (``ddp_worker.py``, ...)."""
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,20 +44,21 @@ class SyntheticImages(Dataset):
 
 
 class RegressTask(Task):
-    """Deterministic: pooled features → linear → one-hot label (MSE)."""
+    """Deterministic: pooled features → linear → one-hot label (MSE). ``nan_at_call``: the loss of
+    that forward call (1-based) is NaN; ``nan_from_call``: of that call and every later one."""
 
     name = "regress"
 
-    def __init__(self, backbone: nn.Module, nan_at_call: int | None = None):
+    def __init__(self, backbone: nn.Module, nan_at_call: int | None = None, nan_from_call: int | None = None):
         super().__init__(backbone, None)
         self.head = nn.Linear(backbone.embed_dim, 4)
-        self.nan_at_call, self.calls = nan_at_call, 0
+        self.nan_at_call, self.nan_from_call, self.calls = nan_at_call, nan_from_call, 0
 
     def forward(self, batch: dict) -> dict:
         self.calls += 1
         pred = self.head(self.backbone.pooled(self.backbone.forward_features(batch["image"])))
         loss = F.mse_loss(pred, F.one_hot(batch["label"], 4).float())
-        if self.calls == self.nan_at_call:
+        if self.calls == self.nan_at_call or (self.nan_from_call is not None and self.calls >= self.nan_from_call):
             loss = loss * float("nan")
         return {"loss": loss, "mse": loss.detach(), "ratio": 0.5}
 
@@ -146,10 +148,11 @@ def assert_same_losses(run: Path, ref: Path, steps: int | None = None) -> None:
         assert abs(a["loss"] - b["loss"]) <= 1e-6, (a["step"], a["loss"], b["loss"])
 
 
-def shut_down_and_exit() -> None:
-    """End a distributed test worker: barrier, destroy the process group, then leave without
-    the interpreter's teardown, where gloo's threads can still abort the process now and then
-    ("terminate called without an active exception", torch 2.13) after every result is written."""
+def shut_down_and_exit(code: int = 0) -> None:
+    """End a distributed test worker with exit status ``code``: barrier, destroy the process
+    group, then leave without the interpreter's teardown, where gloo's threads can still abort
+    the process now and then ("terminate called without an active exception", torch 2.13) after
+    every result is written."""
     import os
     import sys
 
@@ -160,7 +163,7 @@ def shut_down_and_exit() -> None:
         dist.destroy_process_group()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 def save_gathered(trainer, task: nn.Module, run_dir: str) -> None:
@@ -184,3 +187,26 @@ def run_worker(main) -> None:
     main(args[0], devices=int(args[1]), accumulate=int(args[2]), strategy=args[3] if len(args) > 3 else None,
          resume=len(args) > 5 and args[5] == "resume", **kw)  # fmt: skip
     shut_down_and_exit()
+
+
+TINY_CLI = [
+    "--model.backbone", "swinv2_test", "--model.overrides", "{depths: [2, 2], num_heads: [2, 4], window_size: 4}",
+    "--task.simmim.mask_patch_size", "8", "--data.batch_size", "8", "--data.limit", "64",
+    "--eval.knn", "false", "--eval.linear_probe", "false", "--trainer.log_every", "1",
+]  # fmt: skip
+"""``convergent pretrain`` options for a run of a few seconds: the default preset's SimMIM on a
+tiny Swin V2 over 64 bundled Fashion-MNIST images, one metrics line per step, no evaluation."""
+
+
+def wait_for_step(run_dir: Path, proc, step: int = 1, timeout: float = 120.0) -> None:
+    """Until ``run_dir/metrics.jsonl`` holds ``step`` (polled every 20 ms); fails when ``proc``
+    (a ``subprocess.Popen``) ends first or ``timeout`` seconds pass."""
+    metrics = Path(run_dir) / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.is_file() and f'"step": {step},' in metrics.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (exit {proc.returncode}) before step {step}")
+        time.sleep(0.02)
+    raise AssertionError(f"no step {step} in {metrics} after {timeout} s")

@@ -125,7 +125,14 @@ class TrainerConfig:
     visualize_every: int = 0
     """Steps between reconstruction pictures (0: only at the end)."""
     nonfinite: str = "skip"
-    """On a non-finite loss: 'skip' the step (counted) or 'stop' the run."""
+    """On a non-finite loss: 'skip' the step (counted) or 'stop' the run (status failed)."""
+    max_nonfinite_consecutive: int = 5
+    """With 'skip': halt the run as diverged (status failed) after this many non-finite steps in a row (0: no limit)."""
+    max_nonfinite_fraction: float = 0.25
+    """With 'skip': halt the run as diverged when more than this fraction of its steps so far were non-finite,
+    from step ``nonfinite_min_steps`` on (1.0: no limit)."""
+    nonfinite_min_steps: int = 10
+    """Steps before ``max_nonfinite_fraction`` applies (early on one bad step is a large fraction)."""
     out_dir: str = "runs"
     """Parent directory of run directories."""
     run_name: str | None = None

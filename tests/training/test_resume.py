@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from convergent.layers import linear
 from convergent.training import checkpoint as ckpt
 from convergent.training.callbacks import Callback
 from convergent.training.loop import Trainer
@@ -27,10 +28,10 @@ class KillAt(Callback):
             raise Kill(step)
 
 
-def _fit(run_dir, resume=False, callbacks=(), max_steps=8, **cfg):
-    trainer = Trainer(*configs(max_steps=max_steps, checkpoint_every=2, **cfg), run_dir, batch_size=8, progress=False)
+def _fit(run_dir, resume=False, callbacks=(), max_steps=8, batch_size=8, **cfg):
+    trainer = Trainer(*configs(max_steps=max_steps, checkpoint_every=2, **cfg), run_dir, batch_size, progress=False)
     task = build(MaskedTask)
-    task.data = SyntheticImages(44)  # 5 steps per epoch; the 4 left-over samples change each epoch
+    task.data = SyntheticImages(5 * batch_size + 4)  # 5 steps per epoch; the 4 left-over samples change each epoch
     trainer.fit(task, task.data, random_transform, resume=resume, callbacks=callbacks)
     return trainer, task
 
@@ -132,3 +133,86 @@ def test_fresh_run_refuses_dir_with_checkpoints_and_resume_without_one_starts(tm
     with pytest.warns(UserWarning, match="no checkpoint"):
         trainer, _ = _fit(tmp_path / "new", resume=True, max_steps=1)
     assert trainer.step == 1
+
+
+OTHER = {"onednn": "blas", "blas": "onednn"}
+
+
+ROUTE_BATCH = 64
+"""64 images x 17 tokens: 1088 rows, where the routes' weight gradients start to differ."""
+
+
+@pytest.fixture
+def two_threads():
+    """On the development machine's CPU the two routes' products agree bit for bit; their weight
+    gradients differ where oneDNN splits the sum over rows between threads. Two threads, so the
+    tests below have teeth on any machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("route", ["onednn", "blas"])
+def test_resume_reuses_the_recorded_cpu_matmul_route(tmp_path, monkeypatch, two_threads, route):
+    """`auto` times the two CPU matmul routes in each process; on a busy machine a resumed process
+    can time the other one faster. The run's route is recorded in its checkpoints and wins: 24
+    steps killed at 10 and resumed give the uninterrupted losses exactly (with the route chosen
+    anew, they drifted from a few steps after the resume on)."""
+    monkeypatch.setattr(linear, "MIN_MACS", 0)  # every product of the tiny model takes the route
+    monkeypatch.delenv(linear.ENV, raising=False)  # auto
+    monkeypatch.setattr(linear, "_measure", lambda: route)  # what timing says in the first processes
+    linear.set_cpu_engine(None)
+    _fit(tmp_path / "a", max_steps=24, batch_size=ROUTE_BATCH)
+    linear.set_cpu_engine(None)  # each run is a fresh process
+    with pytest.raises(Kill):
+        _fit(tmp_path / "b", max_steps=24, batch_size=ROUTE_BATCH, callbacks=[KillAt(10)])
+    linear.set_cpu_engine(None)
+    monkeypatch.setattr(linear, "_measure", lambda: OTHER[route])  # ... and what it says when resuming
+    _fit(tmp_path / "b", resume=True, max_steps=24, batch_size=ROUTE_BATCH)
+    a, b = _per_step(tmp_path / "a"), _per_step(tmp_path / "b")
+    assert [s[0] for s in b] == list(range(1, 25))
+    assert a == b
+    assert linear.cpu_engine() == route
+    state = torch.load(tmp_path / "b" / "checkpoints" / "step-000024" / "state.pt", weights_only=True)
+    assert state["numerics"]["cpu_matmul"] == route
+    linear.set_cpu_engine(None)
+
+
+def test_the_two_routes_give_other_losses(tmp_path, monkeypatch, two_threads):
+    """The teeth of the test above: at its size the two routes train differently."""
+    monkeypatch.setattr(linear, "MIN_MACS", 0)
+    losses = {}
+    for route in ("onednn", "blas"):
+        linear.set_cpu_engine(route)
+        _fit(tmp_path / route, max_steps=4, batch_size=ROUTE_BATCH)
+        losses[route] = [s[1:] for s in _per_step(tmp_path / route)]
+    linear.set_cpu_engine(None)
+    assert losses["onednn"] != losses["blas"]
+
+
+def test_resume_warns_when_the_environment_forces_the_other_route(tmp_path, monkeypatch):
+    monkeypatch.delenv(linear.ENV, raising=False)
+    linear.set_cpu_engine("blas")
+    _fit(tmp_path, max_steps=2)
+    linear.set_cpu_engine(None)
+    monkeypatch.setenv(linear.ENV, "onednn")
+    with pytest.warns(UserWarning, match=r"CONVERGENT_CPU_MATMUL=onednn overrides .* \(blas\).* not be bit-exact"):
+        _fit(tmp_path, resume=True, max_steps=3)
+    assert linear.cpu_engine() == "onednn"  # the user asked for it
+    state = torch.load(tmp_path / "checkpoints" / "step-000003" / "state.pt", weights_only=True)
+    assert state["numerics"]["cpu_matmul"] == "onednn"
+    linear.set_cpu_engine(None)
+
+
+def test_resume_warns_when_the_thread_count_changed(tmp_path):
+    threads = torch.get_num_threads()
+    _fit(tmp_path, max_steps=2)
+    state = torch.load(tmp_path / "checkpoints" / "step-000002" / "state.pt", weights_only=True)
+    assert state["numerics"]["threads"] == [threads]
+    torch.set_num_threads(threads + 1)
+    try:
+        with pytest.warns(UserWarning, match=rf"{threads + 1} torch thread\(s\) per process now, {threads} when"):
+            _fit(tmp_path, resume=True, max_steps=3)
+    finally:
+        torch.set_num_threads(threads)

@@ -18,10 +18,11 @@ def parser() -> Parser:
 def run(args) -> int:
     from convergent.config import FinetuneConfig, from_namespace
     from convergent.workflows.finetune import run_finetune
+    from convergent.workflows.summary import exit_status
 
     try:
         cfg = from_namespace(FinetuneConfig, args, "finetune config")
-        run_finetune(cfg)
+        summary = run_finetune(cfg)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(error_message(e)) from e
-    return 0
+    return exit_status(summary)  # OK, FAILED (diverged) or PREEMPTED (convergent.exits)

@@ -47,10 +47,11 @@ def typed_defaults(cfg, keys) -> dict:
 def run(args) -> int:
     from convergent.workflows.pretrain import config_from_namespace, run_pretrain
     from convergent.workflows.runs import read_config
+    from convergent.workflows.summary import exit_status
 
     try:
         cfg = read_config(args.resume) if args.resume else config_from_namespace(args)
         summary = run_pretrain(cfg, resume_dir=args.resume)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(error_message(e)) from e
-    return 0 if summary else 1
+    return exit_status(summary)  # OK, FAILED (diverged) or PREEMPTED (convergent.exits)

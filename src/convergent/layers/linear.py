@@ -15,7 +15,10 @@ convolution, weight gradient through oneDNN's convolution backward-weights.
 :func:`cpu_engine` chooses once per process. ``CONVERGENT_CPU_MATMUL=onednn|blas`` forces a
 choice; ``auto`` (default) times both on one layer-sized product (~0.1 s, first use) and takes
 oneDNN only when it is at least ``AUTO_MARGIN`` times faster, so machines where the two are
-close keep the BLAS and its bit-for-bit behaviour.
+close keep the BLAS and its bit-for-bit behaviour. The two routes differ in the last bits, and
+timing under load can choose either, so the Trainer decides once per run (rank 0, broadcast),
+records the route in its checkpoints and sets it again on resume
+(:mod:`convergent.training.numerics`).
 """
 
 import os
@@ -38,13 +41,19 @@ def cpu_engine() -> str:
     """``"onednn"`` or ``"blas"``: how fp32 CPU linears run in this process (see module doc)."""
     global _engine
     if _engine is None:
-        choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
-        if choice not in ENGINES:
-            raise ValueError(f"{ENV}={choice!r}: expected one of {', '.join(ENGINES)}")
+        choice = requested_engine()
         if choice == "auto" and torch.compiler.is_compiling():
             return "blas"  # never time kernels while tracing; call cpu_engine() eagerly first
         _engine = _measure() if choice == "auto" else choice
     return _engine
+
+
+def requested_engine() -> str:
+    """``CONVERGENT_CPU_MATMUL`` as set: ``"auto"`` (also when unset), ``"onednn"`` or ``"blas"``."""
+    choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if choice not in ENGINES:
+        raise ValueError(f"{ENV}={choice!r}: expected one of {', '.join(ENGINES)}")
+    return choice
 
 
 def set_cpu_engine(engine: str | None) -> None:

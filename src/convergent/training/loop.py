@@ -38,11 +38,23 @@ loss and every scalar term the task returns are averaged over micro-batches and 
 (one all-reduce, one host sync per step), gradients are clipped, and the optimizer steps
 unless the loss (or, without an fp16 grad scaler, the gradient norm) is not finite: then the
 step is skipped and counted (``nonfinite='skip'``) or the run stops (``'stop'``). A skipped
-step still counts as a step (the schedule and the data move on). Then the schedule advances,
+step still counts as a step (the schedule and the data move on); too many of them halt the run
+as diverged (:mod:`~convergent.training.nonfinite`). Then the schedule advances,
 ``task.on_step_end(step, max_steps)`` runs (``step`` = steps completed, 1..max_steps),
 metrics are logged every ``log_every`` steps, a checkpoint is written every
 ``checkpoint_every`` steps and at the end, and each callback's ``on_step_end(trainer, task,
 step, metrics)`` runs.
+
+**How it ends.** ``fit`` returns the summary (``status: ok``) after ``max_steps``. A run halted
+as diverged raises :class:`~convergent.training.status.Diverged` (``status: failed``, with the
+``reason``); the first SIGTERM / SIGINT finishes the step, writes a checkpoint and raises
+:class:`~convergent.training.status.Preempted` (``status: preempted``; a second signal stops at
+once, see :mod:`~convergent.training.preemption`). Both carry the summary, which is also written
+then. No checkpoint is written of weights that are not finite. ``final_loss`` is the last finite
+loss, of step ``final_loss_step``.
+
+**Numerics.** The CPU matmul route and the thread counts are recorded in the checkpoints and
+the route is reused on resume and on every process (:mod:`~convergent.training.numerics`).
 """
 
 import copy
@@ -56,13 +68,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from lightning_fabric import Fabric
 from torch import nn
 from torch.utils.data import DataLoader
 
 from convergent.data.protocol import SKIPPED, Dataset
 from convergent.data.skips import SkipLog
-from convergent.layers.linear import cpu_engine
 from convergent.rundir import RunDir
 from convergent.tasks.base import Task
 from convergent.training.batch_keys import check_batch_keys, view_keys
@@ -78,10 +90,14 @@ from convergent.training.checkpoint import (
 )
 from convergent.training.fsdp import OPTIMIZER_FORMAT, fsdp_strategy, full_state, gather_into, load_full_state
 from convergent.training.metrics import MetricsLogger, ProgressReporter
+from convergent.training.nonfinite import NonfiniteCount, check_policy, divergence, weights_finite
+from convergent.training.numerics import choose_numerics
 from convergent.training.optim import build_optimizer
+from convergent.training.preemption import StopSignals, signal_name
 from convergent.training.rng import derive_seed, gather_rng, restore_rng, seed_rng
 from convergent.training.sampler import ResumableSampler, StreamOrder
 from convergent.training.schedule import CosineWarmup
+from convergent.training.status import FAILED, OK, PREEMPTED, Diverged, Preempted
 
 
 def micro_batch_size(batch_size: int, world_size: int, accumulate: int) -> int:
@@ -111,7 +127,9 @@ class _Run:
     skips: SkipLog  # the dataset's: what this process's loader passed over is merged into it
     skips_at_start: int  # skipped when fit() began: while the dataset was built, the same in every process
     losses: list[float] = field(default_factory=list)  # finite step losses, all steps
-    nonfinite: int = 0
+    last_finite_step: int | None = None  # the step of losses[-1]
+    nonfinite: NonfiniteCount = field(default_factory=NonfiniteCount)
+    numerics: dict | None = None  # recorded in checkpoints (convergent.training.numerics)
     last_saved: int = -1
     resumed: bool = False
     start_step: int = 0
@@ -123,14 +141,21 @@ class _Run:
     reporter: Any = None
 
 
+@dataclass
+class _Stop:
+    """Why ``fit`` ends before ``max_steps``: ``status`` (FAILED / PREEMPTED) and ``reason``."""
+
+    status: str
+    reason: str
+
+
 class Trainer:
     """Trains a Task (see the module docstring). ``trainer.fabric`` stays usable after
     ``fit`` (evaluation); ``trainer.step`` is the number of optimizer steps done."""
 
     def __init__(self, trainer_cfg, optim_cfg, run_dir: str | Path, batch_size: int, num_workers: int = 0,
                  progress: bool = True):  # fmt: skip
-        if trainer_cfg.nonfinite not in ("skip", "stop"):
-            raise ValueError(f"trainer.nonfinite must be 'skip' or 'stop', not {trainer_cfg.nonfinite!r}")
+        check_policy(trainer_cfg)
         if optim_cfg.accumulate < 1:
             raise ValueError(f"optim.accumulate must be >= 1, not {optim_cfg.accumulate}")
         self.cfg, self.optim_cfg = trainer_cfg, optim_cfg
@@ -155,7 +180,9 @@ class Trainer:
     ) -> dict:
         """Train ``task`` on ``dataset`` for ``max_steps`` optimizer steps; returns the summary
         (also written to ``run_dir/summary_train.json`` by rank 0). A task reading batch keys
-        the dataset does not yield is refused here, before any step."""
+        the dataset does not yield is refused here, before any step. Raises
+        :class:`~convergent.training.status.Diverged` / ``Preempted`` (holding the summary)
+        when the run ends early (module docstring, "How it ends")."""
         t0 = time.perf_counter()
         check_batch_keys(task, dataset, view_keys(task, dataset, transform))
         run = self._setup(task, dataset, resume)
@@ -163,17 +190,20 @@ class Trainer:
         run.logger = MetricsLogger(self.run_dir, enabled=zero, resume_step=self.step if run.resumed else None)
         run.reporter = ProgressReporter(self.cfg.max_steps, self.step, enabled=zero and self.progress)
         run.t_start = run.log_time = time.perf_counter()
-        try:
-            self._train(run, transform, callbacks)
-        finally:
-            run.logger.close()
-            run.reporter.close()
-        train_s = time.perf_counter() - run.t_start
-        if run.last_saved != self.step:
-            self._save(run)
-        if self.sharded:
-            gather_into(run.task, task)
-        self.summary = self._summary(run, train_s, time.perf_counter() - t0)
+        with StopSignals() as signals:  # a signal during the final save is only noted: the run is done
+            try:
+                stop = self._train(run, transform, callbacks, signals)
+            finally:
+                run.logger.close()
+                run.reporter.close()
+            train_s = time.perf_counter() - run.t_start
+            if run.last_saved != self.step and not self._save(run) and stop is None:
+                stop = _Stop(FAILED, f"diverged: the weights are not finite after step {self.step}")
+            if self.sharded:
+                gather_into(run.task, task)
+            self.summary = self._summary(run, train_s, time.perf_counter() - t0, stop)
+        if stop is not None:
+            raise self._stopped(stop)
         for cb in callbacks:
             cb.on_fit_end(self, task)
         return self.summary
@@ -204,8 +234,6 @@ class Trainer:
         task.train()
         if self.sharded:  # shard a copy; fit() gathers the trained weights back into `task`
             task = copy.deepcopy(task)
-        if cfg.compile and fabric.device.type == "cpu":
-            cpu_engine()  # choose the fp32 linear route now: it is never timed while tracing
         module = fabric.setup_module(torch.compile(task) if cfg.compile else task)
         raw = build_optimizer(task, self.optim_cfg)
         o = self.optim_cfg
@@ -219,6 +247,8 @@ class Trainer:
             self.step = 0
             seed_rng(derive_seed(cfg.seed, fabric.global_rank))
             run.generator.manual_seed(derive_seed(cfg.seed, fabric.global_rank, 1))
+        # before the first forward (and before compiling traces it): the recorded route, or one for all
+        run.numerics = choose_numerics(fabric, run.numerics if run.resumed else None)
         run.start_step = run.log_step = self.step
         return run
 
@@ -245,8 +275,11 @@ class Trainer:
         self.step = run.last_saved = int(state["step"])
         if not run.sampler.exact_resume and self.step % run.sampler.steps_per_epoch:
             warnings.warn("resume: a streamed dataset cannot seek; the rest of this epoch is read in a fresh order")
-        run.nonfinite = int(state["nonfinite_steps"])
+        # keys added later: checkpoints written before them resume with the counts they have
+        run.nonfinite = NonfiniteCount(int(state["nonfinite_steps"]), int(state.get("nonfinite_in_a_row", 0)))
         run.losses = state["losses"].tolist()
+        run.last_finite_step = state.get("last_finite_step")
+        run.numerics = state.get("numerics")  # what _setup reuses
         rng = state["rng"]
         if len(rng) == fabric.world_size:
             restore_rng(rng[fabric.global_rank], run.generator)
@@ -264,7 +297,8 @@ class Trainer:
             warnings.warn("resume: " + ", ".join(changed) + "; the data order will not continue exactly")
 
     # --- training -----------------------------------------------------------------------
-    def _train(self, run: _Run, transform, callbacks) -> None:
+    def _train(self, run: _Run, transform, callbacks, signals: StopSignals) -> _Stop | None:
+        """The steps up to ``max_steps``; why they ended early, or None."""
         cfg, rank = self.cfg, self.fabric.global_rank
         per_epoch = run.sampler.steps_per_epoch
         while self.step < cfg.max_steps:
@@ -273,16 +307,33 @@ class Trainer:
             run.loader.generator.manual_seed(derive_seed(cfg.seed, rank, epoch, pos))  # worker seeds
             batches = iter(run.loader)
             for _ in range(min(per_epoch - pos, cfg.max_steps - self.step)):
-                values, skipped = self._train_step(run, batches, transform)
+                values, problem = self._train_step(run, batches, transform)
+                if problem is not None and cfg.nonfinite == "stop":  # the step is abandoned, not counted
+                    return _Stop(FAILED, f"diverged: {problem} at step {self.step + 1}; stopping because "
+                                         "trainer.nonfinite='stop'")  # fmt: skip
                 self.step += 1
-                metrics = self._after_step(run, values, skipped)
+                metrics = self._after_step(run, values, problem)
                 for cb in callbacks:
                     cb.on_step_end(self, run.task, self.step, metrics)
+                stop = self._stop_after_step(run, signals)
+                if stop is not None:
+                    return stop
             del batches  # stop workers before the next epoch
+        return None
 
-    def _train_step(self, run: _Run, batches, transform) -> tuple[dict[str, float], bool]:
-        """One optimizer step over ``accumulate`` micro-batches; returns the averaged
-        metrics and whether the update was skipped."""
+    def _stop_after_step(self, run: _Run, signals: StopSignals) -> _Stop | None:
+        """Halt as diverged, or stop on a signal (every process decides alike: the losses are
+        all-reduced, and so is the signal flag)."""
+        reason = divergence(run.nonfinite, self.step, self.cfg)
+        if reason is not None:
+            return _Stop(FAILED, reason)
+        if self.step < self.cfg.max_steps and (signum := signals.agreed(self.fabric)):
+            return _Stop(PREEMPTED, f"{signal_name(signum)} after step {self.step} of {self.cfg.max_steps}")
+        return None
+
+    def _train_step(self, run: _Run, batches, transform) -> tuple[dict[str, float], str | None]:
+        """One optimizer step over ``accumulate`` micro-batches; returns the averaged metrics
+        and, when the update was skipped, why (with ``nonfinite='stop'`` the schedule stays)."""
         fabric, acc = self.fabric, self.optim_cfg.accumulate
         sums: dict[str, torch.Tensor] = {}
         views = run.task.num_views  # augmented views of each image the task reads
@@ -307,11 +358,10 @@ class Trainer:
         problem = self._nonfinite_problem(values)
         if problem is None:
             run.optimizer.step()
-        else:
-            self._on_nonfinite(run, problem)
         run.optimizer.zero_grad(set_to_none=True)
-        run.scheduler.step()
-        return values, problem is not None
+        if problem is None or self.cfg.nonfinite == "skip":
+            run.scheduler.step()
+        return values, problem
 
     def _prepare(self, batch: dict, transform, generator: torch.Generator, views: int, skips: SkipLog) -> dict:
         skips.merge(batch.pop(SKIPPED, ()))  # unreadable samples a loader worker passed over
@@ -331,25 +381,18 @@ class Trainer:
             return f"non-finite gradient norm ({values['grad_norm']})"
         return None
 
-    def _on_nonfinite(self, run: _Run, problem: str) -> None:
-        step = self.step + 1
-        if self.cfg.nonfinite == "stop":
-            raise RuntimeError(
-                f"{problem} at step {step}; stopping because trainer.nonfinite='stop'. Checkpoints are in "
-                f"{checkpoints_dir(self.run_dir)}. Lower the learning rate, enable gradient clipping or "
-                "use trainer.nonfinite='skip'"
-            )
-        run.nonfinite += 1
-        if self.fabric.is_global_zero:
-            warnings.warn(f"{problem} at step {step}: update skipped ({run.nonfinite} so far)")
-
-    def _after_step(self, run: _Run, values: dict[str, float], skipped: bool) -> dict[str, float]:
+    def _after_step(self, run: _Run, values: dict[str, float], problem: str | None) -> dict[str, float]:
         cfg = self.cfg
-        if not skipped:
+        run.nonfinite.add(problem is not None)
+        if problem is None:
             run.losses.append(values["loss"])
+            run.last_finite_step = self.step
+        elif self.fabric.is_global_zero:
+            n = run.nonfinite
+            warnings.warn(f"{problem} at step {self.step}: update skipped ({n.total} so far, {n.in_a_row} in a row)")
         run.task.on_step_end(self.step, cfg.max_steps)
         run.samples += self.batch_size
-        metrics = {**values, "epoch": self.step / run.sampler.steps_per_epoch, "nonfinite_steps": run.nonfinite}
+        metrics = {**values, "epoch": self.step / run.sampler.steps_per_epoch, "nonfinite_steps": run.nonfinite.total}
         logged = _every(self.step, cfg.log_every) or self.step == cfg.max_steps
         if logged:
             now = time.perf_counter()
@@ -363,8 +406,13 @@ class Trainer:
         return metrics
 
     # --- checkpoint and summary ---------------------------------------------------------
-    def _save(self, run: _Run) -> None:
-        """Checkpoint the run (a collective: every process calls it; rank 0 writes)."""
+    def _save(self, run: _Run) -> bool:
+        """Checkpoint the run (a collective: every process calls it; rank 0 writes). Weights that
+        are not finite are not written (the last checkpoint is kept): returns False then."""
+        if not self._weights_finite(run):
+            if self.fabric.is_global_zero:
+                warnings.warn(f"step {self.step}: the weights are not finite; no checkpoint written")
+            return False
         per_epoch = run.sampler.steps_per_epoch
         if self.sharded:
             weights, optimizer = full_state(run.task, run.raw_optimizer)  # collective
@@ -373,10 +421,11 @@ class Trainer:
         state = {
             "step": self.step, "epoch": self.step // per_epoch, "batch_in_epoch": self.step % per_epoch,
             "optimizer": optimizer, "scheduler": run.scheduler.state_dict(),
-            "rng": gather_rng(self.fabric, run.generator), "nonfinite_steps": run.nonfinite,
+            "rng": gather_rng(self.fabric, run.generator), "nonfinite_steps": run.nonfinite.total,
+            "nonfinite_in_a_row": run.nonfinite.in_a_row, "last_finite_step": run.last_finite_step,
             "losses": torch.tensor(run.losses, dtype=torch.float64), "global_batch": self.batch_size,
             "accumulate": self.optim_cfg.accumulate, "num_samples": run.sampler.num_samples,
-            "seed": self.cfg.seed, "world_size": self.fabric.world_size,
+            "seed": self.cfg.seed, "world_size": self.fabric.world_size, "numerics": run.numerics,
         }  # fmt: skip
         if self.sharded:
             state["optimizer_format"] = OPTIMIZER_FORMAT
@@ -385,8 +434,28 @@ class Trainer:
             save_checkpoint(self.run_dir, self.step, weights, state)
         self.fabric.barrier()
         run.last_saved = self.step
+        return True
 
-    def _summary(self, run: _Run, train_s: float, wall_s: float) -> dict:
+    def _weights_finite(self, run: _Run) -> bool:
+        """Whether the weights are finite in every process (a collective; FSDP: every shard)."""
+        finite = weights_finite(run.task)
+        if self.fabric.world_size == 1:
+            return finite
+        flag = torch.tensor([int(finite)], device=self.fabric.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def _stopped(self, stop: _Stop) -> Diverged | Preempted:
+        """The exception that ends a run stopped early, saying where its last checkpoint is."""
+        where = f"last checkpoint {self.summary['checkpoint']}" if self.summary["checkpoint"] else "no checkpoint"
+        if stop.status == PREEMPTED:
+            return Preempted(f"{stop.reason}; {where}", self.summary)
+        hint = "lower optim.lr, keep optim.clip_grad on, or raise the trainer.max_nonfinite_* limits"
+        if self.cfg.nonfinite == "stop":
+            hint = "lower optim.lr, keep optim.clip_grad on, or use trainer.nonfinite='skip'"
+        return Diverged(f"{stop.reason}; {where}; {hint}", self.summary)
+
+    def _summary(self, run: _Run, train_s: float, wall_s: float, stop: _Stop | None = None) -> dict:
         # skipped when the dataset was built: the same in every process; found while reading
         # (by this process's loader, merged into its dataset's log): each process its own share
         built = run.skips_at_start
@@ -397,11 +466,14 @@ class Trainer:
         tail = run.losses[-max(1, math.ceil(len(run.losses) / 10)) :] if run.losses else []
         done = complete_checkpoints(self.run_dir)
         summary = {
+            "status": stop.status if stop else OK,
+            "reason": stop.reason if stop else None,
             "steps": self.step,
             "epochs": self.step / run.sampler.steps_per_epoch,
-            "final_loss": run.losses[-1] if run.losses else None,
+            "final_loss": run.losses[-1] if run.losses else None,  # the last finite one
+            "final_loss_step": run.last_finite_step,
             "mean_loss_last_10pct": sum(tail) / len(tail) if tail else None,
-            "nonfinite_steps": run.nonfinite,
+            "nonfinite_steps": run.nonfinite.total,
             "samples_per_s": run.samples / max(train_s, 1e-9),
             "wall_s": wall_s,
             "skipped_samples": count,

@@ -1,5 +1,6 @@
 """``convergent finetune``: a classification head on a (pre-trained or random) backbone,
-trained end to end, then top-1 accuracy on the held-out split."""
+trained end to end, then top-1 accuracy on the held-out split. A run that ends early (diverged,
+or preempted by a signal) is not evaluated; its ``summary.json`` says ``status`` and ``reason``."""
 
 import dataclasses
 import json
@@ -11,8 +12,10 @@ from convergent.data.transforms import build_transform
 from convergent.evaluation.finetune import finetune
 from convergent.evaluation.report import format_report
 from convergent.rundir import RunDir
+from convergent.training.status import RunStopped
 from convergent.workflows.assemble import build_datasets, build_encoder
 from convergent.workflows.runs import resolve_encoder, write_config
+from convergent.workflows.summary import finish_stopped
 from convergent.workflows.text import prepare_text
 
 
@@ -32,14 +35,17 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     task_cfg = dataclasses.replace(cfg.classify, num_classes=num_classes)
     tokenizer = prepare_text(cfg, run.root, train_set, test_set, encoder_dir=cfg.model.init)
     backbone = build_encoder(cfg, tokenizer)
-    result = finetune(
-        backbone, train_set, test_set, build_transform(cfg.data, train=True), build_transform(cfg.data, train=False),
-        num_classes, cfg.trainer, cfg.optim, run.root, cfg.data.batch_size, cfg.data.num_workers, task_cfg=task_cfg,
-    )
+    lead = {"init": cfg.model.init or "random", "backbone": cfg.model.backbone, "data": train_set.source}
+    try:
+        result = finetune(
+            backbone, train_set, test_set, build_transform(cfg.data, train=True),
+            build_transform(cfg.data, train=False), num_classes, cfg.trainer, cfg.optim, run.root,
+            cfg.data.batch_size, cfg.data.num_workers, task_cfg=task_cfg,
+        )  # fmt: skip
+    except RunStopped as stopped:
+        return finish_stopped(stopped, run, lead)
     summary = {
-        "init": cfg.model.init or "random",
-        "backbone": cfg.model.backbone,
-        "data": train_set.source,
+        **lead,
         "test_acc": result["test_acc"],
         **{k: v for k, v in result.get("train_summary", {}).items() if k != "run_dir"},
         "run_dir": str(run),

@@ -3,6 +3,10 @@
 The run directory (:class:`~convergent.rundir.RunDir`) holds the resolved ``config.yaml``,
 ``metrics.jsonl``, TensorBoard logs, ``checkpoints/``, the pre-trained ``encoder/``
 (``save_pretrained``), ``reconstructions.png``, ``loss.png`` and ``summary.json``.
+
+A run that ends early publishes no ``encoder/`` and is not evaluated: ``summary.json`` says
+``status: failed`` (halted as diverged) or ``preempted`` (stopped on SIGTERM / SIGINT after a
+checkpoint; ``convergent pretrain --resume RUN_DIR`` continues it), with the ``reason``.
 """
 
 from pathlib import Path
@@ -16,10 +20,11 @@ from convergent.data.transforms import build_transform
 from convergent.rundir import RunDir
 from convergent.tasks.configs import TokenMaskingConfig
 from convergent.training.loop import Trainer
+from convergent.training.status import RunStopped
 from convergent.workflows.assemble import build_datasets, build_run_task
 from convergent.workflows.callbacks import ReconstructionCallback
 from convergent.workflows.runs import write_config
-from convergent.workflows.summary import finish_run
+from convergent.workflows.summary import finish_run, finish_stopped
 from convergent.workflows.text import packed_training_set, prepare_text
 
 
@@ -42,7 +47,8 @@ def masks_whole_words(task_cfg: object) -> bool:
 
 
 def run_pretrain(cfg: PretrainConfig, resume_dir: str | Path | None = None) -> dict:
-    """Run (or resume) one pre-training run; returns the summary (also in ``summary.json``)."""
+    """Run (or resume) one pre-training run; returns the summary (also in ``summary.json``),
+    whose ``status`` is ``ok``, ``failed`` or ``preempted``."""
     run = run_dir_for(cfg, resume_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     if resume_dir is None:
@@ -60,11 +66,17 @@ def run_pretrain(cfg: PretrainConfig, resume_dir: str | Path | None = None) -> d
             packed_training_set(run.root, train_set, tokenizer, cfg.data.max_length)
         trainer.fabric.barrier()
         fit_set = packed_training_set(run.root, train_set, tokenizer, cfg.data.max_length)
-    train_summary = trainer.fit(
-        task, fit_set, transform=build_transform(cfg.data, train=True), resume=resume_dir is not None,
-        callbacks=callbacks,
-    )
-    summary = finish_run(cfg, trainer, task, train_set, test_set, run, train_summary, tokenizer)
+    try:
+        train_summary = trainer.fit(
+            task, fit_set, transform=build_transform(cfg.data, train=True), resume=resume_dir is not None,
+            callbacks=callbacks,
+        )
+    except RunStopped as stopped:
+        lead = {"task": cfg.task.name, "backbone": cfg.model.backbone, "data": train_set.source}
+        resume = f"convergent pretrain --resume {run}"
+        summary = finish_stopped(stopped, run, lead, resume, rank_zero=trainer.fabric.is_global_zero)
+    else:
+        summary = finish_run(cfg, trainer, task, train_set, test_set, run, train_summary, tokenizer)
     _shutdown_distributed()
     return summary
 

@@ -1,0 +1,81 @@
+"""Choices that change a run's arithmetic, recorded in its checkpoints so a resume is bit-exact.
+
+An exact resume needs the arithmetic of the interrupted process as well as its state. Two
+choices are made per process rather than by the config:
+
+* ``cpu_matmul``: the route of fp32 CPU linears (:mod:`convergent.layers.linear`). With
+  ``CONVERGENT_CPU_MATMUL=auto`` (the default) each process times oneDNN against the BLAS at
+  first use and takes oneDNN when it is 1.3x faster; on a busy machine the measured ratio
+  wanders across that margin (0.55 to 1.52 on the 2-core development machine), so a resumed
+  process, or one DDP rank, could take the other route. The two routes agree to ~1e-6 per
+  product, and a kill/resume of the default preset drifted from step 14 on (6e-8, growing to
+  1e-4 by step 20). So the route is chosen once per run: on a fresh run rank 0 decides (the
+  variable, or the timing) and every process takes its choice; a resumed run takes the route
+  its checkpoint recorded, whatever timing would say now. An explicit
+  ``CONVERGENT_CPU_MATMUL=onednn|blas`` naming the other route wins, with a warning that the
+  continuation will not be bit-exact (the user asked for it; on a machine where the recorded
+  route is slow that can be the right trade). Runs on an accelerator record no route.
+* ``threads``: torch's intra-op threads of each process. CPU kernels split sums by thread, so
+  another count changes the last bits too. They are recorded; a resume with other counts warns
+  (with the ``OMP_NUM_THREADS`` that would continue exactly) but keeps them, since the
+  machine itself may have changed.
+"""
+
+import warnings
+
+import torch
+from lightning_fabric import Fabric
+
+from convergent.layers.linear import ENV, cpu_engine, requested_engine, set_cpu_engine
+
+
+def choose_numerics(fabric: Fabric, recorded: dict | None) -> dict:
+    """Set this run's numerics in every process and return them, to be saved in its checkpoints:
+    ``{"cpu_matmul": "onednn" | "blas" | None, "threads": [threads of each rank]}``.
+    ``recorded``: what the checkpoint being resumed holds (None: a fresh run, or a checkpoint
+    written before the numerics were recorded). A collective: call it on every process."""
+    recorded = recorded or {}
+    route = _route(fabric, recorded.get("cpu_matmul"))
+    threads = _threads(fabric, recorded.get("threads"))
+    return {"cpu_matmul": route, "threads": threads}
+
+
+def _route(fabric: Fabric, recorded: str | None) -> str | None:
+    if fabric.device.type != "cpu":
+        return None
+    route = _decide_route(recorded) if fabric.is_global_zero else None
+    if fabric.world_size > 1:
+        route = fabric.broadcast(route, src=0)
+    set_cpu_engine(route)
+    return route
+
+
+def _decide_route(recorded: str | None) -> str:
+    """Rank 0's route: the recorded one, unless the environment forces the other; else chosen now."""
+    if recorded is None:
+        return cpu_engine()
+    requested = requested_engine()
+    if requested in ("auto", recorded):
+        return recorded
+    warnings.warn(
+        f"resume: {ENV}={requested} overrides the CPU matmul route this run was trained with "
+        f"({recorded}); the continuation will not be bit-exact (unset {ENV} to keep {recorded})"
+    )
+    return requested
+
+
+def _threads(fabric: Fabric, recorded: list[int] | None) -> list[int]:
+    now = torch.get_num_threads()
+    every = [now] if fabric.world_size == 1 else fabric.all_gather(torch.tensor(now)).reshape(-1).tolist()
+    if recorded is not None and len(recorded) == len(every) and recorded != every and fabric.is_global_zero:
+        if fabric.device.type == "cpu":
+            warnings.warn(
+                f"resume: {_describe(every)} torch thread(s) per process now, {_describe(recorded)} when the "
+                "checkpoint was written; CPU kernels split their sums by thread, so the continuation may differ "
+                f"in the last bits (OMP_NUM_THREADS={recorded[0]} would continue exactly)"
+            )
+    return every
+
+
+def _describe(threads: list[int]) -> str:
+    return str(threads[0]) if len(set(threads)) == 1 else "/".join(map(str, threads))
