@@ -16,9 +16,11 @@ from convergent.data.transforms import build_transform
 from convergent.rundir import RunDir
 from convergent.tasks.configs import TokenMaskingConfig
 from convergent.training.loop import Trainer
+from convergent.validate import check_pretrain
 from convergent.workflows.assemble import build_datasets, build_run_task
 from convergent.workflows.callbacks import ReconstructionCallback
-from convergent.workflows.runs import write_config
+from convergent.workflows.preflight import check_pretrain_start
+from convergent.workflows.runs import started_run
 from convergent.workflows.summary import finish_run
 from convergent.workflows.text import packed_training_set, prepare_text
 
@@ -42,11 +44,20 @@ def masks_whole_words(task_cfg: object) -> bool:
 
 
 def run_pretrain(cfg: PretrainConfig, resume_dir: str | Path | None = None) -> dict:
-    """Run (or resume) one pre-training run; returns the summary (also in ``summary.json``)."""
+    """Run (or resume) one pre-training run; returns the summary (also in ``summary.json``).
+    The config, the output directory and the model are checked first (a ``ValueError``, an
+    ``OSError`` of the disk); the run directory is written only then."""
+    check_pretrain(cfg, resume_dir)
     run = run_dir_for(cfg, resume_dir)
-    run.root.mkdir(parents=True, exist_ok=True)
-    if resume_dir is None:
-        write_config(run, cfg)
+    check_pretrain_start(cfg, run, resume=resume_dir is not None)
+    with started_run(run, cfg if resume_dir is None else None):
+        summary = _pretrain(cfg, run, resume_dir is not None)
+    _shutdown_distributed()
+    return summary
+
+
+def _pretrain(cfg: PretrainConfig, run: RunDir, resume: bool) -> dict:
+    """The run itself: data, tokenizer, task, training, the end of the run."""
     torch.manual_seed(cfg.trainer.seed)  # weights of the backbone and heads
     train_set, test_set = build_datasets(cfg)
     tokenizer = prepare_text(cfg, run.root, train_set, test_set, encoder_dir=cfg.model.init,
@@ -61,12 +72,9 @@ def run_pretrain(cfg: PretrainConfig, resume_dir: str | Path | None = None) -> d
         trainer.fabric.barrier()
         fit_set = packed_training_set(run.root, train_set, tokenizer, cfg.data.max_length)
     train_summary = trainer.fit(
-        task, fit_set, transform=build_transform(cfg.data, train=True), resume=resume_dir is not None,
-        callbacks=callbacks,
+        task, fit_set, transform=build_transform(cfg.data, train=True), resume=resume, callbacks=callbacks,
     )
-    summary = finish_run(cfg, trainer, task, train_set, test_set, run, train_summary, tokenizer)
-    _shutdown_distributed()
-    return summary
+    return finish_run(cfg, trainer, task, train_set, test_set, run, train_summary, tokenizer)
 
 
 def _shutdown_distributed() -> None:
