@@ -262,3 +262,15 @@ def test_resume_of_a_missing_run(tmp_path, capsys):
     line = one_line_error(capsys.readouterr().err, "pretrain")
     assert line.endswith(f"--resume {tmp_path / 'nope'}: no such directory; expected the run directory of "
                          "`convergent pretrain` (with its config.yaml)")  # fmt: skip
+
+
+def test_a_damaged_or_edited_config_on_resume(tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("data: [oops\n")
+    assert main(["pretrain", "--resume", str(run)]) == USAGE
+    assert f"{run / 'config.yaml'}: not valid YAML (" in one_line_error(capsys.readouterr().err, "pretrain")
+    (run / "config.yaml").write_text("trainer:\n  max_steps: 0\n")
+    assert main(["pretrain", "--resume", str(run)]) == USAGE
+    line = one_line_error(capsys.readouterr().err, "pretrain")
+    assert line.endswith(f"{run / 'config.yaml'}: trainer.max_steps must be >= 1, got 0")

@@ -60,10 +60,17 @@ def _first_missing(path: Path) -> Path | None:
 
 
 def read_config_dict(run: RunDir) -> dict | None:
-    """The run's ``config.yaml`` as a plain dict; None when there is none."""
+    """The run's ``config.yaml`` as a plain dict; None when there is none; a ``ValueError``
+    naming the file when it is not a YAML mapping."""
     if not run.is_run():
         return None
-    return yaml.safe_load(run.config.read_text()) or {}
+    try:
+        data = yaml.safe_load(run.config.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{run.config}: not valid YAML ({' '.join(str(e).split())})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{run.config}: expected a mapping of config sections, got {type(data).__name__}")
+    return data
 
 
 def read_config(run_dir: str | Path | RunDir) -> Any:
