@@ -23,22 +23,24 @@ ALLOWED = {
     "masking": set(),
     "generation": set(),
     "rundir": set(),  # the names of a run directory: torch-free, below everything that writes a run
-    "exits": set(),  # the exit statuses: torch-free, read by the workflows and commands
+    "exits": set(),  # the exit statuses: torch-free, used by the commands (and the Trainer's callers)
+    # a run's config checked before anything loads: torch-free registries and config only
+    "validate": {"backbones", "config", "data", "rundir", "tasks"},
     "data": {"config"},  # data imports no model code
     "backbones": {"layers"},
     "heads": {"layers"},
     "converters": {"backbones", "layers"},
     "tasks": {"backbones", "heads", "layers", "losses", "masking"},
     # layers: the CPU linear route is chosen before compiling; data: the Dataset contract (data/protocol.py)
-    "training": {"config", "data", "layers", "rundir", "tasks"},
+    "training": {"config", "data", "exits", "layers", "rundir", "tasks"},
     "evaluation": {"config", "backbones", "tasks", "heads", "training", "data"},
     # converters sit below workflows (they import only backbones): a workflow may use them
     "workflows": {"config", "backbones", "converters", "data", "tasks", "training", "evaluation", "generation",
-                  "rundir", "exits"},
-    "commands": {"backbones", "converters", "config", "data", "evaluation", "masking", "rundir", "tasks", "workflows",
-                 "exits"},
+                  "exits", "rundir", "validate"},
+    "commands": {"backbones", "converters", "config", "data", "evaluation", "exits", "masking", "rundir", "tasks",
+                 "validate", "workflows"},
 }
-TOP_IMPORTS = ("workflows", "evaluation", "rundir")
+TOP_IMPORTS = ("workflows", "evaluation", "rundir", "validate", "exits")
 """Packages whose modules import at the top only (Style 15; the registries load their entries
 by name, not by a function-local import)."""
 

@@ -2,16 +2,24 @@
 
 Imports are lazy: building the parser and ``convergent list`` never import torch, so they
 answer in well under a second. Each verb lives in :mod:`convergent.commands`; adding one is
-a module there plus one line in :data:`COMMANDS`. Set ``CONVERGENT_DEBUG=1`` to see the
-traceback behind a one-line error.
+a module there plus one line in :data:`COMMANDS`.
+
+Exit statuses are :mod:`convergent.exits`: bad input — a usage or config error, a missing or
+damaged file, a read-only or full disk (``OSError``, safetensors' ``SafetensorError``) — is one
+line on stderr and status 2; any other exception is a bug in convergent and shows its
+traceback. Set ``CONVERGENT_DEBUG=1`` to see the traceback behind a one-line error too.
 """
 
 import importlib
 import os
 import sys
+import threading
+
+from safetensors import SafetensorError
 
 from convergent import __version__
-from convergent.commands.parser import CommandError, Parser
+from convergent.commands.parser import CommandError, Parser, error_message
+from convergent.exits import OK, USAGE
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("convergent.commands.listing", "List registered backbones, tasks, datasets and evaluations."),
@@ -45,21 +53,41 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``convergent`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
-    Usage errors exit 2 via the parser; bad input found while running returns 2 with one line."""
+    """Run ``convergent`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status
+    (:mod:`convergent.exits`). Usage errors exit 2 via the parser; bad input or an I/O fault
+    found while running returns 2 with one line on stderr."""
     args = build_parser().parse_args(argv)
     command = args.command
     run = importlib.import_module(COMMANDS[command][0]).run
     try:
-        return run(args[command]) or 0
-    except CommandError as e:
-        if os.environ.get("CONVERGENT_DEBUG"):
-            raise
-        print(f"convergent {command}: error: {e}", file=sys.stderr)
-        return 2
+        return run(args[command]) or OK
     except BrokenPipeError:  # e.g. `convergent list | head`: stop quietly
         sys.stdout = open(os.devnull, "w")
-        return 0
+        return OK
+    except (CommandError, OSError, SafetensorError) as e:
+        if os.environ.get("CONVERGENT_DEBUG"):
+            raise
+        print(f"convergent {command}: error: {error_message(e)}", file=sys.stderr)
+        if isinstance(e, OSError):
+            _quiet_io_aftermath()
+        return USAGE
+
+
+def _quiet_io_aftermath() -> None:
+    """After a one-line I/O error the process exits; writers that flush in a thread or at exit
+    (TensorBoard's event writer) fail again on the same full or read-only disk. Those repeats
+    of an ``OSError`` are not reported; any other exception still is."""
+    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+    def thread_exception(args) -> None:
+        if not issubclass(args.exc_type, OSError):
+            thread_hook(args)
+
+    def unraisable(args) -> None:
+        if not isinstance(args.exc_value, OSError):
+            unraisable_hook(args)
+
+    threading.excepthook, sys.unraisablehook = thread_exception, unraisable
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ ordinary dataclasses (:class:`PretrainConfig`, :class:`FinetuneConfig`,
 :class:`EvalRunConfig`; the task section is :class:`~convergent.tasks.registry.TaskConfig`,
 one field per registered task). Their defaults are the shared defaults of every preset (a
 small run on 32-px images on a CPU); presets in ``convergent/configs/*.yaml`` change only what
-differs, and mean the same from the CLI and from Python."""
+differs, and mean the same from the CLI and from Python. Every value is checked before a run
+starts by :mod:`convergent.validate` (types from these annotations, ranges and choices in its
+``RULES``): a field added here is type-checked there at once; give it a rule there too."""
 
 import dataclasses
 from dataclasses import dataclass, field

@@ -10,6 +10,7 @@ only when a conversion actually runs.
 """
 
 from convergent.commands.parser import CommandError, Parser, error_message
+from convergent.exits import OK
 from convergent.rundir import RunDir
 
 SOURCES = ("hf", "official-swin", "convergent")
@@ -72,7 +73,7 @@ def run(args) -> int:
     except (OSError, ValueError, KeyError) as e:
         raise CommandError(error_message(e)) from e
     print(result.summary())
-    return 0
+    return OK
 
 
 def _check_options(source: str, target: str, args) -> None:

@@ -12,6 +12,7 @@ torch-free; :func:`run` imports the data modules only when writing.
 from pathlib import Path
 
 from convergent.commands.parser import CommandError, Parser
+from convergent.exits import OK
 
 
 def parser() -> Parser:
@@ -61,4 +62,4 @@ def run(args) -> int:
           f"-> {Path(args.out) / MANIFEST}")  # fmt: skip
     if manifest["skipped"]:
         print(f"  {manifest['skipped']} left out while writing, e.g. {manifest['skipped_examples'][0]}")
-    return 0
+    return OK

@@ -18,9 +18,10 @@ import dataclasses
 from pathlib import Path
 
 from convergent.commands.parser import CommandError, Parser, _hint, error_message
-from convergent.config import EvalRunConfig, from_namespace
+from convergent.config import DataConfig, EvalRunConfig, from_namespace
 from convergent.evaluation import registry
 from convergent.evaluation.context import EvalOptions
+from convergent.exits import OK
 
 _OPTIONS = EvalOptions()
 """The defaults of the options of one evaluation."""
@@ -48,18 +49,24 @@ def parser() -> Parser:
 
 
 def run(args) -> int:
+    from convergent.validate import CLI, check_eval, check_section, check_writable
     from convergent.workflows.evaluate import run_eval, run_on_run
 
     name, path = _target(args)
     try:
+        if args.out is not None:
+            check_writable(Path(args.out).parent, "--out")
         if name is not None and registry.RUN in registry.entry(name).needs:
             data = _changed_data(args.as_dict()["data"])  # e.g. --data.name / --data.root: evaluate on other data
+            check_section(DataConfig(**{**_default_data(), **data}), "data.", CLI)
             run_on_run(name, path, _options(args), args.out, data=data)
         else:
-            run_eval(_eval_config(args, path), path, args.out, names=None if name is None else [name])
+            cfg = _eval_config(args, path)
+            check_eval(cfg)
+            run_eval(cfg, path, args.out, names=None if name is None else [name])
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(error_message(e)) from e
-    return 0
+    return OK
 
 
 def _target(args) -> tuple[str | None, str]:
@@ -95,7 +102,11 @@ def _eval_config(args, path: str):
     return from_namespace(EvalRunConfig, data, "eval config")
 
 
+def _default_data() -> dict:
+    return dataclasses.asdict(EvalRunConfig().data)
+
+
 def _changed_data(data: dict) -> dict:
     """The ``--data.*`` options set to something other than their default."""
-    defaults = dataclasses.asdict(EvalRunConfig().data)
+    defaults = _default_data()
     return {k: v for k, v in data.items() if v != defaults[k]}

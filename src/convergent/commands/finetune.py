@@ -1,6 +1,7 @@
 """``convergent finetune``: classification fine-tuning of a pre-trained encoder (``--model.init``:
 an encoder or a pretrain run directory) or, without it, of a randomly initialised backbone
-(the from-scratch baseline)."""
+(the from-scratch baseline). The config and the output directory are checked
+(:mod:`convergent.validate`) before torch is imported."""
 
 from convergent.commands.parser import CommandError, Parser, error_message
 from convergent.commands.presets import ActionPreset
@@ -17,11 +18,14 @@ def parser() -> Parser:
 
 def run(args) -> int:
     from convergent.config import FinetuneConfig, from_namespace
-    from convergent.workflows.finetune import run_finetune
-    from convergent.workflows.summary import exit_status
+    from convergent.validate import check_finetune
 
     try:
         cfg = from_namespace(FinetuneConfig, args, "finetune config")
+        check_finetune(cfg)
+        from convergent.workflows.finetune import run_finetune  # torch: only once the config is good
+        from convergent.workflows.summary import exit_status
+
         summary = run_finetune(cfg)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(error_message(e)) from e

@@ -5,6 +5,7 @@ The parser is torch-free; :func:`run` loads the model.
 """
 
 from convergent.commands.parser import CommandError, Parser, error_message
+from convergent.exits import OK
 
 
 def parser() -> Parser:
@@ -39,4 +40,4 @@ def run(args) -> int:
         raise CommandError(error_message(e)) from e
     for text in texts:
         print(text)
-    return 0
+    return OK

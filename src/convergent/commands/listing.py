@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from convergent.commands.parser import Parser
+from convergent.exits import OK
 
 SECTIONS = ("backbones", "tasks", "datasets", "evaluations")
 REGISTRIES = {
@@ -54,7 +55,7 @@ def run(args) -> int:
             _print_table("evaluations", EVALUATION_COLUMNS, evaluation_rows(), tty)
         else:
             _print_names(section, registered_names(section))
-    return 0
+    return OK
 
 
 def backbone_rows() -> list[tuple[str, ...]]:

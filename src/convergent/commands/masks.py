@@ -6,6 +6,7 @@ The parser is torch-free; :func:`run` imports torch and matplotlib (Agg, no disp
 """
 
 from convergent.commands.parser import CommandError, Parser
+from convergent.exits import OK
 
 STRATEGIES = ("simmim", "random", "block")
 DEFAULTS = {
@@ -55,7 +56,7 @@ def run(args) -> int:
         title = f"{args.strategy}, {patch}-px patches, ratio {ratio}, {size} px: AvgDist {dist.mean().item():.2f}"
         save_masks_png(pixels[:SHOWN], dist[:SHOWN].tolist(), args.out, title)
         print(f"wrote {args.out}")
-    return 0
+    return OK
 
 
 def _settings(args) -> tuple[float, int, int]:

@@ -23,8 +23,9 @@ def preset_path(name: str) -> Path:
     import difflib
 
     close = difflib.get_close_matches(name, preset_names(), n=2)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    raise ValueError(f"unknown preset {name!r}{hint} (bundled: {', '.join(preset_names())})")
+    if close:
+        raise ValueError(f"unknown preset {name!r}; did you mean {' or '.join(close)}?")
+    raise ValueError(f"unknown preset {name!r}: no such YAML file, nor a bundled preset ({', '.join(preset_names())})")
 
 
 def preset_config(name: str, overrides: dict | None = None):
@@ -77,7 +78,7 @@ class ActionPreset(ActionConfigFile):
         try:
             path = preset_path(values)
         except ValueError as e:
-            parser.error(str(e))
+            parser.error(f"{option_string}: {e}")
         for key, value in self.underlay.items():  # keys no earlier option changed go back to the typed default
             if cfg.get(key) == value:
                 cfg[key] = self.base[key]

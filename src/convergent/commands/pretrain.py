@@ -8,7 +8,10 @@
 
 The parser is generated from the typed config (``convergent.config``); unknown keys are
 rejected with a suggestion. The default preset's values are the starting point; a
-``--preset``/``--config`` and then each option override them in order.
+``--preset``/``--config`` and then each option override them in order. Every value, the
+output directory and (``--resume``) the run directory are checked (:mod:`convergent.validate`)
+before torch is imported: a config error is one line within a second, and leaves no run
+directory behind.
 """
 
 from convergent.commands.parser import CommandError, Parser, error_message
@@ -45,12 +48,21 @@ def typed_defaults(cfg, keys) -> dict:
 
 
 def run(args) -> int:
-    from convergent.workflows.pretrain import config_from_namespace, run_pretrain
-    from convergent.workflows.runs import read_config
-    from convergent.workflows.summary import exit_status
+    from convergent.config import PretrainConfig, from_namespace
+    from convergent.validate import check_pretrain, check_resume_dir
 
     try:
-        cfg = read_config(args.resume) if args.resume else config_from_namespace(args)
+        if args.resume:
+            check_resume_dir(args.resume)
+            from convergent.workflows.runs import read_config
+
+            cfg = read_config(args.resume)
+        else:
+            cfg = from_namespace(PretrainConfig, args, "pretrain config")
+        check_pretrain(cfg, args.resume)
+        from convergent.workflows.pretrain import run_pretrain  # torch: only once the config is good
+        from convergent.workflows.summary import exit_status
+
         summary = run_pretrain(cfg, resume_dir=args.resume)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CommandError(error_message(e)) from e

@@ -12,6 +12,7 @@ torch-free; :func:`run` imports the data modules only when training.
 from pathlib import Path
 
 from convergent.commands.parser import CommandError, Parser, _hint, error_message
+from convergent.exits import OK
 
 KINDS = ("wordpiece", "bpe")
 SHOWN = 24
@@ -65,7 +66,7 @@ def run(args) -> int:
     print(f"sample: {sample[:200]!r}")
     print(f"tokens: {' '.join(tokens[:SHOWN])}{more}")
     print(f"ids:    {' '.join(map(str, ids[:SHOWN]))}{more}")
-    return 0
+    return OK
 
 
 def open_corpus(corpus: str, split: str, limit: int | None):

@@ -13,20 +13,31 @@ from convergent.evaluation.finetune import finetune
 from convergent.evaluation.report import format_report
 from convergent.rundir import RunDir
 from convergent.training.status import RunStopped
+from convergent.validate import check_finetune
 from convergent.workflows.assemble import build_datasets, build_encoder
-from convergent.workflows.runs import resolve_encoder, write_config
+from convergent.workflows.preflight import check_finetune_start
+from convergent.workflows.runs import resolve_encoder, started_run
 from convergent.workflows.summary import finish_stopped
 from convergent.workflows.text import prepare_text
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict:
-    """Fine-tune per ``cfg`` (a ``FinetuneConfig``); returns the summary (also ``summary.json``)."""
+    """Fine-tune per ``cfg`` (a ``FinetuneConfig``); returns the summary (also ``summary.json``).
+    The config, the output directory and the model are checked before the run directory is
+    written."""
+    check_finetune(cfg)
     if cfg.model.init:
         enc_dir, _ = resolve_encoder(cfg.model.init)
         cfg.model.init = str(enc_dir)
     run = RunDir.named(cfg.trainer.out_dir, cfg.trainer.run_name,
                        f"finetune-{'pretrained' if cfg.model.init else 'scratch'}")  # fmt: skip
-    write_config(run, cfg)
+    check_finetune_start(cfg, run)
+    with started_run(run, cfg):
+        return _finetune(cfg, run)
+
+
+def _finetune(cfg: FinetuneConfig, run: RunDir) -> dict:
+    """The run itself: data, encoder, training, test accuracy, the summary."""
     torch.manual_seed(cfg.trainer.seed)
     train_set, test_set = build_datasets(cfg)
     if test_set is None or not train_set.classes:

@@ -21,9 +21,12 @@ from convergent.rundir import RunDir
 from convergent.tasks.configs import TokenMaskingConfig
 from convergent.training.loop import Trainer
 from convergent.training.status import RunStopped
+from convergent.validate import check_pretrain
 from convergent.workflows.assemble import build_datasets, build_run_task
+from convergent.workflows.banner import banner, starting_line
 from convergent.workflows.callbacks import ReconstructionCallback
-from convergent.workflows.runs import write_config
+from convergent.workflows.preflight import check_pretrain_start
+from convergent.workflows.runs import started_run
 from convergent.workflows.summary import finish_run, finish_stopped
 from convergent.workflows.text import packed_training_set, prepare_text
 
@@ -48,11 +51,21 @@ def masks_whole_words(task_cfg: object) -> bool:
 
 def run_pretrain(cfg: PretrainConfig, resume_dir: str | Path | None = None) -> dict:
     """Run (or resume) one pre-training run; returns the summary (also in ``summary.json``),
-    whose ``status`` is ``ok``, ``failed`` or ``preempted``."""
+    whose ``status`` is ``ok``, ``failed`` or ``preempted``. The config, the output directory and
+    the model are checked first (a ``ValueError``, an ``OSError`` of the disk); the run directory
+    is written only then."""
+    check_pretrain(cfg, resume_dir)
     run = run_dir_for(cfg, resume_dir)
-    run.root.mkdir(parents=True, exist_ok=True)
-    if resume_dir is None:
-        write_config(run, cfg)
+    check_pretrain_start(cfg, run, resume=resume_dir is not None)
+    print(starting_line("pretrain", cfg, run, cfg.task.name), flush=True)  # before anything slow
+    with started_run(run, cfg if resume_dir is None else None):
+        summary = _pretrain(cfg, run, resume_dir is not None)
+    _shutdown_distributed()
+    return summary
+
+
+def _pretrain(cfg: PretrainConfig, run: RunDir, resume: bool) -> dict:
+    """The run itself: data, tokenizer, task, training, the end of the run."""
     torch.manual_seed(cfg.trainer.seed)  # weights of the backbone and heads
     train_set, test_set = build_datasets(cfg)
     tokenizer = prepare_text(cfg, run.root, train_set, test_set, encoder_dir=cfg.model.init,
@@ -66,19 +79,17 @@ def run_pretrain(cfg: PretrainConfig, resume_dir: str | Path | None = None) -> d
             packed_training_set(run.root, train_set, tokenizer, cfg.data.max_length)
         trainer.fabric.barrier()
         fit_set = packed_training_set(run.root, train_set, tokenizer, cfg.data.max_length)
+    if trainer.fabric.is_global_zero:
+        print(banner(task, train_set, test_set, trainer, cfg), flush=True)
     try:
         train_summary = trainer.fit(
-            task, fit_set, transform=build_transform(cfg.data, train=True), resume=resume_dir is not None,
-            callbacks=callbacks,
+            task, fit_set, transform=build_transform(cfg.data, train=True), resume=resume, callbacks=callbacks,
         )
     except RunStopped as stopped:
         lead = {"task": cfg.task.name, "backbone": cfg.model.backbone, "data": train_set.source}
-        resume = f"convergent pretrain --resume {run}"
-        summary = finish_stopped(stopped, run, lead, resume, rank_zero=trainer.fabric.is_global_zero)
-    else:
-        summary = finish_run(cfg, trainer, task, train_set, test_set, run, train_summary, tokenizer)
-    _shutdown_distributed()
-    return summary
+        how = f"convergent pretrain --resume {run}"
+        return finish_stopped(stopped, run, lead, how, rank_zero=trainer.fabric.is_global_zero)
+    return finish_run(cfg, trainer, task, train_set, test_set, run, train_summary, tokenizer)
 
 
 def _shutdown_distributed() -> None:

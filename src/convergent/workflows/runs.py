@@ -4,6 +4,9 @@ directory; a finished (or interrupted) run's task loaded back with the newest ch
 weights and its tokenizer (``convergent generate``, ``convergent eval zero-shot`` /
 ``retrieval`` / ``language-model``, ``convergent convert`` of a CLIP run)."""
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +28,49 @@ def write_config(run: RunDir, cfg: RunConfig, header: str = "") -> Path:
     return run.config
 
 
+@contextmanager
+def started_run(run: RunDir, cfg: RunConfig | None) -> Iterator[RunDir]:
+    """The body of a run in ``run``: writes ``cfg`` as its ``config.yaml`` first (None: a
+    resumed run, whose config is there). When the body fails before training wrote anything
+    (no metrics, no checkpoint: the data, tokenizer or model could not be built), the
+    directories this call created (the run's, and ``out_dir`` when it was new) are removed: a
+    run that never started leaves no run directory behind. An ``OSError`` that names no file
+    (a write to an open file: the metrics, TensorBoard) is raised naming the run directory."""
+    created = _first_missing(run.root)
+    if cfg is not None:
+        write_config(run, cfg)
+    try:
+        yield run
+    except BaseException as e:
+        if created is not None and not run.metrics.exists() and not run.checkpoints.exists():
+            shutil.rmtree(created, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno is not None and not e.filename:
+            raise OSError(e.errno, f"{e.strerror or e} (writing the run's files)", str(run.root)) from e
+        raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` that does not exist yet (None when ``path`` exists)."""
+    missing = None
+    for p in [path, *path.parents]:
+        if p.exists():
+            return missing
+        missing = p
+    return missing
+
+
 def read_config_dict(run: RunDir) -> dict | None:
-    """The run's ``config.yaml`` as a plain dict; None when there is none."""
+    """The run's ``config.yaml`` as a plain dict; None when there is none; a ``ValueError``
+    naming the file when it is not a YAML mapping."""
     if not run.is_run():
         return None
-    return yaml.safe_load(run.config.read_text()) or {}
+    try:
+        data = yaml.safe_load(run.config.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{run.config}: not valid YAML ({' '.join(str(e).split())})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{run.config}: expected a mapping of config sections, got {type(data).__name__}")
+    return data
 
 
 def read_config(run_dir: str | Path | RunDir) -> Any:

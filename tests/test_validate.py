@@ -1,0 +1,264 @@
+"""convergent.validate: every config value checked before anything loads, torch-free, each
+error one line naming the option as typed (with a suggestion where one exists); the output
+directory writable (faults injected: the tests run as root, so permissions cannot show it)."""
+
+import dataclasses
+import errno
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from convergent import validate
+from convergent.commands.presets import preset_config, preset_names
+from convergent.config import EvalRunConfig, FinetuneConfig, PretrainConfig, TrainerConfig
+from convergent.validate import ConfigError, Where, check_config, check_eval, check_finetune, check_pretrain
+
+
+def pretrain_cfg(tmp_path: Path, **changes) -> PretrainConfig:
+    """The default config writing under ``tmp_path``, with ``changes`` (``"data.batch_size": -4``)."""
+    cfg = PretrainConfig()
+    cfg.trainer.out_dir = str(tmp_path / "runs")
+    for key, value in changes.items():
+        *path, name = key.split(".")
+        node = cfg
+        for part in path:
+            node = getattr(node, part)
+        setattr(node, name, value)
+    return cfg
+
+
+def error_of(cfg, check=check_pretrain) -> str:
+    with pytest.raises(ConfigError) as e:
+        check(cfg)
+    message = str(e.value)
+    assert "\n" not in message
+    return message
+
+
+def test_importing_validate_imports_no_torch():
+    code = "import sys; import convergent.validate; assert 'torch' not in sys.modules, 'torch imported'"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_is_valid(name):
+    check_config(preset_config(name))
+
+
+def test_the_defaults_are_valid(tmp_path):
+    check_pretrain(pretrain_cfg(tmp_path))
+    cfg = FinetuneConfig()
+    cfg.trainer.out_dir = str(tmp_path)
+    check_finetune(cfg)
+    check_eval(EvalRunConfig())
+    assert not (tmp_path / "runs").exists()  # checking writes nothing
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"data.batch_size": -4}, "--data.batch_size must be >= 1, got -4"),
+        ({"trainer.max_steps": 0}, "--trainer.max_steps must be >= 1, got 0"),
+        ({"optim.lr": 0.0}, "--optim.lr must be > 0, got 0.0"),
+        ({"optim.warmup_steps": -1}, "--optim.warmup_steps must be >= 0, got -1"),
+        ({"optim.accumulate": 0}, "--optim.accumulate must be >= 1, got 0"),
+        ({"optim.betas": (0.9, 1.0)}, "--optim.betas must be in [0, 1), got 1.0 (in [0.9, 1.0])"),
+        ({"optim.clip_grad": -1.0}, "--optim.clip_grad must be > 0, got -1.0"),
+        ({"data.hflip": 1.5}, "--data.hflip must be in [0, 1], got 1.5"),
+        ({"data.num_workers": -1}, "--data.num_workers must be >= 0"),
+        ({"data.std": (0.5, 0.0, 0.5)}, "--data.std must be > 0, got 0.0"),
+        ({"data.max_length": 1}, "--data.max_length must be >= 2"),
+        ({"trainer.seed": -1}, "--trainer.seed must be in [0, 4294967295], got -1"),
+        ({"trainer.devices": "x"}, "--trainer.devices must be a number of devices"),
+        ({"trainer.devices": 0}, "--trainer.devices must be a number of devices"),
+        ({"trainer.nonfinite": "skp"}, "--trainer.nonfinite must be one of skip, stop, got 'skp'; did you mean 'skip'?"),
+        ({"trainer.precision": "bf16-mixd"}, "did you mean 'bf16-mixed'?"),
+        ({"trainer.strategy": "fsdpp"}, "--trainer.strategy must be one of auto, ddp, fsdp, got 'fsdpp'; did you mean 'fsdp'?"),
+        ({"trainer.accelerator": "cpus"}, "did you mean 'cpu'?"),
+        ({"eval.pooling": "mean"}, "--eval.pooling must be one of cls, avg, eos, default, got 'mean'"),
+        ({"eval.knn_k": 0}, "--eval.knn_k must be >= 1"),
+        ({"task.name": "simmmim"}, "--task.name: unknown task 'simmmim'; did you mean simmim?"),
+        ({"model.backbone": "swinv2_mirco"}, "--model.backbone: unknown backbone 'swinv2_mirco'; did you mean swinv2_micro"),
+        ({"data.name": "fashon-mnist"}, "--data.name: unknown dataset 'fashon-mnist'; did you mean fashion-mnist?"),
+        ({"data.tokenizer_kind": "wordpeice"}, "did you mean 'wordpiece'?"),
+        ({"trainer.max_steps": "abc"}, "--trainer.max_steps must be an integer, got 'abc'"),
+        ({"trainer.max_steps": True}, "--trainer.max_steps must be an integer, got True"),
+        ({"data.limit": "x"}, "--data.limit must be an integer or null, got 'x'"),
+        ({"data.scale": (0.5,)}, "--data.scale must be a list of 2 numbers, got (0.5,)"),
+        ({"eval.knn": "maybe"}, "--eval.knn must be true or false, got 'maybe'"),
+        ({"model.overrides": [1]}, "--model.overrides must be a mapping"),
+    ],
+)
+def test_one_value(tmp_path, changes, message):
+    assert message in error_of(pretrain_cfg(tmp_path, **changes))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"data.scale": (0.9, 0.5)}, "--data.scale must be [low, high] with low <= high, got [0.9, 0.5]"),
+        ({"data.mean": (0.5, 0.4)}, "--data.mean has 2 values for 3 channels (--data.in_chans)"),
+        ({"data.limit": 4}, "--data.limit 4 is less than one batch (--data.batch_size 128)"),
+        ({"data.batch_size": 10, "optim.accumulate": 4},
+         "--data.batch_size 10 cannot be split evenly over 1 process(es) x 4 accumulation step(s) (--optim.accumulate); "
+         "use a multiple of 4"),
+        ({"data.batch_size": 12, "trainer.devices": "0,1,2,3,4"}, "over 5 process(es) x 1 accumulation step(s)"),
+        ({"optim.min_lr": 0.1}, "--optim.min_lr 0.1 is above the peak --optim.lr 0.001"),
+        ({"model.overrides": {"window_sise": 4}},
+         "--model.overrides: 'window_sise' is not a field of swinv2_micro's config; did you mean 'window_size'?"),
+    ],
+)  # fmt: skip
+def test_relations_between_values(tmp_path, changes, message):
+    assert message in error_of(pretrain_cfg(tmp_path, **changes))
+
+
+def test_only_the_selected_task_section_is_checked(tmp_path):
+    cfg = pretrain_cfg(tmp_path, **{"task.mae.mask_ratio": 5.0})  # unused: the task is simmim
+    check_pretrain(cfg)
+    cfg.task.name = "mae"
+    assert "--task.mae.mask_ratio must be in [0, 1), got 5.0" in error_of(cfg)
+
+
+@pytest.mark.parametrize(
+    "task, field, value, message",
+    [
+        ("mlm", "random_prob", 0.5, "--task.mlm.random_prob 0.5 + --task.mlm.replace_prob 0.8 must be <= 1"),
+        ("vilt", "mask_ratio", 0.0, "--task.vilt.mask_ratio must be in (0, 1], got 0.0"),
+        ("data2vec", "mask_kind", "blok", "--task.data2vec.mask_kind must be one of auto, block, patch, token"),
+        ("data2vec", "target_norm", "layr", "did you mean 'layer'?"),
+        ("mocov3", "momentum", 1.0, "--task.mocov3.momentum 1 must be <= --task.mocov3.momentum_end"),
+        ("mocov3", "temperature", 0.0, "--task.mocov3.temperature must be > 0"),
+        ("clip", "text_overrides", {"vocab_sise": 9}, "--task.clip.text_overrides: 'vocab_sise' is not a field"),
+        ("clip", "text_pooling", "last", "--task.clip.text_pooling must be one of cls, avg, eos, default"),
+        ("simmim", "mask_ratio", 1.5, "--task.simmim.mask_ratio must be in [0, 1], got 1.5"),
+    ],
+)
+def test_task_sections(tmp_path, task, field, value, message):
+    cfg = pretrain_cfg(tmp_path, **{"task.name": task})
+    if task == "mocov3":
+        cfg.task.mocov3.momentum_end = 0.999
+    setattr(cfg.task.selected(), field, value)
+    assert message in error_of(cfg)
+
+
+def test_a_resumed_run_names_its_config_file(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+    cfg = pretrain_cfg(tmp_path, **{"trainer.max_steps": 0})
+    with pytest.raises(ConfigError) as e:
+        check_pretrain(cfg, resume_dir=run)
+    assert str(e.value) == f"{run / 'config.yaml'}: trainer.max_steps must be >= 1, got 0"
+
+
+def test_paths_exist_and_are_of_the_right_kind(tmp_path):
+    missing = tmp_path / "nope"
+    assert error_of(pretrain_cfg(tmp_path, **{"data.root": str(missing)})) == (
+        f"--data.root {missing}: no such file or directory")  # fmt: skip
+    assert "--data.tokenizer" in error_of(pretrain_cfg(tmp_path, **{"data.tokenizer": str(missing)}))
+    assert error_of(pretrain_cfg(tmp_path, **{"model.init": str(missing)})) == f"--model.init {missing}: no such directory"
+    (tmp_path / "file").write_text("x")
+    assert "not a directory" in error_of(pretrain_cfg(tmp_path, **{"model.init": str(tmp_path / "file")}))
+    assert "not an encoder directory (no config.json" in error_of(pretrain_cfg(tmp_path, **{"model.init": str(tmp_path)}))
+    enc = tmp_path / "run" / "encoder"
+    enc.mkdir(parents=True)
+    (enc / "config.json").write_text("{}")
+    ft = FinetuneConfig(trainer=TrainerConfig(out_dir=str(tmp_path)))
+    ft.model.init = str(tmp_path / "run")  # finetune takes a pretrain run directory too
+    check_finetune(ft)
+    assert "nor a run directory with encoder/" in error_of(pretrain_cfg(tmp_path, **{"model.init": str(tmp_path)}),
+                                                             check=lambda c: check_finetune(_as_finetune(c)))  # fmt: skip
+
+
+def _as_finetune(cfg: PretrainConfig) -> FinetuneConfig:
+    return FinetuneConfig(data=cfg.data, model=cfg.model, trainer=cfg.trainer)
+
+
+def test_resume_needs_a_run_directory(tmp_path):
+    with pytest.raises(ConfigError, match="no such directory; expected the run directory .* config.yaml"):
+        validate.check_resume_dir(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="not a run directory"):
+        validate.check_resume_dir(tmp_path)
+
+
+def test_output_that_is_a_file(tmp_path):
+    (tmp_path / "runs").write_text("x")
+    assert error_of(pretrain_cfg(tmp_path)) == f"--trainer.out_dir {tmp_path / 'runs'}: {tmp_path / 'runs'} is a file, not a directory"
+
+
+@pytest.fixture
+def read_only(tmp_path, monkeypatch) -> Path:
+    """A directory on which creating a file fails with EROFS (``os.open`` is patched: as root,
+    permissions cannot make a directory unwritable)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_open = os.open
+
+    def fake_open(path, flags, *args, **kwargs):
+        if str(path).startswith(str(ro)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    return ro
+
+
+def test_read_only_output(tmp_path, read_only):
+    cfg = pretrain_cfg(tmp_path, **{"trainer.out_dir": str(read_only / "runs")})
+    message = error_of(cfg)
+    assert message == f"--trainer.out_dir {read_only / 'runs'}: cannot write in {read_only}: Read-only file system"
+    assert list(read_only.iterdir()) == []  # nothing created, not even the probe
+
+
+def test_the_probe_leaves_nothing(tmp_path):
+    validate.probe_writable(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_new_run_refuses_an_existing_runs_checkpoints(tmp_path):
+    (tmp_path / "runs" / "r" / "checkpoints" / "step-000004").mkdir(parents=True)
+    message = error_of(pretrain_cfg(tmp_path, **{"trainer.run_name": "r"}))
+    assert message.startswith("--trainer.run_name r: ") and f"--resume {tmp_path / 'runs' / 'r'}" in message
+
+
+def test_free_space(tmp_path, monkeypatch):
+    validate.check_free_space(tmp_path, 1000, "--trainer.out_dir", "checkpoints")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1500, 1500))
+    with pytest.raises(ConfigError) as e:
+        validate.check_free_space(tmp_path / "new" / "run", 3 * 10**9, "--trainer.out_dir", "3 checkpoints")
+    assert str(e.value) == (f"--trainer.out_dir {tmp_path / 'new' / 'run'}: 1.5 kB free there, but 3 checkpoints need "
+                            "about 3.0 GB; free some space or write elsewhere")  # fmt: skip
+
+
+def test_where_names_options():
+    assert Where().option("data.batch_size") == "--data.batch_size"
+    assert str(Where("c.yaml").error("data.batch_size", " must be >= 1")) == "c.yaml: data.batch_size must be >= 1"
+
+
+def test_rules_name_existing_fields():
+    for cls, rules in validate.RULES.items():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert set(rules) <= fields, (cls.__name__, set(rules) - fields)
+
+
+def test_vocabularies_match_their_sources():
+    """The copies that keep this module torch-free are the definitions beside the torch code."""
+    from convergent.backbones.pretrained import CONFIG_NAME
+    from convergent.data.tokenizer import KINDS
+    from convergent.heads.classifier import POOLINGS
+    from convergent.tasks.data2vec import MASK_GENERATORS, NORMS
+
+    assert validate.POOLINGS == POOLINGS
+    assert set(validate.DATA2VEC_MASK_KINDS) == {"auto", *MASK_GENERATORS}
+    assert validate.DATA2VEC_NORMS == NORMS
+    assert set(validate.TOKENIZER_KINDS) == set(KINDS)
+    assert validate.ENCODER_CONFIG == CONFIG_NAME
+
+
+def test_sizes():
+    assert [validate.size(n) for n in (999, 1500, 2.5e6, 3e9, 4e15)] == ["999 B", "1.5 kB", "2.5 MB", "3.0 GB", "4000.0 TB"]
