@@ -135,3 +135,14 @@ def test_cli_diverged_run_exits_1_without_an_encoder(tmp_path):
     assert again["steps"] == summary["steps"] + 1 and again["nonfinite_steps"] == summary["nonfinite_steps"] + 1
     assert [m["step"] for m in read_metrics(run)] == list(range(1, again["steps"] + 1))
     assert again["final_loss_step"] == summary["final_loss_step"] and not (run / "encoder").exists()
+
+
+def test_cli_diverged_finetune_exits_1(tmp_path):
+    args = ["finetune", "--model.backbone", "vit_test", "--data.limit", "64", "--data.batch_size", "8",
+            "--optim.lr", "1e6", "--optim.warmup_steps", "0", "--trainer.max_steps", "8",
+            "--trainer.out_dir", str(tmp_path), "--trainer.run_name", "ft"]  # fmt: skip
+    with pytest.warns(UserWarning, match="update skipped"):
+        assert main(args) == exits.FAILED
+    summary = json.loads((tmp_path / "ft" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["reason"].startswith("diverged: ")
+    assert "test_acc" not in summary and summary["init"] == "random"
