@@ -1,5 +1,9 @@
 """Shared test helpers."""
 
+import errno
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -32,3 +36,20 @@ def assert_grads_match(ours: dict, ref: dict, tol: float = 1e-4) -> None:
         assert k in ref, f"no reference gradient for {k}"
         err = (g - ref[k]).norm() / torch.maximum(ref[k].norm(), floor)
         assert err <= tol, f"{k}: relative gradient error {err:.2e}"
+
+
+@pytest.fixture
+def read_only(tmp_path, monkeypatch) -> Path:
+    """A directory on which creating a file fails with EROFS (``os.open`` is patched: as root,
+    permissions cannot make a directory unwritable)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_open = os.open
+
+    def fake_open(path, flags, *args, **kwargs):
+        if str(path).startswith(str(ro)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    return ro

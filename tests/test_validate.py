@@ -3,8 +3,6 @@ error one line naming the option as typed (with a suggestion where one exists); 
 directory writable (faults injected: the tests run as root, so permissions cannot show it)."""
 
 import dataclasses
-import errno
-import os
 import shutil
 import subprocess
 import sys
@@ -189,23 +187,6 @@ def test_resume_needs_a_run_directory(tmp_path):
 def test_output_that_is_a_file(tmp_path):
     (tmp_path / "runs").write_text("x")
     assert error_of(pretrain_cfg(tmp_path)) == f"--trainer.out_dir {tmp_path / 'runs'}: {tmp_path / 'runs'} is a file, not a directory"
-
-
-@pytest.fixture
-def read_only(tmp_path, monkeypatch) -> Path:
-    """A directory on which creating a file fails with EROFS (``os.open`` is patched: as root,
-    permissions cannot make a directory unwritable)."""
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    real_open = os.open
-
-    def fake_open(path, flags, *args, **kwargs):
-        if str(path).startswith(str(ro)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", fake_open)
-    return ro
 
 
 def test_read_only_output(tmp_path, read_only):

@@ -4,9 +4,7 @@ can be, and a run that never started leaves no run directory; a failed checkpoin
 previous one ``latest`` and the run resumable. Faults are injected (the tests run as root:
 permissions cannot make a directory read-only)."""
 
-import errno
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -170,22 +168,6 @@ def test_a_late_config_error_removes_the_run_directory(tmp_path, capsys):
 
 
 # --- I/O faults: in-process, injected -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def read_only(tmp_path, monkeypatch) -> Path:
-    """A directory where creating a file fails with EROFS (``os.open`` is patched)."""
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    real_open = os.open
-
-    def fake_open(path, flags, *args, **kwargs):
-        if str(path).startswith(str(ro)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", fake_open)
-    return ro
 
 
 def test_read_only_output(read_only, capsys):
