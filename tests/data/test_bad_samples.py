@@ -259,6 +259,9 @@ def test_verify_finds_truncated_and_oversized_images_when_built(tmp_path, bomb, 
     assert "verified 9 images" in capsys.readouterr().out and ds.source.startswith("image-folder train: 6 images")
     assert all(ds[i]["skipped"] == [] for i in range(len(ds)))  # nothing left to find
     assert ds.skips.total == 3 and (BOMB_SIDE, BOMB_SIDE) not in loads
+    # a flat folder (no split folders): the test split reads train's images and is not verified again
+    test = registry.build_dataset("image-folder", "test", root=str(root), verify=True)
+    assert not test.heldout and "verified" not in capsys.readouterr().out
 
 
 def test_verify_pairs_from_files(tmp_path, bomb):

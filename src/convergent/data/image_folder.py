@@ -212,8 +212,8 @@ def build(split: str, root=None, img_size: int = 32, in_chans: int = 3, limit: i
     where = f"({kind}) from {folder}{note}"
     dataset = ImageFolder(paths, labels, names, skipped, img_size, in_chans,
                           f"image-folder {split}: {len(paths)} images {where}", max_image_pixels)  # fmt: skip
-    if verify:  # the unreadable images dropped now, so the count says what is read
-        verify_images(dataset, "unreadable")
-        dataset.source = f"image-folder {split}: {len(dataset)} images {where}"
     dataset.heldout = folder != root  # False: every split reads the same images (no split folders)
+    if verify and (dataset.heldout or split == "train"):  # not twice: a split without its folder is train's images
+        verify_images(dataset, "unreadable")  # the unreadable images dropped now, so the count says what is read
+        dataset.source = f"image-folder {split}: {len(dataset)} images {where}"
     return dataset
