@@ -208,3 +208,16 @@ def test_grad_checkpointing_same_grads():
     assert plain.keys() == checkpointed.keys() and len(plain) > 10
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-6, atol=1e-7)
+
+
+def test_config_files_with_the_old_pooling_name_still_load(tmp_path):
+    """config.json written before the one pooling vocabulary says global_pool 'token': read as 'cls'."""
+    model = build_backbone("vit_test").eval()
+    model.save_pretrained(tmp_path / "vit")
+    cfg_file = tmp_path / "vit" / "config.json"
+    cfg_file.write_text(cfg_file.read_text().replace('"global_pool": "cls"', '"global_pool": "token"'))
+    assert '"token"' in cfg_file.read_text()
+    again = VisionTransformer.from_pretrained(tmp_path / "vit")
+    assert again.config.global_pool == "cls"
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(again.pooled(again(x)), model.pooled(model(x)))
