@@ -46,6 +46,7 @@ from typing import Any
 
 from convergent.backbones.configs import replace_config
 from convergent.backbones.registry import backbone_config
+from convergent.choices import DATA2VEC_MASK_KINDS, ENCODER_CONFIG, POOLINGS, TARGET_NORMS, TOKENIZER_KINDS
 from convergent.config import (
     DataConfig,
     EvalConfig,
@@ -73,16 +74,6 @@ from convergent.tasks.configs import (
 )
 from convergent.tasks.registry import TaskConfig, task_field
 
-POOLINGS = ("cls", "avg", "eos", "default")
-"""``convergent.heads.classifier.POOLINGS``."""
-DATA2VEC_MASK_KINDS = ("auto", "block", "patch", "token")
-"""'auto' and the keys of ``convergent.tasks.data2vec.MASK_GENERATORS``."""
-DATA2VEC_NORMS = ("layer", "instance", "none")
-"""``convergent.tasks.data2vec.NORMS``."""
-TOKENIZER_KINDS = ("wordpiece", "bpe")
-"""``convergent.data.tokenizer.KINDS``."""
-ENCODER_CONFIG = "config.json"
-"""``convergent.backbones.pretrained.CONFIG_NAME``: what makes a directory an encoder directory."""
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
 STRATEGIES = ("auto", "ddp", "fsdp")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "32", "16", "bf16", "64")
@@ -260,8 +251,8 @@ RULES: dict[type, dict[str, Any]] = {
     },
     CausalLMConfig: {"label_smoothing": Range(0, 1, hi_open=True)},
     Data2VecConfig: {
-        "mask_kind": OneOf(DATA2VEC_MASK_KINDS), "mask_ratio": Range(0, 1, lo_open=True), "top_k_layers": AT_LEAST_1,
-        "target_norm": OneOf(DATA2VEC_NORMS), "final_norm": OneOf(DATA2VEC_NORMS), "loss_beta": NON_NEGATIVE,
+        "mask_kind": OneOf(("auto", *DATA2VEC_MASK_KINDS)), "mask_ratio": Range(0, 1, lo_open=True), "top_k_layers": AT_LEAST_1,
+        "target_norm": OneOf(TARGET_NORMS), "final_norm": OneOf(TARGET_NORMS), "loss_beta": NON_NEGATIVE,
         "ema_decay": PROBABILITY, "ema_end_decay": PROBABILITY, "ema_anneal_end_step": NON_NEGATIVE,
     },
     MoCoV3Config: {

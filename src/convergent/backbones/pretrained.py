@@ -7,8 +7,9 @@ from safetensors.torch import load_file, save_file
 
 from convergent.backbones.configs import config_from_dict, config_to_dict, replace_config
 from convergent.backbones.registry import model_class
+from convergent.choices import ENCODER_CONFIG
 
-CONFIG_NAME = "config.json"
+CONFIG_NAME = ENCODER_CONFIG
 WEIGHTS_NAME = "model.safetensors"
 
 

@@ -11,10 +11,10 @@ torch-free; :func:`run` imports the data modules only when training.
 
 from pathlib import Path
 
+from convergent.choices import TOKENIZER_KINDS as KINDS
 from convergent.commands.parser import CommandError, Parser, _hint, error_message
 from convergent.exits import OK
 
-KINDS = ("wordpiece", "bpe")
 SHOWN = 24
 """Tokens of the sample encoding printed."""
 

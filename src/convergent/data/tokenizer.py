@@ -30,7 +30,9 @@ import tokenizers
 import torch
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-KINDS = ("wordpiece", "bpe")
+from convergent.choices import TOKENIZER_KINDS
+
+KINDS = TOKENIZER_KINDS
 ROLES = ("pad", "unk", "cls", "sep", "mask")
 """Special-token roles, in id order (pad = 0). ``bos``/``eos`` are ``cls``/``sep``."""
 SPECIALS = {

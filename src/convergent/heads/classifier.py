@@ -12,12 +12,10 @@ pre-trained backbone.
 import torch
 from torch import nn
 
+from convergent.choices import POOLINGS
 from convergent.layers.linear import Linear
 
-POOLINGS = ("cls", "avg", "eos", "default")
-"""The one pooling vocabulary (fine-tuning, probes, CLIP's towers, ViT's ``global_pool``):
-'cls' the first token, 'avg' the mean of the non-prefix (real) tokens, 'eos' the last real
-token (text), 'default' the backbone's own ``pooled``."""
+# POOLINGS (convergent.choices) is the one pooling vocabulary: fine-tuning, probes, CLIP's towers.
 
 
 def has_class_token(backbone: nn.Module) -> bool:

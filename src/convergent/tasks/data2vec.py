@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convergent.backbones.protocol import backbone_inputs
+from convergent.choices import TARGET_NORMS
 from convergent.layers import init_linear_norm_
 from convergent.layers.linear import Linear
 from convergent.losses.regression import masked_smooth_l1
@@ -53,7 +54,7 @@ from convergent.tasks.base import Task
 from convergent.tasks.configs import Data2VecConfig
 from convergent.tasks.teacher import ema_update_, frozen_copy, linear_momentum
 
-NORMS = ("layer", "instance", "none")
+NORMS = TARGET_NORMS
 NORM_EPS = 1e-5  # F.layer_norm / F.instance_norm's default, as fairseq
 BEIT_MIN_BLOCK, BEIT_GRID_AREA = 16, 196  # BEiT / data2vec vision: blocks of >= 16 patches of 14x14
 

@@ -10,12 +10,11 @@ checkpoint; ``convergent pretrain --resume RUN_DIR`` continues it), with the ``r
 """
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from convergent.config import PretrainConfig, from_namespace
+from convergent.config import PretrainConfig
 from convergent.data.transforms import build_transform
 from convergent.rundir import RunDir
 from convergent.tasks.configs import TokenMaskingConfig
@@ -29,11 +28,6 @@ from convergent.workflows.preflight import check_pretrain_start
 from convergent.workflows.runs import started_run
 from convergent.workflows.summary import finish_run, finish_stopped
 from convergent.workflows.text import packed_training_set, prepare_text
-
-
-def config_from_namespace(ns: Any) -> PretrainConfig:
-    """The typed :class:`PretrainConfig` from the CLI's parsed namespace."""
-    return from_namespace(PretrainConfig, ns, "pretrain config")
 
 
 def run_dir_for(cfg: PretrainConfig, resume_dir: str | Path | None) -> RunDir:

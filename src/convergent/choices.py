@@ -1,0 +1,15 @@
+"""The closed vocabularies that configs name and code reads, defined once (torch-free, imports
+nothing, so every layer may use it: the torch-free config validation as well as the modules
+that act on the choice)."""
+
+POOLINGS = ("cls", "avg", "eos", "default")
+"""How tokens become one vector: 'cls' the first token, 'avg' the mean of the non-prefix (real)
+tokens, 'eos' the last real token (text), 'default' the backbone's own ``pooled``."""
+TARGET_NORMS = ("layer", "instance", "none")
+"""data2vec's normalisations of teacher block outputs and of their average."""
+DATA2VEC_MASK_KINDS = ("block", "patch", "token")
+"""data2vec's mask generators (``Data2VecConfig.mask_kind`` also takes 'auto')."""
+TOKENIZER_KINDS = ("wordpiece", "bpe")
+"""Tokenizers a run trains: WordPiece (BERT) or byte-level BPE (GPT)."""
+ENCODER_CONFIG = "config.json"
+"""The config file ``save_pretrained`` writes: what makes a directory an encoder directory."""
