@@ -50,7 +50,7 @@ class StopSignals:
     def _handle(self, signum: int, frame) -> None:
         self.received = signum
         self._restore()  # a second signal stops at once
-        name = signal.Signals(signum).name
+        name = signal_name(signum)
         os.write(2, f"\n{name} received: stopping after this step and saving a checkpoint "
                     f"(send {name} again to stop at once, without one)\n".encode())  # fmt: skip
 
