@@ -1,0 +1,286 @@
+"""The claims suite: the seeds' claims, each measured at small scale on real data, with a
+verdict *holds* / *does not hold at this scale*.
+
+    python benchmarks/claims.py [--out runs/claims] [--claims mim-finetune ...]
+    python benchmarks/claims.py --accelerator cuda --precision bf16-mixed      # on a GPU
+    python benchmarks/claims.py --list                                          # what it would run
+
+Every experiment is a preset at its default budget (``convergent pretrain --preset NAME``,
+seed 0), the same probes of that preset's backbone with random weights (the floor), or a
+fine-tuning with one fixed budget (:class:`claims_runs.Settings`) on 1 % or 10 % of the labels.
+Data (``../shared/DATA.md``): the full Fashion-MNIST (probes: kNN k = 20 and a linear probe
+on 10,000 labelled training images, tested on all 10,000 test images), WordNet 3.0 glosses
+(part of speech of held-out glosses) and the emoji pairs of the npm package (zero-shot
+category and retrieval on the held-out emoji). The bundled subsets are refused.
+
+Results: ``OUT/results.json`` (each experiment, saved as it finishes; a rerun skips finished
+ones, so a killed suite resumes), ``OUT/claims.json`` and ``OUT/claims.md`` (numbers and
+verdicts), ``OUT/<claim>.png`` (one plot per claim).
+
+A difference counts when it exceeds twice its standard error (two independent binomial
+accuracies on the test set, ``sqrt(p1 q1 / n + p2 q2 / n)``); a claim holds when every
+comparison it makes counts in the claimed direction.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from claims_runs import EXPERIMENTS, FRACTIONS, PRETRAIN, Settings, run_experiment  # noqa: E402
+
+
+@dataclass
+class Comparison:
+    """``a`` beats ``b`` (or exceeds a chance level) — one row of a claim's table."""
+
+    label: str
+    a: float
+    b: float
+    n: int | None = None
+    """Test samples behind the accuracies (None: no noise estimate, e.g. a chance level)."""
+    factor: float = 1.0
+    """``a`` must exceed ``factor · b`` (retrieval: ten times chance)."""
+
+    @property
+    def margin(self) -> float:
+        """Twice the standard error of ``a - b`` (0 without ``n``)."""
+        if not self.n:
+            return 0.0
+        return 2 * math.sqrt(self.a * (1 - self.a) / self.n + self.b * (1 - self.b) / self.n)
+
+    @property
+    def holds(self) -> bool:
+        return self.a - self.factor * self.b > self.margin
+
+
+@dataclass
+class Verdict:
+    comparisons: list[Comparison]
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def holds(self) -> bool:
+        return bool(self.comparisons) and all(c.holds for c in self.comparisons)
+
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    statement: str
+    needs: tuple[str, ...]
+    judge: Callable[[dict], Verdict]
+
+
+def _acc(r: dict, name: str, key: str) -> float:
+    return r[name][key]
+
+
+def _n(r: dict, name: str) -> int:
+    return r[name]["n_test"]
+
+
+def _ft(name: str, f: float) -> str:
+    return f"finetune:{name}:{f:g}"
+
+
+def judge_mim_finetune(r: dict) -> Verdict:
+    rows, gains = [], {}
+    for m in ("simmim", "mae"):
+        for f in FRACTIONS:
+            a, b = _acc(r, _ft(m, f), "test_acc"), _acc(r, _ft(f"random:{m}", f), "test_acc")
+            rows.append(Comparison(f"{m} vs random {r[_ft(m, f)]['backbone']}, fine-tuned on {f:.0%} of labels",
+                                   a, b, _n(r, _ft(m, f))))  # fmt: skip
+            gains[(m, f)] = a - b
+    lo, hi = min(FRACTIONS), max(FRACTIONS)
+    most = {m: gains[(m, lo)] > gains[(m, hi)] for m in ("simmim", "mae")}
+    note = "; ".join(f"{m}: gain {100 * gains[(m, lo)]:+.2f} pts at {lo:.0%} vs {100 * gains[(m, hi)]:+.2f} at "
+                     f"{hi:.0%} ({'larger' if most[m] else 'not larger'} with fewer labels)" for m in most)  # fmt: skip
+    return Verdict(rows, note, {"helps_most_with_few_labels": all(most.values())})
+
+
+def judge_data2vec(r: dict) -> Verdict:
+    rows = []
+    for name in ("data2vec-image", "data2vec-text"):
+        for key, label in (("knn_acc", "kNN"), ("linear_probe_acc", "linear probe")):
+            rows.append(Comparison(f"{name} vs random {r[name]['backbone']}, {label}", _acc(r, name, key),
+                                   _acc(r, f"random:{name}", key), _n(r, name)))  # fmt: skip
+    return Verdict(rows)
+
+
+def judge_contrastive_vs_mim(r: dict) -> Verdict:
+    rows = []
+    for c in ("mocov3", "simclr"):
+        rows.append(Comparison(f"linear probe: {c} vs mae", _acc(r, c, "linear_probe_acc"),
+                               _acc(r, "mae", "linear_probe_acc"), _n(r, c)))  # fmt: skip
+    f = max(FRACTIONS)
+    for c in ("mocov3", "simclr"):
+        rows.append(Comparison(f"fine-tuned on {f:.0%}: mae vs {c}", _acc(r, _ft("mae", f), "test_acc"),
+                               _acc(r, _ft(c, f), "test_acc"), _n(r, _ft(c, f))))  # fmt: skip
+    note = ("all on vit_micro; SimMIM (Swin V2) is not in the paired comparison because its backbone differs: "
+            f"linear probe {100 * r['simmim']['linear_probe_acc']:.2f} %, fine-tuned on {f:.0%} "
+            f"{100 * r[_ft('simmim', f)]['test_acc']:.2f} %")  # fmt: skip
+    return Verdict(rows, note)
+
+
+def judge_text(r: dict) -> Verdict:
+    rows = []
+    for name in ("mlm", "simcse"):
+        for key, label in (("knn_acc", "kNN"), ("linear_probe_acc", "linear probe")):
+            rows.append(Comparison(f"{name} vs random {r[name]['backbone']}, {label}", _acc(r, name, key),
+                                   _acc(r, f"random:{name}", key), _n(r, name)))  # fmt: skip
+    return Verdict(rows)
+
+
+def judge_image_text(r: dict) -> Verdict:
+    rows = []
+    for name in ("clip", "siglip"):
+        x = r[name]
+        rows.append(Comparison(f"{name}: zero-shot category top-1 vs chance", x["zero_shot_acc"], x["chance"],
+                               x["num_images"]))  # fmt: skip
+        for d in ("i2t", "t2i"):
+            rows.append(Comparison(f"{name}: {d} R@1 vs 10 x chance", x[f"{d}_R@1"], x[f"chance_{d}_R@1"], factor=10))
+    return Verdict(rows, "chance levels are exact (1 / classes; the expected recall of a random ranking)")
+
+
+CLAIMS = [
+    Claim("mim-finetune", "Masked image modelling (SimMIM, MAE) improves fine-tuning over random initialisation at an "
+          "equal fine-tuning budget, and helps most when labels are few (1 % and 10 % of the labels)",
+          tuple(_ft(p, f) for m in ("simmim", "mae") for p in (m, f"random:{m}") for f in FRACTIONS),
+          judge_mim_finetune),
+    Claim("data2vec", "One data2vec objective improves both an image and a text encoder over random initialisation "
+          "(frozen kNN and linear probe)",
+          ("data2vec-image", "random:data2vec-image", "data2vec-text", "random:data2vec-text"), judge_data2vec),
+    Claim("contrastive-vs-mim", "Contrastive encoders (MoCo v3, SimCLR) have the better linear probe, masked-modelling "
+          "encoders (MAE) the better fine-tuning",
+          ("mae", "mocov3", "simclr", "simmim", *(_ft(m, max(FRACTIONS)) for m in ("mae", "mocov3", "simclr", "simmim"))),
+          judge_contrastive_vs_mim),
+    Claim("text", "MLM and SimCSE text encoders beat a random encoder on a held-out text task (part of speech of "
+          "WordNet glosses)", ("mlm", "random:mlm", "simcse", "random:simcse"), judge_text),
+    Claim("image-text", "CLIP and SigLIP: zero-shot classification and retrieval far above chance on held-out pairs",
+          ("clip", "siglip"), judge_image_text),
+]  # fmt: skip
+FLOOR_TABLE = tuple(n for n in PRETRAIN if n not in ("clip", "siglip"))
+"""Presets in the per-objective table against their random floors."""
+
+
+def needed(claims: list[Claim], floors: bool) -> list[str]:
+    """Experiments to run, in a stable order (pre-training before the fine-tunings that start from it)."""
+    names = [n for c in claims for n in c.needs]
+    if floors:
+        names += [x for n in FLOOR_TABLE for x in (n, f"random:{n}")]
+    order = {k: i for i, k in enumerate(EXPERIMENTS)}
+    return sorted(set(names), key=lambda n: (EXPERIMENTS[n].kind == "finetune", order[n]))
+
+
+def pct(v: float) -> str:
+    return f"{100 * v:.2f} %"
+
+
+def claim_markdown(c: Claim, v: Verdict) -> str:
+    lines = [f"### {c.name}: {'holds' if v.holds else 'does not hold at this scale'}", "", c.statement, "",
+             "| comparison | a | b | a − b | needed | counts |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for x in v.comparisons:
+        need = f"> {x.factor:g} × b" if x.factor != 1 else (f"> {100 * x.margin:.2f} pts (2 SE)" if x.n else "> 0")
+        lines.append(f"| {x.label} | {pct(x.a)} | {pct(x.b)} | {100 * (x.a - x.b):+.2f} pts | {need} | "
+                     f"{'yes' if x.holds else 'no'} |")  # fmt: skip
+    if v.note:
+        lines += ["", v.note]
+    for k, val in v.extra.items():
+        lines += ["", f"{k.replace('_', ' ')}: {'holds' if val else 'does not hold at this scale'}"]
+    return "\n".join(lines)
+
+
+def floor_markdown(results: dict) -> str:
+    lines = ["| preset | backbone | steps × batch | kNN | random kNN | linear probe | random linear probe | above both |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for n in FLOOR_TABLE:
+        if n not in results or f"random:{n}" not in results:
+            continue
+        p, q = results[n], results[f"random:{n}"]
+        above = p["knn_acc"] > q["knn_acc"] and p["linear_probe_acc"] > q["linear_probe_acc"]
+        lines.append(f"| `{p['preset']}` | `{p['backbone']}` | {p['steps']} × {p['batch_size']} | {pct(p['knn_acc'])} | "
+                     f"{pct(q['knn_acc'])} | {pct(p['linear_probe_acc'])} | {pct(q['linear_probe_acc'])} | "
+                     f"{'yes' if above else '**no**'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(c: Claim, v: Verdict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(v.comparisons) + 1.2))
+    y = range(len(v.comparisons))
+    ax.barh([i + 0.2 for i in y], [100 * x.a for x in v.comparisons], height=0.4, label="a", color="tab:blue")
+    ax.barh([i - 0.2 for i in y], [100 * x.b * x.factor for x in v.comparisons], height=0.4,
+            label="b (× factor)", color="tab:gray")  # fmt: skip
+    ax.set_yticks(list(y), [x.label for x in v.comparisons], fontsize=7)
+    ax.set_xlabel("accuracy / recall (%)")
+    ax.set_title(f"{c.name}: {'holds' if v.holds else 'does not hold at this scale'}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/claims", help="Output directory (runs and results inside it).")
+    p.add_argument("--claims", nargs="+", choices=[c.name for c in CLAIMS], default=[c.name for c in CLAIMS])
+    p.add_argument("--no-floors", dest="floors", action="store_false",
+                   help="Skip the per-objective table of every preset against its random floor.")  # fmt: skip
+    p.add_argument("--accelerator", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on a GPU")
+    p.add_argument("--list", action="store_true", help="Print the experiments it would run and stop.")
+    a = p.parse_args()
+    claims = [c for c in CLAIMS if c.name in a.claims]
+    names = needed(claims, a.floors)
+    out = Path(a.out)
+    path = out / "results.json"
+    saved = json.loads(path.read_text()) if path.exists() else {"experiments": {}}
+    results = saved["experiments"]
+    if a.list:
+        for n in names:
+            print(f"{'done' if n in results else 'todo'}  {n}  ({EXPERIMENTS[n].kind} {EXPERIMENTS[n].preset})")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    settings = Settings(out, a.accelerator, a.precision)
+    machine = f"{platform.machine()} {platform.processor() or ''}".strip() + f", accelerator {a.accelerator}"
+    for i, n in enumerate(names, 1):
+        if n in results:
+            continue
+        print(f"[claims {i}/{len(names)}] {n}", flush=True)
+        results[n] = {**run_experiment(n, settings), "date": datetime.date.today().isoformat(), "machine": machine}
+        path.write_text(json.dumps({"experiments": results}, indent=2) + "\n")
+    report(claims, results, out, a.floors)
+
+
+def report(claims: list[Claim], results: dict, out: Path, floors: bool) -> None:
+    """Write claims.json, claims.md and one plot per claim; print the Markdown."""
+    verdicts = {c.name: c.judge(results) for c in claims}
+    parts = [claim_markdown(c, verdicts[c.name]) for c in claims]
+    if floors:
+        parts.append("### Every preset against its random floor\n\n" + floor_markdown(results))
+    md = "\n\n".join(parts) + "\n"
+    (out / "claims.md").write_text(md)
+    blob = {c.name: {"statement": c.statement, "holds": verdicts[c.name].holds, "note": verdicts[c.name].note,
+                     **verdicts[c.name].extra,
+                     "comparisons": [{**x.__dict__, "margin": x.margin, "holds": x.holds}
+                                     for x in verdicts[c.name].comparisons]} for c in claims}  # fmt: skip
+    (out / "claims.json").write_text(json.dumps(blob, indent=2) + "\n")
+    for c in claims:
+        plot(c, verdicts[c.name], out / f"{c.name}.png")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

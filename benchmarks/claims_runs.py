@@ -1,0 +1,177 @@
+"""The experiments of the claims suite (``benchmarks/claims.py``): each one a preset run at its
+default budget, a randomly initialised floor, or a fine-tuning on a fraction of the labels,
+returning a flat dict of measured numbers. Only this module trains; ``claims.py`` decides.
+
+An experiment is named and declared once in :data:`EXPERIMENTS`; ``claims.py`` runs those its
+claims need, in order, and saves each result as it finishes (a rerun skips them).
+"""
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from convergent.commands.presets import preset_config
+from convergent.config import FinetuneConfig, OptimConfig
+
+
+@dataclass(frozen=True)
+class Experiment:
+    kind: str
+    """'pretrain' (the preset at its default budget, then its end-of-run probes), 'random' (the
+    same probes of the preset's backbone with random weights) or 'finetune'."""
+    preset: str
+    """The preset whose data, backbone and (pretrain) objective and budget the experiment uses."""
+    init: str | None = None
+    """finetune: the pretrain experiment whose encoder starts it (None: random weights)."""
+    fraction: float = 1.0
+    """finetune: the share of the labelled training split used (a prefix; the Fashion-MNIST
+    files are shuffled, so a prefix is close to class-balanced)."""
+    image_text: bool = False
+    """pretrain: also zero-shot classification and retrieval on the held-out pairs."""
+
+
+PRETRAIN = {  # experiment name: preset
+    "simmim": "simmim-swinv2-fmnist",
+    "mae": "mae-vit-fmnist",
+    "data2vec-image": "data2vec-vit-fmnist",
+    "mocov3": "mocov3-vit-fmnist",
+    "simclr": "simclr-vit-fmnist",
+    "mlm": "mlm-bert-wordnet",
+    "causal-lm": "causal-lm-wordnet",
+    "data2vec-text": "data2vec-text-wordnet",
+    "simcse": "simcse-bert-wordnet",
+    "clip": "clip-vit-emoji",
+    "siglip": "siglip-vit-emoji",
+}
+FRACTIONS = (0.01, 0.1)
+"""Label fractions of the fine-tuning experiments (1 % and 10 % of the 60,000 images)."""
+FINETUNED = ("simmim", "mae", "mocov3", "simclr")
+"""Pre-trained encoders fine-tuned (with the random encoder of each backbone beside them)."""
+
+
+def _experiments() -> dict[str, Experiment]:
+    out = {}
+    for name, preset in PRETRAIN.items():
+        out[name] = Experiment("pretrain", preset, image_text=name in ("clip", "siglip"))
+        if name not in ("clip", "siglip"):
+            out[f"random:{name}"] = Experiment("random", preset)
+    for name in FINETUNED:
+        for f in FRACTIONS:
+            out[f"finetune:{name}:{f:g}"] = Experiment("finetune", PRETRAIN[name], init=name, fraction=f)
+            out[f"finetune:random:{name}:{f:g}"] = Experiment("finetune", PRETRAIN[name], init=None, fraction=f)
+    return out
+
+
+EXPERIMENTS = _experiments()
+
+
+@dataclass
+class Settings:
+    """How every experiment of one suite run trains (shared, so results are comparable)."""
+
+    out: Path
+    accelerator: str = "cpu"
+    precision: str = "32-true"
+    finetune_steps: int = 200
+    finetune_batch: int = 64
+    finetune_lr: float = 1e-3
+    finetune_layer_decay: float = 0.75
+    seed: int = 0
+
+
+def _pretrain_config(name: str, e: Experiment, s: Settings):
+    steps = preset_config(e.preset).trainer.max_steps
+    return preset_config(e.preset, {
+        "trainer": {"out_dir": str(s.out / "runs"), "run_name": name.replace(":", "-"), "accelerator": s.accelerator,
+                    "precision": s.precision, "seed": s.seed, "checkpoint_every": max(steps // 4, 1), "log_every": 50},
+    })  # fmt: skip
+
+
+def run_experiment(name: str, s: Settings) -> dict:
+    """Run experiment ``name`` with settings ``s``; its measured numbers (and ``wall_s``)."""
+    e = EXPERIMENTS[name]
+    t = time.perf_counter()
+    result = {"pretrain": _pretrain, "random": _random, "finetune": _finetune}[e.kind](name, e, s)
+    return {**result, "preset": e.preset, "wall_s": round(time.perf_counter() - t, 1)}
+
+
+PROBE_KEYS = ("knn_acc", "linear_probe_acc")
+
+
+def _pretrain(name: str, e: Experiment, s: Settings) -> dict:
+    from convergent.workflows.evaluate import run_on_run
+    from convergent.workflows.pretrain import run_pretrain
+
+    cfg = _pretrain_config(name, e, s)
+    summary = run_pretrain(cfg)
+    if summary.get("status", "ok") != "ok":
+        raise RuntimeError(f"pre-training {name} ended {summary.get('status')}: {summary.get('reason')}")
+    _require_real_data(name, summary.get("data", ""))
+    out = {k: summary[k] for k in (*PROBE_KEYS, "final_loss", "data") if k in summary}
+    out.update(backbone=cfg.model.backbone, steps=cfg.trainer.max_steps, batch_size=cfg.data.batch_size,
+               n_test=_test_size(cfg))  # fmt: skip
+    if e.image_text:
+        run_dir = s.out / "runs" / cfg.trainer.run_name
+        zs = run_on_run("zero-shot", run_dir)
+        rt = run_on_run("retrieval", run_dir)
+        out.update({k: zs[k] for k in ("zero_shot_acc", "zero_shot_mean_per_class_acc", "chance", "num_images")})
+        out.update({k: v for k, v in rt.items() if "R@" in k or k in ("mean_recall", "num_texts")})
+    return out
+
+
+def _random(name: str, e: Experiment, s: Settings) -> dict:
+    import torch
+
+    from convergent.workflows.assemble import build_datasets, build_encoder
+    from convergent.workflows.evaluate import evaluate_encoder
+    from convergent.workflows.text import prepare_text
+
+    cfg = _pretrain_config(name, e, s)
+    torch.manual_seed(cfg.trainer.seed)
+    train_set, test_set = build_datasets(cfg)
+    _require_real_data(name, train_set.source)
+    tokenizer = prepare_text(cfg, None, train_set, test_set)
+    r = evaluate_encoder(cfg, build_encoder(cfg, tokenizer), train_set, test_set, tokenizer)
+    return {**{k: r[k] for k in PROBE_KEYS}, "backbone": cfg.model.backbone, "n_test": len(test_set)}
+
+
+def _finetune(name: str, e: Experiment, s: Settings) -> dict:
+    from convergent.workflows.finetune import run_finetune
+
+    pre = _pretrain_config(name, e, s)
+    train_size = _train_size(pre)
+    cfg = FinetuneConfig()
+    cfg.data = dataclasses.replace(pre.data, limit=max(round(e.fraction * train_size), s.finetune_batch),
+                                   batch_size=s.finetune_batch)  # fmt: skip
+    init = None if e.init is None else str(s.out / "runs" / e.init / "encoder")
+    cfg.model = dataclasses.replace(pre.model, init=init)
+    cfg.optim = OptimConfig(lr=s.finetune_lr, warmup_steps=max(s.finetune_steps // 10, 1), weight_decay=0.05,
+                            layer_decay=s.finetune_layer_decay)  # fmt: skip
+    cfg.trainer = dataclasses.replace(pre.trainer, max_steps=s.finetune_steps, checkpoint_every=s.finetune_steps)
+    summary = run_finetune(cfg)
+    if summary.get("status", "ok") != "ok":
+        raise RuntimeError(f"fine-tuning {name} ended {summary.get('status')}: {summary.get('reason')}")
+    return {"test_acc": summary["test_acc"], "labels": cfg.data.limit, "steps": s.finetune_steps,
+            "backbone": pre.model.backbone, "n_test": _test_size(pre)}  # fmt: skip
+
+
+def _require_real_data(name: str, source: str) -> None:
+    if "bundled" in str(source):
+        raise SystemExit(
+            f"{name}: the data is the bundled subset ({source}); the claims need the real data sets of "
+            "../shared/DATA.md: apt-get install dataset-fashion-mnist wordnet-base; "
+            "python -m convergent.data.builtin.emoji fetch"
+        )
+
+
+def _test_size(cfg) -> int:
+    from convergent.workflows.assemble import build_datasets
+
+    return len(build_datasets(cfg)[1])
+
+
+def _train_size(cfg) -> int:
+    from convergent.workflows.assemble import build_datasets
+
+    return len(build_datasets(cfg)[0])

@@ -1,0 +1,83 @@
+"""benchmarks/claims.py: verdicts follow the numbers (both ways), the experiments needed come in
+a runnable order, and a rerun skips finished experiments."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import claims  # noqa: E402
+import claims_runs  # noqa: E402
+
+
+def test_comparison_counts_only_beyond_two_standard_errors():
+    close = claims.Comparison("x", 0.705, 0.700, n=10_000)  # SE of the difference ~0.65 pts
+    far = claims.Comparison("x", 0.730, 0.700, n=10_000)
+    assert close.margin == pytest.approx(2 * ((0.705 * 0.295 + 0.7 * 0.3) / 10_000) ** 0.5)
+    assert not close.holds and far.holds
+    assert not claims.Comparison("x", 0.69, 0.70, n=10_000).holds
+    assert claims.Comparison("recall", 0.05, 0.004, factor=10).holds
+    assert not claims.Comparison("recall", 0.03, 0.004, factor=10).holds
+
+
+def _probe(knn: float, lp: float, n: int = 10_000, backbone: str = "vit_micro") -> dict:
+    return {"knn_acc": knn, "linear_probe_acc": lp, "n_test": n, "backbone": backbone, "preset": "p", "steps": 1,
+            "batch_size": 1}  # fmt: skip
+
+
+def test_data2vec_claim_needs_both_modalities_above_their_floors():
+    r = {"data2vec-image": _probe(0.80, 0.82), "random:data2vec-image": _probe(0.70, 0.72),
+         "data2vec-text": _probe(0.86, 0.88), "random:data2vec-text": _probe(0.84, 0.80)}  # fmt: skip
+    v = claims.judge_data2vec(r)
+    assert [c.holds for c in v.comparisons] == [True, True, True, True]
+    assert v.holds
+    r["data2vec-text"] = _probe(0.845, 0.88)  # kNN within noise of the floor
+    assert not claims.judge_data2vec(r).holds
+
+
+def test_mim_claim_reports_where_the_gain_is_larger():
+    r = {}
+    for m, backbone in (("simmim", "swinv2_micro"), ("mae", "vit_micro")):
+        for f, (pre, rnd) in zip(claims_runs.FRACTIONS, ((0.70, 0.60), (0.80, 0.78))):
+            r[f"finetune:{m}:{f:g}"] = {"test_acc": pre, "n_test": 10_000, "backbone": backbone}
+            r[f"finetune:random:{m}:{f:g}"] = {"test_acc": rnd, "n_test": 10_000, "backbone": backbone}
+    v = claims.judge_mim_finetune(r)
+    assert v.holds and v.extra["helps_most_with_few_labels"]
+    r["finetune:mae:0.01"]["test_acc"] = 0.61  # gain 1 pt at 1 %, 2 pts at 10 %: within noise at 1 %
+    v = claims.judge_mim_finetune(r)
+    assert not v.holds and not v.extra["helps_most_with_few_labels"]
+
+
+def test_needed_runs_pretraining_before_the_finetunings_that_start_from_it():
+    names = claims.needed(claims.CLAIMS, floors=True)
+    assert len(names) == len(set(names))
+    for i, n in enumerate(names):
+        e = claims_runs.EXPERIMENTS[n]
+        if e.kind == "finetune" and e.init is not None:
+            assert e.init in names[:i], n
+    for c in claims.CLAIMS:  # every claim names experiments that exist
+        assert set(c.needs) <= set(claims_runs.EXPERIMENTS)
+
+
+def test_a_rerun_skips_finished_experiments_and_writes_every_report(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_run(name, settings):
+        ran.append(name)
+        return {"knn_acc": 0.8, "linear_probe_acc": 0.8, "n_test": 100, "backbone": "b", "preset": "p", "steps": 1,
+                "batch_size": 1, "wall_s": 0.0}  # fmt: skip
+
+    monkeypatch.setattr(claims, "run_experiment", fake_run)
+    args = ["claims.py", "--out", str(tmp_path), "--claims", "text", "--no-floors"]
+    monkeypatch.setattr(sys, "argv", args)
+    claims.main()
+    assert ran == ["mlm", "random:mlm", "simcse", "random:simcse"]
+    assert set(json.loads((tmp_path / "results.json").read_text())["experiments"]) == set(ran)
+    verdict = json.loads((tmp_path / "claims.json").read_text())["text"]
+    assert verdict["holds"] is False  # equal accuracies do not beat the floor
+    assert (tmp_path / "text.png").stat().st_size > 0 and "does not hold" in (tmp_path / "claims.md").read_text()
+    ran.clear()
+    claims.main()
+    assert ran == []
