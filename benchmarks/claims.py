@@ -27,6 +27,7 @@ import datetime
 import json
 import math
 import platform
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -241,9 +242,16 @@ def main() -> None:
     p.add_argument("--accelerator", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on a GPU")
     p.add_argument("--list", action="store_true", help="Print the experiments it would run and stop.")
+    p.add_argument("--only", nargs="+", metavar="EXPERIMENT", default=None,
+                   help="Run only these of the experiments (see --list); the report covers the claims measured so far.")
     a = p.parse_args()
     claims = [c for c in CLAIMS if c.name in a.claims]
     names = needed(claims, a.floors)
+    if a.only:
+        unknown = sorted(set(a.only) - set(names))
+        if unknown:
+            p.error(f"--only {unknown}: not among the experiments of these claims: {names}")
+        names = [n for n in names if n in a.only]
     out = Path(a.out)
     path = out / "results.json"
     saved = json.loads(path.read_text()) if path.exists() else {"experiments": {}}
@@ -255,19 +263,36 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     settings = Settings(out, a.accelerator, a.precision)
     machine = f"{platform.machine()} {platform.processor() or ''}".strip() + f", accelerator {a.accelerator}"
+    commit = _commit()
     for i, n in enumerate(names, 1):
         if n in results:
             continue
         print(f"[claims {i}/{len(names)}] {n}", flush=True)
-        results[n] = {**run_experiment(n, settings), "date": datetime.date.today().isoformat(), "machine": machine}
+        results[n] = {**run_experiment(n, settings), "date": datetime.date.today().isoformat(), "machine": machine,
+                      "commit": commit}
         path.write_text(json.dumps({"experiments": results}, indent=2) + "\n")
     report(claims, results, out, a.floors)
 
 
+def _commit() -> str:
+    """The code's git commit (with ``+changes`` when the work tree differs), recorded with each result."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True)  # fmt: skip
+    except OSError:
+        return "unknown"
+    return rev.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if rev.returncode == 0 else "unknown"
+
+
 def report(claims: list[Claim], results: dict, out: Path, floors: bool) -> None:
     """Write claims.json, claims.md and one plot per claim; print the Markdown."""
+    missing = {c.name: [n for n in c.needs if n not in results] for c in claims}
+    parts = [f"### {c.name}: not measured yet (missing {', '.join(missing[c.name])})" for c in claims if missing[c.name]]
+    claims = [c for c in claims if not missing[c.name]]
     verdicts = {c.name: c.judge(results) for c in claims}
-    parts = [claim_markdown(c, verdicts[c.name]) for c in claims]
+    parts = [claim_markdown(c, verdicts[c.name]) for c in claims] + parts
     if floors:
         parts.append("### Every preset against its random floor\n\n" + floor_markdown(results))
     md = "\n\n".join(parts) + "\n"

@@ -81,3 +81,16 @@ def test_a_rerun_skips_finished_experiments_and_writes_every_report(tmp_path, mo
     ran.clear()
     claims.main()
     assert ran == []
+
+
+def test_only_runs_the_named_experiments_and_reports_the_rest_as_not_measured(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(claims, "run_experiment", lambda name, s: ran.append(name) or _probe(0.9, 0.9))
+    monkeypatch.setattr(sys, "argv", ["claims.py", "--out", str(tmp_path), "--claims", "text", "--no-floors",
+                                      "--only", "mlm", "random:mlm"])  # fmt: skip
+    claims.main()
+    assert ran == ["mlm", "random:mlm"]
+    assert "text: not measured yet (missing simcse, random:simcse)" in (tmp_path / "claims.md").read_text()
+    monkeypatch.setattr(sys, "argv", ["claims.py", "--out", str(tmp_path), "--only", "nonsense"])
+    with pytest.raises(SystemExit):
+        claims.main()
