@@ -134,6 +134,15 @@ def test_only_the_selected_task_section_is_checked(tmp_path):
         ("clip", "text_overrides", {"vocab_sise": 9}, "--task.clip.text_overrides: 'vocab_sise' is not a field"),
         ("clip", "text_pooling", "last", "--task.clip.text_pooling must be one of cls, avg, eos, default"),
         ("simmim", "mask_ratio", 1.5, "--task.simmim.mask_ratio must be in [0, 1], got 1.5"),
+        ("clip", "loss", "sigmoids", "--task.clip.loss must be one of softmax, sigmoid, got 'sigmoids'; did you "
+         "mean 'sigmoid'?"),
+        ("clip", "init_temperature", 0.0, "--task.clip.init_temperature must be > 0"),
+        ("simclr", "head", "mlp2", "--task.simclr.head must be one of mlp, tanh, none, got 'mlp2'"),
+        ("simclr", "temperature", -0.1, "--task.simclr.temperature must be > 0"),
+        ("simcse", "loss", "ntxent", "--task.simcse.loss must be one of nt_xent, info_nce, got 'ntxent'; did you "
+         "mean 'nt_xent'?"),
+        ("simcse", "pooling", "first", "--task.simcse.pooling must be one of cls, avg, eos, default"),
+        ("simcse", "head_layers", 0, "--task.simcse.head_layers must be >= 1, got 0"),
     ],
 )
 def test_task_sections(tmp_path, task, field, value, message):
@@ -142,6 +151,12 @@ def test_task_sections(tmp_path, task, field, value, message):
         cfg.task.mocov3.momentum_end = 0.999
     setattr(cfg.task.selected(), field, value)
     assert message in error_of(cfg)
+
+
+def test_siglip_has_no_local_loss(tmp_path):
+    cfg = pretrain_cfg(tmp_path, **{"task.name": "clip"})
+    cfg.task.clip.loss, cfg.task.clip.local_loss = "sigmoid", True
+    assert "--task.clip.local_loss is an option of --task.clip.loss softmax" in error_of(cfg)
 
 
 def test_a_resumed_run_names_its_config_file(tmp_path):

@@ -13,3 +13,12 @@ TOKENIZER_KINDS = ("wordpiece", "bpe")
 """Tokenizers a run trains: WordPiece (BERT) or byte-level BPE (GPT)."""
 ENCODER_CONFIG = "config.json"
 """The config file ``save_pretrained`` writes: what makes a directory an encoder directory."""
+CONTRASTIVE_HEADS = ("mlp", "tanh", "none")
+"""Heads of the two-view contrastive tasks (SimCLR, SimCSE) between the pooled features and
+the loss: 'mlp' SimCLR's projector (Linear-BN-ReLU layers, then Linear-BN), 'tanh' SimCSE's
+Linear + tanh, 'none' the pooled features themselves."""
+CONTRASTIVE_LOSSES = ("nt_xent", "info_nce")
+"""Losses of the two-view contrastive tasks: 'nt_xent' (SimCLR: 2N x 2N, both views as anchors,
+same-view negatives) or 'info_nce' (SimCSE: view-1 anchors against the N view-2 embeddings)."""
+CLIP_LOSSES = ("softmax", "sigmoid")
+"""CLIP task losses: 'softmax' (CLIP's symmetric InfoNCE) or 'sigmoid' (SigLIP's pairwise sigmoid)."""

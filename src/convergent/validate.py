@@ -46,7 +46,16 @@ from typing import Any
 
 from convergent.backbones.configs import replace_config
 from convergent.backbones.registry import backbone_config
-from convergent.choices import DATA2VEC_MASK_KINDS, ENCODER_CONFIG, POOLINGS, TARGET_NORMS, TOKENIZER_KINDS
+from convergent.choices import (
+    CLIP_LOSSES,
+    CONTRASTIVE_HEADS,
+    CONTRASTIVE_LOSSES,
+    DATA2VEC_MASK_KINDS,
+    ENCODER_CONFIG,
+    POOLINGS,
+    TARGET_NORMS,
+    TOKENIZER_KINDS,
+)
 from convergent.config import (
     DataConfig,
     EvalConfig,
@@ -65,6 +74,7 @@ from convergent.tasks.configs import (
     CausalLMConfig,
     ClassifyConfig,
     CLIPConfig,
+    ContrastiveConfig,
     Data2VecConfig,
     MAEConfig,
     MoCoV3Config,
@@ -262,6 +272,11 @@ RULES: dict[type, dict[str, Any]] = {
     CLIPConfig: {
         "text_backbone": Registered(backbone_config), "embed_dim": AT_LEAST_1, "image_pooling": OneOf(POOLINGS),
         "text_pooling": OneOf(POOLINGS), "init_temperature": POSITIVE, "max_logit_scale": POSITIVE,
+        "loss": OneOf(CLIP_LOSSES),
+    },
+    ContrastiveConfig: {
+        "temperature": POSITIVE, "pooling": OneOf(POOLINGS), "head": OneOf(CONTRASTIVE_HEADS),
+        "head_layers": AT_LEAST_1, "hidden_dim": AT_LEAST_1, "out_dim": AT_LEAST_1, "loss": OneOf(CONTRASTIVE_LOSSES),
     },
     ViLTConfig: {
         "vocab_size": AT_LEAST_1, "pad_token_id": NON_NEGATIVE, "mask_token_id": NON_NEGATIVE,
@@ -432,6 +447,9 @@ def check_task_relations(section: Any, prefix: str, where: Where) -> None:
     if isinstance(section, MoCoV3Config) and section.momentum > section.momentum_end:
         raise where.error(f"{prefix}.momentum", f" {section.momentum:g} must be <= "
                           f"{where.option(prefix + '.momentum_end')} {section.momentum_end:g}")  # fmt: skip
+    if isinstance(section, CLIPConfig) and section.loss == "sigmoid" and section.local_loss:
+        raise where.error(f"{prefix}.local_loss", f" is an option of {where.option(prefix + '.loss')} softmax; "
+                          "the sigmoid loss is always computed per process (texts exchanged around a ring)")  # fmt: skip
     if isinstance(section, CLIPConfig) and section.text_overrides:
         check_overrides(backbone_config(section.text_backbone), section.text_backbone, section.text_overrides,
                         f"{prefix}.text_overrides", where)  # fmt: skip

@@ -1,15 +1,17 @@
 """``losses/contrastive.py`` against a hand-written InfoNCE: ``info_nce`` at several offsets and
 inverse temperatures, with its textbook gradients; ``clip_loss`` as the symmetric InfoNCE, with
-gradients; the single-process paths of the distributed helpers; float32 under autocast; shape
-errors. Several processes: ``tests/tasks/test_clip_ddp.py`` (``clip_loss`` through the CLIP task) and
-``tests/losses/test_moco.py`` (``ctr``, the ``with_grad=False`` gather)."""
+gradients; ``nt_xent`` and ``siglip_loss`` against per-row loops (values and gradients), and
+``siglip_loss`` against HF ``SiglipModel``'s loss; the single-process paths of the distributed
+helpers; float32 under autocast; shape errors. Several processes: ``tests/tasks/test_clip_ddp.py``
+(``clip_loss`` through the CLIP task; ``nt_xent`` and ``siglip_loss`` with their gather / ring
+exchange) and ``tests/losses/test_moco.py`` (``ctr``, the ``with_grad=False`` gather)."""
 
 import math
 
 import pytest
 import torch
 
-from convergent.losses.contrastive import clip_loss, gather_features, info_nce, world
+from convergent.losses.contrastive import clip_loss, gather_features, info_nce, nt_xent, siglip_loss, world
 
 
 def _unit(n: int, d: int, seed: int) -> torch.Tensor:
@@ -126,3 +128,104 @@ def test_loss_runs_in_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = clip_loss(image.bfloat16(), text.bfloat16(), torch.tensor(30.0))
     assert out.loss.dtype == out.logits_per_image.dtype == torch.float32
+
+
+# --- NT-Xent ----------------------------------------------------------------------------------------
+
+
+def _reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR eq. 1 row by row, in float64: for each of the 2N embeddings k (view 1 then view 2),
+    -log(exp(sim(k, pos)/t) / sum_{j != k} exp(sim(k, j)/t)), averaged over the 2N."""
+    z = torch.cat([z1, z2]).double()
+    z = z / z.norm(dim=1, keepdim=True)
+    n2, n = z.shape[0], z1.shape[0]
+    terms = []
+    for k in range(n2):
+        pos = (k + n) % n2
+        others = torch.stack([z[k] @ z[j] / temperature for j in range(n2) if j != k])
+        terms.append(torch.logsumexp(others, 0) - z[k] @ z[pos] / temperature)
+    return torch.stack(terms).mean()
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0])
+def test_nt_xent_matches_reference(temperature):
+    g = torch.Generator().manual_seed(4)
+    z1 = torch.randn(5, 8, generator=g, dtype=torch.float64, requires_grad=True)  # not normalised: the loss does
+    z2 = torch.randn(5, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    loss = nt_xent(z1.float(), z2.float(), temperature)
+    ref = _reference_nt_xent(z1, z2, temperature)
+    torch.testing.assert_close(loss.double(), ref, atol=1e-5, rtol=1e-5)
+    got = torch.autograd.grad(loss, (z1, z2))
+    want = torch.autograd.grad(ref, (z1, z2))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_nt_xent_is_symmetric_and_low_for_matching_views():
+    z1, z2 = _unit(6, 8, 5), _unit(6, 8, 6)
+    torch.testing.assert_close(nt_xent(z1, z2, 0.2), nt_xent(z2, z1, 0.2))
+    assert nt_xent(z1, z1, 0.05) < nt_xent(z1, z2, 0.05)
+    with pytest.raises(ValueError, match="must both be"):
+        nt_xent(z1, z2[:5], 0.1)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        nt_xent(z1, z2, 0.0)
+
+
+# --- SigLIP -----------------------------------------------------------------------------------------
+
+
+def _reference_siglip(x: torch.Tensor, y: torch.Tensor, t, b) -> torch.Tensor:
+    """Zhai et al. 2023, Alg. 1, one pair at a time: -1/|B| sum_i sum_j log sigmoid(z_ij (t x_i.y_j + b))."""
+    total = 0.0
+    for i in range(x.shape[0]):
+        for j in range(y.shape[0]):
+            z = 1.0 if i == j else -1.0
+            total = total - torch.nn.functional.logsigmoid(z * (t * (x[i] @ y[j]) + b))
+    return total / x.shape[0]
+
+
+def test_siglip_loss_matches_reference():
+    x, y = _unit(6, 8, 7).double().requires_grad_(True), _unit(6, 8, 8).double().requires_grad_(True)
+    t, b = torch.tensor(10.0, requires_grad=True), torch.tensor(-10.0, requires_grad=True)
+    loss = siglip_loss(x.float(), y.float(), t, b)
+    ref = _reference_siglip(x, y, t.double(), b.double())
+    torch.testing.assert_close(loss.double(), ref, atol=1e-5, rtol=1e-6)
+    got = torch.autograd.grad(loss, (x, y, t, b))
+    want = torch.autograd.grad(ref, (x, y, t, b))
+    for a, w in zip(got, want):
+        torch.testing.assert_close(a.double(), w.double(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="must both be"):
+        siglip_loss(x, y[:5], 1.0, 0.0)
+
+
+def test_siglip_loss_equals_hf_siglip():
+    """HF ``SiglipModel(return_loss=True)`` (tiny, random weights) and our loss on its embeddings,
+    its ``exp(logit_scale)`` and ``logit_bias``; and the CLIP task's 'sigmoid' loss on the same features."""
+    transformers = pytest.importorskip("transformers")
+    from convergent.backbones import build_backbone
+    from convergent.tasks.clip import CLIP
+    from convergent.tasks.configs import CLIPConfig
+
+    torch.manual_seed(0)
+    tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    cfg = transformers.SiglipConfig(
+        text_config=dict(vocab_size=99, max_position_embeddings=16, **tiny),
+        vision_config=dict(image_size=16, patch_size=8, **tiny),
+    )
+    model = transformers.SiglipModel(cfg).eval()
+    with torch.no_grad():  # away from the random init's values, so both parameters matter
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-3.0)
+    ids = torch.randint(1, 99, (6, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model(input_ids=ids, pixel_values=torch.randn(6, 3, 16, 16), return_loss=True)
+    ours = siglip_loss(out.image_embeds, out.text_embeds, model.logit_scale.exp(), model.logit_bias)
+    assert abs(ours.item() - out.loss.item()) <= 1e-5, (ours.item(), out.loss.item())
+
+    task = CLIP(build_backbone("vit_clip_test"), CLIPConfig(text_backbone="clip_text_test", embed_dim=32,
+                                                           loss="sigmoid", init_bias=-3.0)).eval()  # fmt: skip
+    task.encode_image = lambda images: out.image_embeds  # the task's loss on HF's features
+    task.encode_text = lambda ids, **kw: out.text_embeds
+    batch = {"image": torch.zeros(6, 3, 32, 32), "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        assert abs(task(batch)["loss"].item() - out.loss.item()) <= 1e-5

@@ -1,4 +1,4 @@
-"""CLIP: the temperature clamp, the task's outputs, pooling and padding, config checks,
+"""CLIP: the temperature clamp, the 'sigmoid' (SigLIP) loss option, the task's outputs, pooling and padding, config checks,
 optimizer metadata, and the pre-norm (CLIP layout) text and ViT towers. The losses against
 hand-written references: ``tests/losses/test_contrastive.py``; DDP: ``tests/tasks/test_clip_ddp.py``; HF
 parity: ``tests/converters/test_hf_clip.py``."""
@@ -10,7 +10,7 @@ import torch
 
 from convergent.backbones import TextConfig, build_backbone
 from convergent.heads.classifier import pool_tokens
-from convergent.losses.contrastive import clip_loss
+from convergent.losses.contrastive import clip_loss, siglip_loss
 from convergent.tasks.clip import CLIP
 from convergent.tasks.configs import CLIPConfig
 from convergent.tasks.registry import build_task
@@ -180,3 +180,28 @@ def test_configure_text_takes_the_tokenizer_vocabulary_explicit_overrides_win():
     CLIP.configure_text(cfg, {"vocab_size": 300, "pad_token_id": 0, "mask_token_id": 4, "max_length": 100})
     # clip_text_test has 64 positions: the table grows to the run's 100 tokens
     assert cfg.text_overrides == {"vocab_size": 300, "pad_token_id": 7, "mask_token_id": 4, "max_position": 100}
+
+
+# --- SigLIP: loss 'sigmoid' -------------------------------------------------------------------------
+
+
+def test_sigmoid_loss_is_siglip_with_its_initial_scale_and_bias():
+    task = _task(loss="sigmoid").train()
+    assert task.scale().item() == pytest.approx(10.0) and task.logit_bias.item() == -10.0  # SigLIP's init
+    out = task(_batch(), return_outputs=True)
+    ref = siglip_loss(out["image_embeds"], out["text_embeds"], task.scale(), task.logit_bias)
+    torch.testing.assert_close(out["loss"], ref)
+    assert out["logit_bias"].item() == -10.0 and set(out) >= {"acc_i2t", "acc_t2i", "logit_scale"}
+    out["loss"].backward()
+    assert task.logit_bias.grad.abs() > 0 and task.logit_scale.grad.abs() > 0
+    assert "logit_bias" in task.no_weight_decay()  # 1-d head parameter
+
+
+def test_softmax_clip_has_no_bias_and_keeps_its_init():
+    task = _task()
+    assert "logit_bias" not in task.state_dict() and task.scale().item() == pytest.approx(1 / 0.07)
+    assert _task(loss="sigmoid", init_temperature=0.05, init_bias=-5.0).scale().item() == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="CLIPConfig.loss must be one of softmax, sigmoid"):
+        _task(loss="sigmoids")
+    with pytest.raises(ValueError, match="local_loss is an option of the 'softmax' loss"):
+        _task(loss="sigmoid", local_loss=True)

@@ -8,7 +8,7 @@ import torch
 from convergent.backbones import build_backbone
 from convergent.data.protocol import ItemList
 from convergent.data.registry import build_dataset
-from convergent.tasks.configs import Data2VecConfig, MLMConfig, MoCoV3Config
+from convergent.tasks.configs import Data2VecConfig, MLMConfig, MoCoV3Config, SimCLRConfig, SimCSEConfig
 from convergent.tasks.registry import build_task
 from convergent.training.batch_keys import check_batch_keys, view_keys
 from convergent.training.loop import Trainer
@@ -61,6 +61,23 @@ def test_views_the_trainer_adds_count():
     check_batch_keys(moco, data, view_keys(moco, data, eval_transform))
     with pytest.raises(ValueError, match=r"missing \['image2'\]; the Trainer adds .* only when fit has a transform"):
         check_batch_keys(moco, data)
+
+
+def test_a_two_view_task_on_text_and_a_text_task_on_images():
+    """SimCLR on glosses (no images to draw views from), SimCSE on images: one error each."""
+    simclr = build_task("simclr", build_backbone("vit_test"), SimCLRConfig(out_dim=16))
+    with pytest.raises(ValueError) as e:
+        check_batch_keys(simclr, texts(), view_keys(simclr, texts(), eval_transform))
+    assert str(e.value) == (
+        "task 'simclr' reads batch keys ['image', 'image2'] but dataset 'items' yields ['attention_mask', "
+        "'input_ids']: missing ['image', 'image2']; the Trainer draws the 2 views of a 2-view task from the "
+        "dataset's images"
+    )
+    simcse = build_task("simcse", build_backbone("text_test"), SimCSEConfig())
+    images = SyntheticImages(4)
+    with pytest.raises(ValueError, match=r"^task 'simcse' reads batch keys \['input_ids'\] but dataset "
+                       r"'synthetic-images' yields \['image', 'label'\]: missing \['input_ids'\]$"):  # fmt: skip
+        check_batch_keys(simcse, images, view_keys(simcse, images, eval_transform))
 
 
 def test_optional_keys_are_not_required():

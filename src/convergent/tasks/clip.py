@@ -8,6 +8,15 @@ space of width ``embed_dim`` and L2-normalised; the cosine similarities times a 
 logit scale ``exp(s)`` (``s`` starts at ``log(1/0.07)``, ``exp(s)`` clamped at 100) are the
 logits of :func:`~convergent.losses.contrastive.clip_loss`, the symmetric InfoNCE.
 
+SigLIP (Zhai, Mustafa, Kolesnikov, Beyer, 2023, "Sigmoid Loss for Language Image
+Pre-Training") is the same two towers with ``loss: sigmoid``: the logits ``t · x·y + b``, with
+a learned bias ``b`` (``logit_bias``, starting at ``init_bias`` −10) and ``t`` starting at 10
+(``init_temperature`` 0.1), go into :func:`~convergent.losses.contrastive.siglip_loss`, a
+binary logistic loss on every image–text pair; under DDP the texts travel around a ring of
+processes in chunks instead of being gathered (the paper's chunked implementation, Sec. 3.3).
+The paper's towers (ViT image tower with MAP pooling, bidirectional text tower with the
+last token) are a matter of backbone and pooling options, not of the loss.
+
 Choices (HF = transformers ``CLIPModel``, which ``convergent.converters.hf_clip`` converts):
 
 * text pooling 'eos' takes the last real token (``attention_mask``), where CLIP's tokenizer
@@ -22,7 +31,11 @@ Choices (HF = transformers ``CLIPModel``, which ``convergent.converters.hf_clip`
   processes are gathered with gradient and the loss covers the global batch, so W processes
   × B pairs train exactly as one process with W·B (tested); ``local_loss`` scores only the
   local rows. In eval mode each process scores its own batch (an evaluation may run on one
-  process alone, and a gather would wait for the others forever).
+  process alone, and a gather would wait for the others forever). The 'sigmoid' loss
+  exchanges text chunks instead (tested the same way); its logged accuracies are over the
+  local batch.
+* the logit bias exists only with the 'sigmoid' loss, so a 'softmax' CLIP's state dict is
+  CLIP's (the HF converter's).
 """
 
 import math
@@ -34,9 +47,10 @@ from torch import nn
 from convergent.backbones.configs import vocabulary_overrides
 from convergent.backbones.protocol import backbone_inputs
 from convergent.backbones.registry import backbone_config, build_backbone
+from convergent.choices import CLIP_LOSSES
 from convergent.heads.classifier import check_pooling, pool_tokens
 from convergent.layers.linear import Linear
-from convergent.losses.contrastive import clip_loss
+from convergent.losses.contrastive import clip_loss, siglip_loss
 from convergent.tasks.base import Task
 from convergent.tasks.configs import CLIPConfig
 
@@ -86,8 +100,10 @@ class CLIP(Task):
         # HF / open_clip init: std = width^-0.5, so projected features start at unit scale
         nn.init.normal_(self.image_proj.weight, std=backbone.num_features**-0.5)
         nn.init.normal_(self.text_proj.weight, std=text_backbone.num_features**-0.5)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
+        self.logit_scale = nn.Parameter(torch.tensor(init_log_scale(config)))
         self.max_log_scale = math.log(config.max_logit_scale)
+        if config.loss == "sigmoid":  # SigLIP's learned bias b of the logits t·x·y + b
+            self.logit_bias = nn.Parameter(torch.tensor(float(config.init_bias)))
 
     # --- embeddings ---------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -120,16 +136,23 @@ class CLIP(Task):
         image = self.encode_image(batch["image"])  # (B, E)
         text = self.encode_text(ids, **kwargs)  # (B, E)
         scale = self.scale()
-        out = clip_loss(image, text, scale, local_loss=self.config.local_loss, distributed=self.training)
-        labels = out.labels
+        if self.config.loss == "sigmoid":
+            loss = siglip_loss(image, text, scale, self.logit_bias, distributed=self.training)
+            logits_per_image = scale * image @ text.T + self.logit_bias  # (B, B): the local batch
+            logits_per_text, labels = logits_per_image.T, torch.arange(image.shape[0], device=image.device)
+        else:
+            out = clip_loss(image, text, scale, local_loss=self.config.local_loss, distributed=self.training)
+            loss, logits_per_image, logits_per_text, labels = out
         result = {
-            "loss": out.loss,
+            "loss": loss,
             "logit_scale": scale.detach(),
-            "acc_i2t": (out.logits_per_image.detach().argmax(dim=-1) == labels).float().mean(),
-            "acc_t2i": (out.logits_per_text.detach().argmax(dim=-1) == labels).float().mean(),
+            "acc_i2t": (logits_per_image.detach().argmax(dim=-1) == labels).float().mean(),
+            "acc_t2i": (logits_per_text.detach().argmax(dim=-1) == labels).float().mean(),
         }
+        if self.config.loss == "sigmoid":
+            result["logit_bias"] = self.logit_bias.detach().clone()
         if return_outputs:
-            result.update(image_embeds=image, text_embeds=text, logits_per_image=out.logits_per_image)
+            result.update(image_embeds=image, text_embeds=text, logits_per_image=logits_per_image)
         return result
 
     # --- optimizer metadata -------------------------------------------------------------------
@@ -148,11 +171,26 @@ class CLIP(Task):
         return round(text_id * top / max(text_top, 1))
 
 
+INIT_TEMPERATURE = {"softmax": 0.07, "sigmoid": 0.1}
+"""The papers' initial temperatures: CLIP 0.07; SigLIP t = exp(t'), t' = log 10."""
+
+
+def init_log_scale(config: CLIPConfig) -> float:
+    """The learned log logit scale's start, ``log(1 / init_temperature)`` (None: the loss's paper value)."""
+    temperature = config.init_temperature or INIT_TEMPERATURE[config.loss]
+    return math.log(1.0 / temperature)
+
+
 def _check_config(config: CLIPConfig, backbone: nn.Module) -> None:
     check_pooling(backbone, config.image_pooling, "CLIPConfig.image_pooling")
     if config.embed_dim < 1:
         raise ValueError(f"CLIPConfig.embed_dim must be >= 1, got {config.embed_dim}")
-    if not (config.init_temperature > 0 and config.max_logit_scale >= 1.0 / config.init_temperature):
+    if config.loss not in CLIP_LOSSES:
+        raise ValueError(f"CLIPConfig.loss must be one of {', '.join(CLIP_LOSSES)}, got {config.loss!r}")
+    if config.loss == "sigmoid" and config.local_loss:
+        raise ValueError("CLIPConfig.local_loss is an option of the 'softmax' loss; 'sigmoid' is always local")
+    t = config.init_temperature
+    if not ((t is None or t > 0) and math.log(config.max_logit_scale) >= init_log_scale(config)):
         raise ValueError(
             "CLIPConfig needs init_temperature > 0 and max_logit_scale >= 1 / init_temperature, got "
             f"{config.init_temperature} and {config.max_logit_scale}"

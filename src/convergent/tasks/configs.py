@@ -158,11 +158,69 @@ class MoCoV3Config:
 
 
 @dataclass
+class ContrastiveConfig:
+    """Two-view contrastive learning, one objective for images and text: two views of each
+    sample — two augmentations of an image (SimCLR, Chen et al., 2020) or the same sentence
+    encoded twice with the encoder's dropout as the only noise (unsupervised SimCSE, Gao, Yao,
+    Chen, 2021) — pooled, passed through a head, L2-normalised; each view's embedding must
+    pick out the other view of its sample among the other samples of the global batch.
+    :class:`SimCLRConfig` and :class:`SimCSEConfig` are this with each paper's defaults."""
+
+    temperature: float = 0.1
+    """Softmax temperature tau of the loss (SimCLR code: 0.1; SimCSE: 0.05)."""
+    pooling: str = "default"
+    """Tokens → one vector ('cls' | 'avg' | 'eos' | 'default', as everywhere)."""
+    head: str = "mlp"
+    """Head between the pooled features and the loss (used in training only; evaluations read
+    the backbone): 'mlp' (SimCLR's projector: (Linear-BN-ReLU) x (head_layers - 1), Linear-BN),
+    'tanh' (SimCSE's Linear + tanh, width kept), 'none'."""
+    head_layers: int = 3
+    """Linear layers of the 'mlp' head (SimCLR v1 paper: 2; v2 and the official code: 3)."""
+    hidden_dim: int | None = None
+    """Hidden width of the 'mlp' head; None: the backbone's width (SimCLR: the encoder's 2048)."""
+    out_dim: int = 128
+    """Output width of the 'mlp' head (SimCLR: 128); the 'tanh' head keeps the backbone's width."""
+    loss: str = "nt_xent"
+    """'nt_xent' (SimCLR: all 2N embeddings are anchors, the N - 1 other samples of both views
+    are negatives) or 'info_nce' (SimCSE: view-1 anchors against the N view-2 embeddings)."""
+    sync_bn: bool = True
+    """BatchNorm of the 'mlp' head over the global batch under DDP (SyncBatchNorm, SimCLR's
+    ``global_bn``; needs GPUs)."""
+
+
+@dataclass
+class SimCLRConfig(ContrastiveConfig):
+    """SimCLR (Chen et al., 2020; v2: Chen et al., 2020b): two augmented views of each image, a
+    BN projector MLP, NT-Xent over the global batch. Defaults: the official code
+    (``google-research/simclr``: temperature 0.1, 3-layer projector, hidden = encoder width,
+    out 128)."""
+
+
+@dataclass
+class SimCSEConfig(ContrastiveConfig):
+    """Unsupervised SimCSE (Gao, Yao, Chen, 2021): each sentence encoded twice by a text
+    encoder in training mode, so that its dropout makes two views; the [CLS] token through a
+    Linear + tanh head; InfoNCE of the first encodings against the second ones of the batch.
+    Defaults: the official unsupervised recipe (``princeton-nlp/SimCSE``: temperature 0.05,
+    ``--pooler_type cls --mlp_only_train``)."""
+
+    temperature: float = 0.05
+    """Softmax temperature (SimCSE unsup: 0.05)."""
+    pooling: str = "cls"
+    """Tokens → one vector (SimCSE: 'cls', the [CLS] token)."""
+    head: str = "tanh"
+    """SimCSE's MLP: Linear + tanh over [CLS] in training only (``--mlp_only_train``)."""
+    loss: str = "info_nce"
+    """SimCSE: cross-entropy of cos(z1_i, z2_j) / tau over j (one direction, no same-view negatives)."""
+
+
+@dataclass
 class CLIPConfig:
     """CLIP (Radford et al., 2021): an image tower (the task's backbone) and a text tower, each
     pooled and linearly projected (no bias) into one embedding space, L2-normalised; a
     learned temperature; the symmetric InfoNCE of matching image–text pairs against every
-    other pair of the global batch (all processes' features gathered, with gradient)."""
+    other pair of the global batch (all processes' features gathered, with gradient), or
+    SigLIP's sigmoid loss (``loss: sigmoid``)."""
 
     text_backbone: str = "clip_text_base"
     """Registered text backbone variant of the text tower (paper: 'clip_text_base', 512 x 12,
@@ -180,8 +238,16 @@ class CLIPConfig:
     """Text tokens → one vector: 'eos' (the last real token, where CLIP's tokenizer puts its
     end-of-text token; the only one a causal tower lets see the whole text), 'cls' (the first
     token), 'avg' (mean of the real tokens), 'default' (the tower's ``pooled``)."""
-    init_temperature: float = 0.07
-    """Initial softmax temperature; the learned logit scale starts at log(1 / 0.07) (paper)."""
+    loss: str = "softmax"
+    """'softmax' (CLIP: symmetric InfoNCE over the gathered global batch) or 'sigmoid' (SigLIP,
+    Zhai et al., 2023: a binary logistic loss on every image–text pair, with a learned bias;
+    under DDP the texts travel around a ring of processes instead of being gathered)."""
+    init_temperature: float | None = None
+    """Initial temperature; the learned logit scale starts at log(1 / init_temperature). None:
+    the paper's, 0.07 for 'softmax' (CLIP) and 0.1 for 'sigmoid' (SigLIP: t' = log 10)."""
+    init_bias: float = -10.0
+    """Initial value of the learned logit bias of the 'sigmoid' loss (SigLIP: -10, so that the
+    many negatives start with a small loss); not used by 'softmax'."""
     max_logit_scale: float = 100.0
     """Upper bound of the logit scale exp(s) (paper: clipped at 100 to keep training stable)."""
     local_loss: bool = False

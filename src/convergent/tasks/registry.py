@@ -19,6 +19,8 @@ from convergent.tasks.configs import (
     MAEConfig,
     MLMConfig,
     MoCoV3Config,
+    SimCLRConfig,
+    SimCSEConfig,
     SimMIMConfig,
     ViLTConfig,
 )
@@ -66,7 +68,11 @@ class TaskConfig:
     """Options of the ``data2vec`` task."""
     mocov3: MoCoV3Config = task("mocov3", "convergent.tasks.mocov3:MoCoV3", MoCoV3Config, "MoCo v3: two views, query encoder + predictor vs an EMA momentum encoder, symmetric InfoNCE (image backbones)")
     """Options of the ``mocov3`` task."""
-    clip: CLIPConfig = task("clip", "convergent.tasks.clip:CLIP", CLIPConfig, "CLIP: image and text towers projected into one space, symmetric InfoNCE over the global batch of pairs")
+    simclr: SimCLRConfig = task("simclr", "convergent.tasks.simclr:SimCLR", SimCLRConfig, "SimCLR: two augmented views, projector MLP, NT-Xent over the global batch (image backbones)")
+    """Options of the ``simclr`` task."""
+    simcse: SimCSEConfig = task("simcse", "convergent.tasks.simclr:SimCSE", SimCSEConfig, "SimCSE: each text encoded twice with dropout as the only noise, [CLS] + tanh MLP, InfoNCE over the global batch (text backbones)")
+    """Options of the ``simcse`` task."""
+    clip: CLIPConfig = task("clip", "convergent.tasks.clip:CLIP", CLIPConfig, "CLIP: image and text towers projected into one space, symmetric InfoNCE over the global batch of pairs (loss: sigmoid for SigLIP)")
     """Options of the ``clip`` task."""
     vilt: ViLTConfig = task("vilt", "convergent.tasks.vilt:ViLT", ViLTConfig, "ViLT: one Transformer over [text ; image patches], image-text matching with swapped images + MLM conditioned on the image")
     """Options of the ``vilt`` task."""

@@ -39,6 +39,8 @@ def check_batch_keys(task: Task, dataset: Dataset, added_keys: Sequence[str] = (
     hint = ""
     if dataset.is_text and "text" in dataset.batch_keys:
         hint = "; its texts become token ids once a tokenizer is attached (dataset.with_tokenizer)"
+    elif task.num_views > 1 and "image" not in dataset.batch_keys:
+        hint = f"; the Trainer draws the {task.num_views} views of a {task.num_views}-view task from the dataset's images"
     elif task.num_views > 1 and not added_keys:
         hint = f"; the Trainer adds the further views of {task.num_views}-view tasks only when fit has a transform"
     raise ValueError(

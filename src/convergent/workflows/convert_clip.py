@@ -43,6 +43,7 @@ from convergent.converters.hf import (
 )
 from convergent.data.tokenizer import META_FILE, TOKENIZER_FILE
 from convergent.rundir import RunDir
+from convergent.tasks.clip import init_log_scale
 from convergent.tasks.configs import CLIPConfig
 from convergent.training.checkpoint import complete_checkpoints, save_checkpoint, weights_for_saving
 from convergent.workflows.assemble import build_run_task
@@ -214,6 +215,8 @@ def _towers(task, tokenizer, file: Path):
     HF ``CLIPModel`` cannot compute what the task computes."""
     c, image = task.config, task.backbone.config
     problems = []
+    if c.loss != "softmax":
+        problems.append(f"task.clip.loss {c.loss!r} (HF CLIPModel's loss is 'softmax'; SigLIP is SiglipModel)")
     if image.family != "vit":
         problems.append(f"the image tower is {image.family} (HF CLIPModel's is a ViT)")
     elif not (c.image_pooling == "cls" or (c.image_pooling == "default" and image.global_pool == "cls")):
@@ -228,7 +231,7 @@ def _towers(task, tokenizer, file: Path):
     if problems:
         raise ConversionError(f"{file}: no HF CLIPModel equivalent: {'; '.join(problems)}")
     bos = tokenizer.cls_id if tokenizer is not None else None
-    return hf_clip.CLIPTowers(image, task.text_backbone.config, c.embed_dim, math.log(1.0 / c.init_temperature), bos, eos)
+    return hf_clip.CLIPTowers(image, task.text_backbone.config, c.embed_dim, init_log_scale(c), bos, eos)
 
 
 def _write_preprocessor(dst: Path, data) -> None:
