@@ -192,10 +192,12 @@ class Data2Vec(Task):
         if r.head_layers < 1:
             raise ValueError(f"data2vec head_layers must be >= 1, got {r.head_layers}")
         if not 0.0 <= r.ema_decay <= r.ema_end_decay <= 1.0:
-            raise ValueError(f"data2vec needs 0 <= ema_decay <= ema_end_decay <= 1, got {r.ema_decay}, {r.ema_end_decay}")
+            raise ValueError(
+                f"data2vec needs 0 <= ema_decay <= ema_end_decay <= 1, got {r.ema_decay}, {r.ema_end_decay}"
+            )
         # BERT's corruption where the input is token ids (the TokenMaskingConfig fields)
-        self.masking = TokenMaskingConfig(**{f.name: getattr(config, f.name) for f in
-                                             dataclasses.fields(TokenMaskingConfig)} | {"mask_ratio": self.mask_ratio})  # fmt: skip
+        token_fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(TokenMaskingConfig)}
+        self.masking = TokenMaskingConfig(**{**token_fields, "mask_ratio": self.mask_ratio})
         check_corruption(self.masking)
         self.corrupts_tokens = kind == "token" and backbone.modality == "text"
         if self.corrupts_tokens:

@@ -182,7 +182,9 @@ class ViLT(Task):
         if cfg.itm_negatives == "dataset":  # ViLT: the sample's random other image of the dataset
             false = batch[FALSE_IMAGE]
             if false.shape != image.shape:
-                raise ValueError(f"batch['{FALSE_IMAGE}'] {tuple(false.shape)} must match batch['image'] {tuple(image.shape)}")
+                raise ValueError(
+                    f"batch['{FALSE_IMAGE}'] {tuple(false.shape)} must match batch['image'] {tuple(image.shape)}"
+                )
             itm_images = torch.where(negative[:, None, None, None], false, image)  # (B, C, H, W)
             itm_image = torch.where(negative, -1, own)  # (B,) -1: the false image
         else:  # another pair's image of the batch
