@@ -129,6 +129,14 @@ def test_only_the_selected_task_section_is_checked(tmp_path):
         ("vilt", "mask_ratio", 0.0, "--task.vilt.mask_ratio must be in (0, 1], got 0.0"),
         ("data2vec", "mask_kind", "blok", "--task.data2vec.mask_kind must be one of auto, block, patch, token"),
         ("data2vec", "target_norm", "layr", "did you mean 'layer'?"),
+        ("data2vec", "target_layer", "fnn", "--task.data2vec.target_layer must be one of auto, block, ffn, got 'fnn'"),
+        ("data2vec", "final_norm", "batch", "--task.data2vec.final_norm must be one of auto, layer, instance, none"),
+        ("data2vec", "loss_reduction", "avg", "--task.data2vec.loss_reduction must be one of auto, mean, sum, sqrt"),
+        ("data2vec", "head_layers", 0, "--task.data2vec.head_layers must be >= 1, got 0"),
+        ("data2vec", "ema_decay", 1.5, "--task.data2vec.ema_decay must be in [0, 1], got 1.5"),
+        ("data2vec", "random_prob", 0.5, "--task.data2vec.random_prob 0.5 + --task.data2vec.replace_prob 0.8 must be <= 1"),
+        ("data2vec", "ema_transformer_only", "yes", "--task.data2vec.ema_transformer_only must be"),
+        ("vilt", "itm_negatives", "batches", "--task.vilt.itm_negatives must be one of dataset, batch, got 'batches'"),
         ("mocov3", "momentum", 1.0, "--task.mocov3.momentum 1 must be <= --task.mocov3.momentum_end"),
         ("mocov3", "temperature", 0.0, "--task.mocov3.temperature must be > 0"),
         ("clip", "text_overrides", {"vocab_sise": 9}, "--task.clip.text_overrides: 'vocab_sise' is not a field"),
@@ -149,6 +157,8 @@ def test_task_sections(tmp_path, task, field, value, message):
     cfg = pretrain_cfg(tmp_path, **{"task.name": task})
     if task == "mocov3":
         cfg.task.mocov3.momentum_end = 0.999
+    if task == "data2vec" and field == "ema_decay":
+        cfg.task.data2vec.ema_end_decay = 0.99  # checked as a value first, before the relation
     setattr(cfg.task.selected(), field, value)
     assert message in error_of(cfg)
 
@@ -240,6 +250,14 @@ def test_rules_name_existing_fields():
     for cls, rules in validate.RULES.items():
         fields = {f.name for f in dataclasses.fields(cls)}
         assert set(rules) <= fields, (cls.__name__, set(rules) - fields)
+
+
+def test_data2vec_ema_decays_in_order(tmp_path):
+    cfg = pretrain_cfg(tmp_path, **{"task.name": "data2vec"})
+    cfg.task.data2vec.ema_decay, cfg.task.data2vec.ema_end_decay = 0.9999, 0.999
+    assert "--task.data2vec.ema_decay 0.9999 must be <= --task.data2vec.ema_end_decay 0.999" in error_of(cfg)
+    cfg.task.data2vec.ema_end_decay = None  # the mask kind's official value: decided when the task is built
+    check_pretrain(cfg)
 
 
 def test_data2vec_mask_kinds_are_its_generators():

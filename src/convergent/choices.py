@@ -22,3 +22,13 @@ CONTRASTIVE_LOSSES = ("nt_xent", "info_nce")
 same-view negatives) or 'info_nce' (SimCSE: view-1 anchors against the N view-2 embeddings)."""
 CLIP_LOSSES = ("softmax", "sigmoid")
 """CLIP task losses: 'softmax' (CLIP's symmetric InfoNCE) or 'sigmoid' (SigLIP's pairwise sigmoid)."""
+DATA2VEC_TARGET_LAYERS = ("block", "ffn")
+"""What a data2vec teacher layer contributes (``Data2VecConfig.target_layer`` also takes 'auto')."""
+DATA2VEC_LOSS_REDUCTIONS = ("mean", "sum", "sqrt")
+"""How data2vec reduces a token's per-feature loss (``Data2VecConfig.loss_reduction`` also takes 'auto')."""
+ITM_NEGATIVES = ("dataset", "batch")
+"""Where ViLT's image–text matching negatives come from: a random other image of the dataset
+(``false_image``, ViLT's code) or another pair of the batch."""
+FALSE_IMAGE = "false_image"
+"""Batch key of a random other image of the dataset per sample (ViLT's ITM negatives), which an
+image–text dataset yields on request and the Trainer transforms like ``image``."""

@@ -50,8 +50,11 @@ from convergent.choices import (
     CLIP_LOSSES,
     CONTRASTIVE_HEADS,
     CONTRASTIVE_LOSSES,
+    DATA2VEC_LOSS_REDUCTIONS,
     DATA2VEC_MASK_KINDS,
+    DATA2VEC_TARGET_LAYERS,
     ENCODER_CONFIG,
+    ITM_NEGATIVES,
     POOLINGS,
     TARGET_NORMS,
     TOKENIZER_KINDS,
@@ -262,7 +265,9 @@ RULES: dict[type, dict[str, Any]] = {
     CausalLMConfig: {"label_smoothing": Range(0, 1, hi_open=True)},
     Data2VecConfig: {
         "mask_kind": OneOf(("auto", *DATA2VEC_MASK_KINDS)), "mask_ratio": Range(0, 1, lo_open=True), "top_k_layers": AT_LEAST_1,
-        "target_norm": OneOf(TARGET_NORMS), "final_norm": OneOf(TARGET_NORMS), "loss_beta": NON_NEGATIVE,
+        "target_layer": OneOf(("auto", *DATA2VEC_TARGET_LAYERS)), "target_norm": OneOf(TARGET_NORMS),
+        "final_norm": OneOf(("auto", *TARGET_NORMS)), "loss_beta": NON_NEGATIVE,
+        "loss_reduction": OneOf(("auto", *DATA2VEC_LOSS_REDUCTIONS)), "head_layers": AT_LEAST_1,
         "ema_decay": PROBABILITY, "ema_end_decay": PROBABILITY, "ema_anneal_end_step": NON_NEGATIVE,
     },
     MoCoV3Config: {
@@ -281,7 +286,7 @@ RULES: dict[type, dict[str, Any]] = {
     ViLTConfig: {
         "vocab_size": AT_LEAST_1, "pad_token_id": NON_NEGATIVE, "mask_token_id": NON_NEGATIVE,
         "max_text_len": AT_LEAST_1, "itm_weight": NON_NEGATIVE, "mlm_weight": NON_NEGATIVE,
-        "itm_neg_ratio": PROBABILITY,
+        "itm_neg_ratio": PROBABILITY, "itm_negatives": OneOf(ITM_NEGATIVES),
     },
 }  # fmt: skip
 """Config class -> field -> rule (a value of None skips the rule: the type check decides
@@ -444,6 +449,10 @@ def check_task_relations(section: Any, prefix: str, where: Where) -> None:
     if isinstance(section, TokenMaskingConfig) and section.replace_prob + section.random_prob > 1:
         other = f"{where.option(prefix + '.replace_prob')} {section.replace_prob:g}"
         raise where.error(f"{prefix}.random_prob", f" {section.random_prob:g} + {other} must be <= 1")
+    if isinstance(section, Data2VecConfig) and None not in (section.ema_decay, section.ema_end_decay) \
+            and section.ema_decay > section.ema_end_decay:
+        raise where.error(f"{prefix}.ema_decay", f" {section.ema_decay:g} must be <= "
+                          f"{where.option(prefix + '.ema_end_decay')} {section.ema_end_decay:g}")  # fmt: skip
     if isinstance(section, MoCoV3Config) and section.momentum > section.momentum_end:
         raise where.error(f"{prefix}.momentum", f" {section.momentum:g} must be <= "
                           f"{where.option(prefix + '.momentum_end')} {section.momentum_end:g}")  # fmt: skip

@@ -57,7 +57,10 @@ def test_zero_shot_needs_an_image_text_run(clip_run, capsys):
 
 
 def test_vilt_run_with_whole_word_masking(clip_run, tmp_path, recwarn):
-    """ViLT on the same bundled pairs; the batches carry word ids, so no fallback warning."""
+    """ViLT on the same bundled pairs; the batches carry word ids, so no fallback warning, and
+    false images (ITM negatives drawn from the dataset, the default): the task requires the key,
+    so the run is refused unless the workflow asked the dataset for them and the Trainer
+    transformed them like ``image``."""
     argv = ["pretrain", "--preset", "vilt-emoji", "--model.backbone", "vit_test", "--model.overrides", "{}",
             "--data.batch_size", "8", "--data.vocab_size", "300", "--trainer.max_steps", "2",
             "--optim.warmup_steps", "1", "--eval.knn", "false", "--eval.linear_probe", "false",
@@ -66,6 +69,7 @@ def test_vilt_run_with_whole_word_masking(clip_run, tmp_path, recwarn):
     records = [json.loads(line) for line in (tmp_path / "vilt" / "metrics.jsonl").read_text().splitlines()]
     assert {"itm_loss", "mlm_loss", "itm_acc", "mlm_acc"} <= records[-1].keys()
     assert not [w for w in recwarn if "word_ids" in str(w.message)]
+    assert "itm_negatives: dataset" in (tmp_path / "vilt" / "config.yaml").read_text()
 
 
 def test_retrieval_on_other_data(clip_run, tmp_path):

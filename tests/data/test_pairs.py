@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from convergent.data import pairs, registry
-from convergent.data.pairs import PairsCollator, build, read_pairs
+from convergent.data.pairs import ImageTextPairs, PairsCollator, build, read_pairs
 from convergent.data.pairs import read_rows as real_read_rows
 from convergent.data.tokenizer import train_tokenizer
 
@@ -202,3 +202,63 @@ def test_collate_with_tokenizer(images):
     assert batch["special_tokens_mask"].dtype == torch.bool and batch["label"].tolist() == [-1] * 4
     assert tok.decode(batch["input_ids"][1]) == "the picture number"  # truncated to 3 pieces + cls/sep
     assert ds.captions[1] == ["the picture number 1", "the picture number 5"]
+
+
+# --- false images (ViLT's image-text matching negatives) ---------------------------------------
+
+
+def _numbered(n: int) -> ImageTextPairs:
+    """``n`` preloaded images, image ``k`` filled with the value ``k``."""
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
+    return ImageTextPairs([f"{k}.png" for k in range(n)], [[f"caption {k}"] for k in range(n)], [-1] * n,
+                          img_size=4, images=images)  # fmt: skip
+
+
+def _false_ids(ds: ImageTextPairs) -> list[int]:
+    return [int(ds[i]["false_image"][0, 0, 0]) for i in range(len(ds))]
+
+
+def test_false_images_are_other_images_drawn_from_seed_epoch_and_index():
+    ds = _numbered(7).with_false_images(seed=3)
+    assert "false_image" in ds.batch_keys
+    draws = []
+    for epoch in range(30):
+        ds.set_epoch(epoch)
+        ids = _false_ids(ds)
+        assert all(f != i for i, f in enumerate(ids))  # never the sample's own image
+        assert ids == _false_ids(ds)  # the same on every access (any worker, a resumed run)
+        draws.append(ids)
+    assert len({tuple(d) for d in draws}) > 20  # new negatives each epoch
+    assert {d[0] for d in draws} == set(range(1, 7))  # every other image is reachable
+    again = _numbered(7).with_false_images(seed=3)
+    again.set_epoch(29)
+    assert _false_ids(again) == draws[29]
+    other = _numbered(7).with_false_images(seed=4)
+    other.set_epoch(29)
+    assert _false_ids(other) != draws[29]
+    assert "false_image" not in _numbered(3)[0] and "false_image" not in _numbered(3).batch_keys
+
+
+def test_false_images_in_batches_after_a_tokenizer_and_errors():
+    ds = _numbered(4).with_false_images()
+    ds.with_tokenizer(train_tokenizer(ds.texts(), vocab_size=60, min_frequency=1), max_length=8)
+    assert "false_image" in ds.batch_keys and "input_ids" in ds.batch_keys
+    batch = ds.collate_fn([ds[i] for i in range(4)])
+    assert batch["false_image"].shape == batch["image"].shape == (4, 3, 4, 4)
+    assert batch["false_image"].dtype == torch.uint8
+    assert "false_image" not in ds.with_false_images(enable=False).batch_keys
+    with pytest.raises(ValueError, match="at least 2 images"):
+        _numbered(1).with_false_images()
+
+
+def test_false_image_skips_unreadable_files_and_never_lands_on_its_own(tmp_path):
+    for k in range(3):
+        Image.new("RGB", (8, 8), (80 * k, 0, 0)).save(tmp_path / f"{k}.png")
+    (tmp_path / "bad.png").write_bytes(b"not really a png but enough header?")
+    paths = [str(tmp_path / n) for n in ("0.png", "bad.png", "1.png", "2.png")]
+    ds = ImageTextPairs(paths, [["a"], ["b"], ["c"], ["d"]], [-1] * 4, img_size=8).with_false_images()
+    for epoch in range(10):
+        ds.set_epoch(epoch)
+        for i in range(4):
+            item = ds[i]
+            assert not torch.equal(item["false_image"], item["image"])

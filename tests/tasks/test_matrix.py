@@ -53,7 +53,7 @@ def make_batch(task, backbone) -> dict[str, torch.Tensor]:
         "attention_mask": lambda: torch.ones(B, SEQ, dtype=torch.long),
         "label": lambda: torch.randint(0, CLASSES, (B,), generator=g),
     }
-    makers["image2"] = makers["image"]
+    makers["image2"] = makers["false_image"] = makers["image"]  # further views; ViLT's false images
     missing = sorted(set(task.batch_keys) - set(makers))
     assert not missing, f"the matrix test cannot make batch keys {missing} for task {task.name!r}"
     return {k: makers[k]() for k in task.batch_keys}

@@ -1,5 +1,5 @@
-"""ViLT: the joint Transformer (ViT ``forward_tokens``, key padding), ITM negatives (a
-derangement) and loss against a hand computation, MLM only on candidate tokens of matched
+"""ViLT: the joint Transformer (ViT ``forward_tokens``, key padding), ITM negatives (the
+dataset's false images, ViLT's default; or a derangement of the batch) and loss against a hand computation, MLM only on candidate tokens of matched
 pairs, whole-word masking, a falling loss on a tiny colour ↔ word dataset, state-dict round
 trip, config errors, and parity with HF ``ViltForMaskedLM`` at tiny size.
 
@@ -33,6 +33,9 @@ VOCAB = 50
 
 
 def _task(**kw) -> ViLT:
+    """ViLT on ``vit_test``; in-batch negatives unless ``itm_negatives`` says otherwise (the
+    tests written for them check the derangement; 'dataset' batches need a ``false_image``)."""
+    kw.setdefault("itm_negatives", "batch")
     backbone_kw = kw.pop("backbone_kw", {})
     cfg = ViLTConfig(vocab_size=VOCAB, mask_token_id=MASK, max_text_len=16, special_ids=(CLS, SEP, UNK), **kw)
     return build_task("vilt", build_backbone("vit_test", **backbone_kw), cfg)
@@ -160,6 +163,25 @@ def test_itm_and_mlm_losses_equal_a_hand_computation(single_pass):
     torch.testing.assert_close(out["mlm_loss"], mlm, atol=1e-5, rtol=0)
     torch.testing.assert_close(out["mlm_acc"], mlm_acc)
     torch.testing.assert_close(out["loss"], 0.3 * out["itm_loss"] + 2.0 * out["mlm_loss"])
+
+
+@pytest.mark.parametrize("single_pass", [False, True])
+def test_dataset_negatives_take_the_false_image(single_pass):
+    task = _task(itm_negatives="dataset", single_pass=single_pass).eval()
+    assert "false_image" in task.batch_keys and "false_image" not in _task().batch_keys
+    batch = _batch(b=8)
+    batch["false_image"] = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        out = task(batch, return_outputs=True)
+    negative = out["itm_labels"] == 0
+    assert int(negative.sum()) == 4 and torch.equal(out["itm_image"] == -1, negative)
+    images = torch.where(negative[:, None, None, None], batch["false_image"], batch["image"])
+    ids = out["mlm_input_ids"] if single_pass else batch["input_ids"]
+    with torch.no_grad():
+        logits = task.itm_head(task.encode(ids, images, batch["attention_mask"])[1])
+    torch.testing.assert_close(out["itm_logits"], logits, atol=1e-5, rtol=0)
+    with pytest.raises(KeyError, match="false_image"):
+        task(_batch(b=8))
 
 
 # --- MLM ---------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ Every registered backbone subclasses :class:`Backbone` and provides:
   ``mask`` is a ``(B, N_tokens)`` bool tensor, True where the input is hidden and the mask
   token replaces it (SimMIM, BERT MLM, data2vec students).
 * ``forward_intermediates(x, mask=None, indices=None, **kw) -> (tokens, [per-block outputs])``
-  for data2vec targets and probes (block outputs are taken before the final norm).
+  for data2vec targets and probes (block outputs are taken before the final norm); a backbone
+  declaring ``supports_ffn_targets`` also takes ``output="ffn"``: each selected block's
+  feed-forward output before the last residual (and before a post-norm), data2vec's text targets.
 * ``pooled(tokens) -> (B, C)``, ``embed_dim``, ``num_features``, ``no_weight_decay()``,
   ``set_grad_checkpointing()``, ``layer_id(param_name)`` / ``num_layers`` for layer decay.
 
@@ -70,6 +72,9 @@ class Backbone(nn.Module):
     supports_causal: bool = False
     supports_unpad: bool = False
     """``forward_intermediates(..., unpad=True)`` skips padded tokens (text, see layers/unpad.py)."""
+    supports_ffn_targets: bool = False
+    """``forward_intermediates(..., output="ffn")`` gives the blocks' feed-forward outputs before
+    the last residual instead of the block outputs (``output="block"``, what every backbone gives)."""
     num_prefix_tokens: int = 0
     input_key: str = "image"
     extra_input_keys: tuple[str, ...] = ()
@@ -298,6 +303,17 @@ def select_indices(indices: Any, n: int) -> list[int]:
         if not -n <= i < n:
             raise IndexError(f"intermediate index {i} out of range for {n} blocks")
     return out
+
+
+INTERMEDIATE_OUTPUTS = ("block", "ffn")
+"""What ``forward_intermediates(..., output=...)`` collects per block: its output, or ('ffn', with
+``supports_ffn_targets``) its feed-forward output before the last residual."""
+
+
+def check_intermediate_output(output: str) -> None:
+    """A clear error for an ``output`` outside :data:`INTERMEDIATE_OUTPUTS`."""
+    if output not in INTERMEDIATE_OUTPUTS:
+        raise ValueError(f"forward_intermediates output must be one of {INTERMEDIATE_OUTPUTS}, got {output!r}")
 
 
 def apply_mask_token(tokens: torch.Tensor, mask: torch.Tensor | None, mask_token: torch.Tensor) -> torch.Tensor:

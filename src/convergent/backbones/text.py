@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convergent.backbones.protocol import TextBackbone, apply_mask_token, select_indices
+from convergent.backbones.protocol import TextBackbone, apply_mask_token, check_intermediate_output, select_indices
 from convergent.backbones.text_spec import TextConfig
 from convergent.layers import Attention, Block, Mlp, init_linear_norm_
 from convergent.layers.linear import Linear
@@ -50,13 +50,20 @@ class TextBlock(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(
-        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, unpadded: Unpadded | None = None
-    ) -> torch.Tensor:
+        self,
+        x: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        unpadded: Unpadded | None = None,
+        return_ffn: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, L, C)`` → ``(B, L, C)``; ``key_padding_mask`` ``(B, L)`` bool, True = real token;
-        with ``unpadded``, packed real tokens ``(T, C)`` → ``(T, C)``."""
+        with ``unpadded``, packed real tokens ``(T, C)`` → ``(T, C)``. ``return_ffn``: also the
+        feed-forward output before dropout, the residual and ``norm2`` (fairseq's ``fc_result``)."""
         attn = self.attn(x, key_padding_mask=key_padding_mask, causal=self.causal, unpadded=unpadded)
         x = self.norm1(x + self.drop(attn))
-        return self.norm2(x + self.drop(self.mlp(x)))
+        ffn = self.mlp(x)
+        x = self.norm2(x + self.drop(ffn))
+        return (x, ffn) if return_ffn else x
 
 
 class Pooler(nn.Module):
@@ -83,6 +90,7 @@ class TextTransformer(TextBackbone):
     supports_causal = True
     extra_input_keys = ("attention_mask", "token_type_ids")
     supports_unpad = True
+    supports_ffn_targets = True
 
     @property
     def word_embeddings(self) -> nn.Embedding:
@@ -150,15 +158,19 @@ class TextTransformer(TextBackbone):
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         unpad: bool = False,
+        output: str = "block",
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final tokens ``(B, L, C)`` and the outputs of the blocks in ``indices`` (None: all;
         int k: last k; sequence: those, negatives allowed), each ``(B, L, C)``, taken before
-        the final norm of the pre-norm layout.
+        the final norm of the pre-norm layout. ``output``: 'block' (the block's output) or 'ffn'
+        (its feed-forward output before the last residual and, in the BERT layout, before
+        ``norm2``: fairseq's ``fc_results``, data2vec's text targets).
 
         ``unpad``: when ``attention_mask`` has padding, run the blocks on the real tokens only
         (:mod:`convergent.layers.unpad`): the same values at real positions, zeros at padded
         ones, and no work spent on padding. For callers that read real positions only."""
         take = set(select_indices(indices, len(self.blocks)))
+        check_intermediate_output(output)
         pad_mask = None
         if attention_mask is not None:
             if attention_mask.shape != input_ids.shape:
@@ -175,6 +187,10 @@ class TextTransformer(TextBackbone):
             x = unpadded.pack(x)  # (T, C)
         outs = []
         for i, block in enumerate(self.blocks):
+            if i in take and output == "ffn":
+                x, ffn = self.run_block(block, x, pad_mask, unpadded, True)
+                outs.append(ffn)
+                continue
             x = self.run_block(block, x, pad_mask, unpadded)
             if i in take:
                 outs.append(x)

@@ -14,7 +14,13 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from convergent.backbones.protocol import FeatureInfo, ImageBackbone, apply_mask_token, select_indices
+from convergent.backbones.protocol import (
+    FeatureInfo,
+    ImageBackbone,
+    apply_mask_token,
+    check_intermediate_output,
+    select_indices,
+)
 from convergent.backbones.vit_spec import ViTConfig
 from convergent.layers import Block, PatchEmbed, init_linear_norm_, interpolate_pos_embed
 from convergent.layers.linear import Linear
@@ -34,6 +40,7 @@ class VisionTransformer(ImageBackbone):
     supports_mask_token = True
     supports_token_drop = True
     supports_joint_tokens = True
+    supports_ffn_targets = True
     num_prefix_tokens = 1
     mask_kind = "block"
 
@@ -119,6 +126,7 @@ class VisionTransformer(ImageBackbone):
         mask: torch.Tensor | None = None,
         indices=None,
         keep: torch.Tensor | None = None,
+        output: str = "block",
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the encoder and collect block outputs.
 
@@ -130,15 +138,17 @@ class VisionTransformer(ImageBackbone):
                 indices, negatives allowed).
             keep: ``(B, K)`` indices of the patch tokens to encode (MAE); the others are
                 dropped before the blocks, so kept tokens attend only to each other.
+            output: 'block' (block outputs) or 'ffn' (each block's MLP branch before the
+                residual), as in :meth:`forward_tokens`.
 
         Returns:
             final normalised tokens ``(B, 1 + N, C)`` (``1 + K`` with ``keep``) and the selected
             block outputs, taken before the final norm.
         """
-        return self.forward_tokens(self.embed(x, mask, keep), indices=indices)
+        return self.forward_tokens(self.embed(x, mask, keep), indices=indices, output=output)
 
     def forward_tokens(
-        self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None, indices=None
+        self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None, indices=None, output: str = "block"
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the blocks and the final norm over already embedded tokens: the output of
         :meth:`embed`, or a longer sequence a task builds around it (ViLT: ``[text ; image]``).
@@ -148,6 +158,8 @@ class VisionTransformer(ImageBackbone):
             key_padding_mask: ``(B, N)`` bool, True for real tokens, False for padding that no
                 token attends to; None: all real.
             indices: which block outputs to return, as in :meth:`forward_intermediates`.
+            output: what to collect of those blocks: 'block' (their outputs) or 'ffn' (the MLP
+                branch ``mlp(norm2(x))`` before the residual: data2vec_vision's ``layer_results='fc'``).
 
         Returns:
             final normalised tokens ``(B, N, C)`` and the selected block outputs (before the norm).
@@ -160,8 +172,13 @@ class VisionTransformer(ImageBackbone):
                 f"{tuple(tokens.shape[:2])}"
             )
         take = set(select_indices(indices, len(self.blocks)))
+        check_intermediate_output(output)
         outs = []
         for i, block in enumerate(self.blocks):
+            if i in take and output == "ffn":
+                tokens, ffn = self.run_block(block, tokens, key_padding_mask, None, True)
+                outs.append(ffn)
+                continue
             tokens = self.run_block(block, tokens, key_padding_mask)
             if i in take:
                 outs.append(tokens)

@@ -62,6 +62,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from convergent.choices import FALSE_IMAGE
 from convergent.data.collate import note_unreadable, read_next
 from convergent.data.image_folder import decode
 from convergent.data.images import ImageTooLarge, open_image
@@ -108,6 +109,8 @@ class PairsCollator:
 
     def __call__(self, items: Sequence[dict]) -> dict:
         batch = {"image": torch.stack([it["image"] for it in items]), **self.text(items)}
+        if FALSE_IMAGE in items[0]:  # ImageTextPairs.with_false_images
+            batch[FALSE_IMAGE] = torch.stack([it[FALSE_IMAGE] for it in items])
         batch["skipped"] = [s for it in items for s in it.get("skipped", ())]
         return batch
 
@@ -122,7 +125,7 @@ class PairsBatching:
         """Set :attr:`collate_fn` to a :class:`PairsCollator` (and :attr:`batch_keys` to its keys);
         returns ``self``."""
         self.collate_fn = PairsCollator(tokenizer, max_length, padding, word_ids)
-        self.batch_keys = self.collate_fn.batch_keys
+        self.batch_keys = (*self.collate_fn.batch_keys, *((FALSE_IMAGE,) if FALSE_IMAGE in self.batch_keys else ()))
         return self
 
 
@@ -172,6 +175,10 @@ class ImageTextPairs(PairsBatching, Dataset):
         self.caption = caption
         self.max_pixels = max_pixels
         self._bad: dict[int, str] = {}  # index -> reason, found by this process
+        self.false_images = False
+        """Items also hold ``false_image`` (:meth:`with_false_images`)."""
+        self.false_image_seed = 0
+        self.epoch = 0
 
     # --- items ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -185,7 +192,42 @@ class ImageTextPairs(PairsBatching, Dataset):
 
     def __getitem__(self, i: int) -> dict:
         j, image, passed = read_next(self, i, self.image, "unreadable image")  # the next readable, as image-folder
-        return {"image": image, "text": self.pick_caption(j), "label": int(self.labels[j]), "skipped": passed}
+        item = {"image": image, "text": self.pick_caption(j), "label": int(self.labels[j]), "skipped": passed}
+        if self.false_images:
+            item[FALSE_IMAGE], more = self.false_image(i, j)
+            item["skipped"] = passed + more
+        return item
+
+    # --- false images (ViLT's image-text matching negatives) ----------------------------------
+    def with_false_images(self, seed: int = 0, enable: bool = True) -> "ImageTextPairs":
+        """Items (and batches) also hold ``false_image``: a random image of another item, drawn
+        from ``(seed, epoch, index)`` (:meth:`false_image`); returns ``self``."""
+        if enable and len(self) < 2:
+            raise ValueError(f"false images need at least 2 images, {self.source} has {len(self)}")
+        self.false_images, self.false_image_seed = enable, int(seed)
+        keys = tuple(k for k in self.batch_keys if k != FALSE_IMAGE)
+        self.batch_keys = (*keys, FALSE_IMAGE) if enable else keys
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """The false images depend on the epoch (the Trainer calls this before each epoch)."""
+        self.epoch = int(epoch)
+
+    def false_image(self, i: int, own: int) -> tuple[torch.Tensor, list[tuple[str, str]]]:
+        """The false image of item ``i`` (whose image is item ``own``'s) in this epoch, and the
+        unreadable files passed over: item ``k`` uniform over the others, drawn by a generator
+        seeded from ``(false_image_seed, epoch, i)`` (the same in any worker, after a resume),
+        then the next readable image from ``k`` that is not ``own`` (as ``__getitem__``)."""
+        n = len(self)
+        k = int(np.random.default_rng([self.false_image_seed, max(self.epoch, 0), i]).integers(n - 1))
+        k += k >= own  # never the sample's own image
+        passed = []
+        for start in (k, own + 1):  # wrapped around to its own image: go on after it
+            j, image, more = read_next(self, start % n, self.image, "unreadable image")
+            passed += more
+            if j != own:
+                return image, passed
+        raise ValueError(f"false images need at least 2 readable images: {self.source}")
 
     def pick_caption(self, i: int) -> str:
         """The caption of item ``i`` for this access (by :attr:`caption`)."""

@@ -31,9 +31,12 @@ from typing import Any, ClassVar
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import IterableDataset
 
+from convergent.choices import FALSE_IMAGE
 from convergent.data.collate import collate
 from convergent.data.skips import SkipLog
 
+IMAGE_KEYS = ("image", FALSE_IMAGE)
+"""Batch keys that hold uint8 images, which the Trainer's transform turns into model input."""
 SKIPPED = "skipped"
 """Batch (and item) key of the ``(where, detail)`` reports of samples passed over; not a batch key
 a task reads."""
@@ -72,6 +75,10 @@ class Dataset(TorchDataset):
     def skip_counts(self) -> Counter:
         """Samples passed over by reason (``skips.counts``)."""
         return self.skips.counts
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the Trainer before each epoch's loader iterator is made; items that depend on
+        the epoch (image–text pairs' false images) read it. The default ignores it."""
 
     def texts(self) -> Iterator[str]:
         """Every text of the dataset, in order (to train a tokenizer); text datasets only."""

@@ -35,9 +35,17 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(
-        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, unpadded: Unpadded | None = None
-    ) -> torch.Tensor:
-        """``(B, N, C)`` → ``(B, N, C)``; with ``unpadded``, packed real tokens ``(T, C)`` → ``(T, C)``."""
+        self,
+        x: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        unpadded: Unpadded | None = None,
+        return_ffn: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``(B, N, C)`` → ``(B, N, C)``; with ``unpadded``, packed real tokens ``(T, C)`` → ``(T, C)``.
+        ``return_ffn``: also the feed-forward branch ``mlp(norm2(x))`` before drop path and the
+        residual (data2vec's "FFN output before the last residual")."""
         attn = self.attn(self.norm1(x), key_padding_mask=key_padding_mask, causal=self.causal, unpadded=unpadded)
         x = x + self.drop_path(attn)  # (B, N, C)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        ffn = self.mlp(self.norm2(x))
+        x = x + self.drop_path(ffn)
+        return (x, ffn) if return_ffn else x

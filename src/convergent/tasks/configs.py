@@ -99,37 +99,63 @@ class CausalLMConfig:
 
 
 @dataclass
-class Data2VecConfig:
+class Data2VecConfig(TokenMaskingConfig):
     """data2vec (Baevski et al., 2022): a student sees a masked input and regresses, at the
-    hidden positions, the average of the top-K normalised block outputs of an EMA teacher
-    that sees the whole input. One objective for text, ViT and Swin. Fields left ``None``
-    take the paper's value for the backbone's mask kind (token: text sec. 4.3; block / patch:
-    vision sec. 4.1)."""
+    hidden positions, the average of the top-K normalised layer outputs of an EMA teacher
+    that sees the whole input. One objective for text, ViT and Swin. Fields left ``None`` /
+    ``'auto'`` take the official recipe of the mask kind: 'token' = fairseq
+    ``examples/data2vec`` text (``data2vec_text.py``, ``config/text/pretraining/base.yaml``)
+    with the paper's BERT masking (sec. 4.3); 'block' / 'patch' = data2vec_vision's ViT-B command
+    (``beit/run_cyclical.py``, sec. 4.1). On a text backbone the chosen tokens are corrupted as
+    BERT (the :class:`TokenMaskingConfig` fields: 80 % mask token, 10 % random id, 10 % kept)."""
 
     mask_kind: str = "auto"
     """Mask generator: 'auto' (the backbone's ``mask_kind``), 'token' (BERT: uniform tokens
     among real, non-special ones), 'block' (BEiT blocks on the patch grid), 'patch' (random
     squares of one final token each: SimMIM with mask size = output stride)."""
     mask_ratio: float | None = None
-    """Fraction of maskable positions hidden; None: token 0.15 (sec. 4.3), block / patch 0.6 (sec. 4.1)."""
+    """Fraction of maskable positions chosen; None: token 0.15 (sec. 4.3), block / patch 0.6 (sec. 4.1)."""
+    target_layer: str = "auto"
+    """What each teacher layer contributes: 'ffn' (the feed-forward output before the last
+    residual and, post-LN, before the LayerNorm: fairseq's ``fc_results``, the paper's choice,
+    sec. 3.3), 'block' (the block's output: data2vec_vision's ``--layer_results end``) or
+    'auto' (token: 'ffn'; block / patch: 'block'). 'ffn' needs a backbone that declares
+    ``supports_ffn_targets``."""
     top_k_layers: int | None = None
-    """K, teacher blocks averaged into the target; None: the paper's K (text 10, vision 6)
-    capped at the blocks the backbone has at its final resolution (``final_stage_depth``)."""
+    """K, teacher layers averaged into the target; None: the official share of the blocks at
+    the final resolution (``final_stage_depth``), rounded, at least 1: text 10 of 12, vision 6 of
+    12 (the top half); a 12-block model gets exactly the official K."""
     target_norm: str = "layer"
-    """Normalisation of each of the K block outputs before averaging: 'layer' (parameter-free
-    LayerNorm per token, the paper's choice for text and vision, sec. 3.3), 'instance'
-    (per channel over the sequence's real positions, the paper's choice for speech) or 'none'."""
-    final_norm: str = "none"
-    """Normalisation of the averaged target: 'none' (paper), 'layer' or 'instance'."""
+    """Normalisation of each of the K layer outputs before averaging: 'layer' (parameter-free
+    LayerNorm per token: fairseq text ``layer_norm_target_layer``, data2vec_vision's default),
+    'instance' (per channel over the sequence's real positions, the paper's speech choice) or 'none'."""
+    final_norm: str = "auto"
+    """Normalisation of the averaged target: 'auto' (token: 'none' as fairseq text; block /
+    patch: 'layer', data2vec_vision's ``--post_target_layer_norm``), 'layer', 'instance', 'none'."""
     loss_beta: float | None = None
     """Smooth L1 transition (0: squared error); None: token 4 (sec. 4.3), block / patch 2 (sec. 4.1)."""
-    ema_decay: float = 0.999
-    """Teacher momentum at step 0 (tau_0, sec. 4.2 / 4.3)."""
-    ema_end_decay: float = 0.9999
-    """Teacher momentum from ``ema_anneal_end_step`` on (tau_e, sec. 4.2 / 4.3)."""
+    loss_reduction: str = "auto"
+    """How the per-feature loss of a hidden token is reduced: 'sum' (fairseq text,
+    ``loss_scale: 1``), 'sqrt' (sum / sqrt(D): fairseq's default ``loss_scale: None``), 'mean'
+    (data2vec_vision's ``F.smooth_l1_loss``) or 'auto' (token: 'sum'; block / patch: 'mean').
+    Tokens are averaged in every case. With Adam only gradient clipping sees the difference."""
+    head_layers: int | None = None
+    """Layers of the regression head: 1 (a linear map) or more (Linear(D, 2D), GELU, ...,
+    Linear(., D), fairseq's ``head_layers``); None: token 2 (fairseq text), block / patch 1."""
+    ema_decay: float | None = None
+    """Teacher momentum at step 0 (tau_0); None: token 0.999 (fairseq text), block / patch 0.9998
+    (data2vec_vision: constant)."""
+    ema_end_decay: float | None = None
+    """Teacher momentum from ``ema_anneal_end_step`` on (tau_e); None: token 0.9999, block / patch 0.9998."""
     ema_anneal_end_step: int | None = None
-    """Steps over which the momentum rises linearly (tau_n; text 100k, speech 30k); None: the
-    run's ``max_steps`` (fairseq's default)."""
+    """Steps over which the momentum rises linearly from ``ema_decay`` to ``ema_end_decay``;
+    None: token 30 % of the run's ``max_steps`` (fairseq text: 300k of 1M updates), block /
+    patch the run's ``max_steps``."""
+    ema_transformer_only: bool | None = None
+    """Average only the Transformer blocks into the teacher and share the rest (embeddings,
+    final norm, pooler: the parameters the backbone's ``layer_id`` puts outside the blocks) with
+    the student, as fairseq text's ``ema_transformer_layers_only``; False: average the whole
+    backbone (data2vec_vision); None: token True, block / patch False."""
 
 
 @dataclass
@@ -262,7 +288,7 @@ class ViLTConfig(TokenMaskingConfig):
     sequence ``[text tokens ; image patches]``, each part with its own position embeddings plus
     a learned modality-type embedding. Pre-training adds image–text matching (ITM: the pooled
     first token, text [CLS], scores whether the image belongs to the text; a share of the
-    images is replaced by other images of the batch) and masked language modelling
+    images is replaced by random other images of the dataset) and masked language modelling
     conditioned on the image (MLM: BERT's 15 % with 80/10/10, on matched pairs only; the
     masking fields are :class:`TokenMaskingConfig`'s). The text fields come from the run's
     tokenizer."""
@@ -283,8 +309,12 @@ class ViLTConfig(TokenMaskingConfig):
     mlm_weight: float = 1.0
     """Weight of the MLM cross-entropy in the loss."""
     itm_neg_ratio: float = 0.5
-    """Fraction of the batch whose image is replaced by another pair's image for ITM (exactly
+    """Fraction of the batch whose image is replaced by another image for ITM (exactly
     ``round(ratio * B)`` pairs, chosen at random, as ViLT's code: half)."""
+    itm_negatives: str = "dataset"
+    """Where an ITM negative's image comes from: 'dataset' (a random other image of the dataset,
+    drawn per sample by the data side as the batch key ``false_image``: ViLT's
+    ``get_false_image``) or 'batch' (another pair's image of the same batch, a random derangement)."""
     single_pass: bool = False
     """False (ViLT): two passes, MLM over masked text with each text's own image and ITM over
     the unmasked text with the swapped images. True: one pass over the masked text with the

@@ -127,14 +127,30 @@ def corrupt_tokens(
         the corrupted ids ``(B, L)`` and the labels ``(B, L)``: the original ids at chosen
         positions, -100 elsewhere.
     """
+    replace, randomise, random_ids = bert_corruption(input_ids, chosen, vocab_size, replace_prob, random_prob, generator)
+    corrupted = torch.where(replace, mask_token_id, input_ids)
+    corrupted = torch.where(randomise, random_ids, corrupted)
+    return corrupted, input_ids.masked_fill(~chosen, IGNORE_INDEX)
+
+
+def bert_corruption(
+    input_ids: torch.Tensor,
+    chosen: torch.Tensor,
+    vocab_size: int,
+    replace_prob: float = 0.8,
+    random_prob: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The decisions of :func:`corrupt_tokens`, for callers that hide tokens their own way
+    (data2vec passes ``replace`` as the backbone's ``mask``): ``replace`` ``(B, L)`` bool (become
+    the mask token), ``randomise`` ``(B, L)`` bool (take ``random_ids``) and ``random_ids``
+    ``(B, L)`` uniform ids of ``[0, vocab_size)``; chosen positions in neither keep their id."""
     device = generator.device if generator is not None else input_ids.device
     u = torch.rand(input_ids.shape, generator=generator, device=device).to(input_ids.device)  # one draw decides
     random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator, device=device).to(input_ids)
     replace = chosen & (u < replace_prob)
     randomise = chosen & (u >= replace_prob) & (u < replace_prob + random_prob)
-    corrupted = torch.where(replace, mask_token_id, input_ids)
-    corrupted = torch.where(randomise, random_ids, corrupted)
-    return corrupted, input_ids.masked_fill(~chosen, IGNORE_INDEX)
+    return replace, randomise, random_ids
 
 
 def tied_embedding(backbone: TextBackbone) -> torch.Tensor:

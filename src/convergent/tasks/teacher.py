@@ -5,8 +5,9 @@ The teacher belongs to the task (see :mod:`convergent.tasks.base`), so this modu
 with the tasks; ``convergent.training.ema`` re-exports it.
 """
 
-import copy
 import math
+from collections.abc import Collection
+from copy import deepcopy
 
 import torch
 from torch import nn
@@ -15,21 +16,25 @@ from torch import nn
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy of ``module`` in eval mode whose parameters do not require gradients
     (so the optimizer leaves them out)."""
-    teacher = copy.deepcopy(module).eval()
+    teacher = deepcopy(module).eval()
     teacher.requires_grad_(False)
     return teacher
 
 
 @torch.no_grad()
-def ema_update_(target: nn.Module, source: nn.Module, momentum: float) -> None:
+def ema_update_(target: nn.Module, source: nn.Module, momentum: float, copy: Collection[str] = ()) -> None:
     """In place: ``t = momentum * t + (1 - momentum) * s`` for every parameter of ``target``
-    and the same-named parameter of ``source``; buffers are copied from ``source``.
+    and the same-named parameter of ``source``; buffers, and the parameters named in ``copy``,
+    are copied from ``source`` (shared with it, as fairseq's EMA ``skip_keys``).
 
     Raises a ``KeyError`` naming the differences when the two modules' names differ.
     """
     t_params, s_params = dict(target.named_parameters()), dict(source.named_parameters())
     _check_names("parameters", t_params, s_params)
-    names = list(t_params)
+    copy = set(copy)
+    for name in copy:
+        t_params[name].data.copy_(s_params[name].data)
+    names = [n for n in t_params if n not in copy]
     if names:
         t = [t_params[n].data for n in names]
         s = [s_params[n].data.to(t_params[n].dtype) for n in names]

@@ -10,9 +10,12 @@ without token types), two learned modality-type embeddings (text 0, image 1), Vi
 (``tanh(dense(first token))``, the first token being the text's [CLS]) and the heads:
 
 * image–text matching (ITM): ``round(itm_neg_ratio * B)`` pairs of the batch, chosen at
-  random, take the image of another pair (:func:`itm_negatives`: a random derangement, so a
-  negative never keeps its own image); a linear head on the pooled token scores matched (1)
-  against not matched (0), cross-entropy;
+  random (:func:`itm_negatives`), take another image: with ``itm_negatives='dataset'`` (ViLT's
+  code, ``BaseDataset.get_false_image``) the random other image of the dataset that the data
+  side drew for the sample (batch key ``false_image``, transformed like ``image``; never the
+  sample's own); with 'batch' the image of another pair (a random derangement, so a negative
+  never keeps its own image). A linear head on the pooled token scores matched (1) against
+  not matched (0), cross-entropy;
 * masked language modelling (MLM) conditioned on the image: BERT's corruption of 15 % of
   each text's real, non-special tokens (:func:`~convergent.masking.token_masking`, or whole
   words with ``whole_word_mask`` and ``batch["word_ids"]``,
@@ -43,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convergent.backbones.text import Pooler
+from convergent.choices import FALSE_IMAGE, ITM_NEGATIVES
 from convergent.heads.lm_head import LMHead
 from convergent.layers import init_linear_norm_
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
@@ -97,12 +101,15 @@ class ViLT(Task):
     ``(B, L)``, ``batch["attention_mask"]`` ``(B, L)`` (1 = real token; padding on the right)
     and, when present, ``batch["special_tokens_mask"]`` ``(B, L)`` (never chosen for MLM;
     without it the pad / mask ids and ``ViLTConfig.special_ids`` are not) and ``batch["word_ids"]``
-    ``(B, L)`` (whole-word masking). Pair ``i`` is ``(image[i], text[i])``. ITM negatives and
-    MLM positions are drawn from the global RNG.
+    ``(B, L)`` (whole-word masking); with ``itm_negatives='dataset'`` also ``batch["false_image"]``
+    ``(B, C, H, W)``, a random other image per pair. Pair ``i`` is ``(image[i], text[i])``. Which
+    pairs become ITM negatives (and, with 'batch', whose image they take) and the MLM positions
+    are drawn from the global RNG.
 
     Returns ``{"loss", "itm_loss", "mlm_loss", "itm_acc", "mlm_acc"}``. With
     ``return_outputs=True`` also ``"itm_logits"`` ``(B, 2)``, ``"itm_labels"`` ``(B,)`` (1 =
-    matched), ``"itm_image"`` ``(B,)`` (the batch index of the image each ITM row saw),
+    matched), ``"itm_image"`` ``(B,)`` (the batch index of the image each ITM row saw; -1: its
+    ``false_image``),
     ``"mlm_image"`` ``(B,)`` (likewise for the MLM rows), ``"mlm_input_ids"`` (the corrupted
     ids) and ``"mlm_labels"`` ``(B, L)`` (-100 where nothing is predicted).
 
@@ -127,6 +134,8 @@ class ViLT(Task):
     def __init__(self, backbone: nn.Module, config: ViLTConfig):
         super().__init__(backbone, config)
         _check_config(config)
+        if config.itm_negatives == "dataset":
+            self.batch_keys = (*ViLT.batch_keys, FALSE_IMAGE)
         c = backbone.num_features
         self.text_embed = TextEmbedding(
             config.vocab_size, config.max_text_len, c, config.pad_token_id, backbone.norm_eps, backbone.dropout
@@ -170,15 +179,25 @@ class ViLT(Task):
         attention = _real_tokens(ids, batch.get("attention_mask"))
         negative, partner = itm_negatives(b, cfg.itm_neg_ratio, device=ids.device)  # (B,), (B,)
         own = torch.arange(b, device=ids.device)
-        itm_image = torch.where(negative, partner, own)  # (B,) the image each ITM row sees
+        if cfg.itm_negatives == "dataset":  # ViLT: the sample's random other image of the dataset
+            false = batch[FALSE_IMAGE]
+            if false.shape != image.shape:
+                raise ValueError(
+                    f"batch['{FALSE_IMAGE}'] {tuple(false.shape)} must match batch['image'] {tuple(image.shape)}"
+                )
+            itm_images = torch.where(negative[:, None, None, None], false, image)  # (B, C, H, W)
+            itm_image = torch.where(negative, -1, own)  # (B,) -1: the false image
+        else:  # another pair's image of the batch
+            itm_image = torch.where(negative, partner, own)  # (B,) the image each ITM row sees
+            itm_images = image[itm_image]
         mlm_ids, mlm_labels = self.corrupt(ids, attention, batch)  # (B, L), (B, L)
         if cfg.single_pass:
             mlm_labels = mlm_labels.masked_fill(negative[:, None], IGNORE_INDEX)  # matched pairs only
-            tokens, pooled = self.encode(mlm_ids, image[itm_image], attention)
+            tokens, pooled = self.encode(mlm_ids, itm_images, attention)
             text_tokens, mlm_image = tokens[:, :length], itm_image
         else:  # ITM on clean text, MLM with each text's own image: one batch of 2B
             tokens, pooled = self.encode(
-                torch.cat([ids, mlm_ids]), torch.cat([image[itm_image], image]), torch.cat([attention, attention])
+                torch.cat([ids, mlm_ids]), torch.cat([itm_images, image]), torch.cat([attention, attention])
             )
             pooled, text_tokens, mlm_image = pooled[:b], tokens[b:, :length], own
         itm_logits = self.itm_head(pooled)  # (B, 2)
@@ -287,6 +306,8 @@ def _check_config(config: ViLTConfig) -> None:
             )
     if config.max_text_len < 1:
         raise ValueError(f"ViLTConfig.max_text_len must be >= 1, got {config.max_text_len}")
+    if config.itm_negatives not in ITM_NEGATIVES:
+        raise ValueError(f"ViLTConfig.itm_negatives must be one of {ITM_NEGATIVES}, got {config.itm_negatives!r}")
     if not 0.0 <= config.itm_neg_ratio <= 1.0:
         raise ValueError(f"ViLTConfig.itm_neg_ratio must be in [0, 1], got {config.itm_neg_ratio}")
     check_corruption(config)

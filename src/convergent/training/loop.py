@@ -73,7 +73,7 @@ from lightning_fabric import Fabric
 from torch import nn
 from torch.utils.data import DataLoader
 
-from convergent.data.protocol import SKIPPED, Dataset
+from convergent.data.protocol import IMAGE_KEYS, SKIPPED, Dataset
 from convergent.data.skips import SkipLog
 from convergent.rundir import RunDir
 from convergent.tasks.base import Task
@@ -304,6 +304,8 @@ class Trainer:
         while self.step < cfg.max_steps:
             epoch, pos = divmod(self.step, per_epoch)
             run.sampler.set_epoch(epoch, pos * self.optim_cfg.accumulate)
+            if not run.loader.dataset.streamed:  # (a stream's epoch is StreamOrder's)
+                run.loader.dataset.set_epoch(epoch)  # items may depend on it (false images)
             run.loader.generator.manual_seed(derive_seed(cfg.seed, rank, epoch, pos))  # worker seeds
             batches = iter(run.loader)
             for _ in range(min(per_epoch - pos, cfg.max_steps - self.step)):
@@ -371,6 +373,9 @@ class Trainer:
             batch["image"] = transform(images, generator)
             for v in range(2, views + 1):  # further views of the same images, drawn after the first
                 batch[f"image{v}"] = transform(images, generator)
+        for key in IMAGE_KEYS[1:]:  # other images a dataset yields (ViLT's false images), transformed alike
+            if transform is not None and key in batch:
+                batch[key] = transform(batch[key], generator)
         return batch
 
     def _nonfinite_problem(self, values: dict[str, float]) -> str | None:

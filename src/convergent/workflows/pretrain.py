@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from convergent.choices import FALSE_IMAGE
 from convergent.config import PretrainConfig
+from convergent.data.pairs import ImageTextPairs
 from convergent.data.transforms import build_transform
 from convergent.rundir import RunDir
 from convergent.tasks.configs import TokenMaskingConfig
@@ -65,6 +67,8 @@ def _pretrain(cfg: PretrainConfig, run: RunDir, resume: bool) -> dict:
     tokenizer = prepare_text(cfg, run.root, train_set, test_set, encoder_dir=cfg.model.init,
                              word_ids=masks_whole_words(cfg.task.selected()))  # fmt: skip
     task = build_run_task(cfg, tokenizer)
+    if FALSE_IMAGE in task.batch_keys and isinstance(train_set, ImageTextPairs):  # ViLT's ITM negatives
+        train_set.with_false_images(seed=cfg.trainer.seed)
     trainer = Trainer(cfg.trainer, cfg.optim, run.root, cfg.data.batch_size, cfg.data.num_workers)
     callbacks = [ReconstructionCallback(cfg, test_set or train_set, run)] if task.reconstructs else []
     fit_set = train_set
