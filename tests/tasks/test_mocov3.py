@@ -139,8 +139,9 @@ def test_clear_errors():
 # --- with the Trainer ---------------------------------------------------------------------------
 
 
-def shift_transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """uint8 → float plus one random offset per image: two draws differ by a per-image constant."""
+def shift_transform(images: torch.Tensor, generator: torch.Generator, view: int = 0) -> torch.Tensor:
+    """uint8 → float plus one random offset per image: two draws differ by a per-image constant
+    (the Trainer calls the second with ``view=1``)."""
     return images.float() / 255 + torch.rand(images.shape[0], 1, 1, 1, generator=generator, device=images.device)
 
 
