@@ -90,8 +90,9 @@ class MaskedTask(Task):
         self.steps_seen.append(step)
 
 
-def random_transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """uint8 → [-1, 1], random horizontal flip and a random shift (roll) of up to 2 px."""
+def random_transform(images: torch.Tensor, generator: torch.Generator, view: int = 0) -> torch.Tensor:
+    """uint8 → [-1, 1], random horizontal flip and a random shift (roll) of up to 2 px (the same
+    for every ``view`` of a multi-view task)."""
     x = images.float() / 127.5 - 1.0
     flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -99,7 +100,7 @@ def random_transform(images: torch.Tensor, generator: torch.Generator) -> torch.
     return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
 
 
-def eval_transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def eval_transform(images: torch.Tensor, generator: torch.Generator, view: int = 0) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 

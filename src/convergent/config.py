@@ -37,6 +37,23 @@ class DataConfig:
     """Random-resized-crop aspect-ratio range (training)."""
     hflip: float = 0.5
     """Probability of a horizontal flip (training)."""
+    color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    """Colour jitter strengths (training): brightness, contrast, saturation (each >= 0; factor
+    ~ U[max(0, 1-s), 1+s]) and hue (in [0, 0.5]; shift ~ U[-h, h]), torchvision's ``ColorJitter``,
+    in a random order per image (0: that op is off). MoCo v3 / BYOL: [0.4, 0.4, 0.2, 0.1]."""
+    color_jitter_prob: tuple[float, ...] = (0.0,)
+    """Probability of applying the colour jitter, per view (element v for view v, the last for
+    further views; training). MoCo v3 / BYOL: [0.8]."""
+    grayscale_prob: tuple[float, ...] = (0.0,)
+    """Probability of converting an image to grayscale, per view (training). MoCo v3 / BYOL: [0.2]."""
+    blur_prob: tuple[float, ...] = (0.0,)
+    """Probability of a Gaussian blur, per view (training; kernel 10 % of the image side, odd).
+    MoCo v3 / BYOL: [1.0, 0.1]."""
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    """Range of the Gaussian blur's sigma in pixels (uniform; training)."""
+    solarize_prob: tuple[float, ...] = (0.0,)
+    """Probability of solarizing (values >= 128 of 255 inverted), per view (training). MoCo v3 /
+    BYOL: [0.0, 0.2]."""
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     """Per-channel normalisation mean."""
     std: tuple[float, ...] = (0.5, 0.5, 0.5)

@@ -213,6 +213,33 @@ class Each:
 
 
 @dataclass(frozen=True)
+class PerView:
+    """A per-view tuple (element v for view v, the last repeating): at least one value, each
+    following ``rule``."""
+
+    rule: Any
+
+    def problem(self, value: tuple) -> str | None:
+        if not value:
+            return " needs at least one value (one per view; the last repeats for further views)"
+        return Each(self.rule).problem(value)
+
+
+@dataclass(frozen=True)
+class Items:
+    """A fixed-length tuple whose element i, named ``names[i]``, follows ``rules[i]``."""
+
+    names: tuple[str, ...]
+    rules: tuple[Any, ...]
+
+    def problem(self, value: tuple) -> str | None:
+        for name, rule, v in zip(self.names, self.rules, value):
+            if found := rule.problem(v):
+                return f"{found} ({name}, in {list(value)})"
+        return None
+
+
+@dataclass(frozen=True)
 class Devices:
     """Lightning's ``devices``: a count >= 1, -1 (all), 'auto', or device ids such as '0,1'."""
 
@@ -231,6 +258,9 @@ RULES: dict[type, dict[str, Any]] = {
         "ratio": Each(POSITIVE), "hflip": PROBABILITY, "std": Each(POSITIVE), "limit": AT_LEAST_1,
         "tokenizer": Exists(), "tokenizer_kind": OneOf(TOKENIZER_KINDS), "vocab_size": AT_LEAST_1,
         "max_length": Range(2),
+        "color_jitter": Items(("brightness", "contrast", "saturation", "hue"), (NON_NEGATIVE,) * 3 + (Range(0, 0.5),)),
+        "color_jitter_prob": PerView(PROBABILITY), "grayscale_prob": PerView(PROBABILITY),
+        "blur_prob": PerView(PROBABILITY), "blur_sigma": Each(POSITIVE), "solarize_prob": PerView(PROBABILITY),
     },
     ModelConfig: {"backbone": Registered(backbone_config), "init": Exists("dir")},
     OptimConfig: {
@@ -365,7 +395,7 @@ def subsections(section: Any) -> list[str]:
 def check_relations(cfg: RunConfig, where: Where, training: bool) -> None:
     """What no single field shows (see the module docstring)."""
     d = cfg.data
-    for key, (low, high) in (("data.scale", d.scale), ("data.ratio", d.ratio)):
+    for key, (low, high) in (("data.scale", d.scale), ("data.ratio", d.ratio), ("data.blur_sigma", d.blur_sigma)):
         if low > high:
             raise where.error(key, f" must be [low, high] with low <= high, got {[low, high]}")
     for key, values in (("data.mean", d.mean), ("data.std", d.std)):

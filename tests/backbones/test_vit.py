@@ -1,12 +1,20 @@
 """VisionTransformer: the Backbone contract, token drop (MAE), mask token (SimMIM),
-intermediates, weights on disk with resolution transfer, grad checkpointing."""
+intermediates, weights on disk with resolution transfer, grad checkpointing; MoCo v3 / MAE's
+fixed sin-cos positions, frozen patch projection and Xavier initialisations."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
 from convergent.backbones import build_backbone
 from convergent.backbones.protocol import Backbone
 from convergent.backbones.vit import VisionTransformer
+from convergent.config import ModelConfig, OptimConfig, PretrainConfig
+from convergent.layers import sincos_pos_embed_2d
+from convergent.training.optim import build_optimizer
+from convergent.validate import ConfigError, check_config
 
 B, N, C = 3, 16, 32  # vit_test: 32 px, patch 8 → 4x4 grid, width 32, 2 blocks
 
@@ -221,3 +229,95 @@ def test_config_files_with_the_old_pooling_name_still_load(tmp_path):
     assert again.config.global_pool == "cls"
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(again.pooled(again(x)), model.pooled(model(x)))
+
+
+# --- MoCo v3 / MAE options: fixed sin-cos positions, frozen patch projection, Xavier init ------------
+
+
+def official_sincos(grid: int, dim: int) -> np.ndarray:
+    """MAE ``util/pos_embed.py:get_2d_sincos_pos_embed(dim, grid, cls_token=True)``, written out
+    in NumPy: the first half encodes ``grid[0]`` of ``np.meshgrid(w, h)`` (the column), the
+    second half the row; each half ``[sin(p·ω), cos(p·ω)]``, ``ω = 1 / 10000^(k / (dim/4))``."""
+    cols, rows = np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32))
+
+    def one_d(d: int, pos: np.ndarray) -> np.ndarray:
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    emb = np.concatenate([one_d(dim // 2, cols), one_d(dim // 2, rows)], axis=1)
+    return np.concatenate([np.zeros([1, dim]), emb], axis=0)
+
+
+def test_sincos_table_equals_the_official():
+    for grid, dim in ((4, 32), (7, 64), (14, 768)):
+        want = torch.from_numpy(official_sincos(grid, dim)).float()
+        torch.testing.assert_close(sincos_pos_embed_2d(grid, dim), want, rtol=0, atol=1e-6)
+    model = build_backbone("vit_test", pos_embed="sincos")
+    torch.testing.assert_close(model.pos_embed[0], torch.from_numpy(official_sincos(4, C)).float(), rtol=0, atol=1e-6)
+    assert "pos_embed" not in dict(model.named_parameters()) and "pos_embed" in model.state_dict()  # fixed, saved
+    assert not model.pos_embed.requires_grad
+    model(_images()).sum().backward()
+    assert model.pos_embed.grad is None
+
+
+def test_sincos_save_load_and_other_resolutions(tmp_path):
+    model = _model(pos_embed="sincos")
+    model.save_pretrained(tmp_path / "vit")
+    loaded = VisionTransformer.from_pretrained(tmp_path / "vit").eval()
+    assert loaded.config.pos_embed == "sincos" and torch.equal(loaded(_images()), model(_images()))
+    big = VisionTransformer.from_pretrained(tmp_path / "vit", img_size=48).eval()
+    torch.testing.assert_close(big.pos_embed, sincos_pos_embed_2d(6, C)[None], rtol=0, atol=0)  # recomputed
+    x = _images(h=48, w=48)
+    torch.testing.assert_close(big(x), model(x), rtol=0, atol=0)  # = the table computed on the fly
+    learned = VisionTransformer.from_pretrained(tmp_path / "vit", pos_embed="learned")  # fine-tuning them
+    assert learned.pos_embed.requires_grad and torch.equal(learned.pos_embed, model.pos_embed)
+
+
+def test_frozen_patch_embed_gets_no_gradient_and_no_update():
+    model = build_backbone("vit_test", freeze_patch_embed=True).train()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"patch_embed.proj.weight", "patch_embed.proj.bias"}
+    opt = build_optimizer(model, OptimConfig(lr=1e-2, weight_decay=0.1))
+    assert not any(p is model.patch_embed.proj.weight for g in opt.param_groups for p in g["params"])
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    for _ in range(2):
+        model(_images()).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    assert model.patch_embed.proj.weight.grad is None
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) == (n in frozen or n == "mask_token"), n  # the mask token is unused here
+
+
+def test_init_options():
+    """Bounds and spreads of Xavier-uniform: U(±sqrt(6 / (fan_in + fan_out))), std bound / sqrt(3)."""
+    mae, moco = build_backbone("vit_test", init="xavier"), build_backbone("vit_test", init="xavier_qkv")
+    for model, qkv_fans in ((mae, 3 * C + C), (moco, C + C)):
+        w = model.blocks[0].attn.qkv.weight  # (3C, C)
+        bound = math.sqrt(6 / qkv_fans)
+        assert w.abs().max() <= bound and w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+        fc1 = model.blocks[0].mlp.fc1.weight  # (4C, C)
+        assert fc1.abs().max() <= math.sqrt(6 / (5 * C)) and fc1.abs().max() > 0.9 * math.sqrt(6 / (5 * C))
+        p = model.patch_embed.proj.weight  # flattened (C, 3 p²)
+        assert p.abs().max() <= math.sqrt(6 / (3 * 64 + C))
+        assert all(torch.count_nonzero(b) == 0 for n, b in model.named_parameters() if n.endswith("bias"))
+    assert 0.01 < mae.cls_token.std().item() < 0.04 and moco.cls_token.abs().max() < 1e-5
+    assert build_backbone("vit_test").blocks[0].mlp.fc1.weight.std().item() == pytest.approx(0.02, rel=0.15)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(pos_embed="sin-cos"), "pos_embed must be one of learned, sincos, got 'sin-cos'"),
+        (dict(init="xavier_normal"), "init must be one of trunc_normal, xavier, xavier_qkv, got 'xavier_normal'"),
+        (dict(pos_embed="sincos", embed_dim=30, num_heads=2), "needs embed_dim divisible by 4, got 30"),
+        (dict(freeze_patch_embed="yes"), "freeze_patch_embed must be true or false"),
+    ],
+)
+def test_new_fields_validated(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        build_backbone("vit_test", **overrides)
+    cfg = PretrainConfig(model=ModelConfig(backbone="vit_test", overrides=overrides))
+    with pytest.raises(ConfigError, match=f"--model.overrides .*{match}"):
+        check_config(cfg)

@@ -211,3 +211,19 @@ def test_qkv_without_bias_converts():
         _assert_outputs_match(hf, ours, _images())
     hf2 = transformers.ViTModel(transformers.ViTConfig(**config_to_hf(ours.config)), add_pooling_layer=True)
     hf2.load_state_dict(state_dict_to_hf(ours.state_dict(), ours.config), strict=True)
+
+
+def test_sincos_and_frozen_patch_projection_convert_as_plain_weights():
+    """MoCo v3 / MAE's options are training choices: the fixed table and the frozen projection go
+    over as HF's (learned) position embeddings and patch projection, same outputs."""
+    torch.manual_seed(0)
+    cfg = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_dim=64, pooler=True,
+                    pos_embed="sincos", freeze_patch_embed=True, init="xavier_qkv")  # fmt: skip
+    ours = VisionTransformer(cfg)
+    _randomize(ours, seed=3)
+    ours.eval()
+    hf = transformers.ViTModel(transformers.ViTConfig(**config_to_hf(ours.config)), add_pooling_layer=True)
+    hf.load_state_dict(state_dict_to_hf(ours.state_dict(), ours.config), strict=True)
+    torch.testing.assert_close(hf.embeddings.position_embeddings, ours.pos_embed, rtol=0, atol=0)
+    with torch.no_grad():
+        _assert_outputs_match(hf.eval(), ours, _images())

@@ -1,5 +1,6 @@
 """Batched transforms: reproducible from a generator, exact normalisation, crop geometry,
-flips, boxes within the configured ranges."""
+flips, boxes within the configured ranges; per-view photometric augmentation (the ops
+themselves: tests/data/test_color.py) composed after the crop, and nothing changed without it."""
 
 import math
 from dataclasses import replace
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from convergent.config import DataConfig
-from convergent.data.transforms import build_transform, crop_flip, denormalize, sample_boxes
+from convergent.data.color import ViewAugment
+from convergent.data.transforms import BatchTransform, build_transform, crop_flip, denormalize, normalize, sample_boxes
 
 S = 16
 
@@ -122,3 +124,67 @@ def test_bad_config():
         build_transform(cfg(scale=(0.9, 0.5)), train=True)
     with pytest.raises(ValueError, match="hflip"):
         build_transform(cfg(hflip=1.5), train=True)
+
+
+MOCO = dict(color_jitter=(0.4, 0.4, 0.2, 0.1), color_jitter_prob=(0.8,), grayscale_prob=(0.2,), blur_prob=(1.0, 0.1),
+            solarize_prob=(0.0, 0.2))  # fmt: skip
+
+
+def test_defaults_equal_the_crop_flip_transform_bit_for_bit():
+    """No photometric fields set: the output, and what is drawn, are the old transform's."""
+    c = cfg(scale=(0.3, 1.0))
+    old = BatchTransform(c.img_size, c.mean, c.std, True, c.scale, c.ratio, c.hflip)  # crop + flip only
+    new = build_transform(c, train=True)
+    x = batch()
+    g_old, g_new = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for view in (0, 1, 2):
+        assert torch.equal(new(x, g_new, view=view), old(x, g_old))
+    assert torch.equal(g_new.get_state(), g_old.get_state())
+
+
+def test_views_compose_crop_then_their_own_photometric_ops():
+    c = cfg(**MOCO)
+    t = build_transform(c, train=True)
+    views = t.views
+    assert [(v.blur_prob, v.solarize_prob, v.grayscale_prob, v.color_jitter_prob) for v in views] == [
+        (1.0, 0.0, 0.2, 0.8), (0.1, 0.2, 0.2, 0.8)]  # fmt: skip
+    x = batch()
+    for view in (0, 1, 3):  # view 3 uses the last settings
+        g, ref = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+        got = t(x, g, view=view)
+        boxes = sample_boxes(6, S, S, c.scale, c.ratio, ref)
+        flip = torch.rand(6, generator=ref) < c.hflip
+        aug = views[min(view, 1)]
+        want = normalize(aug.apply(crop_flip(x.float(), boxes, flip, S), aug.draw(6, ref)), c.mean, c.std)
+        assert torch.equal(got, want) and torch.equal(g.get_state(), ref.get_state())
+    eval_t = build_transform(c, train=False)  # evaluation: no augmentation whatever the fields
+    torch.testing.assert_close(eval_t(x, None, view=1), build_transform(cfg(), train=False)(x))
+
+
+def test_photometric_views_deterministic_and_resume_exact():
+    t = build_transform(cfg(**MOCO), train=True)
+    x = batch()
+    a, b = (t(x, torch.Generator().manual_seed(7), view=1) for _ in range(2))
+    assert torch.equal(a, b) and not torch.allclose(a, t(x, torch.Generator().manual_seed(8), view=1))
+    g = torch.Generator().manual_seed(3)
+    t(x, g, view=0)
+    state = g.get_state()  # a checkpoint between two batches
+    first = (t(x, g, view=0), t(x, g, view=1))
+    g.set_state(state)
+    second = (t(x, g, view=0), t(x, g, view=1))
+    assert all(torch.equal(p, q) for p, q in zip(first, second))
+    assert not torch.equal(t(x, torch.Generator().manual_seed(3), view=0), t(x, torch.Generator().manual_seed(3), view=1))
+
+
+def test_bad_photometric_config():
+    for kw, match in [
+        (dict(color_jitter=(0.4, 0.4, 0.2, 0.9)), "data.color_jitter"),
+        (dict(blur_prob=(1.0, 1.1)), r"data.blur_prob must be in \[0, 1\], got 1.1"),
+        (dict(solarize_prob=()), "data.solarize_prob needs at least one value"),
+        (dict(blur_sigma=(1.0, 0.5)), "data.blur_sigma"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            build_transform(cfg(**kw), train=True)
+    with pytest.raises(ValueError, match="0-based view index"):
+        build_transform(cfg(), train=True)(batch(), torch.Generator(), view=-1)
+    assert isinstance(build_transform(cfg(**MOCO), train=True).views[0], ViewAugment)

@@ -139,8 +139,9 @@ def test_clear_errors():
 # --- with the Trainer ---------------------------------------------------------------------------
 
 
-def shift_transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """uint8 → float plus one random offset per image: two draws differ by a per-image constant."""
+def shift_transform(images: torch.Tensor, generator: torch.Generator, view: int = 0) -> torch.Tensor:
+    """uint8 → float plus one random offset per image: two draws differ by a per-image constant
+    (the Trainer calls the second with ``view=1``)."""
     return images.float() / 255 + torch.rand(images.shape[0], 1, 1, 1, generator=generator, device=images.device)
 
 
@@ -181,3 +182,22 @@ def test_task_trains_with_the_trainer(tmp_path):
     assert sum(loss[-3:]) / 3 < 0.8 * sum(loss[:3]) / 3, loss  # seeds 0-2: 0.52-0.66
     assert metrics[0]["momentum"] == pytest.approx(0.9) and metrics[-1]["momentum"] > 0.99
     assert 0.0 <= metrics[-1]["acc"] <= 1.0
+
+
+def test_paper_vit_options_frozen_patch_projection_and_sincos():
+    """The paper's ViT: the random patch projection and the sin-cos table stay as initialised in
+    the query and the momentum encoder; the rest trains and the EMA follows."""
+    task = MoCoV3(build_backbone("vit_test", pos_embed="sincos", freeze_patch_embed=True, init="xavier_qkv"),
+                  MoCoV3Config(**TINY, momentum=0.9)).train()  # fmt: skip
+    fixed = ("patch_embed.proj.weight", "patch_embed.proj.bias", "pos_embed")
+    start = {k: v.clone() for k, v in task.backbone.state_dict().items()}
+    train_steps(task, views(), 2, lr=1e-2, max_steps=10)
+    assert task.backbone.patch_embed.proj.weight.grad is None
+    trained = {id(p) for g in param_groups(task, 1e-3, 0.1) for p in g["params"]}
+    assert not any(id(p) in trained for p in task.backbone.patch_embed.parameters())
+    now, teacher = task.backbone.state_dict(), task.teacher["backbone"].state_dict()
+    for k in fixed:  # the EMA of a constant is the constant (to rounding: m·t + (1-m)·t, as the official update)
+        assert torch.equal(now[k], start[k]), k
+        torch.testing.assert_close(teacher[k], start[k], rtol=0, atol=1e-6)
+    assert not torch.equal(now["blocks.0.attn.qkv.weight"], start["blocks.0.attn.qkv.weight"])
+    assert not torch.equal(teacher["blocks.0.attn.qkv.weight"], start["blocks.0.attn.qkv.weight"])

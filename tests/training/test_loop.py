@@ -130,3 +130,27 @@ def test_sampler_shares_and_resume_offset():
     assert list(one) != first  # reshuffled per epoch
     one.set_epoch(0, start=2)
     assert list(one) == first[8:] and len(one) == 8  # resume: skipped indices are never produced
+
+
+def test_views_are_passed_their_index(tmp_path):
+    """A task declaring num_views = 3: the transform is called for views 0, 1, 2 of each batch
+    (view 0 without the keyword, so two-argument transforms serve one-view tasks)."""
+
+    class ThreeViews(RegressTask):
+        num_views = 3
+        batch_keys = ("image", "image2", "image3", "label")
+
+    calls = []
+
+    def transform(images, generator, view=0):
+        calls.append(view)
+        return eval_transform(images, generator) + view
+
+    task = build(ThreeViews)
+    seen = []
+    forward = task.forward
+    task.forward = lambda batch: seen.append({k: batch[k].mean().item() for k in ("image", "image2", "image3")}) \
+        or forward(batch)  # fmt: skip
+    _trainer(tmp_path / "run", max_steps=2).fit(task, SyntheticImages(16), transform)
+    assert calls == [0, 1, 2, 0, 1, 2]
+    assert all(s["image2"] - s["image"] == pytest.approx(1) and s["image3"] - s["image"] == pytest.approx(2) for s in seen)

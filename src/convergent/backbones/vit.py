@@ -1,14 +1,17 @@
-"""Vision Transformer (Dosovitskiy et al., 2021): class token, learned absolute positions,
-pre-norm blocks. Serves SimMIM (mask token), MAE (encode kept tokens only), data2vec
+"""Vision Transformer (Dosovitskiy et al., 2021): class token, absolute positions (learned, or
+MoCo v3 / MAE's fixed 2-D sin-cos table), pre-norm blocks. Serves SimMIM (mask token), MAE (encode kept tokens only), data2vec
 (per-block outputs), MoCo v3 / CLIP (pooled class token), ViLT (the blocks over a joint
 text + image sequence, :meth:`VisionTransformer.forward_tokens`) and fine-tuning.
 
 Weights map one-to-one onto HF ``ViTModel`` (see ``convergent.converters.hf_vit``); with
 ``pre_norm=True`` (a LayerNorm before the first block, no patch bias) onto the vision tower
 of HF ``CLIPModel`` (``convergent.converters.hf_clip``), whose ``post_layernorm`` of the
-class token is our final norm.
+class token is our final norm. With ``pos_embed='sincos'`` the table is a persistent buffer under
+the same key, so checkpoints, ``save_pretrained`` and the converters see no difference; with
+``freeze_patch_embed`` the patch projection's parameters do not require gradients.
 """
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -22,7 +25,15 @@ from convergent.backbones.protocol import (
     select_indices,
 )
 from convergent.backbones.vit_spec import ViTConfig
-from convergent.layers import Block, PatchEmbed, init_linear_norm_, interpolate_pos_embed
+from convergent.layers import (
+    Attention,
+    Block,
+    PatchEmbed,
+    init_linear_norm_,
+    init_xavier_linear_norm_,
+    interpolate_pos_embed,
+    sincos_pos_embed_2d,
+)
 from convergent.layers.linear import Linear
 
 _EMBEDDING_PARAMS = ("patch_embed.", "cls_token", "pos_embed", "mask_token", "norm_pre.")
@@ -55,7 +66,10 @@ class VisionTransformer(ImageBackbone):
         self.grid = (config.img_size // config.patch_size,) * 2
         self.patch_embed = PatchEmbed(config.patch_size, config.in_chans, c, pad=False, bias=not config.pre_norm)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], c))
+        if config.pos_embed == "sincos":  # fixed: a buffer, saved under the same key as the learned table
+            self.register_buffer("pos_embed", sincos_pos_embed_2d(self.grid, c)[None])  # (1, 1 + N, C)
+        else:
+            self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], c))
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c))
         self.pos_drop = nn.Dropout(config.dropout)
         self.norm_pre = nn.LayerNorm(c, eps=config.norm_eps) if config.pre_norm else nn.Identity()
@@ -68,19 +82,37 @@ class VisionTransformer(ImageBackbone):
         self.norm = nn.LayerNorm(c, eps=config.norm_eps)
         self.pooler = nn.Sequential(OrderedDict(dense=Linear(c, c), act=nn.Tanh())) if config.pooler else None
         self.reset_parameters()
+        if config.freeze_patch_embed:  # MoCo v3's random patch projection: no gradient, out of the optimizer
+            self.patch_embed.proj.requires_grad_(False)
 
     def reset_parameters(self) -> None:
-        """timm/MAE initialisation: truncated normal (std 0.02) for positions, class token and
-        linear weights; Xavier-uniform for the patch projection viewed as a linear map (MAE);
-        zeros for biases; the mask token as SimMIM (truncated normal, std 0.02); LayerNorm at identity."""
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        """``config.init`` (see :class:`ViTConfig`): 'trunc_normal' (timm) — truncated normal
+        (std 0.02) for learned positions, class token and linear weights; 'xavier' (MAE) —
+        Xavier-uniform linear weights, class token N(0, 0.02); 'xavier_qkv' (MoCo v3) — as
+        'xavier' with q, k, v each Xavier-uniform on its own (C, C) block, class token N(0, 1e-6).
+        All: the patch projection Xavier-uniform viewed as a linear map (MAE; MoCo v3's
+        ``sqrt(6 / (3 p² + C))`` bound for RGB), zero biases, LayerNorm at identity, the mask
+        token as SimMIM (truncated normal, std 0.02), the sin-cos table recomputed."""
+        init = self.config.init
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        else:
+            self.pos_embed.copy_(sincos_pos_embed_2d(self.grid, self.embed_dim)[None])
+        if init == "trunc_normal":
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        else:
+            nn.init.normal_(self.cls_token, std=0.02 if init == "xavier" else 1e-6)
         nn.init.trunc_normal_(self.mask_token, std=0.02)  # SimMIM's init
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         if self.patch_embed.proj.bias is not None:
             nn.init.zeros_(self.patch_embed.proj.bias)
-        self.apply(init_linear_norm_)
+        self.apply(init_linear_norm_ if init == "trunc_normal" else init_xavier_linear_norm_)
+        if init == "xavier_qkv":
+            for m in self.modules():
+                if isinstance(m, Attention):  # q, k, v rows each as a (C, C) matrix: fan_in + fan_out = 2C
+                    bound = math.sqrt(6.0 / (m.qkv.weight.shape[0] // 3 + m.qkv.weight.shape[1]))
+                    nn.init.uniform_(m.qkv.weight, -bound, bound)
 
     # --- forward --------------------------------------------------------------------------
     def _check_inputs(self, x: torch.Tensor, mask: torch.Tensor | None, keep: torch.Tensor | None) -> None:
@@ -100,8 +132,10 @@ class VisionTransformer(ImageBackbone):
             )
 
     def pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
-        """Position embeddings ``(1, 1 + Gh*Gw, C)`` for a patch grid, interpolated when it
-        differs from the configured one."""
+        """Position embeddings ``(1, 1 + Gh*Gw, C)`` for a patch grid: when it differs from the
+        configured one, interpolated (learned) or computed for it (sin-cos)."""
+        if tuple(grid) != self.grid and self.config.pos_embed == "sincos":
+            return sincos_pos_embed_2d(grid, self.embed_dim)[None].to(self.pos_embed)
         return interpolate_pos_embed(self.pos_embed, self.grid, grid, num_prefix=1)
 
     def embed(
@@ -226,7 +260,8 @@ class VisionTransformer(ImageBackbone):
 
     # --- resolution transfer --------------------------------------------------------------
     def adapt_state_dict(self, state_dict: dict, source_config: ViTConfig) -> dict:
-        """Resize ``pos_embed`` saved at ``source_config.img_size`` to this model's grid."""
+        """Resize ``pos_embed`` saved at ``source_config.img_size`` to this model's grid; with
+        ``pos_embed='sincos'`` this model's table is the sin-cos table of its grid, whatever was saved."""
         if source_config.patch_size != self.config.patch_size:
             raise ValueError(
                 f"cannot load weights with patch_size {source_config.patch_size} into a model with "
@@ -237,6 +272,8 @@ class VisionTransformer(ImageBackbone):
                 f"source img_size {source_config.img_size} is not a multiple of patch_size {source_config.patch_size}"
             )
         old = (source_config.img_size // source_config.patch_size,) * 2
+        if self.config.pos_embed == "sincos" and "pos_embed" in state_dict:
+            return {**state_dict, "pos_embed": sincos_pos_embed_2d(self.grid, self.embed_dim)[None]}
         if old == self.grid or "pos_embed" not in state_dict:
             return state_dict
         state_dict = dict(state_dict)

@@ -6,11 +6,14 @@ from typing import ClassVar
 
 from convergent.backbones.families import register_backbone, register_family
 
+VIT_POS_EMBEDS = ("learned", "sincos")
+VIT_INITS = ("trunc_normal", "xavier", "xavier_qkv")
+
 
 @register_family
 @dataclass
 class ViTConfig:
-    """Vision Transformer: class token, learned absolute positions, pre-norm blocks."""
+    """Vision Transformer: class token, absolute positions (learned or fixed sin-cos), pre-norm blocks."""
 
     family: ClassVar[str] = "vit"
     modality: ClassVar[str] = "image"
@@ -52,11 +55,32 @@ class ViTConfig:
     """How ``pooled`` summarises tokens: 'cls' (class token) or 'avg' (mean of patch tokens), the
     pooling vocabulary of ``convergent.heads.classifier.POOLINGS`` ('token', timm's and earlier
     versions' name for 'cls', is read as 'cls')."""
+    pos_embed: str = "learned"
+    """Position embeddings: 'learned' (ViT) or 'sincos', the fixed 2-D sin-cos table of MoCo v3
+    and MAE (not trained; kept in the state dict under the same key, and recomputed for another
+    patch grid instead of interpolated). Needs ``embed_dim`` divisible by 4."""
+    freeze_patch_embed: bool = False
+    """Keep the patch projection at its random initialisation (no gradient, not in the
+    optimizer): MoCo v3's random patch projection ("a trick for improving stability")."""
+    init: str = "trunc_normal"
+    """Weight initialisation: 'trunc_normal' (timm: linear weights, class token and learned
+    positions ~ truncated N(0, 0.02)); 'xavier' (MAE ``models_mae.py``, the JAX ViT's: Xavier-
+    uniform linear weights, the fused qkv as one matrix, class token ~ N(0, 0.02)); 'xavier_qkv'
+    (MoCo v3 ``vits.py``: as 'xavier' but q, k and v each Xavier-uniform as their own matrix,
+    class token ~ N(0, 1e-6)). All: the patch projection Xavier-uniform as a flattened linear
+    map, zero biases, LayerNorms at identity, the mask token ~ truncated N(0, 0.02) (SimMIM)."""
 
     def __post_init__(self):
         if self.global_pool == "token":  # config.json files written before the one pooling vocabulary
             self.global_pool = "cls"
-
+        if self.pos_embed not in VIT_POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {', '.join(VIT_POS_EMBEDS)}, got {self.pos_embed!r}")
+        if self.pos_embed == "sincos" and self.embed_dim % 4:
+            raise ValueError(f"pos_embed 'sincos' needs embed_dim divisible by 4, got {self.embed_dim}")
+        if self.init not in VIT_INITS:
+            raise ValueError(f"init must be one of {', '.join(VIT_INITS)}, got {self.init!r}")
+        if not isinstance(self.freeze_patch_embed, bool):
+            raise ValueError(f"freeze_patch_embed must be true or false, got {self.freeze_patch_embed!r}")
 
 
 # --- ViT (Dosovitskiy et al. 2021; tiny/small from DeiT) -------------------------------------

@@ -88,7 +88,9 @@ def config_to_hf(cfg: ViTConfig) -> dict:
     """Dict such that ``transformers.ViTConfig(**d)`` builds the equivalent model.
 
     ``drop_path`` (a training-time regulariser HF ViT lacks) is not represented; build the HF
-    model with ``add_pooling_layer=cfg.pooler``.
+    model with ``add_pooling_layer=cfg.pooler``. Nor are the training choices ``pos_embed='sincos'``
+    (the fixed table goes over as HF's position embeddings, same key, same values),
+    ``freeze_patch_embed`` and ``init``.
     """
     if cfg.pooler and cfg.global_pool != "cls":
         raise ValueError(f"HF ViT's pooler reads the class token; global_pool={cfg.global_pool!r} has no HF equivalent")

@@ -10,13 +10,22 @@ Train: random resized crop (per-image boxes drawn vectorised, torchvision's rule
 area ~ U(scale) and log aspect ~ U(log ratio), first box that fits, else the centre crop at the
 nearest allowed aspect) and horizontal flip with probability ``hflip``, all applied by one
 ``affine_grid`` + bilinear ``grid_sample`` (a flip is a negative x scale). Boxes are continuous
-(not rounded to pixels). Eval: resize to ``S`` if needed, then normalise.
+(not rounded to pixels). Then, per view, the photometric augmentation of
+:mod:`convergent.data.color` (colour jitter, grayscale, blur, solarize; none by default, and then
+nothing more is drawn, so such a run is unchanged). Eval: resize to ``S`` if needed, then
+normalise.
+
+Views: ``transform(images, generator, view=v)`` draws view ``v`` (0-based) of a two-view method;
+each view draws its own crop and flip (same settings), the photometric settings are per view (MoCo v3 /
+BYOL blur view 0 always and view 1 rarely, solarize only view 1).
 """
 
 import math
 
 import torch
 import torch.nn.functional as F
+
+from convergent.data.color import ViewAugment, view_augments
 
 _ATTEMPTS = 10
 
@@ -76,9 +85,13 @@ def crop_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: in
 
 
 class BatchTransform:
-    """``(uint8 (B, C, H, W), generator) -> float32 (B, C, img_size, img_size)``, normalised."""
+    """``(uint8 (B, C, H, W), generator, view) -> float32 (B, C, img_size, img_size)``, normalised.
 
-    def __init__(self, img_size: int, mean, std, train: bool, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip: float = 0.0):
+    ``views``: the photometric augmentation of each view (:class:`~convergent.data.color.ViewAugment`;
+    view ``v`` uses ``views[v]``, the last one for further views; empty: none)."""
+
+    def __init__(self, img_size: int, mean, std, train: bool, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip: float = 0.0,
+                 views: tuple[ViewAugment, ...] = ()):  # fmt: skip
         if train and not (0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1]):
             raise ValueError(
                 f"data.scale {tuple(scale)} must satisfy 0 < lo <= hi <= 1 and data.ratio {tuple(ratio)} 0 < lo <= hi"
@@ -87,8 +100,9 @@ class BatchTransform:
             raise ValueError(f"data.hflip must be a probability, got {hflip}")
         self.img_size, self.mean, self.std = img_size, mean, std
         self.train, self.scale, self.ratio, self.hflip = train, tuple(scale), tuple(ratio), hflip
+        self.views = tuple(views)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None, view: int = 0) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise TypeError(f"transform expects a uint8 batch (B, C, H, W), got {images.dtype} {tuple(images.shape)}")
         S = self.img_size
@@ -101,6 +115,10 @@ class BatchTransform:
             device = generator.device if generator is not None else torch.device("cpu")
             flip = torch.rand(B, generator=generator, device=device) < self.hflip
             x = crop_flip(x, boxes, flip, S)
+            if view < 0:
+                raise ValueError(f"view is a 0-based view index, got {view}")
+            if self.views:
+                x = self.views[min(view, len(self.views) - 1)](x, generator)
         return normalize(x, self.mean, self.std)
 
 
@@ -116,7 +134,7 @@ def build_transform(cfg, train: bool) -> BatchTransform:
     """The train or eval transform of a :class:`convergent.config.DataConfig`."""
     if not train:
         return BatchTransform(cfg.img_size, cfg.mean, cfg.std, train=False)
-    return BatchTransform(cfg.img_size, cfg.mean, cfg.std, True, cfg.scale, cfg.ratio, cfg.hflip)
+    return BatchTransform(cfg.img_size, cfg.mean, cfg.std, True, cfg.scale, cfg.ratio, cfg.hflip, view_augments(cfg))
 
 
 def denormalize(x: torch.Tensor, cfg) -> torch.Tensor:

@@ -26,7 +26,8 @@ from convergent.data.protocol import Dataset
 from convergent.heads.classifier import pool_tokens
 
 Transform = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
-"""``transform(images uint8 (B, C, H, W), generator) -> float (B, C, H, W)``."""
+"""``transform(images uint8 (B, C, H, W), generator) -> float (B, C, H, W)``; the Trainer passes
+``view=v`` as well for the further views of a multi-view task."""
 
 
 def collate_images(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

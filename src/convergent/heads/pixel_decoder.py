@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from convergent.layers import Block, interpolate_pos_embed
+from convergent.layers import Block, interpolate_pos_embed, sincos_pos_embed_2d
 from convergent.layers.linear import Linear
 
 
@@ -45,24 +45,6 @@ class LinearPixelDecoder(nn.Module):
         h, w = grid if grid is not None else _square_grid(n)
         x = tokens.transpose(1, 2).reshape(b, c, h, w)  # (B, C, h, w)
         return self.shuffle(self.proj(x))  # (B, stride²·out, h, w) -> (B, out, h·s, w·s)
-
-
-def sincos_pos_embed_2d(grid: int | tuple[int, int], dim: int, cls_token: bool = True) -> torch.Tensor:
-    """Fixed 2-D sin-cos position embeddings ``(prefix + h*w, dim)`` as MAE's
-    ``get_2d_sincos_pos_embed`` (and HF ViTMAE): per patch ``[sin(x·ω), cos(x·ω), sin(y·ω),
-    cos(y·ω)]`` with x the column, y the row, ``ω_k = 10000^(-k / (dim/4))``; row-major patch
-    order; a zero row first for the class token when ``cls_token``."""
-    if dim % 4:
-        raise ValueError(f"sin-cos position embedding needs dim divisible by 4, got {dim}")
-    h, w = (grid, grid) if isinstance(grid, int) else tuple(grid)
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # (D/4,)
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    ex = xs.flatten()[:, None] * omega  # (h*w, D/4)
-    ey = ys.flatten()[:, None] * omega
-    emb = torch.cat([ex.sin(), ex.cos(), ey.sin(), ey.cos()], dim=1)  # (h*w, D)
-    if cls_token:
-        emb = torch.cat([torch.zeros(1, dim, dtype=emb.dtype), emb])
-    return emb.float()
 
 
 class MAEDecoder(nn.Module):

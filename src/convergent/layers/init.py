@@ -13,3 +13,15 @@ def init_linear_norm_(module: nn.Module, std: float = 0.02, truncated: bool = Tr
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def init_xavier_linear_norm_(module: nn.Module) -> None:
+    """For ``module.apply``: Linear weights Xavier-uniform and zero biases; LayerNorm at identity
+    (MAE ``models_mae.py``, following the JAX ViT)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,5 +1,6 @@
-"""Position information: ViT absolute embeddings (with resizing), Swin V1 relative position
-bias tables, Swin V2 log-spaced continuous position bias."""
+"""Position information: ViT absolute embeddings (with resizing; learned, or the fixed 2-D
+sin-cos table of MoCo v3 / MAE), Swin V1 relative position bias tables, Swin V2 log-spaced
+continuous position bias."""
 
 import math
 
@@ -24,6 +25,26 @@ def interpolate_pos_embed(
     grid = F.interpolate(grid.float(), size=tuple(new_grid), mode="bicubic", align_corners=False)
     grid = grid.to(pos_embed.dtype).permute(0, 2, 3, 1).reshape(1, -1, c)
     return torch.cat([prefix, grid], dim=1)
+
+
+def sincos_pos_embed_2d(grid: int | tuple[int, int], dim: int, cls_token: bool = True) -> torch.Tensor:
+    """Fixed 2-D sin-cos position embeddings ``(prefix + h*w, dim)`` as MAE's
+    ``get_2d_sincos_pos_embed`` (and HF ViTMAE): per patch ``[sin(x·ω), cos(x·ω), sin(y·ω),
+    cos(y·ω)]`` with x the column, y the row, ``ω_k = 10000^(-k / (dim/4))``; row-major patch
+    order; a zero row first for the class token when ``cls_token``. MoCo v3's
+    ``build_2d_sincos_position_embedding`` holds the same features with x and y swapped (its
+    ``meshgrid`` runs over (w, h) with 'ij' indexing): the transposed code, as fixed and as good."""
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs dim divisible by 4, got {dim}")
+    h, w = (grid, grid) if isinstance(grid, int) else tuple(grid)
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # (D/4,)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    ex = xs.flatten()[:, None] * omega  # (h*w, D/4)
+    ey = ys.flatten()[:, None] * omega
+    emb = torch.cat([ex.sin(), ex.cos(), ey.sin(), ey.cos()], dim=1)  # (h*w, D)
+    if cls_token:
+        emb = torch.cat([torch.zeros(1, dim, dtype=emb.dtype), emb])
+    return emb.float()
 
 
 def interpolate_rel_pos_table(table: torch.Tensor, old_ws: tuple[int, int], new_ws: tuple[int, int]) -> torch.Tensor:

@@ -6,10 +6,12 @@ the other view, InfoNCE against the other keys of the batch, symmetrised (Alg. 1
 Choices (paper sections in brackets; official = ``facebookresearch/moco-v3``):
 
 * views: the task declares ``num_views = 2``; the Trainer then applies its (random) transform
-  twice to the same uint8 images and passes ``batch["image"]`` and ``batch["image2"]``
-  (``training/loop.py``). Both views use the one transform of the run: the paper's BYOL
-  augmentations are asymmetric (blur 1.0 / 0.1, solarize 0 / 0.2) and add colour jitter and
-  grayscale, which ``data/transforms.py`` does not have (crop and flip only).
+  twice to the same uint8 images, as views 0 and 1 (``transform(images, generator, view=v)``),
+  and passes ``batch["image"]`` and ``batch["image2"]`` (``training/loop.py``). The paper's
+  BYOL augmentations are asymmetric — crop (0.08–1), colour jitter (0.4, 0.4, 0.2, 0.1) with
+  p 0.8, grayscale 0.2, blur 1.0 / 0.1, solarize 0 / 0.2, flip — and are data options
+  (``data.color_jitter``, ``data.blur_prob`` ..., per view; :mod:`convergent.data.color`), set in
+  the preset ``mocov3-vit-fmnist.yaml``; the task itself reads whatever views it is given.
 * features: ``backbone.pooled`` of the final tokens (ViT: the class token after the final
   norm, as timm's head input in the official code); both views go through the backbone as
   one batch (no batch-dependent layer there), then the heads per view, so each view's
@@ -31,9 +33,13 @@ Choices (paper sections in brackets; official = ``facebookresearch/moco-v3``):
   deterministic keys; identical to the official code, which pre-trains without either).
 * loss: :func:`~convergent.losses.moco.symmetric_ctr`, ``2τ``-scaled InfoNCE with keys
   all-gathered under DDP [Alg. 1]; τ = 0.2 for ViT.
-* not included: the frozen random patch projection of the paper's stability study [5]
-  (reaching into the backbone's patch embedding is not part of the backbone contract; a
-  backbone option would be the place).
+* the paper's ViT (official ``vits.py``): the frozen random patch projection (stability)
+  and the fixed 2-D sin-cos position embedding are backbone options, ``freeze_patch_embed``
+  and ``pos_embed: sincos`` of the ViT config, as is its initialisation (``init: xavier_qkv``:
+  Xavier-uniform with q, k, v separate, class token N(0, 1e-6)); the task does not touch the
+  backbone's internals. The momentum encoder copies them (frozen parameters and the table
+  stay equal to the query encoder's, up to the rounding of the EMA of a constant).
+* not included: the ConvStem variants (``vit_conv_*``) of the official code.
 """
 
 import torch

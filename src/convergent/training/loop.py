@@ -32,7 +32,8 @@ while building the dataset once, and sums what each process skipped while readin
 
 **A step.** For each micro-batch: ``transform(batch["image"], generator)`` on the device
 (a task declaring ``num_views = n > 1`` gets ``n`` independent draws of the same images,
-``batch["image"]``, ``batch["image2"]``, ..., for contrastive objectives),
+``batch["image"]``, ``batch["image2"]``, ..., for contrastive objectives; the further ones as
+``transform(images, generator, view=v)``, v = 1 .. n-1, for per-view augmentation),
 ``task(batch)["loss"] / accumulate`` backward (gradient sync only on the last one). Then the
 loss and every scalar term the task returns are averaged over micro-batches and processes
 (one all-reduce, one host sync per step), gradients are clipped, and the optimizer steps
@@ -370,9 +371,9 @@ class Trainer:
         batch = self.fabric.to_device(batch)
         if transform is not None and "image" in batch:
             images = batch["image"]  # uint8
-            batch["image"] = transform(images, generator)
+            batch["image"] = transform(images, generator)  # view 0
             for v in range(2, views + 1):  # further views of the same images, drawn after the first
-                batch[f"image{v}"] = transform(images, generator)
+                batch[f"image{v}"] = transform(images, generator, view=v - 1)
         for key in IMAGE_KEYS[1:]:  # other images a dataset yields (ViLT's false images), transformed alike
             if transform is not None and key in batch:
                 batch[key] = transform(batch[key], generator)

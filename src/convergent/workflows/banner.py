@@ -19,7 +19,8 @@ def banner(task: Task, train_set: Dataset, test_set: Dataset | None, trainer: Tr
     """The run at a glance, one fact a line, each under 80 columns."""
     backbone = task.backbone
     params = sum(p.numel() for p in backbone.parameters())
-    heads = sum(p.numel() for p in task.parameters() if p.requires_grad) - params
+    own = {id(p) for p in backbone.parameters()}  # a backbone may hold frozen ones (MoCo v3's patch projection)
+    heads = sum(p.numel() for p in task.parameters() if p.requires_grad and id(p) not in own)
     fabric = trainer.fabric
     rows = [
         ("task", f"{task.name} ({heads:,} head parameters)" if heads > 0 else task.name),
