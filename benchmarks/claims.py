@@ -107,13 +107,18 @@ def judge_mim_finetune(r: dict) -> Verdict:
     return Verdict(rows, note, {"helps_most_with_few_labels": all(most.values())})
 
 
-def judge_data2vec(r: dict) -> Verdict:
+def probe_rows(r: dict, names: tuple[str, ...]) -> list[Comparison]:
+    """kNN and linear probe of each pre-trained encoder in ``names`` against its random floor."""
     rows = []
-    for name in ("data2vec-image", "data2vec-text"):
+    for name in names:
         for key, label in (("knn_acc", "kNN"), ("linear_probe_acc", "linear probe")):
             rows.append(Comparison(f"{name} vs random {r[name]['backbone']}, {label}", _acc(r, name, key),
                                    _acc(r, f"random:{name}", key), _n(r, name)))  # fmt: skip
-    return Verdict(rows)
+    return rows
+
+
+def judge_data2vec(r: dict) -> Verdict:
+    return Verdict(probe_rows(r, ("data2vec-image", "data2vec-text")))
 
 
 def judge_contrastive_vs_mim(r: dict) -> Verdict:
@@ -132,12 +137,7 @@ def judge_contrastive_vs_mim(r: dict) -> Verdict:
 
 
 def judge_text(r: dict) -> Verdict:
-    rows = []
-    for name in ("mlm", "simcse"):
-        for key, label in (("knn_acc", "kNN"), ("linear_probe_acc", "linear probe")):
-            rows.append(Comparison(f"{name} vs random {r[name]['backbone']}, {label}", _acc(r, name, key),
-                                   _acc(r, f"random:{name}", key), _n(r, name)))  # fmt: skip
-    return Verdict(rows)
+    return Verdict(probe_rows(r, ("mlm", "simcse")))
 
 
 def judge_image_text(r: dict) -> Verdict:

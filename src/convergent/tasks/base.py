@@ -86,3 +86,18 @@ def check_backbone(task_cls: type, backbone: Backbone) -> None:
     problems = backbone_problems(task_cls, backbone)
     if problems:
         raise ValueError(f"task {task_cls.name!r} needs {' and '.join(problems)}")
+
+
+def two_views(batch: dict, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch["image"]`` and ``batch["image2"]`` of a two-view task named ``task``, checked: both
+    present (the Trainer draws the second with the transform) and of one shape."""
+    missing = [k for k in ("image", "image2") if k not in batch]
+    if missing:
+        raise KeyError(
+            f"{task} reads two views, batch['image'] and batch['image2'], but the batch lacks {missing}: the "
+            "Trainer makes 'image2' by applying the transform a second time (fit(..., transform=...))"
+        )
+    x1, x2 = batch["image"], batch["image2"]
+    if x1.shape != x2.shape:
+        raise ValueError(f"the two views differ in shape: {tuple(x1.shape)} and {tuple(x2.shape)}")
+    return x1, x2

@@ -49,7 +49,7 @@ from torch import nn
 from convergent.heads.mlp_head import MLPHead
 from convergent.losses.contrastive import world
 from convergent.losses.moco import symmetric_ctr
-from convergent.tasks.base import Task
+from convergent.tasks.base import Task, two_views
 from convergent.tasks.configs import MoCoV3Config
 from convergent.tasks.teacher import cosine_momentum, ema_update_, frozen_copy
 
@@ -129,16 +129,7 @@ class MoCoV3(Task):
     @staticmethod
     def views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The two views, checked."""
-        missing = [k for k in ("image", "image2") if k not in batch]
-        if missing:
-            raise KeyError(
-                f"mocov3 reads two views, batch['image'] and batch['image2'], but the batch lacks {missing}: the "
-                "Trainer makes 'image2' by applying the transform a second time (fit(..., transform=...))"
-            )
-        x1, x2 = batch["image"], batch["image2"]
-        if x1.shape != x2.shape:
-            raise ValueError(f"the two views differ in shape: {tuple(x1.shape)} and {tuple(x2.shape)}")
-        return x1, x2
+        return two_views(batch, "mocov3")
 
     def _check_sync_bn(self, x: torch.Tensor) -> None:
         if self.training and self.config.sync_bn and world()[1] > 1 and x.device.type == "cpu":

@@ -56,7 +56,7 @@ from convergent.heads.classifier import check_pooling, pool_tokens
 from convergent.heads.mlp_head import MLPHead
 from convergent.layers.linear import Linear
 from convergent.losses.contrastive import gather_features, info_nce, nt_xent, world
-from convergent.tasks.base import Task
+from convergent.tasks.base import Task, two_views
 from convergent.tasks.configs import ContrastiveConfig
 from convergent.tasks.mocov3 import top1_accuracy
 
@@ -138,15 +138,7 @@ class SimCLR(TwoViewContrastive):
     """Augmented views of each image the Trainer passes (``image``, ``image2``)."""
 
     def pooled_views(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        missing = [k for k in ("image", "image2") if k not in batch]
-        if missing:
-            raise KeyError(
-                f"simclr reads two views, batch['image'] and batch['image2'], but the batch lacks {missing}: the "
-                "Trainer makes 'image2' by applying the transform a second time (fit(..., transform=...))"
-            )
-        x1, x2 = batch["image"], batch["image2"]
-        if x1.shape != x2.shape:
-            raise ValueError(f"the two views differ in shape: {tuple(x1.shape)} and {tuple(x2.shape)}")
+        x1, x2 = two_views(batch, "simclr")
         tokens = self.backbone.forward_features(torch.cat([x1, x2]))  # (2B, N, C): one pass
         return pool_tokens(self.backbone, tokens, self.config.pooling)
 
