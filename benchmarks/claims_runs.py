@@ -7,6 +7,7 @@ claims need, in order, and saves each result as it finishes (a rerun skips them)
 """
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,11 @@ def _pretrain(name: str, e: Experiment, s: Settings) -> dict:
     from convergent.workflows.pretrain import run_pretrain
 
     cfg = _pretrain_config(name, e, s)
-    summary = run_pretrain(cfg)
+    run_dir = s.out / "runs" / cfg.trainer.run_name
+    resume = (run_dir / "checkpoints" / "latest").exists()  # a killed suite continues the run
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)  # stopped before its first checkpoint: start again
+    summary = run_pretrain(cfg, resume_dir=run_dir if resume else None)
     if summary.get("status", "ok") != "ok":
         raise RuntimeError(f"pre-training {name} ended {summary.get('status')}: {summary.get('reason')}")
     _require_real_data(name, summary.get("data", ""))
@@ -112,7 +117,6 @@ def _pretrain(name: str, e: Experiment, s: Settings) -> dict:
     out.update(backbone=cfg.model.backbone, steps=cfg.trainer.max_steps, batch_size=cfg.data.batch_size,
                n_test=_test_size(cfg))  # fmt: skip
     if e.image_text:
-        run_dir = s.out / "runs" / cfg.trainer.run_name
         zs = run_on_run("zero-shot", run_dir)
         rt = run_on_run("retrieval", run_dir)
         out.update({k: zs[k] for k in ("zero_shot_acc", "zero_shot_mean_per_class_acc", "chance", "num_images")})
@@ -149,6 +153,7 @@ def _finetune(name: str, e: Experiment, s: Settings) -> dict:
     cfg.optim = OptimConfig(lr=s.finetune_lr, warmup_steps=max(s.finetune_steps // 10, 1), weight_decay=0.05,
                             layer_decay=s.finetune_layer_decay)  # fmt: skip
     cfg.trainer = dataclasses.replace(pre.trainer, max_steps=s.finetune_steps, checkpoint_every=s.finetune_steps)
+    shutil.rmtree(s.out / "runs" / cfg.trainer.run_name, ignore_errors=True)  # a killed fine-tuning starts again
     summary = run_finetune(cfg)
     if summary.get("status", "ok") != "ok":
         raise RuntimeError(f"fine-tuning {name} ended {summary.get('status')}: {summary.get('reason')}")
