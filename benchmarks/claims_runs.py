@@ -135,7 +135,8 @@ def _random(name: str, e: Experiment, s: Settings) -> dict:
     torch.manual_seed(cfg.trainer.seed)
     train_set, test_set = build_datasets(cfg)
     _require_real_data(name, train_set.source)
-    tokenizer = prepare_text(cfg, None, train_set, test_set)
+    encoder = s.out / "runs" / name.removeprefix("random:") / "encoder"  # text: the pre-trained run's vocabulary
+    tokenizer = prepare_text(cfg, None, train_set, test_set, encoder_dir=encoder if encoder.is_dir() else None)
     r = evaluate_encoder(cfg, build_encoder(cfg, tokenizer), train_set, test_set, tokenizer)
     return {**{k: r[k] for k in PROBE_KEYS}, "backbone": cfg.model.backbone, "n_test": len(test_set)}
 
