@@ -236,11 +236,15 @@ class ViewAugment:
         return x
 
     def _jitter(self, x: torch.Tensor, on: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+        """Each jittered image gets its ops in its own order: in slot ``s``, the images whose op
+        ``s`` is ``k`` are gathered and only they run op ``k`` (4 ops per image, not 4 per slot)."""
         used = [k for k in range(4) if self.color_jitter[k] > 0]  # a strength of 0: the op is not run
+        x = x.clone()
         for slot in range(4):
             for k in used:
-                sel = per_sample(on & (order[:, slot] == k))  # (B, 1, 1, 1)
-                x = torch.where(sel, _OPS[k](x, factors[:, k].to(x.dtype)), x)
+                rows = (on & (order[:, slot] == k)).nonzero().squeeze(1)  # (n,) images running op k now
+                if rows.numel():
+                    x[rows] = _OPS[k](x[rows], factors[rows, k].to(x.dtype))
         return x
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
