@@ -14,8 +14,9 @@ from torch import nn
 from convergent.backbones import build_backbone
 from convergent.heads.mlp_head import MLPHead
 from convergent.losses.moco import ctr
+from convergent.tasks.base import top1_accuracy
 from convergent.tasks.configs import MoCoV3Config
-from convergent.tasks.mocov3 import MoCoV3, top1_accuracy
+from convergent.tasks.mocov3 import MoCoV3
 from convergent.tasks.registry import build_task
 from convergent.tasks.teacher import cosine_momentum
 from convergent.training.loop import Trainer

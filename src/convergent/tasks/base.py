@@ -12,9 +12,11 @@ are updated in :meth:`Task.on_step_end`.
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from convergent.backbones.protocol import Backbone
+from convergent.losses.contrastive import world
 
 
 class Task(nn.Module):
@@ -101,3 +103,19 @@ def two_views(batch: dict, task: str) -> tuple[torch.Tensor, torch.Tensor]:
     if x1.shape != x2.shape:
         raise ValueError(f"the two views differ in shape: {tuple(x1.shape)} and {tuple(x2.shape)}")
     return x1, x2
+
+
+@torch.no_grad()
+def top1_accuracy(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Fraction of queries ``(B, D)`` whose most similar key (cosine) is their own (row ``i``)."""
+    sim = F.normalize(q.float(), dim=1) @ F.normalize(k.float(), dim=1).T  # (B, B)
+    return (sim.argmax(dim=1) == torch.arange(q.shape[0], device=q.device)).float().mean()
+
+
+def check_sync_bn(task: str, sync_bn: bool, training: bool, x: torch.Tensor) -> None:
+    """SyncBatchNorm needs GPUs: refuse ``task.<task>.sync_bn`` when training on several CPU processes."""
+    if training and sync_bn and world()[1] > 1 and x.device.type == "cpu":
+        raise ValueError(
+            f"task.{task}.sync_bn uses SyncBatchNorm, which needs GPUs; for several CPU processes set "
+            f"task.{task}.sync_bn false (BatchNorm per process)"
+        )

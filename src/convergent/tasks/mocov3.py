@@ -43,13 +43,11 @@ Choices (paper sections in brackets; official = ``facebookresearch/moco-v3``):
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from convergent.heads.mlp_head import MLPHead
-from convergent.losses.contrastive import world
 from convergent.losses.moco import symmetric_ctr
-from convergent.tasks.base import Task, two_views
+from convergent.tasks.base import Task, check_sync_bn, top1_accuracy, two_views
 from convergent.tasks.configs import MoCoV3Config
 from convergent.tasks.teacher import cosine_momentum, ema_update_, frozen_copy
 
@@ -93,7 +91,7 @@ class MoCoV3(Task):
     # --- training ---------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x1, x2 = self.views(batch)
-        self._check_sync_bn(x1)
+        check_sync_bn(self.name, self.config.sync_bn, self.training, x1)
         x = torch.cat([x1, x2])  # (2B, C, H, W): one backbone pass for both views
         h1, h2 = self.features(self.backbone, x).chunk(2)  # (B, D) each
         q1, q2 = self.predictor(self.projector(h1)), self.predictor(self.projector(h2))  # BN per view
@@ -131,16 +129,3 @@ class MoCoV3(Task):
         """The two views, checked."""
         return two_views(batch, "mocov3")
 
-    def _check_sync_bn(self, x: torch.Tensor) -> None:
-        if self.training and self.config.sync_bn and world()[1] > 1 and x.device.type == "cpu":
-            raise ValueError(
-                "mocov3 sync_bn uses SyncBatchNorm, which needs GPUs; for several CPU processes set "
-                "task.mocov3.sync_bn false (BatchNorm per process)"
-            )
-
-
-@torch.no_grad()
-def top1_accuracy(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Fraction of queries ``(B, D)`` whose most similar key (cosine) is their own."""
-    sim = F.normalize(q.float(), dim=1) @ F.normalize(k.float(), dim=1).T  # (B, B)
-    return (sim.argmax(dim=1) == torch.arange(q.shape[0], device=q.device)).float().mean()

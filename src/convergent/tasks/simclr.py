@@ -56,9 +56,8 @@ from convergent.heads.classifier import check_pooling, pool_tokens
 from convergent.heads.mlp_head import MLPHead
 from convergent.layers.linear import Linear
 from convergent.losses.contrastive import gather_features, info_nce, nt_xent, world
-from convergent.tasks.base import Task, two_views
+from convergent.tasks.base import Task, check_sync_bn, top1_accuracy, two_views
 from convergent.tasks.configs import ContrastiveConfig
-from convergent.tasks.mocov3 import top1_accuracy
 
 
 class TwoViewContrastive(Task):
@@ -82,7 +81,7 @@ class TwoViewContrastive(Task):
     # --- training ---------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         h = self.pooled_views(batch)  # (2B, C): view 1 then view 2
-        self._check_sync_bn(h)
+        check_sync_bn(self.name, self.config.head == "mlp" and self.config.sync_bn, self.training, h)
         z1, z2 = self.head(h).chunk(2)  # (B, E) each; BN statistics over the 2B, as SimCLR
         return {"loss": self.loss(z1, z2), "acc": top1_accuracy(z1.detach(), z2.detach())}
 
@@ -99,14 +98,6 @@ class TwoViewContrastive(Task):
     def pooled_views(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(2B, num_features)``: the pooled features of the two views, view 1 first."""
         raise NotImplementedError
-
-    def _check_sync_bn(self, h: torch.Tensor) -> None:
-        if self.training and self.config.head == "mlp" and self.config.sync_bn and world()[1] > 1 \
-                and h.device.type == "cpu":  # fmt: skip
-            raise ValueError(
-                f"task.{self.name}.sync_bn uses SyncBatchNorm, which needs GPUs; for several CPU processes set "
-                f"task.{self.name}.sync_bn false (BatchNorm per process)"
-            )
 
 
 def build_head(config: ContrastiveConfig, width: int, task: str) -> nn.Module:
