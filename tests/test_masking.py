@@ -1,5 +1,6 @@
 """Mask generators (SimMIM squares, MAE random, BEiT blocks), AvgDist, and `convergent masks`."""
 
+import json
 import math
 import re
 
@@ -203,3 +204,33 @@ def test_cli_masks_bad_sizes(capsys):
     assert "--img_size 100 is not a multiple of --patch 32" in capsys.readouterr().err
     assert main(["masks", "--strategy", "random", "--model_patch", "4", "--out", ""]) == 2
     assert "--model_patch applies only" in capsys.readouterr().err
+
+
+def test_cli_masks_sweep_table_json_and_png(tmp_path, capsys):
+    out, js = tmp_path / "sweep.png", tmp_path / "sweep.json"
+    argv = ["masks", "--sweep", "--img_size", "32", "--patches", "4", "8", "16", "--ratios", "0.3", "0.6", "0.9",
+            "--model_patch", "4", "--samples", "5", "--seed", "1", "--out", str(out), "--json", str(js)]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(js.read_text())
+    assert [(r["patch"], r["ratio"]) for r in rows] == [(p, r) for p in (4, 8, 16) for r in (0.3, 0.6, 0.9)]
+    for r in rows[:6]:  # each entry is the AvgDist of the masks drawn with the same seed
+        masks = SimMIMMaskGenerator(32, r["patch"], 4, r["ratio"])(5, generator=torch.Generator().manual_seed(1))
+        assert r["avg_dist"] == pytest.approx(avg_dist(mask_to_pixels(masks, 8, 4)).mean().item(), abs=2e-3)
+    # larger squares and higher ratios put masked pixels farther from visible ones
+    by = {(r["patch"], r["ratio"]): r["avg_dist"] for r in rows}
+    assert by[(4, 0.3)] < by[(4, 0.6)] < by[(4, 0.9)] and by[(4, 0.6)] < by[(8, 0.6)]
+    assert by[(16, 0.9)] is None and "all: some masks hide the whole image" in text  # 16-px squares at 90 %: all 4
+    assert re.search(r"^\s+8\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+$", text, re.M)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_masks_sweep_bad_input(capsys):
+    assert main(["masks", "--sweep", "--img_size", "32", "--patches", "5", "--out", ""]) == 2
+    assert "--patches [5]: each must be a positive divisor of --img_size 32" in capsys.readouterr().err
+    assert main(["masks", "--sweep", "--img_size", "32", "--ratios", "1.0", "--out", ""]) == 2
+    assert "--ratios [1.0]: each must be in (0, 1)" in capsys.readouterr().err
+    assert main(["masks", "--sweep", "--patch", "8", "--out", ""]) == 2
+    assert "--sweep takes --patches and --ratios" in capsys.readouterr().err
+    assert main(["masks", "--ratios", "0.5", "--out", ""]) == 2
+    assert "apply only with --sweep" in capsys.readouterr().err
