@@ -34,7 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from claims_runs import EXPERIMENTS, FRACTIONS, PRETRAIN, Settings, run_experiment  # noqa: E402
+from claims_runs import (  # noqa: E402
+    AVGDIST,
+    AVGDIST_FRACTION,
+    EXPERIMENTS,
+    FRACTIONS,
+    PRETRAIN,
+    Settings,
+    avgdist_name,
+    run_experiment,
+)
 
 
 @dataclass
@@ -66,6 +75,9 @@ class Verdict:
     comparisons: list[Comparison]
     note: str = ""
     extra: dict = field(default_factory=dict)
+    """Sub-claims (name -> holds), reported under the table."""
+    data: dict = field(default_factory=dict)
+    """Numbers behind a claim's plot (saved in claims.json), e.g. the AvgDist points."""
 
     @property
     def holds(self) -> bool:
@@ -140,6 +152,44 @@ def judge_text(r: dict) -> Verdict:
     return Verdict(probe_rows(r, ("mlm", "simcse")))
 
 
+def judge_fd(r: dict) -> Verdict:
+    rows = [Comparison(f"fine-tuned on {f:.0%}: FD student (MoCo v3 teacher) vs the MoCo v3 teacher itself",
+                       _acc(r, _ft("fd", f), "test_acc"), _acc(r, _ft("mocov3", f), "test_acc"), _n(r, _ft("fd", f)))
+            for f in FRACTIONS]  # fmt: skip
+    note = (f"teacher `{r['mocov3']['preset']}` ({r['mocov3']['backbone']}), student `{r['fd']['preset']}` "
+            f"({r['fd']['backbone']}); the same fine-tuning budget for both")  # fmt: skip
+    return Verdict(rows, note)
+
+
+def avgdist_of(patch: int, ratio: float, img_size: int = 32, model_patch: int = 4, samples: int = 256) -> float:
+    """Mean AvgDist (px) of SimMIM masks of one strategy (seed 0), as ``convergent masks`` prints it."""
+    import torch
+
+    from convergent.masking import SimMIMMaskGenerator, avg_dist, mask_to_pixels
+
+    masks = SimMIMMaskGenerator(img_size, patch, model_patch, ratio)(samples, generator=torch.Generator().manual_seed(0))
+    return avg_dist(mask_to_pixels(masks, img_size // model_patch, model_patch)).mean().item()
+
+
+def judge_avgdist(r: dict, dists: dict | None = None) -> Verdict:
+    """The best fine-tuned strategy lies strictly inside the AvgDist range and beats the strategies
+    at both ends (lowest and highest AvgDist) by more than 2 SE."""
+    dists = dists or {s: avgdist_of(*s) for s in AVGDIST}
+    acc = {s: _acc(r, _ft(avgdist_name(*s), AVGDIST_FRACTION), "test_acc") for s in AVGDIST}
+    n = _n(r, _ft(avgdist_name(*AVGDIST[0]), AVGDIST_FRACTION))
+    by_dist = sorted(AVGDIST, key=lambda s: dists[s])
+    best = max(AVGDIST, key=lambda s: acc[s])
+    rows = []
+    for end in (by_dist[0], by_dist[-1]):
+        rows.append(Comparison(f"best ({best[0]}-px, {best[1]:.0%}, AvgDist {dists[best]:.2f}) vs "
+                               f"{'lowest' if end == by_dist[0] else 'highest'} AvgDist ({end[0]}-px, {end[1]:.0%}, "
+                               f"AvgDist {dists[end]:.2f})", acc[best], acc[end], n))  # fmt: skip
+    table = ", ".join(f"AvgDist {dists[s]:.2f} ({s[0]}-px, {s[1]:.0%}): {100 * acc[s]:.2f} %" for s in by_dist)
+    note = f"fine-tuned on {AVGDIST_FRACTION:.0%} of the labels, sorted by AvgDist: {table}"
+    points = {"points": [{"patch": s[0], "ratio": s[1], "avg_dist": dists[s], "finetune_acc": acc[s]} for s in by_dist]}
+    return Verdict(rows, note, data=points)  # a best strategy at an end is compared with itself: does not count
+
+
 def judge_image_text(r: dict) -> Verdict:
     rows = []
     for name in ("clip", "siglip"):
@@ -167,6 +217,11 @@ CLAIMS = [
           "WordNet glosses)", ("mlm", "random:mlm", "simcse", "random:simcse"), judge_text),
     Claim("image-text", "CLIP and SigLIP: zero-shot classification and retrieval far above chance on held-out pairs",
           ("clip", "siglip"), judge_image_text),
+    Claim("fd", "Feature distillation of a contrastive teacher (MoCo v3) improves its fine-tuning",
+          tuple(_ft(m, f) for m in ("fd", "mocov3") for f in FRACTIONS), judge_fd),
+    Claim("avgdist", "The masking strategy that fine-tunes best has a middle AvgDist (SimMIM: 10-20 px at 192 px), "
+          "not the lowest or the highest",
+          tuple(_ft(avgdist_name(*x), AVGDIST_FRACTION) for x in AVGDIST), judge_avgdist),
 ]  # fmt: skip
 FLOOR_TABLE = tuple(n for n in PRETRAIN if n not in ("clip", "siglip"))
 """Presets in the per-objective table against their random floors."""
@@ -174,9 +229,11 @@ FLOOR_TABLE = tuple(n for n in PRETRAIN if n not in ("clip", "siglip"))
 
 def needed(claims: list[Claim], floors: bool) -> list[str]:
     """Experiments to run, in a stable order (pre-training before the fine-tunings that start from it)."""
-    names = [n for c in claims for n in c.needs]
+    names = {n for c in claims for n in c.needs}
     if floors:
-        names += [x for n in FLOOR_TABLE for x in (n, f"random:{n}")]
+        names |= {x for n in FLOOR_TABLE for x in (n, f"random:{n}")}
+    while deps := {d for n in names for d in EXPERIMENTS[n].depends_on} - names:
+        names |= deps
     order = {k: i for i, k in enumerate(EXPERIMENTS)}
     return sorted(set(names), key=lambda n: (EXPERIMENTS[n].kind == "finetune", order[n]))
 
@@ -231,6 +288,31 @@ def plot(c: Claim, v: Verdict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_avgdist(c: Claim, v: Verdict, path: Path) -> None:
+    """Fine-tuning accuracy against AvgDist, one point per masking strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    pts = v.data["points"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p["avg_dist"] for p in pts], [100 * p["finetune_acc"] for p in pts], marker="o")
+    for p in pts:
+        ax.annotate(f"{p['patch']}px/{p['ratio']:.0%}", (p["avg_dist"], 100 * p["finetune_acc"]), fontsize=7,
+                    textcoords="offset points", xytext=(3, 3))  # fmt: skip
+    ax.set_xlabel("AvgDist (px, 32-px images)")
+    ax.set_ylabel(f"fine-tuned accuracy, {AVGDIST_FRACTION:.0%} of labels (%)")
+    ax.set_title(f"{c.name}: {'holds' if v.holds else 'does not hold at this scale'}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+PLOTS = {"avgdist": plot_avgdist}
+"""Claims with their own plot (the rest: :func:`plot`, one bar pair per comparison)."""
 
 
 def main() -> None:
@@ -298,12 +380,12 @@ def report(claims: list[Claim], results: dict, out: Path, floors: bool) -> None:
     md = "\n\n".join(parts) + "\n"
     (out / "claims.md").write_text(md)
     blob = {c.name: {"statement": c.statement, "holds": verdicts[c.name].holds, "note": verdicts[c.name].note,
-                     **verdicts[c.name].extra,
+                     **verdicts[c.name].extra, **verdicts[c.name].data,
                      "comparisons": [{**x.__dict__, "margin": x.margin, "holds": x.holds}
                                      for x in verdicts[c.name].comparisons]} for c in claims}  # fmt: skip
     (out / "claims.json").write_text(json.dumps(blob, indent=2) + "\n")
     for c in claims:
-        plot(c, verdicts[c.name], out / f"{c.name}.png")
+        (PLOTS.get(c.name, plot))(c, verdicts[c.name], out / f"{c.name}.png")
     print(md)
 
 

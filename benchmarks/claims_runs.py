@@ -9,11 +9,10 @@ claims need, in order, and saves each result as it finishes (a rerun skips them)
 import dataclasses
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from convergent.commands.presets import preset_config
-from convergent.config import FinetuneConfig, OptimConfig
+from convergent.config import FinetuneConfig, OptimConfig, PretrainConfig, from_dict
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,17 @@ class Experiment:
     files are shuffled, so a prefix is close to class-balanced)."""
     image_text: bool = False
     """pretrain: also zero-shot classification and retrieval on the held-out pairs."""
+    overrides: dict = field(default_factory=dict, hash=False)
+    """pretrain / random: config changes over the preset (nested sections; merged into the
+    preset's YAML, so ``{"task": {"simmim": {"mask_ratio": 0.3}}}`` keeps the other simmim
+    fields). ``{runs}`` in a string is the suite's run directory (``OUT/runs``)."""
+    requires: tuple[str, ...] = ()
+    """Experiments whose run directories this one reads (a teacher, a starting encoder)."""
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """Every experiment that must have run first (``requires`` and a fine-tuning's ``init``)."""
+        return (*self.requires, *((self.init,) if self.init else ()))
 
 
 PRETRAIN = {  # experiment name: preset
@@ -49,6 +59,17 @@ FRACTIONS = (0.01, 0.1)
 """Label fractions of the fine-tuning experiments (1 % and 10 % of the 60,000 images)."""
 FINETUNED = ("simmim", "mae", "mocov3", "simclr")
 """Pre-trained encoders fine-tuned (with the random encoder of each backbone beside them)."""
+AVGDIST = ((4, 0.3), (4, 0.6), (8, 0.4), (8, 0.6), (8, 0.8), (16, 0.5))
+"""SimMIM masking strategies (mask patch px, ratio) of the AvgDist claim on 32-px images with
+4-px model patches: AvgDist ~1.6 to ~8.2 px (``convergent masks --sweep --img_size 32
+--model_patch 4``); (8, 0.6) is the preset's, so its runs are the ``simmim`` experiments."""
+AVGDIST_FRACTION = 0.1
+"""Labels of the AvgDist claim's fine-tunings."""
+
+
+def avgdist_name(patch: int, ratio: float) -> str:
+    """The pre-training experiment of one AvgDist strategy (the preset's own is ``simmim``)."""
+    return "simmim" if (patch, ratio) == (8, 0.6) else f"simmim-p{patch}-r{ratio:g}"
 
 
 def _experiments() -> dict[str, Experiment]:
@@ -57,10 +78,23 @@ def _experiments() -> dict[str, Experiment]:
         out[name] = Experiment("pretrain", preset, image_text=name in ("clip", "siglip"))
         if name not in ("clip", "siglip"):
             out[f"random:{name}"] = Experiment("random", preset)
+    for patch, ratio in AVGDIST:  # the preset's budget, without its end-of-run probes (fine-tuning decides)
+        if avgdist_name(patch, ratio) != "simmim":
+            out[avgdist_name(patch, ratio)] = Experiment("pretrain", PRETRAIN["simmim"], overrides={
+                "task": {"simmim": {"mask_patch_size": patch, "mask_ratio": ratio}},
+                "eval": {"knn": False, "linear_probe": False}})  # fmt: skip
+    out["fd"] = Experiment("pretrain", "fd-vit-fmnist", requires=("mocov3",),
+                           overrides={"task": {"fd": {"teacher": "{runs}/mocov3/encoder"}}})  # fmt: skip
     for name in FINETUNED:
         for f in FRACTIONS:
             out[f"finetune:{name}:{f:g}"] = Experiment("finetune", PRETRAIN[name], init=name, fraction=f)
             out[f"finetune:random:{name}:{f:g}"] = Experiment("finetune", PRETRAIN[name], init=None, fraction=f)
+    for f in FRACTIONS:
+        out[f"finetune:fd:{f:g}"] = Experiment("finetune", "fd-vit-fmnist", init="fd", fraction=f)
+    for patch, ratio in AVGDIST:
+        name = avgdist_name(patch, ratio)
+        out.setdefault(f"finetune:{name}:{AVGDIST_FRACTION:g}",
+                       Experiment("finetune", PRETRAIN["simmim"], init=name, fraction=AVGDIST_FRACTION))  # fmt: skip
     return out
 
 
@@ -81,17 +115,43 @@ class Settings:
     seed: int = 0
 
 
+def run_dir_of(name: str, s: Settings) -> Path:
+    """The run directory of experiment ``name`` (``OUT/runs/<name with ':' as '-'>``)."""
+    return s.out / "runs" / name.replace(":", "-")
+
+
+def _merge(base: dict, changes: dict, runs: Path) -> dict:
+    """``base`` with ``changes`` merged in depth (``{runs}`` in strings: the suite's run directory)."""
+    out = dict(base)
+    for k, v in changes.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "overrides":
+            out[k] = _merge(out[k], v, runs)
+        else:
+            out[k] = v.replace("{runs}", str(runs)) if isinstance(v, str) else v
+    return out
+
+
 def _pretrain_config(name: str, e: Experiment, s: Settings):
-    steps = preset_config(e.preset).trainer.max_steps
-    return preset_config(e.preset, {
-        "trainer": {"out_dir": str(s.out / "runs"), "run_name": name.replace(":", "-"), "accelerator": s.accelerator,
-                    "precision": s.precision, "seed": s.seed, "checkpoint_every": max(steps // 4, 1), "log_every": 50},
-    })  # fmt: skip
+    import yaml
+
+    from convergent.commands.presets import preset_path
+
+    preset = yaml.safe_load(preset_path(e.preset).read_text()) or {}
+    changes = _merge(e.overrides, {"trainer": {
+        "out_dir": str(s.out / "runs"), "run_name": name.replace(":", "-"), "accelerator": s.accelerator,
+        "precision": s.precision, "seed": s.seed, "log_every": 50}}, s.out / "runs")  # fmt: skip
+    cfg = from_dict(PretrainConfig, _merge(preset, changes, s.out / "runs"), f"preset {e.preset}")
+    cfg.trainer = dataclasses.replace(cfg.trainer, checkpoint_every=max(cfg.trainer.max_steps // 4, 1))
+    return cfg
 
 
 def run_experiment(name: str, s: Settings) -> dict:
     """Run experiment ``name`` with settings ``s``; its measured numbers (and ``wall_s``)."""
     e = EXPERIMENTS[name]
+    for dep in e.depends_on:
+        if not (run_dir_of(dep, s) / "encoder").is_dir():
+            raise SystemExit(f"{name} reads the encoder of experiment {dep!r}, but {run_dir_of(dep, s) / 'encoder'} "
+                             f"is missing (results copied without runs?): remove {dep!r} from results.json to rerun it")
     t = time.perf_counter()
     result = {"pretrain": _pretrain, "random": _random, "finetune": _finetune}[e.kind](name, e, s)
     return {**result, "preset": e.preset, "wall_s": round(time.perf_counter() - t, 1)}
@@ -149,7 +209,7 @@ def _finetune(name: str, e: Experiment, s: Settings) -> dict:
     cfg = FinetuneConfig()
     cfg.data = dataclasses.replace(pre.data, limit=max(round(e.fraction * train_size), s.finetune_batch),
                                    batch_size=s.finetune_batch)  # fmt: skip
-    init = None if e.init is None else str(s.out / "runs" / e.init / "encoder")
+    init = None if e.init is None else str(run_dir_of(e.init, s) / "encoder")
     cfg.model = dataclasses.replace(pre.model, init=init)
     cfg.optim = OptimConfig(lr=s.finetune_lr, warmup_steps=max(s.finetune_steps // 10, 1), weight_decay=0.05,
                             layer_decay=s.finetune_layer_decay)  # fmt: skip

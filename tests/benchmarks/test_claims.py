@@ -94,3 +94,47 @@ def test_only_runs_the_named_experiments_and_reports_the_rest_as_not_measured(tm
     monkeypatch.setattr(sys, "argv", ["claims.py", "--out", str(tmp_path), "--only", "nonsense"])
     with pytest.raises(SystemExit):
         claims.main()
+
+
+def _avgdist_results(accs: list[float]) -> tuple[dict, dict]:
+    r, dists = {}, {}
+    for (patch, ratio), acc, d in zip(claims_runs.AVGDIST, accs, range(len(accs))):
+        r[f"finetune:{claims_runs.avgdist_name(patch, ratio)}:{claims_runs.AVGDIST_FRACTION:g}"] = {
+            "test_acc": acc, "n_test": 10_000, "backbone": "swinv2_micro"}  # fmt: skip
+        dists[(patch, ratio)] = float(d)  # AvgDist rising in the order of AVGDIST
+    return r, dists
+
+
+def test_avgdist_claim_needs_the_best_strategy_inside_the_range():
+    middle = [0.60, 0.66, 0.70, 0.66, 0.62, 0.60][: len(claims_runs.AVGDIST)]
+    v = claims.judge_avgdist(*_avgdist_results(middle))
+    assert v.holds and [p["avg_dist"] for p in v.data["points"]] == sorted(p["avg_dist"] for p in v.data["points"])
+    at_end = [0.70, 0.66, 0.65, 0.64, 0.62, 0.60][: len(claims_runs.AVGDIST)]
+    assert not claims.judge_avgdist(*_avgdist_results(at_end)).holds
+    flat = [0.650, 0.652, 0.655, 0.651, 0.650, 0.649][: len(claims_runs.AVGDIST)]  # within noise of both ends
+    assert not claims.judge_avgdist(*_avgdist_results(flat)).holds
+
+
+def test_avgdist_of_is_what_convergent_masks_prints():
+    from convergent.masking import SimMIMMaskGenerator, avg_dist, mask_to_pixels
+
+    masks = SimMIMMaskGenerator(32, 8, 4, 0.6)(256, generator=__import__("torch").Generator().manual_seed(0))
+    assert claims.avgdist_of(8, 0.6) == pytest.approx(avg_dist(mask_to_pixels(masks, 8, 4)).mean().item())
+    assert claims.avgdist_of(4, 0.3) < claims.avgdist_of(8, 0.6) < claims.avgdist_of(16, 0.5)
+
+
+def test_experiments_that_read_another_run_come_after_it_and_pull_it_in(tmp_path):
+    names = claims.needed([c for c in claims.CLAIMS if c.name == "fd"], floors=False)
+    assert "mocov3" in names and "fd" in names and names.index("mocov3") < names.index("fd")
+    s = claims_runs.Settings(tmp_path)
+    with pytest.raises(SystemExit, match="reads the encoder of experiment 'mocov3'"):
+        claims_runs.run_experiment("fd", s)
+
+
+def test_pretrain_overrides_merge_into_the_preset_in_depth(tmp_path):
+    s = claims_runs.Settings(tmp_path)
+    e = claims_runs.EXPERIMENTS[claims_runs.avgdist_name(4, 0.3)]
+    cfg = claims_runs._pretrain_config("x", e, s)
+    assert (cfg.task.simmim.mask_patch_size, cfg.task.simmim.mask_ratio) == (4, 0.3)
+    assert cfg.task.name == "simmim" and cfg.model.backbone == "swinv2_micro" and not cfg.eval.knn
+    assert cfg.trainer.run_name == "x" and cfg.trainer.checkpoint_every == cfg.trainer.max_steps // 4
