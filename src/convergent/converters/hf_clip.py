@@ -42,6 +42,7 @@ from convergent.backbones.configs import config_to_dict
 from convergent.backbones.text_spec import TextConfig
 from convergent.backbones.vit_spec import ViTConfig
 from convergent.converters.common import ACT_FROM_HF, ACT_TO_HF, KeyTracker, square_size, strip_prefix
+from convergent.converters.hf_vit import beit_options
 
 # HF's activation names plus OpenAI CLIP's own
 _ACT_FROM_HF = {**ACT_FROM_HF, "quick_gelu": "quick_gelu"}
@@ -180,8 +181,9 @@ def config_to_hf(towers: CLIPTowers) -> dict:
 def _check_towers(towers: CLIPTowers) -> None:
     v, t = towers.vision, towers.text
     problems = []
-    if not v.pre_norm or not v.qkv_bias or v.pooler:
-        problems.append("the image tower must be a ViT with pre_norm=True, qkv_bias=True and no pooler")
+    if not v.pre_norm or not v.qkv_bias or v.pooler or beit_options(v):
+        problems.append("the image tower must be a ViT with pre_norm=True, qkv_bias=True, no pooler and none of "
+                        "BEiT's options (pos_embed 'none', rel_pos_bias, layer_scale)")  # fmt: skip
     if not (t.pre_norm and t.causal) or t.type_vocab_size or t.pooler:
         problems.append("the text tower must have pre_norm=True, causal=True, type_vocab_size=0 and no pooler")
     if problems:
