@@ -19,10 +19,12 @@ from convergent.data.protocol import Dataset
 from convergent.data.registry import build_dataset
 from convergent.data.tokenizer import Tokenizer
 from convergent.rundir import RunDir
-from convergent.tasks.base import Task
-from convergent.tasks.registry import build_task, task_class
+from convergent.tasks.base import Task, check_backbone
+from convergent.tasks.configs import TeacherConfig
+from convergent.tasks.registry import build_task, task_class, task_field
 from convergent.training.checkpoint import load_latest
 from convergent.workflows.runs import read_config, saved_encoder
+from convergent.workflows.teacher import teacher_inputs
 from convergent.workflows.text import find_tokenizer, tokenizer_vocab
 
 
@@ -62,13 +64,19 @@ def build_encoder(cfg: PretrainConfig | FinetuneConfig, tokenizer: Tokenizer | N
 def build_run_task(cfg: PretrainConfig, tokenizer: Tokenizer | None = None) -> Task:
     """The task of a run around its encoder (:func:`build_encoder`); a task that embeds text
     beside its backbone (CLIP's text tower, ViLT's word embeddings) takes what the run's
-    tokenizer decides through ``Task.configure_text``."""
+    tokenizer decides through ``Task.configure_text``; a task that distils a frozen teacher
+    (its config a :class:`~convergent.tasks.configs.TeacherConfig`) takes the teacher, loaded
+    from its source (:mod:`convergent.workflows.teacher`)."""
     cls = task_class(cfg.task.name)
     backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in cls.requires)
     task_cfg = cfg.task.selected()
     if tokenizer is not None:
         cls.configure_text(task_cfg, tokenizer_vocab(tokenizer, cfg.data.max_length))
-    return build_task(cfg.task.name, backbone, task_cfg)
+    inputs = {}
+    if isinstance(task_cfg, TeacherConfig):
+        check_backbone(cls, backbone)  # a text student is refused before its teacher is read
+        inputs = teacher_inputs(task_cfg, backbone, cfg.data, f"task.{task_field(cfg.task.name)}")
+    return build_task(cfg.task.name, backbone, task_cfg, **inputs)
 
 
 def load_task_from_run(run_dir: str | Path) -> tuple[Any, Any, Any]:
