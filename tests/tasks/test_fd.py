@@ -191,6 +191,28 @@ def test_teacher_from_a_hf_clip_gives_hfs_features(tmp_path, whole):
     assert torch.equal(task.renorm_scale.flatten(), torch.ones(3)) and not task.renorm_shift.any()
 
 
+def test_teacher_from_hf_vit_and_swin_directories(tmp_path):
+    """A HF ViT trained at 64 px teaches 32-px views (its positions interpolated as from_pretrained
+    does); a HF Swin as it is. Their converters' parity is tested in tests/converters."""
+    torch.manual_seed(0)
+    vit = transformers.ViTModel(transformers.ViTConfig(image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                                       num_attention_heads=2, intermediate_size=64))  # fmt: skip
+    vit.save_pretrained(tmp_path / "vit")
+    swin = transformers.SwinModel(transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                                                          num_heads=[2, 4], window_size=4))  # fmt: skip
+    swin.save_pretrained(tmp_path / "swin")
+    x = images()["image"]
+    with pytest.warns(UserWarning, match="not recorded"):
+        task = build_run_task(fd_config(tmp_path / "vit"))
+    assert task.teacher.image_size == 32 and task.teacher.config.patch_size == 8
+    assert task.targets(x).shape == (2, 16, 32)  # 4x4 teacher grid = the student's
+    with pytest.warns(UserWarning, match="not recorded"):
+        task = build_run_task(fd_config(tmp_path / "swin", teacher_final_norm=False))
+    assert type(task.teacher).__name__ == "SwinTransformer"
+    assert task.targets(x).shape == (2, 16, 32)  # Swin's 4x4 final grid of width 32
+    assert task(images())["loss"].isfinite()
+
+
 def write_run(run: RunDir, encoder, mean=(0.2, 0.2, 0.2), std=(0.4, 0.4, 0.4)) -> RunDir:
     """A finished run's directory as ``convergent pretrain`` leaves it (config.yaml + encoder/)."""
     cfg = PretrainConfig()
