@@ -75,7 +75,7 @@ def randomize_(model: VisionTransformer, seed: int = 0) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g) * 0.2
-            p.copy_(noise + 1.0 if name.endswith("norm1.weight") or name.endswith("norm2.weight") else noise)
+            p.copy_(noise + 1.0 if name.endswith(("norm1.weight", "norm2.weight")) else noise)
         for block in model.blocks:
             block.attn.qkv.bias[model.embed_dim : 2 * model.embed_dim] = 0
 

@@ -257,6 +257,8 @@ def test_bad_inputs_are_refused_before_training(tmp_path, capsys):
     build_backbone("vit_test", in_chans=1).save_pretrained(tmp_path / "grey")
     build_backbone("vit_test", patch_size=16).save_pretrained(tmp_path / "p16")
     build_backbone("vit_test").save_pretrained(tmp_path / "ok")
+    write_config(RunDir(tmp_path / "unfinished"), PretrainConfig())
+    (tmp_path / "junk").mkdir()
     cases = [
         (["--task.fd.teacher", str(tmp_path / "missing")], "--task.fd.teacher .*missing: no such directory"),
         (["--task.fd.teacher", str(tmp_path / "text")], "holds a text encoder"),
@@ -264,6 +266,8 @@ def test_bad_inputs_are_refused_before_training(tmp_path, capsys):
         (["--task.fd.teacher", str(tmp_path / "p16"), "--data.img_size", "40"], "cannot read 40-px images"),
         (["--task.fd.teacher", str(tmp_path / "ok"), "--model.backbone", "text_test"], "task 'fd' needs an image backbone"),
         ([], "--task.fd.teacher is required"),
+        (["--task.fd.teacher", str(tmp_path / "unfinished")], "a run without encoder/ .not finished yet"),
+        (["--task.fd.teacher", str(tmp_path / "junk")], "neither config.yaml nor config.json there"),
         (["--task.fd.teacher", str(tmp_path / "ok"), "--task.fd.teacher_mean", "[0.5]"], "needs --task.fd.teacher_std"),
     ]  # fmt: skip
     for extra, message in cases:

@@ -92,7 +92,7 @@ def resize_tokens(tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, 
     bilinear interpolation of the feature map (``align_corners=False``); unchanged when equal."""
     if tuple(grid) == tuple(size):
         return tokens
-    b, n, c = tokens.shape
+    b, _, c = tokens.shape
     fmap = tokens.transpose(1, 2).reshape(b, c, *grid)  # (B, C, Gh, Gw)
     fmap = F.interpolate(fmap.float(), size=tuple(size), mode="bilinear", align_corners=False).to(tokens.dtype)
     return fmap.flatten(2).transpose(1, 2)  # (B, Sh*Sw, C)
@@ -102,7 +102,7 @@ class FD(Task):
     """Feature distillation of a frozen ``teacher`` into any image backbone.
 
     ``teacher``: an image backbone already holding its weights (the run loads it,
-    :func:`convergent.workflows.teacher.load_teacher`), laid out for the images it will read:
+    :func:`convergent.workflows.teacher.teacher_inputs`), laid out for the images it will read:
     ``config.teacher_img_size`` or the student's ``image_size``, with the student's channels.
     ``renormalize``: the teacher's input from the student's view (None: the same normalisation).
 

@@ -34,7 +34,7 @@ from convergent.data.transforms import channel_stats
 from convergent.rundir import RunDir
 from convergent.tasks.configs import TeacherConfig
 from convergent.tasks.fd import Renormalize
-from convergent.workflows.runs import read_config, resolve_encoder
+from convergent.workflows.runs import read_config, saved_encoder
 
 EXPECTED = ("expected a `convergent pretrain` run directory, an encoder directory written by save_pretrained, or "
             "a Hugging Face model directory (config.json + weights)")  # fmt: skip
@@ -74,7 +74,10 @@ def read_teacher(path: Path, option: str) -> tuple[Any, dict, str, Stats | None]
     the teacher directory ``path`` (see the module docstring)."""
     run = RunDir(path)
     if run.is_run():
-        encoder, _ = resolve_encoder(path)  # a run that has not finished has no encoder/ yet: a clear error
+        encoder = saved_encoder(run)
+        if encoder is None:
+            raise FileNotFoundError(f"{option} {path}: a run without {RunDir.ENCODER}/ (not finished yet, or it "
+                                    "failed); the teacher is a finished run's encoder")  # fmt: skip
         data = read_config(run).data
         return (*read_pretrained(encoder), (list(data.mean), list(data.std)))
     if not (path / HF_CONFIG).is_file():
