@@ -13,6 +13,7 @@ import pytest
 from convergent import choices, validate
 from convergent.commands.presets import preset_config, preset_names
 from convergent.config import EvalRunConfig, FinetuneConfig, PretrainConfig, TrainerConfig
+from convergent.tasks.configs import TeacherConfig
 from convergent.validate import ConfigError, Where, check_config, check_eval, check_finetune, check_pretrain
 
 
@@ -44,8 +45,11 @@ def test_importing_validate_imports_no_torch():
 
 
 @pytest.mark.parametrize("name", preset_names())
-def test_every_preset_is_valid(name):
-    check_config(preset_config(name))
+def test_every_preset_is_valid(name, tmp_path):
+    cfg = preset_config(name)
+    if isinstance(cfg.task.selected(), TeacherConfig):  # the teacher is another run, made first: say it exists
+        cfg.task.selected().teacher = str(tmp_path)
+    check_config(cfg)
 
 
 def test_the_defaults_are_valid(tmp_path):
@@ -151,10 +155,19 @@ def test_only_the_selected_task_section_is_checked(tmp_path):
          "mean 'nt_xent'?"),
         ("simcse", "pooling", "first", "--task.simcse.pooling must be one of cls, avg, eos, default"),
         ("simcse", "head_layers", 0, "--task.simcse.head_layers must be >= 1, got 0"),
+        ("fd", "teacher", "/no/such/run", "--task.fd.teacher /no/such/run: no such directory"),
+        ("fd", "teacher", None, "--task.fd.teacher is required: the run directory of another"),
+        ("fd", "teacher_img_size", 0, "--task.fd.teacher_img_size must be >= 1, got 0"),
+        ("fd", "teacher_mean", (0.5,), "--task.fd.teacher_mean needs --task.fd.teacher_std too"),
+        ("fd", "teacher_std", (0.0,), "--task.fd.teacher_std must be > 0, got 0.0"),
+        ("fd", "loss_beta", -1.0, "--task.fd.loss_beta must be >= 0, got -1.0"),
+        ("fd", "whiten_eps", 0.0, "--task.fd.whiten_eps must be > 0, got 0.0"),
     ],
 )
 def test_task_sections(tmp_path, task, field, value, message):
     cfg = pretrain_cfg(tmp_path, **{"task.name": task})
+    if task == "fd":
+        cfg.task.fd.teacher = str(tmp_path)  # exists
     if task == "mocov3":
         cfg.task.mocov3.momentum_end = 0.999
     if task == "data2vec" and field == "ema_decay":

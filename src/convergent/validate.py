@@ -79,9 +79,11 @@ from convergent.tasks.configs import (
     CLIPConfig,
     ContrastiveConfig,
     Data2VecConfig,
+    FDConfig,
     MAEConfig,
     MoCoV3Config,
     SimMIMConfig,
+    TeacherConfig,
     TokenMaskingConfig,
     ViLTConfig,
 )
@@ -313,6 +315,8 @@ RULES: dict[type, dict[str, Any]] = {
         "temperature": POSITIVE, "pooling": OneOf(POOLINGS), "head": OneOf(CONTRASTIVE_HEADS),
         "head_layers": AT_LEAST_1, "hidden_dim": AT_LEAST_1, "out_dim": AT_LEAST_1, "loss": OneOf(CONTRASTIVE_LOSSES),
     },
+    TeacherConfig: {"teacher": Exists("dir"), "teacher_img_size": AT_LEAST_1, "teacher_std": Each(POSITIVE)},
+    FDConfig: {"whiten_eps": POSITIVE, "loss_beta": NON_NEGATIVE},
     ViLTConfig: {
         "vocab_size": AT_LEAST_1, "pad_token_id": NON_NEGATIVE, "mask_token_id": NON_NEGATIVE,
         "max_text_len": AT_LEAST_1, "itm_weight": NON_NEGATIVE, "mlm_weight": NON_NEGATIVE,
@@ -489,9 +493,25 @@ def check_task_relations(section: Any, prefix: str, where: Where) -> None:
     if isinstance(section, CLIPConfig) and section.loss == "sigmoid" and section.local_loss:
         raise where.error(f"{prefix}.local_loss", f" is an option of {where.option(prefix + '.loss')} softmax; "
                           "the sigmoid loss is always computed per process (texts exchanged around a ring)")  # fmt: skip
+    if isinstance(section, TeacherConfig):
+        check_teacher_relations(section, prefix, where)
     if isinstance(section, CLIPConfig) and section.text_overrides:
         check_overrides(backbone_config(section.text_backbone), section.text_backbone, section.text_overrides,
                         f"{prefix}.text_overrides", where)  # fmt: skip
+
+
+def check_teacher_relations(section: TeacherConfig, prefix: str, where: Where) -> None:
+    """A distillation teacher is named, and its normalisation is given whole or not at all."""
+    if section.teacher is None:
+        raise where.error(f"{prefix}.teacher", " is required: the run directory of another `convergent pretrain` "
+                          "run, an encoder directory written by save_pretrained, or a Hugging Face model directory")  # fmt: skip
+    if (section.teacher_mean is None) != (section.teacher_std is None):
+        given, other = ("teacher_mean", "teacher_std") if section.teacher_std is None else ("teacher_std", "teacher_mean")
+        raise where.error(f"{prefix}.{given}", f" needs {where.option(f'{prefix}.{other}')} too (one per channel, "
+                          "or one for all)")  # fmt: skip
+    if section.teacher_mean is not None and len(section.teacher_mean) != len(section.teacher_std):
+        raise where.error(f"{prefix}.teacher_mean", f" has {len(section.teacher_mean)} values, "
+                          f"{where.option(f'{prefix}.teacher_std')} {len(section.teacher_std)}")  # fmt: skip
 
 
 # --- paths: the resumed run, the output, free space ---------------------------------------------------

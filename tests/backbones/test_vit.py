@@ -309,10 +309,12 @@ def test_init_options():
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (dict(pos_embed="sin-cos"), "pos_embed must be one of learned, sincos, got 'sin-cos'"),
+        (dict(pos_embed="sin-cos"), "pos_embed must be one of learned, sincos, none, got 'sin-cos'"),
         (dict(init="xavier_normal"), "init must be one of trunc_normal, xavier, xavier_qkv, got 'xavier_normal'"),
         (dict(pos_embed="sincos", embed_dim=30, num_heads=2), "needs embed_dim divisible by 4, got 30"),
         (dict(freeze_patch_embed="yes"), "freeze_patch_embed must be true or false"),
+        (dict(rel_pos_bias="per-block"), "rel_pos_bias must be one of none, shared, got 'per-block'"),
+        (dict(layer_scale=-0.1), "layer_scale must be > 0"),
     ],
 )
 def test_new_fields_validated(overrides, match):

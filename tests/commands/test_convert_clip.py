@@ -82,7 +82,7 @@ def hf_dir(tmp_path_factory):
 
 def test_hf_clip_to_run_matches_hf_and_evaluates(hf_dir, tmp_path, capsys):
     from convergent.data.tokenizer import Tokenizer
-    from convergent.workflows.runs import load_task_from_run
+    from convergent.workflows.assemble import load_task_from_run
 
     out = tmp_path / "ours"
     summary = convert(hf_dir, out, "--from", "hf", capsys=capsys)
@@ -123,7 +123,7 @@ def clip_run(tmp_path_factory):
 
 
 def test_clip_run_to_hf_loads_in_transformers(clip_run, tmp_path, capsys):
-    from convergent.workflows.runs import load_task_from_run
+    from convergent.workflows.assemble import load_task_from_run
 
     dst = tmp_path / "hf"
     summary = convert(clip_run, dst, "--from", "convergent", "--to", "hf", capsys=capsys)

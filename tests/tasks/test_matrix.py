@@ -4,8 +4,9 @@ A pairing the task can serve by the backbone's declared capabilities (``Task.mod
 ``Task.requires``; see ``tasks/base.py:backbone_problems``) takes one forward, backward and
 optimizer step; every other pairing is refused when the task is built, with the reason. Text
 backbones and tasks that embed text get a tokenizer's vocabulary as a run gives it
-(``Task.configure_text``, ``vocabulary_overrides``), so a new backbone family or task is
-picked up here with no edit.
+(``Task.configure_text``, ``vocabulary_overrides``), and a task that distils a frozen teacher
+(its config a ``TeacherConfig``: FD) gets one as a run loads it — a ``vit_test`` at the student's
+image size and channels — so a new backbone family or task is picked up here with no edit.
 """
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 from convergent.backbones import backbone_config, backbone_names, build_backbone
 from convergent.backbones.configs import vocabulary_overrides
 from convergent.tasks.base import backbone_problems
-from convergent.tasks.configs import ClassifyConfig, CLIPConfig, MAEConfig, MoCoV3Config
+from convergent.tasks.configs import ClassifyConfig, CLIPConfig, MAEConfig, MoCoV3Config, TeacherConfig
 from convergent.tasks.registry import entry, names, task_class
 
 VOCAB = {"vocab_size": 100, "pad_token_id": 0, "mask_token_id": 3, "max_length": 12}
@@ -44,6 +45,17 @@ def build_backbone_for(name: str, task_cls: type):
     return build_backbone(name, **overrides)
 
 
+def task_inputs(config, backbone) -> dict:
+    """What the task's constructor takes besides backbone and config: for a distillation task
+    (``TeacherConfig``) a frozen teacher, built as the run builds it (at the student's image size
+    and channels; a text student is refused before its teacher is looked at)."""
+    if not isinstance(config, TeacherConfig):
+        return {}
+    if backbone.modality != "image":
+        return {"teacher": build_backbone("vit_test")}
+    return {"teacher": build_backbone("vit_test", img_size=backbone.image_size, in_chans=backbone.in_chans)}
+
+
 def make_batch(task, backbone) -> dict[str, torch.Tensor]:
     """A batch with every key ``task`` reads, shaped for ``backbone``."""
     g = torch.Generator().manual_seed(0)
@@ -68,11 +80,12 @@ def test_every_backbone_with_every_task(backbone_name, task_name):
     config = SMALL_CONFIGS.get(task_name, entry(task_name).config)()
     cls.configure_text(config, VOCAB)
     problems = backbone_problems(cls, backbone)
+    inputs = task_inputs(config, backbone)
     if problems:
         with pytest.raises(ValueError, match=f"task '{task_name}' needs"):
-            cls(backbone, config)
+            cls(backbone, config, **inputs)
         return
-    task = cls(backbone, config).train()
+    task = cls(backbone, config, **inputs).train()
     named = [(n, p) for n, p in task.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     before = [p.detach().clone() for p in params]

@@ -9,9 +9,8 @@ from convergent.backbones.registry import build_backbone
 from convergent.config import PretrainConfig, to_dict
 from convergent.rundir import RunDir
 from convergent.training.checkpoint import save_checkpoint, weights_for_saving
-from convergent.workflows.assemble import build_run_task
+from convergent.workflows.assemble import build_run_task, load_task_from_run
 from convergent.workflows.runs import (
-    load_task_from_run,
     read_config,
     read_config_dict,
     resolve_encoder,

@@ -40,14 +40,26 @@ def load_config(path: str | Path):
 def from_pretrained(path: str | Path, **overrides):
     """Build the backbone saved in ``path``; ``overrides`` change its config (e.g. a new
     ``img_size`` / ``window_size``) and the weights are adapted to it."""
+    return build_pretrained(*read_pretrained(path), **overrides)
+
+
+def read_pretrained(path: str | Path) -> tuple:
+    """``(config, state dict, weights file)`` saved in directory ``path``, not built."""
     path = Path(path)
     source_cfg = load_config(path)
-    cfg = replace_config(source_cfg, **overrides) if overrides else source_cfg
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing; expected safetensors weights beside {CONFIG_NAME}")
+    return source_cfg, load_file(str(weights)), str(weights)
+
+
+def build_pretrained(source_cfg, state_dict: dict, source: str = "state dict", **overrides):
+    """The backbone of config ``source_cfg`` holding ``state_dict`` (named ``source`` in errors),
+    with ``overrides`` applied to its config and the weights adapted to them, as
+    :func:`from_pretrained` does for a directory (a converted checkpoint held in memory)."""
+    cfg = replace_config(source_cfg, **overrides) if overrides else source_cfg
     cls = model_class(cfg)
     model = cls(cls.transfer_config(source_cfg, cfg, overrides))
-    state = model.adapt_state_dict(load_file(str(weights)), source_cfg)
-    model.load_weights(state, source=str(weights))
+    state = model.adapt_state_dict(state_dict, source_cfg)
+    model.load_weights(state, source=source)
     return model

@@ -1,5 +1,6 @@
 """Vision Transformer (Dosovitskiy et al., 2021): class token, absolute positions (learned, or
-MoCo v3 / MAE's fixed 2-D sin-cos table), pre-norm blocks. Serves SimMIM (mask token), MAE (encode kept tokens only), data2vec
+MoCo v3 / MAE's fixed 2-D sin-cos table, or none) and/or BEiT's shared relative position bias,
+pre-norm blocks (optionally with BEiT's layer scale). Serves SimMIM (mask token), MAE (encode kept tokens only), data2vec
 (per-block outputs), MoCo v3 / CLIP (pooled class token), ViLT (the blocks over a joint
 text + image sequence, :meth:`VisionTransformer.forward_tokens`) and fine-tuning.
 
@@ -8,7 +9,9 @@ Weights map one-to-one onto HF ``ViTModel`` (see ``convergent.converters.hf_vit`
 of HF ``CLIPModel`` (``convergent.converters.hf_clip``), whose ``post_layernorm`` of the
 class token is our final norm. With ``pos_embed='sincos'`` the table is a persistent buffer under
 the same key, so checkpoints, ``save_pretrained`` and the converters see no difference; with
-``freeze_patch_embed`` the patch projection's parameters do not require gradients.
+``freeze_patch_embed`` the patch projection's parameters do not require gradients. The BEiT
+options (``pos_embed='none'``, ``rel_pos_bias='shared'``, ``layer_scale``; feature distillation's
+student) map onto HF ``BeitModel`` (``tests/backbones/test_vit_beit_options.py``), not ``ViTModel``.
 """
 
 import math
@@ -28,6 +31,7 @@ from convergent.backbones.vit_spec import ViTConfig
 from convergent.layers import (
     Attention,
     Block,
+    GridRelativePositionBias,
     PatchEmbed,
     init_linear_norm_,
     init_xavier_linear_norm_,
@@ -68,15 +72,19 @@ class VisionTransformer(ImageBackbone):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
         if config.pos_embed == "sincos":  # fixed: a buffer, saved under the same key as the learned table
             self.register_buffer("pos_embed", sincos_pos_embed_2d(self.grid, c)[None])  # (1, 1 + N, C)
-        else:
+        elif config.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], c))
+        else:  # 'none': positions come from the relative position bias only (BEiT, FD)
+            self.pos_embed = None
+        shared = config.rel_pos_bias == "shared"
+        self.rel_pos_bias = GridRelativePositionBias(self.grid, config.num_heads) if shared else None
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c))
         self.pos_drop = nn.Dropout(config.dropout)
         self.norm_pre = nn.LayerNorm(c, eps=config.norm_eps) if config.pre_norm else nn.Identity()
         rates = torch.linspace(0, config.drop_path, config.depth).tolist()  # stochastic depth per block
         self.blocks = nn.ModuleList(
             Block(c, config.num_heads, config.mlp_dim, config.qkv_bias, config.dropout, config.attn_dropout, r,
-                  config.norm_eps, config.act)
+                  config.norm_eps, config.act, layer_scale=config.layer_scale)
             for r in rates
         )
         self.norm = nn.LayerNorm(c, eps=config.norm_eps)
@@ -96,8 +104,10 @@ class VisionTransformer(ImageBackbone):
         init = self.config.init
         if isinstance(self.pos_embed, nn.Parameter):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        else:
+        elif self.pos_embed is not None:
             self.pos_embed.copy_(sincos_pos_embed_2d(self.grid, self.embed_dim)[None])
+        if self.rel_pos_bias is not None:  # BEiT: zeros
+            nn.init.zeros_(self.rel_pos_bias.relative_position_bias_table)
         if init == "trunc_normal":
             nn.init.trunc_normal_(self.cls_token, std=0.02)
         else:
@@ -131,9 +141,11 @@ class VisionTransformer(ImageBackbone):
                 f"got {tuple(keep.shape)} {keep.dtype}"
             )
 
-    def pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
+    def pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor | None:
         """Position embeddings ``(1, 1 + Gh*Gw, C)`` for a patch grid: when it differs from the
-        configured one, interpolated (learned) or computed for it (sin-cos)."""
+        configured one, interpolated (learned) or computed for it (sin-cos); None for 'none'."""
+        if self.pos_embed is None:
+            return None
         if tuple(grid) != self.grid and self.config.pos_embed == "sincos":
             return sincos_pos_embed_2d(grid, self.embed_dim)[None].to(self.pos_embed)
         return interpolate_pos_embed(self.pos_embed, self.grid, grid, num_prefix=1)
@@ -146,12 +158,14 @@ class VisionTransformer(ImageBackbone):
         self._check_inputs(x, mask, keep)
         tokens, grid = self.patch_embed(x)  # (B, N, C)
         tokens = apply_mask_token(tokens, mask, self.mask_token)
-        pos = self.pos_embed_for(grid)  # (1, 1 + N, C)
-        tokens = tokens + pos[:, 1:]
+        pos = self.pos_embed_for(grid)  # (1, 1 + N, C), None without absolute positions
+        if pos is not None:
+            tokens = tokens + pos[:, 1:]
         if keep is not None:
             index = keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])  # (B, K, C)
             tokens = torch.gather(tokens, 1, index)  # (B, K, C)
-        cls = (self.cls_token + pos[:, :1]).expand(tokens.shape[0], -1, -1)  # (B, 1, C)
+        cls = self.cls_token if pos is None else self.cls_token + pos[:, :1]
+        cls = cls.expand(tokens.shape[0], -1, -1)  # (B, 1, C)
         return self.norm_pre(self.pos_drop(torch.cat([cls, tokens], dim=1)))
 
     def forward_intermediates(
@@ -179,10 +193,28 @@ class VisionTransformer(ImageBackbone):
             final normalised tokens ``(B, 1 + N, C)`` (``1 + K`` with ``keep``) and the selected
             block outputs, taken before the final norm.
         """
-        return self.forward_tokens(self.embed(x, mask, keep), indices=indices, output=output)
+        bias = self.attention_bias(self.mask_grid(x), keep)
+        return self.forward_tokens(self.embed(x, mask, keep), indices=indices, output=output, bias=bias)
+
+    def attention_bias(self, grid: tuple[int, int], keep: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The shared relative position bias for patch grid ``grid``: ``(1, heads, 1 + N, 1 + N)``,
+        or with ``keep`` ``(B, K)`` the rows and columns of the class token and the kept patches,
+        ``(B, heads, 1 + K, 1 + K)``; None without ``rel_pos_bias``."""
+        if self.rel_pos_bias is None:
+            return None
+        bias = self.rel_pos_bias(grid)  # (H, 1 + N, 1 + N)
+        if keep is None:
+            return bias.unsqueeze(0)
+        pos = torch.cat([keep.new_zeros(keep.shape[0], 1), keep + 1], dim=1)  # (B, 1 + K) token positions
+        return bias[:, pos[:, :, None], pos[:, None, :]].transpose(0, 1)  # (B, H, 1 + K, 1 + K)
 
     def forward_tokens(
-        self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None, indices=None, output: str = "block"
+        self,
+        tokens: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        indices=None,
+        output: str = "block",
+        bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the blocks and the final norm over already embedded tokens: the output of
         :meth:`embed`, or a longer sequence a task builds around it (ViLT: ``[text ; image]``).
@@ -194,6 +226,8 @@ class VisionTransformer(ImageBackbone):
             indices: which block outputs to return, as in :meth:`forward_intermediates`.
             output: what to collect of those blocks: 'block' (their outputs) or 'ffn' (the MLP
                 branch ``mlp(norm2(x))`` before the residual: data2vec_vision's ``layer_results='fc'``).
+            bias: the relative position bias of these tokens (:meth:`attention_bias`); required with
+                ``rel_pos_bias``, which only :meth:`forward_intermediates`' own tokens have.
 
         Returns:
             final normalised tokens ``(B, N, C)`` and the selected block outputs (before the norm).
@@ -205,15 +239,20 @@ class VisionTransformer(ImageBackbone):
                 f"key_padding_mask of shape {tuple(key_padding_mask.shape)} does not match tokens "
                 f"{tuple(tokens.shape[:2])}"
             )
+        if self.rel_pos_bias is not None and bias is None:
+            raise ValueError(
+                "this ViT has rel_pos_bias 'shared', whose bias is laid out on its own [class ; patches] "
+                "tokens: run it through forward_intermediates / forward_features (or pass attention_bias(...))"
+            )
         take = set(select_indices(indices, len(self.blocks)))
         check_intermediate_output(output)
         outs = []
         for i, block in enumerate(self.blocks):
             if i in take and output == "ffn":
-                tokens, ffn = self.run_block(block, tokens, key_padding_mask, None, True)
+                tokens, ffn = self.run_block(block, tokens, key_padding_mask, None, True, bias)
                 outs.append(ffn)
                 continue
-            tokens = self.run_block(block, tokens, key_padding_mask)
+            tokens = self.run_block(block, tokens, key_padding_mask, None, False, bias)
             if i in take:
                 outs.append(tokens)
         return self.norm(tokens), outs
@@ -240,8 +279,9 @@ class VisionTransformer(ImageBackbone):
 
     # --- training hooks -------------------------------------------------------------------
     def no_weight_decay(self) -> set[str]:
-        """Position embeddings, class and mask tokens, biases and norm weights."""
-        named = {"pos_embed", "cls_token", "mask_token"}
+        """Position embeddings and the relative position bias table, class and mask tokens, biases,
+        norm weights and layer scales."""
+        named = {"pos_embed", "cls_token", "mask_token", "rel_pos_bias.relative_position_bias_table"}
         return {n for n, p in self.named_parameters() if p.ndim <= 1 or n in named}
 
     @property
@@ -249,19 +289,21 @@ class VisionTransformer(ImageBackbone):
         return len(self.blocks) + 2
 
     def layer_id(self, name: str) -> int:
-        """0: embeddings; i+1: ``blocks.i``; depth+1: final norm and pooler."""
+        """0: embeddings; i+1: ``blocks.i``; depth+1: final norm, pooler and the shared relative
+        position bias (BEiT's layer decay puts it with the top)."""
         if name.startswith(_EMBEDDING_PARAMS):
             return 0
         if name.startswith("blocks."):
             return int(name.split(".")[1]) + 1
-        if name.startswith(("norm.", "pooler.")):
+        if name.startswith(("norm.", "pooler.", "rel_pos_bias.")):
             return len(self.blocks) + 1
         raise ValueError(f"{type(self).__name__} has no parameter {name!r}")
 
     # --- resolution transfer --------------------------------------------------------------
     def adapt_state_dict(self, state_dict: dict, source_config: ViTConfig) -> dict:
-        """Resize ``pos_embed`` saved at ``source_config.img_size`` to this model's grid; with
-        ``pos_embed='sincos'`` this model's table is the sin-cos table of its grid, whatever was saved."""
+        """Resize ``pos_embed`` (bicubic) and the shared relative position bias table (bilinear, as
+        HF BEiT) saved at ``source_config.img_size`` to this model's grid; with ``pos_embed='sincos'``
+        this model's table is the sin-cos table of its grid, whatever was saved."""
         if source_config.patch_size != self.config.patch_size:
             raise ValueError(
                 f"cannot load weights with patch_size {source_config.patch_size} into a model with "
@@ -272,6 +314,10 @@ class VisionTransformer(ImageBackbone):
                 f"source img_size {source_config.img_size} is not a multiple of patch_size {source_config.patch_size}"
             )
         old = (source_config.img_size // source_config.patch_size,) * 2
+        table = "rel_pos_bias.relative_position_bias_table"
+        if old != self.grid and table in state_dict:
+            resized = GridRelativePositionBias.resize_table(state_dict[table], old, self.grid)
+            state_dict = {**state_dict, table: resized}
         if self.config.pos_embed == "sincos" and "pos_embed" in state_dict:
             return {**state_dict, "pos_embed": sincos_pos_embed_2d(self.grid, self.embed_dim)[None]}
         if old == self.grid or "pos_embed" not in state_dict:

@@ -6,14 +6,16 @@ from typing import ClassVar
 
 from convergent.backbones.families import register_backbone, register_family
 
-VIT_POS_EMBEDS = ("learned", "sincos")
+VIT_POS_EMBEDS = ("learned", "sincos", "none")
 VIT_INITS = ("trunc_normal", "xavier", "xavier_qkv")
+VIT_REL_POS_BIASES = ("none", "shared")
 
 
 @register_family
 @dataclass
 class ViTConfig:
-    """Vision Transformer: class token, absolute positions (learned or fixed sin-cos), pre-norm blocks."""
+    """Vision Transformer: class token, absolute positions (learned or fixed sin-cos) and/or BEiT's shared
+    relative position bias, pre-norm blocks (optionally with layer scale)."""
 
     family: ClassVar[str] = "vit"
     modality: ClassVar[str] = "image"
@@ -56,9 +58,19 @@ class ViTConfig:
     pooling vocabulary of ``convergent.heads.classifier.POOLINGS`` ('token', timm's and earlier
     versions' name for 'cls', is read as 'cls')."""
     pos_embed: str = "learned"
-    """Position embeddings: 'learned' (ViT) or 'sincos', the fixed 2-D sin-cos table of MoCo v3
-    and MAE (not trained; kept in the state dict under the same key, and recomputed for another
-    patch grid instead of interpolated). Needs ``embed_dim`` divisible by 4."""
+    """Absolute position embeddings: 'learned' (ViT), 'sincos', the fixed 2-D sin-cos table of MoCo
+    v3 and MAE (not trained; kept in the state dict under the same key, and recomputed for another
+    patch grid instead of interpolated; needs ``embed_dim`` divisible by 4), or 'none' (no absolute
+    positions, as BEiT and feature distillation's student, which rely on ``rel_pos_bias``)."""
+    rel_pos_bias: str = "none"
+    """Relative position bias of the attention logits: 'none', or 'shared' (BEiT's
+    ``use_shared_rel_pos_bias``, feature distillation's student): one learned table of per-head
+    biases, one entry per relative offset on the patch grid plus class-to-patch, patch-to-class and
+    class-to-class, zero-initialised, added to the logits of every block. Not for ``forward_tokens``
+    over a sequence the model did not embed (ViLT)."""
+    layer_scale: float | None = None
+    """Layer scale (CaiT; BEiT's ``init_values``): each residual branch is multiplied by a learned
+    per-channel vector initialised to this value (BEiT, feature distillation: 0.1); None: off."""
     freeze_patch_embed: bool = False
     """Keep the patch projection at its random initialisation (no gradient, not in the
     optimizer): MoCo v3's random patch projection ("a trick for improving stability")."""
@@ -77,6 +89,10 @@ class ViTConfig:
             raise ValueError(f"pos_embed must be one of {', '.join(VIT_POS_EMBEDS)}, got {self.pos_embed!r}")
         if self.pos_embed == "sincos" and self.embed_dim % 4:
             raise ValueError(f"pos_embed 'sincos' needs embed_dim divisible by 4, got {self.embed_dim}")
+        if self.rel_pos_bias not in VIT_REL_POS_BIASES:
+            raise ValueError(f"rel_pos_bias must be one of {', '.join(VIT_REL_POS_BIASES)}, got {self.rel_pos_bias!r}")
+        if self.layer_scale is not None and not self.layer_scale > 0:
+            raise ValueError(f"layer_scale must be > 0 (or null: off), got {self.layer_scale!r}")
         if self.init not in VIT_INITS:
             raise ValueError(f"init must be one of {', '.join(VIT_INITS)}, got {self.init!r}")
         if not isinstance(self.freeze_patch_embed, bool):

@@ -22,8 +22,8 @@ def parser() -> Parser:
 
 
 def run(args) -> int:
+    from convergent.workflows.assemble import load_task_from_run
     from convergent.workflows.generate import generate_text
-    from convergent.workflows.runs import load_task_from_run
 
     if args.num < 1 or args.max_new_tokens < 1:
         raise CommandError("--num and --max_new_tokens must be at least 1")

@@ -27,12 +27,15 @@ from typing import Any
 
 from convergent.backbones.configs import config_to_dict
 from convergent.backbones.families import family_config_class, family_names
+from convergent.converters import hf_clip
 
 HF_CONFIG = "config.json"
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 """Weight files looked for in a HF directory, in this order (each may be sharded with an
 ``<name>.index.json`` beside it)."""
 
+PREPROCESSOR = "preprocessor_config.json"
+"""A HF directory's image processor config: the image size and normalisation the model expects."""
 WHOLE_MODELS = {"clip": "convergent.workflows.convert_clip.hf_to_run"}
 """HF model types that are whole models (written as run directories), and what converts them."""
 OFFICIAL_SWIN = "convergent.converters.official_swin"
@@ -88,6 +91,28 @@ def hf_to_convergent(src: str | Path, dst: str | Path) -> ConversionResult:
     _build_and_save(cfg, converted, dst, source=str(src))
     ignored = sorted(k for k in state_dict if k.startswith(module.HEAD_PREFIXES))
     return ConversionResult(f"HF {model_type}", _describe(cfg), Path(dst), len(converted), ignored)
+
+
+def hf_backbone_weights(src: str | Path) -> tuple[Any, dict, str]:
+    """``(backbone config, state dict, model_type)`` of the HF model directory ``src``, converted
+    in memory (nothing is written): a backbone by its ``model_type``, as :func:`hf_to_convergent`,
+    or the image tower (a ViT) of a CLIP (``clip``) or a CLIP vision model (``clip_vision_model``).
+    Task heads and, of a CLIP, the text tower and projections are left out."""
+    src = Path(src)
+    config, state_dict = load_hf_dir(src)
+    model_type = config.get("model_type")
+    also = ", ".join(f"{t} (its image tower)" for t in hf_clip.IMAGE_TOWER_TYPES)
+    try:
+        if model_type in hf_clip.IMAGE_TOWER_TYPES:
+            cfg = hf_clip.vision_config_from_hf(config)
+            return cfg, hf_clip.vision_state_dict_from_hf(state_dict, cfg, prefix=None), model_type
+        module = _converter(hf_converters(), model_type, f"{src / HF_CONFIG}: model_type", also=also)
+        cfg = module.config_from_checkpoint(config, state_dict)
+        return cfg, module.state_dict_from_hf(state_dict, cfg), model_type
+    except ConversionError:
+        raise
+    except (KeyError, ValueError) as e:
+        raise ConversionError(f"{src}: {error_text(e)}") from e
 
 
 def convergent_to_hf(src: str | Path, dst: str | Path, legacy: bool = False) -> ConversionResult:
@@ -157,6 +182,23 @@ def read_json(file: Path, what: str = "JSON") -> dict:
     if not isinstance(data, dict):
         raise ConversionError(f"{file}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def hf_image_stats(src: str | Path, channels: int,
+                   default: tuple = (hf_clip.OPENAI_MEAN, hf_clip.OPENAI_STD)) -> tuple[list, list] | None:  # fmt: skip
+    """``(mean, std)`` of the HF directory ``src``'s :data:`PREPROCESSOR` (a key it lacks:
+    ``default``'s, OpenAI CLIP's), one value per channel; None without that file."""
+    file = Path(src) / PREPROCESSOR
+    if not file.is_file():
+        return None
+    data = read_json(file, what="HF image processor config")
+    stats = []
+    for key, fallback in zip(("image_mean", "image_std"), default):
+        value = data.get(key, list(fallback))
+        if not isinstance(value, list) or len(value) != channels:
+            raise ConversionError(f"{file}: {key} must be a list of {channels} numbers, got {value!r}")
+        stats.append([float(x) for x in value])
+    return stats[0], stats[1]
 
 
 def load_weights_file(file: Path) -> dict:

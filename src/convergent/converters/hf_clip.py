@@ -42,6 +42,7 @@ from convergent.backbones.configs import config_to_dict
 from convergent.backbones.text_spec import TextConfig
 from convergent.backbones.vit_spec import ViTConfig
 from convergent.converters.common import ACT_FROM_HF, ACT_TO_HF, KeyTracker, square_size, strip_prefix
+from convergent.converters.hf_vit import beit_options
 
 # HF's activation names plus OpenAI CLIP's own
 _ACT_FROM_HF = {**ACT_FROM_HF, "quick_gelu": "quick_gelu"}
@@ -58,6 +59,10 @@ _VISION_DEFAULTS = dict(
     image_size=224, patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5, attention_dropout=0.0,
 )  # fmt: skip
 _CLIP_DEFAULTS = dict(projection_dim=512, logit_scale_init_value=2.6592)
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+"""OpenAI CLIP's image normalisation mean (``CLIPImageProcessor``'s default)."""
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+"""OpenAI CLIP's image normalisation std."""
 
 
 def _affine(ours: str, theirs: str) -> tuple[tuple[str, str], ...]:
@@ -129,14 +134,7 @@ def config_from_hf(hf: dict) -> CLIPTowers:
         if c["hidden_size"] % c["num_attention_heads"]:
             raise ValueError(f"HF CLIP {where}: hidden_size {c['hidden_size']} is not divisible by num_attention_heads")
     pad = t["pad_token_id"]
-    vision = ViTConfig(
-        img_size=square_size(v["image_size"], "vision_config.image_size"),
-        patch_size=square_size(v["patch_size"], "vision_config.patch_size"),
-        in_chans=v["num_channels"], embed_dim=v["hidden_size"], depth=v["num_hidden_layers"],
-        num_heads=v["num_attention_heads"], mlp_dim=v["intermediate_size"], qkv_bias=True, dropout=0.0,
-        attn_dropout=float(v["attention_dropout"]), norm_eps=float(v["layer_norm_eps"]),
-        act=_ACT_FROM_HF[v["hidden_act"]], pooler=False, global_pool="cls", pre_norm=True,
-    )  # fmt: skip
+    vision = _vision_config(v, "vision_config.")
     text = TextConfig(
         vocab_size=t["vocab_size"], max_position=t["max_position_embeddings"], type_vocab_size=0,
         embed_dim=t["hidden_size"], depth=t["num_hidden_layers"], num_heads=t["num_attention_heads"],
@@ -148,6 +146,38 @@ def config_from_hf(hf: dict) -> CLIPTowers:
     return CLIPTowers(
         vision, text, int(top["projection_dim"]), float(top["logit_scale_init_value"]),
         t["bos_token_id"], t["eos_token_id"],
+    )  # fmt: skip
+
+
+IMAGE_TOWER_TYPES = ("clip", "clip_vision_model")
+"""HF model types whose image tower :func:`vision_config_from_hf` reads: a whole ``CLIPModel`` or
+a ``CLIPVisionModel``."""
+
+
+def vision_config_from_hf(hf: dict) -> ViTConfig:
+    """The image tower's :class:`ViTConfig` from the config dict of a ``CLIPModel`` (its
+    ``vision_config``) or of a ``CLIPVisionModel`` (``model_type: clip_vision_model``, flat)."""
+    kind = hf.get("model_type", "clip")
+    if kind not in IMAGE_TOWER_TYPES:
+        raise ValueError(f"HF config has model_type {kind!r}; expected one of {IMAGE_TOWER_TYPES}")
+    v = {**_VISION_DEFAULTS, **(hf.get("vision_config") or {} if kind == "clip" else hf)}
+    where = "vision_config." if kind == "clip" else ""
+    if v["hidden_act"] not in _ACT_FROM_HF:
+        raise ValueError(f"HF CLIP {where}hidden_act {v['hidden_act']!r} unsupported; expected one of {sorted(_ACT_FROM_HF)}")
+    if v["hidden_size"] % v["num_attention_heads"]:
+        raise ValueError(f"HF CLIP {where}hidden_size {v['hidden_size']} is not divisible by num_attention_heads")
+    return _vision_config(v, where)
+
+
+def _vision_config(v: dict, where: str) -> ViTConfig:
+    """The image tower of a vision config dict (defaults filled in, checked)."""
+    return ViTConfig(
+        img_size=square_size(v["image_size"], f"{where}image_size"),
+        patch_size=square_size(v["patch_size"], f"{where}patch_size"),
+        in_chans=v["num_channels"], embed_dim=v["hidden_size"], depth=v["num_hidden_layers"],
+        num_heads=v["num_attention_heads"], mlp_dim=v["intermediate_size"], qkv_bias=True, dropout=0.0,
+        attn_dropout=float(v["attention_dropout"]), norm_eps=float(v["layer_norm_eps"]),
+        act=_ACT_FROM_HF[v["hidden_act"]], pooler=False, global_pool="cls", pre_norm=True,
     )  # fmt: skip
 
 
@@ -180,8 +210,9 @@ def config_to_hf(towers: CLIPTowers) -> dict:
 def _check_towers(towers: CLIPTowers) -> None:
     v, t = towers.vision, towers.text
     problems = []
-    if not v.pre_norm or not v.qkv_bias or v.pooler:
-        problems.append("the image tower must be a ViT with pre_norm=True, qkv_bias=True and no pooler")
+    if not v.pre_norm or not v.qkv_bias or v.pooler or beit_options(v):
+        problems.append("the image tower must be a ViT with pre_norm=True, qkv_bias=True, no pooler and none of "
+                        "BEiT's options (pos_embed 'none', rel_pos_bias, layer_scale)")  # fmt: skip
     if not (t.pre_norm and t.causal) or t.type_vocab_size or t.pooler:
         problems.append("the text tower must have pre_norm=True, causal=True, type_vocab_size=0 and no pooler")
     if problems:
@@ -219,9 +250,12 @@ def state_dict_from_hf(sd: dict, towers: CLIPTowers) -> dict:
     return out
 
 
-def vision_state_dict_from_hf(sd: dict, cfg: ViTConfig, prefix: str = "vision_model.") -> dict:
+def vision_state_dict_from_hf(sd: dict, cfg: ViTConfig, prefix: str | None = "vision_model.") -> dict:
     """The image tower alone (a ``CLIPModel`` or, with ``prefix=""``, a ``CLIPVisionModel``
-    without its own prefix) → a ``VisionTransformer`` state dict; other keys are ignored."""
+    without its own prefix, as transformers 5.x saves it; ``prefix=None``: whichever the keys
+    show) → a ``VisionTransformer`` state dict; other keys are ignored."""
+    if prefix is None:
+        prefix = "vision_model." if any(k.startswith("vision_model.") for k in sd) else ""
     src = KeyTracker(sd, "HF CLIP vision state dict")
     return _vision_from_hf(src, cfg, prefix)
 

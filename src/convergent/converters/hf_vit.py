@@ -197,6 +197,17 @@ def _check_vit_layout(cfg: ViTConfig) -> None:
             "this ViT has CLIP's pre_norm layout (LayerNorm before the blocks, no patch bias), which HF "
             "ViTModel cannot hold; export it as the vision tower of a CLIP model (convergent.converters.hf_clip)"
         )
+    beit = beit_options(cfg)
+    if beit:
+        raise ValueError(f"this ViT has BEiT's {', '.join(beit)}, which HF ViTModel cannot hold (HF BeitModel can)")
+
+
+def beit_options(cfg: ViTConfig) -> list[str]:
+    """The BEiT options ``cfg`` uses (no absolute positions, shared relative position bias, layer
+    scale), which a plain HF ViT / CLIP vision tower has no place for."""
+    found = [f"pos_embed {cfg.pos_embed!r}"] if cfg.pos_embed == "none" else []
+    found += [f"rel_pos_bias {cfg.rel_pos_bias!r}"] if cfg.rel_pos_bias != "none" else []
+    return found + ([f"layer_scale {cfg.layer_scale}"] if cfg.layer_scale is not None else [])
 
 
 def state_dict_to_hf(sd: dict, cfg: ViTConfig, legacy: bool = False, mask_token: bool = False) -> dict:

@@ -9,6 +9,7 @@ from convergent.layers.mlp import Mlp
 from convergent.layers.patch_embed import PatchEmbed, PatchMerging
 from convergent.layers.pos_embed import (
     ContinuousPositionBias,
+    GridRelativePositionBias,
     RelativePositionBias,
     interpolate_pos_embed,
     interpolate_rel_pos_table,
@@ -22,6 +23,7 @@ __all__ = [
     "Block",
     "ContinuousPositionBias",
     "DropPath",
+    "GridRelativePositionBias",
     "Linear",
     "Mlp",
     "PatchEmbed",

@@ -1,6 +1,6 @@
 """Position information: ViT absolute embeddings (with resizing; learned, or the fixed 2-D
-sin-cos table of MoCo v3 / MAE), Swin V1 relative position bias tables, Swin V2 log-spaced
-continuous position bias."""
+sin-cos table of MoCo v3 / MAE), BEiT's relative position bias over a patch grid with a class
+token, Swin V1 relative position bias tables, Swin V2 log-spaced continuous position bias."""
 
 import math
 
@@ -125,3 +125,59 @@ class ContinuousPositionBias(nn.Module):
         table = self.cpb_mlp(self.coords)  # ((2Wh-1)*(2Ww-1), heads)
         bias = table[self.index].view(self.n, self.n, -1).permute(2, 0, 1)
         return 16 * torch.sigmoid(bias)
+
+
+class GridRelativePositionBias(nn.Module):
+    """BEiT's relative position bias over a whole patch grid with a class token in front (BEiT's
+    and feature distillation's ``use_shared_rel_pos_bias``, HF ``BeitRelativePositionBias``): a
+    learned ``((2Gh-1)*(2Gw-1) + 3, heads)`` table, one row per relative offset between two patches
+    and three more for class-to-patch, patch-to-class and class-to-class; zero-initialised, as BEiT.
+
+    ``forward(grid)`` gives the ``(heads, 1 + N, 1 + N)`` bias for a patch grid: the configured one
+    from a cached index; another one from the offset rows resized bilinearly (as HF BEiT's
+    ``interpolate_pos_encoding``) and an index computed for it.
+    """
+
+    EXTRA = 3
+    """Rows after the patch offsets: class-to-patch, patch-to-class, class-to-class."""
+
+    def __init__(self, grid: tuple[int, int], num_heads: int):
+        super().__init__()
+        self.grid = tuple(grid)
+        rows = (2 * self.grid[0] - 1) * (2 * self.grid[1] - 1) + self.EXTRA
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, num_heads))
+        self.register_buffer("index", self.grid_index(self.grid).view(-1), persistent=False)
+
+    @classmethod
+    def grid_index(cls, grid: tuple[int, int]) -> torch.Tensor:
+        """``(1 + N, 1 + N)`` rows of the table for a grid with a class token first (row-major patches)."""
+        patches = relative_position_index(grid)  # (N, N) into the (2Gh-1)*(2Gw-1) offsets
+        offsets = (2 * grid[0] - 1) * (2 * grid[1] - 1)
+        index = torch.zeros(patches.shape[0] + 1, patches.shape[1] + 1, dtype=patches.dtype)
+        index[1:, 1:] = patches
+        index[0, :] = offsets  # class to token
+        index[:, 0] = offsets + 1  # token to class
+        index[0, 0] = offsets + 2  # class to class
+        return index
+
+    @classmethod
+    def resize_table(cls, table: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
+        """A table laid out for grid ``old`` resized to grid ``new``: the offset rows bilinearly
+        (``align_corners=False``, as HF BEiT), the three class rows kept."""
+        if tuple(old) == tuple(new):
+            return table
+        offsets, extra = table[: -cls.EXTRA], table[-cls.EXTRA :]
+        heads = table.shape[1]
+        grid = offsets.T.reshape(1, heads, 2 * old[0] - 1, 2 * old[1] - 1).float()
+        grid = F.interpolate(grid, size=(2 * new[0] - 1, 2 * new[1] - 1), mode="bilinear", align_corners=False)
+        return torch.cat([grid.reshape(heads, -1).T.to(table.dtype), extra])
+
+    def forward(self, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """``(heads, 1 + N, 1 + N)`` bias for patch grid ``grid`` (None: the configured one)."""
+        grid = self.grid if grid is None else tuple(grid)
+        table, index = self.relative_position_bias_table, self.index
+        if grid != self.grid:
+            table = self.resize_table(table, self.grid, grid)
+            index = self.grid_index(grid).view(-1).to(table.device)
+        n = grid[0] * grid[1] + 1
+        return table[index].view(n, n, -1).permute(2, 0, 1)

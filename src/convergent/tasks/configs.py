@@ -319,3 +319,53 @@ class ViLTConfig(TokenMaskingConfig):
     """False (ViLT): two passes, MLM over masked text with each text's own image and ITM over
     the unmasked text with the swapped images. True: one pass over the masked text with the
     swapped images (half the compute), MLM counted on the matched pairs only."""
+
+
+@dataclass
+class TeacherConfig:
+    """A frozen, pre-trained image encoder a task distils (the fields every such task shares).
+    A run loads it (``convergent.workflows.teacher``) and hands it to the task with the
+    normalisation its inputs need; the task keeps it frozen, out of the optimizer and out of the
+    saved encoder (it is in the training checkpoints, so a resumed run uses the same weights)."""
+
+    teacher: str | None = None
+    """Where the teacher is: the run directory of another ``convergent pretrain`` run (its
+    ``encoder/``), an encoder directory written by ``save_pretrained``, or a Hugging Face model
+    directory (``config.json`` + weights: CLIP or its vision tower, ViT, Swin / Swin V2, ConvNeXt),
+    converted on load with ``convergent.converters``. Required."""
+    teacher_img_size: int | None = None
+    """Side of the images the teacher reads. None: the student's view as it is, the teacher's
+    position table / windows adapted to that size when it is loaded (as ``from_pretrained`` with a
+    new ``img_size``); a number: the view resized to it first (bilinear, antialiased), the teacher
+    kept at that resolution (the official FD code resizes to 224 for its CLIP ViT-L/14 teacher)."""
+    teacher_mean: tuple[float, ...] | None = None
+    """Per-channel mean of the normalisation the teacher was trained with. The view the student
+    gets (``data.mean`` / ``data.std``) is re-normalised to it for the teacher. None: what the
+    teacher's source records — a run's ``data.mean`` (its ``config.yaml``; a CLIP converted with
+    ``convergent convert`` records the CLIP processor's), a HF directory's
+    ``preprocessor_config.json`` (a CLIP without one: OpenAI's) — and the student's own data
+    normalisation when the source records none (an encoder directory outside a run; a warning
+    says so). Give ``teacher_std`` with it."""
+    teacher_std: tuple[float, ...] | None = None
+    """Per-channel std of the teacher's normalisation; None: as ``teacher_mean``."""
+
+
+@dataclass
+class FDConfig(TeacherConfig):
+    """Feature distillation (Wei et al., 2022, "Contrastive learning rivals masked image modeling
+    in fine-tuning via feature distillation"; official code ``SwinTransformer/Feature-Distillation``,
+    ``models/feature_distillation.py``): a student image encoder regresses, through a 1x1
+    projection of its final token map, the whitened final token map of a frozen teacher that sees
+    the same view. Defaults are the official code's."""
+
+    teacher_final_norm: bool = True
+    """Targets after the teacher's final norm (official ``PRED_FEAT_AFTERNORM: True``: CLIP's
+    ``ln_post``, DINO / DeiT's ``norm``); False: the last block's output before it."""
+    whiten: bool = True
+    """Whiten the targets per token with a parameter-free LayerNorm (paper sec. 3.1, official
+    ``ln_tgt = nn.LayerNorm(embed_dim, elementwise_affine=False)``)."""
+    whiten_eps: float = 1e-5
+    """Epsilon of that LayerNorm (official: ``nn.LayerNorm``'s default, 1e-5)."""
+    loss_beta: float = 2.0
+    """Smooth L1 transition (official ``nn.SmoothL1Loss(beta=2.0)``, averaged over every element;
+    0: squared error)."""

@@ -16,6 +16,7 @@ from convergent.tasks.configs import (
     ClassifyConfig,
     CLIPConfig,
     Data2VecConfig,
+    FDConfig,
     MAEConfig,
     MLMConfig,
     MoCoV3Config,
@@ -74,6 +75,8 @@ class TaskConfig:
     """Options of the ``simcse`` task."""
     clip: CLIPConfig = task("clip", "convergent.tasks.clip:CLIP", CLIPConfig, "CLIP: image and text towers projected into one space, symmetric InfoNCE over the global batch of pairs (loss: sigmoid for SigLIP)")
     """Options of the ``clip`` task."""
+    fd: FDConfig = task("fd", "convergent.tasks.fd:FD", FDConfig, "FD: feature distillation, a 1x1 projection of the student's token map regresses a frozen teacher's whitened token map (Smooth L1; image backbones)")
+    """Options of the ``fd`` task."""
     vilt: ViLTConfig = task("vilt", "convergent.tasks.vilt:ViLT", ViLTConfig, "ViLT: one Transformer over [text ; image patches], image-text matching with swapped images + MLM conditioned on the image")
     """Options of the ``vilt`` task."""
 
@@ -116,7 +119,9 @@ def task_class(name: str) -> type:
     return load_target(entry(name).target)
 
 
-def build_task(name: str, backbone: Any, config: Any = None):
-    """The task ``name`` around ``backbone`` (config: its dataclass; default values if None)."""
+def build_task(name: str, backbone: Any, config: Any = None, **inputs: Any):
+    """The task ``name`` around ``backbone`` (config: its dataclass; default values if None);
+    ``inputs``: what the task's constructor takes besides (a distillation teacher: ``teacher``,
+    ``renormalize``, see :class:`~convergent.tasks.configs.TeacherConfig`)."""
     e = entry(name)
-    return load_target(e.target)(backbone, config if config is not None else e.config())
+    return load_target(e.target)(backbone, config if config is not None else e.config(), **inputs)

@@ -1,10 +1,14 @@
 """A run assembled from its config: the datasets, the encoder (backbone) and the task around it.
 
 Every verb builds its pieces here — ``convergent pretrain``, ``finetune`` and ``eval``, a
-converted CLIP (:mod:`.convert_clip`) and a run loaded back (:mod:`.runs`) — so a config
-means the same model everywhere.
+converted CLIP (:mod:`.convert_clip`) and a run loaded back (:func:`load_task_from_run`: its
+task with the newest checkpoint's weights and its tokenizer, for ``convergent generate``,
+``convergent eval zero-shot`` / ``retrieval`` / ``language-model``, ``convergent convert`` of a
+CLIP run) — so a config means the same model everywhere.
 """
 
+from pathlib import Path
+from typing import Any
 
 from convergent.backbones.configs import vocabulary_overrides
 from convergent.backbones.pretrained import from_pretrained, load_config
@@ -14,9 +18,14 @@ from convergent.config import FinetuneConfig, PretrainConfig, RunConfig
 from convergent.data.protocol import Dataset
 from convergent.data.registry import build_dataset
 from convergent.data.tokenizer import Tokenizer
-from convergent.tasks.base import Task
-from convergent.tasks.registry import build_task, task_class
-from convergent.workflows.text import tokenizer_vocab
+from convergent.rundir import RunDir
+from convergent.tasks.base import Task, check_backbone
+from convergent.tasks.configs import TeacherConfig
+from convergent.tasks.registry import build_task, task_class, task_field
+from convergent.training.checkpoint import load_latest
+from convergent.workflows.runs import read_config, saved_encoder
+from convergent.workflows.teacher import teacher_inputs
+from convergent.workflows.text import find_tokenizer, tokenizer_vocab
 
 
 def build_datasets(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
@@ -55,10 +64,33 @@ def build_encoder(cfg: PretrainConfig | FinetuneConfig, tokenizer: Tokenizer | N
 def build_run_task(cfg: PretrainConfig, tokenizer: Tokenizer | None = None) -> Task:
     """The task of a run around its encoder (:func:`build_encoder`); a task that embeds text
     beside its backbone (CLIP's text tower, ViLT's word embeddings) takes what the run's
-    tokenizer decides through ``Task.configure_text``."""
+    tokenizer decides through ``Task.configure_text``; a task that distils a frozen teacher
+    (its config a :class:`~convergent.tasks.configs.TeacherConfig`) takes the teacher, loaded
+    from its source (:mod:`convergent.workflows.teacher`)."""
     cls = task_class(cfg.task.name)
     backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in cls.requires)
     task_cfg = cfg.task.selected()
     if tokenizer is not None:
         cls.configure_text(task_cfg, tokenizer_vocab(tokenizer, cfg.data.max_length))
-    return build_task(cfg.task.name, backbone, task_cfg)
+    inputs = {}
+    if isinstance(task_cfg, TeacherConfig):
+        check_backbone(cls, backbone)  # a text student is refused before its teacher is read
+        inputs = teacher_inputs(task_cfg, backbone, cfg.data, f"task.{task_field(cfg.task.name)}")
+    return build_task(cfg.task.name, backbone, task_cfg, **inputs)
+
+
+def load_task_from_run(run_dir: str | Path) -> tuple[Any, Any, Any]:
+    """``(task, tokenizer, cfg)`` of a pre-training run: its task with the weights of its newest
+    checkpoint (eval mode, CPU), its tokenizer (None for runs without text) and its config."""
+    run = RunDir(run_dir)
+    cfg = read_config(run)
+    tokenizer = find_tokenizer(cfg, run.root)
+    ck = load_latest(run.root, clean=False)
+    if ck is None:
+        raise FileNotFoundError(f"{run.checkpoints}: no complete checkpoint to load")
+    # the architecture is the run's (its saved encoder when finished); the checkpoint holds every weight
+    encoder = saved_encoder(run)
+    cfg.model.init = str(encoder) if encoder is not None else None
+    task = build_run_task(cfg, tokenizer)
+    task.load_state_dict(ck.weights, strict=True)
+    return task.eval(), tokenizer, cfg

@@ -4,7 +4,7 @@ calls :func:`hf_to_run` for a HF directory whose ``model_type`` is ``clip`` and
 
 A CLIP is a task (two towers, two projections, a logit scale), not a backbone, and the
 library loads a trained one from the directory ``convergent pretrain`` writes
-(:func:`convergent.workflows.runs.load_task_from_run`, used by ``convergent eval zero-shot``
+(:func:`convergent.workflows.assemble.load_task_from_run`, used by ``convergent eval zero-shot``
 / ``retrieval``). So a HF CLIP becomes such a run directory::
 
     OUT/config.yaml                          the run config: task clip, towers, data settings
@@ -34,25 +34,25 @@ from convergent.config import PretrainConfig
 from convergent.converters import hf_clip
 from convergent.converters.hf import (
     HF_CONFIG,
+    PREPROCESSOR,
     ConversionError,
     ConversionResult,
     error_text,
+    hf_image_stats,
     load_hf_dir,
     read_json,
     write_hf_dir,
 )
+from convergent.converters.hf_clip import OPENAI_MEAN, OPENAI_STD
 from convergent.data.tokenizer import META_FILE, TOKENIZER_FILE
 from convergent.rundir import RunDir
 from convergent.tasks.clip import init_log_scale
 from convergent.tasks.configs import CLIPConfig
 from convergent.training.checkpoint import complete_checkpoints, save_checkpoint, weights_for_saving
-from convergent.workflows.assemble import build_run_task
+from convergent.workflows.assemble import build_run_task, load_task_from_run
 from convergent.workflows.hf_tokenizer import read_hf_tokenizer, write_hf_tokenizer
-from convergent.workflows.runs import load_task_from_run, read_config, write_config
+from convergent.workflows.runs import read_config, write_config
 
-PREPROCESSOR = "preprocessor_config.json"
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 EVAL_DATA = "emoji"
 """Evaluation data written into a converted run's config (bundled image-text pairs with classes)."""
 _TOWERS = ("text_config", "vision_config")
@@ -104,17 +104,10 @@ def hf_to_run(src: str | Path, dst: str | Path) -> ConversionResult:
 
 def _image_stats(src: Path, channels: int) -> tuple[tuple[list, list], list[str]]:
     """``((mean, std), notes)``: ``preprocessor_config.json``'s, else OpenAI CLIP's."""
-    file = src / PREPROCESSOR
-    if not file.is_file():
+    stats = hf_image_stats(src, channels)
+    if stats is None:
         return (list(OPENAI_MEAN), list(OPENAI_STD)), [f"no {PREPROCESSOR}: OpenAI CLIP mean/std assumed"]
-    data = read_json(file, what="HF image processor config")
-    stats = []
-    for key, default in (("image_mean", OPENAI_MEAN), ("image_std", OPENAI_STD)):
-        value = data.get(key, list(default))
-        if not isinstance(value, list) or len(value) != channels:
-            raise ConversionError(f"{file}: {key} must be a list of {channels} numbers, got {value!r}")
-        stats.append([float(x) for x in value])
-    return (stats[0], stats[1]), []
+    return stats, []
 
 
 def _run_config(towers, logit_scale: float, mean: list, std: list):

@@ -22,8 +22,8 @@ from convergent.evaluation import registry
 from convergent.evaluation.context import EvalContext, EvalOptions, ImageTextModel
 from convergent.evaluation.language import ACCURACY_NAMES
 from convergent.evaluation.report import format_report
-from convergent.workflows.assemble import build_datasets
-from convergent.workflows.runs import load_task_from_run, resolve_encoder
+from convergent.workflows.assemble import build_datasets, load_task_from_run
+from convergent.workflows.runs import resolve_encoder
 from convergent.workflows.text import attach_tokenizer, prepare_text
 
 

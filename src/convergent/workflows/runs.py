@@ -1,8 +1,6 @@
 """Run directories (:class:`~convergent.rundir.RunDir`) as the workflows use them: the config
 a run was started with, written and read back; an encoder found from a run or an encoder
-directory; a finished (or interrupted) run's task loaded back with the newest checkpoint's
-weights and its tokenizer (``convergent generate``, ``convergent eval zero-shot`` /
-``retrieval`` / ``language-model``, ``convergent convert`` of a CLIP run)."""
+directory (a run's task loaded back from them is :func:`convergent.workflows.assemble.load_task_from_run`)."""
 
 import shutil
 from collections.abc import Iterator
@@ -15,9 +13,6 @@ import yaml
 from convergent.backbones.pretrained import CONFIG_NAME
 from convergent.config import PretrainConfig, RunConfig, from_dict, to_dict
 from convergent.rundir import RunDir
-from convergent.training.checkpoint import load_latest
-from convergent.workflows.assemble import build_run_task
-from convergent.workflows.text import find_tokenizer
 
 
 def write_config(run: RunDir, cfg: RunConfig, header: str = "") -> Path:
@@ -104,20 +99,3 @@ def resolve_encoder(path: str | Path) -> tuple[Path, RunDir | None]:
         raise FileNotFoundError(f"{path}: neither an encoder directory ({CONFIG_NAME}) nor a run directory "
                                 f"({RunDir.ENCODER}/)")  # fmt: skip
     return encoder, run
-
-
-def load_task_from_run(run_dir: str | Path) -> tuple[Any, Any, Any]:
-    """``(task, tokenizer, cfg)`` of a pre-training run: its task with the weights of its newest
-    checkpoint (eval mode, CPU), its tokenizer (None for runs without text) and its config."""
-    run = RunDir(run_dir)
-    cfg = read_config(run)
-    tokenizer = find_tokenizer(cfg, run.root)
-    ck = load_latest(run.root, clean=False)
-    if ck is None:
-        raise FileNotFoundError(f"{run.checkpoints}: no complete checkpoint to load")
-    # the architecture is the run's (its saved encoder when finished); the checkpoint holds every weight
-    encoder = saved_encoder(run)
-    cfg.model.init = str(encoder) if encoder is not None else None
-    task = build_run_task(cfg, tokenizer)
-    task.load_state_dict(ck.weights, strict=True)
-    return task.eval(), tokenizer, cfg
