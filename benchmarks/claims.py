@@ -57,10 +57,14 @@ class Comparison:
     """Test samples behind the accuracies (None: no noise estimate, e.g. a chance level)."""
     factor: float = 1.0
     """``a`` must exceed ``factor · b`` (retrieval: ten times chance)."""
+    se: float | None = None
+    """The standard error of ``a - b`` when ``a`` and ``b`` are not two accuracies (e.g. two gains)."""
 
     @property
     def margin(self) -> float:
-        """Twice the standard error of ``a - b`` (0 without ``n``)."""
+        """Twice the standard error of ``a - b`` (0 without ``n`` or ``se``)."""
+        if self.se is not None:
+            return 2 * self.se
         if not self.n:
             return 0.0
         return 2 * math.sqrt(self.a * (1 - self.a) / self.n + self.b * (1 - self.b) / self.n)
@@ -152,6 +156,28 @@ def judge_text(r: dict) -> Verdict:
     return Verdict(probe_rows(r, ("mlm", "simcse")))
 
 
+def _var(p: float, n: int) -> float:
+    return p * (1 - p) / n
+
+
+def judge_model_size(r: dict) -> Verdict:
+    """The fine-tuning gain of SimMIM over random init is larger for the larger Swin V2."""
+    rows = []
+    for f in FRACTIONS:
+        accs = {m: (_acc(r, _ft(m, f), "test_acc"), _acc(r, _ft(f"random:{m}", f), "test_acc"))
+                for m in ("simmim-larger", "simmim")}  # fmt: skip
+        n = _n(r, _ft("simmim", f))
+        gains = {m: a - b for m, (a, b) in accs.items()}
+        se = math.sqrt(sum(_var(x, n) for pair in accs.values() for x in pair))
+        rows.append(Comparison(f"fine-tuned on {f:.0%}: gain of {r[_ft('simmim-larger', f)]['backbone']} vs gain of "
+                               f"{r[_ft('simmim', f)]['backbone']}", gains["simmim-larger"], gains["simmim"], n,
+                               se=se))  # fmt: skip
+    note = "; ".join(f"{m} ({r[m]['backbone']}): fine-tuned " + ", ".join(
+        f"{100 * _acc(r, _ft(m, f), 'test_acc'):.2f} % vs random {100 * _acc(r, _ft(f'random:{m}', f), 'test_acc'):.2f} "
+        f"% at {f:.0%}" for f in FRACTIONS) for m in ("simmim", "simmim-larger"))  # fmt: skip
+    return Verdict(rows, note)
+
+
 def judge_fd(r: dict) -> Verdict:
     rows = [Comparison(f"fine-tuned on {f:.0%}: FD student (MoCo v3 teacher) vs the MoCo v3 teacher itself",
                        _acc(r, _ft("fd", f), "test_acc"), _acc(r, _ft("mocov3", f), "test_acc"), _n(r, _ft("fd", f)))
@@ -217,6 +243,10 @@ CLAIMS = [
           "WordNet glosses)", ("mlm", "random:mlm", "simcse", "random:simcse"), judge_text),
     Claim("image-text", "CLIP and SigLIP: zero-shot classification and retrieval far above chance on held-out pairs",
           ("clip", "siglip"), judge_image_text),
+    Claim("model-size", "The larger model benefits more from masked image modelling (SimMIM's fine-tuning gain over "
+          "random initialisation, Swin V2 5.5 M vs 2.2 M parameters)",
+          tuple(_ft(p, f) for m in ("simmim", "simmim-larger") for p in (m, f"random:{m}") for f in FRACTIONS),
+          judge_model_size),
     Claim("fd", "Feature distillation of a contrastive teacher (MoCo v3) improves its fine-tuning",
           tuple(_ft(m, f) for m in ("fd", "mocov3") for f in FRACTIONS), judge_fd),
     Claim("avgdist", "The masking strategy that fine-tunes best has a middle AvgDist (SimMIM: 10-20 px at 192 px), "

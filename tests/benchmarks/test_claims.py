@@ -138,3 +138,18 @@ def test_pretrain_overrides_merge_into_the_preset_in_depth(tmp_path):
     assert (cfg.task.simmim.mask_patch_size, cfg.task.simmim.mask_ratio) == (4, 0.3)
     assert cfg.task.name == "simmim" and cfg.model.backbone == "swinv2_micro" and not cfg.eval.knn
     assert cfg.trainer.run_name == "x" and cfg.trainer.checkpoint_every == cfg.trainer.max_steps // 4
+
+
+def test_model_size_claim_compares_gains_with_the_noise_of_four_accuracies():
+    r = {}
+    for m, backbone, (pre, rnd) in (("simmim", "swinv2_micro", (0.70, 0.66)), ("simmim-larger", "swinv2_mini", (0.75, 0.65))):
+        r[m] = {"backbone": backbone}
+        for f in claims_runs.FRACTIONS:
+            r[f"finetune:{m}:{f:g}"] = {"test_acc": pre, "n_test": 10_000, "backbone": backbone}
+            r[f"finetune:random:{m}:{f:g}"] = {"test_acc": rnd, "n_test": 10_000, "backbone": backbone}
+    v = claims.judge_model_size(r)
+    se = (0.7 * 0.3 / 1e4 + 0.75 * 0.25 / 1e4 + 0.66 * 0.34 / 1e4 + 0.65 * 0.35 / 1e4) ** 0.5
+    assert v.comparisons[0].margin == pytest.approx(2 * se) and v.holds  # gains 10 vs 4 pts
+    for f in claims_runs.FRACTIONS:
+        r[f"finetune:simmim-larger:{f:g}"]["test_acc"] = 0.71  # gain 6 vs 4 pts: within 2 SE (~1.8 pts)
+    assert not claims.judge_model_size(r).holds
