@@ -151,5 +151,5 @@ def test_model_size_claim_compares_gains_with_the_noise_of_four_accuracies():
     se = (0.7 * 0.3 / 1e4 + 0.75 * 0.25 / 1e4 + 0.66 * 0.34 / 1e4 + 0.65 * 0.35 / 1e4) ** 0.5
     assert v.comparisons[0].margin == pytest.approx(2 * se) and v.holds  # gains 10 vs 4 pts
     for f in claims_runs.FRACTIONS:
-        r[f"finetune:simmim-larger:{f:g}"]["test_acc"] = 0.71  # gain 6 vs 4 pts: within 2 SE (~1.8 pts)
+        r[f"finetune:simmim-larger:{f:g}"]["test_acc"] = 0.705  # gain 5.5 vs 4 pts: within 2 SE (~1.8 pts)
     assert not claims.judge_model_size(r).holds
