@@ -39,7 +39,7 @@ def train_step_flops(task: Task, batch: dict) -> int:
     return int(counter.get_total_flops())
 
 
-def measure_step(task: Task, batch: dict, timed_steps: int = 2) -> StepCost:
+def measure_step(task: Task, batch: dict, timed_steps: int = 3) -> StepCost:
     """FLOPs and time of a training step of ``task`` on ``batch``. The task is trained for
     ``1 + timed_steps`` steps (a warm-up, then the timed ones) with AdamW: measure a copy that
     is thrown away, never a model that is used afterwards."""
