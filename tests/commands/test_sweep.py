@@ -15,7 +15,7 @@ from convergent.commands.sweep import load_sweep
 from convergent.data.builtin.fashion_mnist import BUNDLED_DIR
 from convergent.training.checkpoint import LATEST, complete_checkpoints
 from convergent.training.loop import Trainer
-from convergent.workflows.sweep import prepare_sweep, run_sweep
+from convergent.workflows.sweep import prepare_sweep, run_sweep, run_sweep_parallel
 from convergent.workflows.sweep_parallel import DEVICE_VARIABLE, dispatch
 
 TINY = Path(__file__).with_name("sweep-tiny.yaml")
@@ -206,3 +206,21 @@ def test_a_bad_sweep_is_refused_without_importing_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "grid.steps must be >= 1" in out.stderr
+
+
+def test_parallel_runs_are_worker_processes_that_write_the_same_points(tmp_path):
+    """``--devices N``'s path, on CPU workers: each run is ``convergent sweep OUT/sweep.yaml
+    --only RUN`` in its own process (CUDA_VISIBLE_DEVICES=i); the parent measured the costs
+    first and gathers the points, the fit and the pictures."""
+    path = sweep_file(tmp_path, grid={"fractions": [0.5, 1.0], "steps": [2]})
+    sweep, base, where = load_sweep(str(path))
+    plan, train_set, _ = prepare_sweep(sweep, base, where)
+    report = run_sweep_parallel(plan, train_set, devices=2)
+    assert "failed_runs" not in report and report["points"] == 2
+    logs = plan.paths.out / "logs"
+    for run in ("swinv2_test-f0.5", "swinv2_test-f1"):
+        assert "sweep: " + run + "-s2: val_loss" in (logs / f"{run}.log").read_text()
+    points = json.loads(plan.paths.results.read_text())["points"]
+    assert [p["key"] for p in points] == ["swinv2_test-f0.5-s2", "swinv2_test-f1-s2"] and all(p["done"] for p in points)
+    assert plan.paths.plot.is_file() and plan.paths.fit.is_file()
+    assert "sweep: measuring" not in (logs / "swinv2_test-f1.log").read_text()  # the workers read the costs
