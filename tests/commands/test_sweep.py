@@ -15,6 +15,7 @@ from convergent.commands.sweep import load_sweep
 from convergent.data.builtin.fashion_mnist import BUNDLED_DIR
 from convergent.training.checkpoint import LATEST, complete_checkpoints
 from convergent.training.loop import Trainer
+from convergent.workflows import sweep as sweep_workflow
 from convergent.workflows.sweep import prepare_sweep, run_sweep, run_sweep_parallel
 from convergent.workflows.sweep_parallel import DEVICE_VARIABLE, dispatch
 
@@ -224,3 +225,11 @@ def test_parallel_runs_are_worker_processes_that_write_the_same_points(tmp_path)
     assert [p["key"] for p in points] == ["swinv2_test-f0.5-s2", "swinv2_test-f1-s2"] and all(p["done"] for p in points)
     assert plan.paths.plot.is_file() and plan.paths.fit.is_file()
     assert "sweep: measuring" not in (logs / "swinv2_test-f1.log").read_text()  # the workers read the costs
+
+
+def test_a_preempted_run_stops_the_sweep_with_status_75(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sweep_workflow, "run_pretrain", lambda cfg, resume_dir=None, callbacks=(): {
+        "status": "preempted", "reason": "SIGTERM after step 1 of 3"})
+    assert main(["sweep", str(sweep_file(tmp_path))]) == 75
+    assert "PREEMPTED: run swinv2_test-f1 stopped (SIGTERM after step 1 of 3); rerun the sweep" in capsys.readouterr().out
+    assert not list((tmp_path / "out" / "points").glob("*.json"))

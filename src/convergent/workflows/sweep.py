@@ -31,7 +31,7 @@ from convergent.workflows.finetune import finetune_config, run_finetune
 from convergent.workflows.pretrain import run_pretrain
 from convergent.workflows.runs import read_config_dict
 from convergent.workflows.sweep_budgets import BudgetCallback, BudgetMeter
-from convergent.workflows.sweep_costs import VariantCost, variant_costs
+from convergent.workflows.sweep_costs import VariantCost, sweep_device, variant_costs
 from convergent.workflows.sweep_parallel import dispatch, worker_command
 from convergent.workflows.sweep_plan import SweepPlan, SweepRun, plan_sweep
 from convergent.workflows.sweep_records import read_json, read_points, write_point, write_results
@@ -150,6 +150,7 @@ def _train(plan: SweepPlan, run: SweepRun, meter: BudgetMeter, pending: set[int]
         if last.step in pending:  # killed while measuring this budget: measure it from its checkpoint
             task = build_run_task(run.cfg)
             task.load_state_dict(last.weights, strict=True)
+            task.to(sweep_device(run.cfg))
             meter(task, last.step)
             pending.discard(last.step)
     callback = BudgetCallback(meter, pending)
