@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convergent.config import FinetuneConfig, OptimConfig, PretrainConfig, from_dict
+from convergent.config import PretrainConfig, from_dict
 
 
 @dataclass(frozen=True)
@@ -214,18 +214,12 @@ def _random(name: str, e: Experiment, s: Settings) -> dict:
 
 
 def _finetune(name: str, e: Experiment, s: Settings) -> dict:
-    from convergent.workflows.finetune import run_finetune
+    from convergent.workflows.finetune import finetune_config, run_finetune
 
     pre = _pretrain_config(name, e, s)
-    train_size = _train_size(pre)
-    cfg = FinetuneConfig()
-    cfg.data = dataclasses.replace(pre.data, limit=max(round(e.fraction * train_size), s.finetune_batch),
-                                   batch_size=s.finetune_batch)  # fmt: skip
     init = None if e.init is None else str(run_dir_of(e.init, s) / "encoder")
-    cfg.model = dataclasses.replace(pre.model, init=init)
-    cfg.optim = OptimConfig(lr=s.finetune_lr, warmup_steps=max(s.finetune_steps // 10, 1), weight_decay=0.05,
-                            layer_decay=s.finetune_layer_decay)  # fmt: skip
-    cfg.trainer = dataclasses.replace(pre.trainer, max_steps=s.finetune_steps, checkpoint_every=s.finetune_steps)
+    cfg = finetune_config(pre, init, round(e.fraction * _train_size(pre)), s.finetune_steps, s.finetune_batch,
+                          s.finetune_lr, s.finetune_layer_decay, run_name=pre.trainer.run_name)  # fmt: skip
     shutil.rmtree(s.out / "runs" / cfg.trainer.run_name, ignore_errors=True)  # a killed fine-tuning starts again
     summary = run_finetune(cfg)
     if summary.get("status", "ok") != "ok":

@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer": ("convergent.commands.tokenizer", "Train a WordPiece or BPE tokenizer on a text corpus."),
     "data": ("convergent.commands.data", "Prepare data: write image-text pairs as webdataset-style tar shards."),
     "generate": ("convergent.commands.generate", "Continue a prompt with the causal language model of a causal-lm run."),
+    "sweep": (
+        "convergent.commands.sweep",
+        "Scaling sweep: model sizes x data fractions x step budgets of a preset; fit L(N, D), compute frontier.",
+    ),
 }
 """Verb -> (module providing ``parser()`` and ``run(args)``, one-line help)."""
 

@@ -229,12 +229,85 @@ class EvalRunConfig:
     """Device and precision of the feature pass."""
 
 
+SWEEP_DOWNSTREAM = ("knn", "linear-probe", "finetune", "none")
+"""What a sweep scores each point by downstream (``SweepDownstreamConfig.kind``)."""
+SWEEP_DATA_AXES = ("seen", "distinct")
+"""The D of a sweep's fit L(N, D) (``SweepConfig.fit_data``)."""
+
+
+@dataclass
+class SweepGridConfig:
+    """The points of a scaling sweep: every variant x data fraction x step budget."""
+
+    variants: tuple[str, ...] = ("swinv2_micro",)
+    """Registered backbones (``convergent list backbones``) of one family, e.g. a ladder of sizes."""
+    fractions: tuple[float, ...] = (1.0,)
+    """Shares of the training split, each in (0, 1]: a point trains on the first ``fraction`` of
+    it (``data.limit``; Fashion-MNIST's files are shuffled, so a prefix is close to class-balanced)."""
+    steps: tuple[int, ...] = (100,)
+    """Step budgets (>= 1). One run per variant x fraction trains to the largest; its validation
+    loss (and downstream score) is measured as it passes each budget (one cosine schedule over
+    the largest budget, so a smaller budget's loss is taken mid-schedule)."""
+
+
+@dataclass
+class SweepDownstreamConfig:
+    """The downstream score recorded with each point of a sweep."""
+
+    kind: str = "knn"
+    """'knn' or 'linear-probe' (frozen features of the encoder at that budget, with the base
+    config's ``eval.*`` settings, on the whole labelled training split), 'finetune' (a short
+    fine-tuning of that encoder, top-1 test accuracy) or 'none'."""
+    finetune_steps: int = 100
+    """finetune: optimizer steps."""
+    finetune_labels: int | None = 1000
+    """finetune: labelled training samples (the first of the training split; None: all)."""
+    finetune_batch_size: int = 64
+    """finetune: batch size."""
+    finetune_lr: float = 1e-3
+    """finetune: peak learning rate."""
+    finetune_layer_decay: float = 0.75
+    """finetune: layer-wise learning-rate decay."""
+
+
+@dataclass
+class SweepConfig:
+    """A scaling sweep (``convergent sweep``): pre-training runs of a preset over a grid of model
+    sizes, data fractions and step budgets, each point's held-out loss and downstream score, and
+    the fit L(N, D) = E + A / N^alpha + B / D^beta."""
+
+    preset: str = "simmim-swinv2-fmnist"
+    """The run every point starts from: a bundled preset (``convergent pretrain --preset``) or a
+    YAML file of pretrain options."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Dotted pretrain options changed for every point, e.g. ``{data.batch_size: 64}``; the grid
+    then sets ``model.backbone``, ``data.limit``, ``trainer.max_steps`` and ``trainer.seed``."""
+    grid: SweepGridConfig = field(default_factory=SweepGridConfig)
+    """Variants x fractions x step budgets."""
+    downstream: SweepDownstreamConfig = field(default_factory=SweepDownstreamConfig)
+    """The downstream score of each point."""
+    out: str = "sweeps/sweep"
+    """Output directory: ``runs/``, ``points/`` (one JSON per finished point), ``results.json``,
+    ``fit.json``, ``scaling.png``."""
+    seed: int = 0
+    """Seed of every point's training (``trainer.seed``) and of the held-out masks."""
+    val_samples: int | None = 1000
+    """Held-out samples: the first of the test split (None: all). The validation loss is measured
+    on them, and they are the probes' test set (the probes train on at most ``eval.limit_train``
+    samples of the whole training split)."""
+    val_batch_size: int = 250
+    """Batch size of the validation loss (fixed: the masks drawn depend on it)."""
+    fit_data: str = "seen"
+    """D of the fit: 'seen' (samples seen, batch x steps) or 'distinct' (the fraction's distinct samples)."""
+
+
 RunConfig = PretrainConfig | FinetuneConfig | EvalRunConfig
 """The config of any run (each has ``data`` and ``trainer``)."""
 
 __all__ = [
     "DataConfig", "EvalConfig", "EvalRunConfig", "FinetuneConfig", "ModelConfig", "OptimConfig", "PretrainConfig",
-    "RunConfig", "TaskConfig", "TrainerConfig", "from_dict", "from_namespace", "to_dict",
+    "RunConfig", "SweepConfig", "SweepDownstreamConfig", "SweepGridConfig", "TaskConfig", "TrainerConfig",
+    "from_dict", "from_namespace", "to_dict", "with_overrides",
 ]  # fmt: skip
 
 
@@ -274,3 +347,17 @@ def from_namespace(cls: type, namespace: Any, where: str) -> Any:
     data = dict(namespace) if isinstance(namespace, dict) else namespace.as_dict()  # a jsonargparse Namespace
     keep = {f.name for f in dataclasses.fields(cls)}
     return from_dict(cls, {k: v for k, v in data.items() if k in keep}, where)
+
+
+def with_overrides(cfg: Any, dotted: dict[str, Any], where: str = "overrides") -> Any:
+    """A copy of the config dataclass ``cfg`` with dotted keys set (``{"task.simmim.mask_ratio":
+    0.5, "model.overrides.window_size": 8}``); an unknown key is an error naming ``where``."""
+    data = to_dict(cfg)
+    for key, value in dotted.items():
+        node, parts = data, str(key).split(".")
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"{where}: {key}: {'.'.join(parts[: i + 1])} is not a section of options")
+            node = node[part]
+        node[parts[-1]] = value
+    return from_dict(type(cfg), data, where)

@@ -60,6 +60,8 @@ from convergent.choices import (
     TOKENIZER_KINDS,
 )
 from convergent.config import (
+    SWEEP_DATA_AXES,
+    SWEEP_DOWNSTREAM,
     DataConfig,
     EvalConfig,
     EvalRunConfig,
@@ -68,6 +70,9 @@ from convergent.config import (
     OptimConfig,
     PretrainConfig,
     RunConfig,
+    SweepConfig,
+    SweepDownstreamConfig,
+    SweepGridConfig,
     TrainerConfig,
 )
 from convergent.data import registry as datasets
@@ -322,6 +327,18 @@ RULES: dict[type, dict[str, Any]] = {
         "max_text_len": AT_LEAST_1, "itm_weight": NON_NEGATIVE, "mlm_weight": NON_NEGATIVE,
         "itm_neg_ratio": PROBABILITY, "itm_negatives": OneOf(ITM_NEGATIVES),
     },
+    SweepConfig: {
+        "seed": Range(0, MAX_SEED), "val_samples": AT_LEAST_1, "val_batch_size": AT_LEAST_1,
+        "fit_data": OneOf(SWEEP_DATA_AXES),
+    },
+    SweepGridConfig: {
+        "variants": Each(Registered(backbone_config)), "fractions": Each(Range(0, 1, lo_open=True)),
+        "steps": Each(AT_LEAST_1),
+    },
+    SweepDownstreamConfig: {
+        "kind": OneOf(SWEEP_DOWNSTREAM), "finetune_steps": AT_LEAST_1, "finetune_labels": AT_LEAST_1,
+        "finetune_batch_size": AT_LEAST_1, "finetune_lr": POSITIVE, "finetune_layer_decay": Range(0, 1, lo_open=True),
+    },
 }  # fmt: skip
 """Config class -> field -> rule (a value of None skips the rule: the type check decides
 whether None is allowed). A class also follows the rules of its bases (``ViLTConfig``:
@@ -352,6 +369,23 @@ def check_finetune(cfg: FinetuneConfig) -> None:
 def check_eval(cfg: EvalRunConfig) -> None:
     """Check the config of ``convergent eval`` (it writes no run directory)."""
     check_config(cfg, CLI, training=False)
+
+
+def check_sweep(cfg: SweepConfig, where: Where) -> None:
+    """Check a sweep's own settings (``convergent sweep``; ``where``: its YAML file): types and
+    values of every field, a grid with at least one value per axis and no repeats, variants of
+    one modality. The preset and the points' run configs are checked where they are built."""
+    check_section(cfg, "", where)
+    for axis in ("variants", "fractions", "steps"):
+        values = getattr(cfg.grid, axis)  # a declared field
+        if not values:
+            raise where.error(f"grid.{axis}", " is empty; give at least one value")
+        if len(set(values)) < len(values):
+            raise where.error(f"grid.{axis}", f" repeats a value: {list(values)}")
+    modalities = {backbone_config(v).modality for v in cfg.grid.variants}
+    if modalities != {"image"}:
+        raise where.error("grid.variants", f" must all be image backbones (a sweep runs on image data), got "
+                          f"{list(cfg.grid.variants)}")  # fmt: skip
 
 
 def check_config(cfg: RunConfig, where: Where = CLI, training: bool = True) -> None:

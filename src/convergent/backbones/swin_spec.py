@@ -111,6 +111,23 @@ def swinv2_micro() -> SwinConfig:
     )
 
 
+@register_backbone("swinv2_nano")
+def swinv2_nano() -> SwinConfig:
+    """The smallest of the 32-px Swin V2 ladder (nano, micro, mini; ~0.6 M, 2.2 M, 5.4 M parameters,
+    head width 16 throughout), for scaling sweeps on a CPU: width 32, 2 blocks per stage."""
+    return SwinConfig(
+        version=2, img_size=32, patch_size=2, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=4
+    )
+
+
+@register_backbone("swinv2_mini")
+def swinv2_mini() -> SwinConfig:
+    """The largest of the 32-px Swin V2 ladder (between micro and tiny): width 64, 6 blocks in the last stage."""
+    return SwinConfig(
+        version=2, img_size=32, patch_size=2, embed_dim=64, depths=(2, 2, 6), num_heads=(4, 8, 16), window_size=4
+    )
+
+
 @register_backbone("swin_tiny")
 def swin_tiny() -> SwinConfig:
     return _swin("tiny")

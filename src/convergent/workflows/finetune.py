@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from convergent.config import FinetuneConfig
+from convergent.config import FinetuneConfig, OptimConfig, PretrainConfig
 from convergent.data.transforms import build_transform
 from convergent.evaluation.finetune import finetune
 from convergent.evaluation.report import format_report
@@ -19,6 +19,22 @@ from convergent.workflows.preflight import check_finetune_start
 from convergent.workflows.runs import resolve_encoder, started_run
 from convergent.workflows.summary import finish_stopped
 from convergent.workflows.text import prepare_text
+
+
+def finetune_config(pre: PretrainConfig, init: str | None, labels: int | None, steps: int, batch_size: int,
+                    lr: float, layer_decay: float, run_name: str | None = None) -> FinetuneConfig:  # fmt: skip
+    """The fine-tuning of a pre-training run's encoder (``init``: its encoder or run directory;
+    None: random weights of its backbone) on the run's data: the first ``labels`` labelled
+    training samples (None: all; at least one batch), ``steps`` steps of AdamW with warm-up over
+    the first tenth, ``lr``, ``layer_decay``, weight decay 0.05. Device, precision, seed and
+    output directory are the run's; the run directory is ``run_name``."""
+    cfg = FinetuneConfig()
+    cfg.data = dataclasses.replace(pre.data, limit=None if labels is None else max(labels, batch_size),
+                                   batch_size=batch_size)  # fmt: skip
+    cfg.model = dataclasses.replace(pre.model, init=init)
+    cfg.optim = OptimConfig(lr=lr, warmup_steps=max(steps // 10, 1), weight_decay=0.05, layer_decay=layer_decay)
+    cfg.trainer = dataclasses.replace(pre.trainer, max_steps=steps, checkpoint_every=steps, run_name=run_name)
+    return cfg
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict:

@@ -1,4 +1,5 @@
-"""Pictures a person looks at: reconstructions (original | masked | prediction) and the loss curve."""
+"""Pictures a person looks at: reconstructions (original | masked | prediction), the loss curve,
+and a scaling sweep's curves."""
 
 import json
 from pathlib import Path
@@ -75,3 +76,62 @@ def save_loss_plot(metrics_file: str | Path, path: str | Path, title: str = "") 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def save_scaling_plot(points: list[dict], frontier: list[str], rho: float | None, path: str | Path,
+                      title: str = "") -> Path:  # fmt: skip
+    """A sweep's ``scaling.png``, three panels of its measured ``points`` (records of
+    ``convergent sweep``): held-out loss against steps, one line per model and data fraction;
+    against training FLOPs, with the Pareto frontier (``frontier``: point keys) drawn through;
+    downstream score against held-out loss, with Spearman's ``rho`` in the title."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    size = {p["variant"]: p["params"] for p in points}
+    variants = sorted(size, key=size.get)  # smallest model first
+    fractions = sorted({p["fraction"] for p in points})
+    colour = {v: plt.get_cmap("viridis")(i / max(len(variants) - 1, 1)) for i, v in enumerate(variants)}
+    styles = ("-", "--", "-.", ":")
+    ax = axes[0]
+    for v in variants:
+        for j, f in enumerate(fractions):
+            run = sorted((p for p in points if p["variant"] == v and p["fraction"] == f), key=lambda p: p["steps"])
+            if run:
+                ax.plot([p["steps"] for p in run], [p["val_loss"] for p in run], styles[j % len(styles)], marker="o",
+                        color=colour[v], ms=3, lw=1, label=f"{v}, {f:g} of data")  # fmt: skip
+    _axes(ax, "steps", "held-out loss", "loss vs steps", log_x=True)
+    if points:
+        ax.legend(fontsize=6, ncol=max(1, len(variants) // 2))
+    ax = axes[1]
+    for v in variants:
+        own = [p for p in points if p["variant"] == v]
+        ax.scatter([p["train_flops"] for p in own], [p["val_loss"] for p in own], s=12, color=colour[v], label=v)
+    on = sorted((p for p in points if p["key"] in set(frontier)), key=lambda p: p["train_flops"])
+    if on:
+        ax.plot([p["train_flops"] for p in on], [p["val_loss"] for p in on], "k-", lw=1, drawstyle="steps-post",
+                label="Pareto frontier")
+        ax.legend(fontsize=7)
+    _axes(ax, "training FLOPs", "held-out loss", "loss vs compute", log_x=True)
+    ax = axes[2]
+    scored = [p for p in points if p.get("score") is not None]
+    for v in variants:
+        own = [p for p in scored if p["variant"] == v]
+        ax.scatter([p["val_loss"] for p in own], [p["score"] for p in own], s=12, color=colour[v], label=v)
+    name = scored[0]["score_name"] if scored else "no downstream score"
+    shown = f"Spearman rho {rho:.3f}" if rho is not None else "Spearman rho -"
+    _axes(ax, "held-out loss", name, f"{name} vs loss ({shown}, {len(scored)} points)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _axes(ax, x: str, y: str, title: str, log_x: bool = False) -> None:
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)

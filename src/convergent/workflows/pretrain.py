@@ -9,6 +9,7 @@ A run that ends early publishes no ``encoder/`` and is not evaluated: ``summary.
 checkpoint; ``convergent pretrain --resume RUN_DIR`` continues it), with the ``reason``.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from convergent.data.pairs import ImageTextPairs
 from convergent.data.transforms import build_transform
 from convergent.rundir import RunDir
 from convergent.tasks.configs import TokenMaskingConfig
+from convergent.training.callbacks import Callback
 from convergent.training.loop import Trainer
 from convergent.training.status import RunStopped
 from convergent.validate import check_pretrain
@@ -45,22 +47,24 @@ def masks_whole_words(task_cfg: object) -> bool:
     return isinstance(task_cfg, TokenMaskingConfig) and task_cfg.whole_word_mask
 
 
-def run_pretrain(cfg: PretrainConfig, resume_dir: str | Path | None = None) -> dict:
+def run_pretrain(cfg: PretrainConfig, resume_dir: str | Path | None = None,
+                 callbacks: Sequence[Callback] = ()) -> dict:  # fmt: skip
     """Run (or resume) one pre-training run; returns the summary (also in ``summary.json``),
     whose ``status`` is ``ok``, ``failed`` or ``preempted``. The config, the output directory and
     the model are checked first (a ``ValueError``, an ``OSError`` of the disk); the run directory
-    is written only then."""
+    is written only then. ``callbacks`` are called by the Trainer besides the run's own (a
+    sweep measures its step budgets with one)."""
     check_pretrain(cfg, resume_dir)
     run = run_dir_for(cfg, resume_dir)
     check_pretrain_start(cfg, run, resume=resume_dir is not None)
     print(starting_line("pretrain", cfg, run, cfg.task.name), flush=True)  # before anything slow
     with started_run(run, cfg if resume_dir is None else None):
-        summary = _pretrain(cfg, run, resume_dir is not None)
+        summary = _pretrain(cfg, run, resume_dir is not None, callbacks)
     _shutdown_distributed()
     return summary
 
 
-def _pretrain(cfg: PretrainConfig, run: RunDir, resume: bool) -> dict:
+def _pretrain(cfg: PretrainConfig, run: RunDir, resume: bool, extra_callbacks: Sequence[Callback] = ()) -> dict:
     """The run itself: data, tokenizer, task, training, the end of the run."""
     torch.manual_seed(cfg.trainer.seed)  # weights of the backbone and heads
     train_set, test_set = build_datasets(cfg)
@@ -71,6 +75,7 @@ def _pretrain(cfg: PretrainConfig, run: RunDir, resume: bool) -> dict:
         train_set.with_false_images(seed=cfg.trainer.seed)
     trainer = Trainer(cfg.trainer, cfg.optim, run.root, cfg.data.batch_size, cfg.data.num_workers)
     callbacks = [ReconstructionCallback(cfg, test_set or train_set, run)] if task.reconstructs else []
+    callbacks += extra_callbacks
     fit_set = train_set
     if cfg.data.pack and tokenizer is not None:
         if trainer.fabric.is_global_zero:  # one process writes the blocks, the others open them

@@ -1,0 +1,29 @@
+"""The FLOPs of a training step, counted by ``FlopCounterMode``, against a hand count."""
+
+import torch
+from torch import nn
+
+from convergent.tasks.base import Task
+from convergent.training.flops import measure_step, train_step_flops
+
+
+class LinearTask(Task):
+    """A linear map of the flattened image, mean squared output as the loss."""
+
+    def forward(self, batch):
+        return {"loss": self.backbone(batch["image"].flatten(1)).square().mean()}
+
+
+def test_a_linear_step_counts_forward_and_weight_gradient():
+    b, d_in, d_out = 8, 3 * 4 * 4, 10
+    task = LinearTask(nn.Linear(d_in, d_out), None)
+    batch = {"image": torch.randn(b, 3, 4, 4)}
+    # forward: 2 b d_in d_out; backward: the weight's gradient only (the input needs none), as much again
+    assert train_step_flops(task, batch) == 4 * b * d_in * d_out
+    assert all(p.grad is None for p in task.parameters())  # cleared
+
+
+def test_measure_step_times_a_step_and_a_forward_pass():
+    task = LinearTask(nn.Linear(48, 10), None)
+    cost = measure_step(task, {"image": torch.randn(8, 3, 4, 4)}, timed_steps=1)
+    assert cost.flops == 4 * 8 * 48 * 10 and cost.step_s > 0 and cost.forward_s > 0
