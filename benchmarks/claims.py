@@ -40,6 +40,7 @@ from claims_runs import (  # noqa: E402
     EXPERIMENTS,
     FRACTIONS,
     PRETRAIN,
+    SIZE_FRACTIONS,
     Settings,
     avgdist_name,
     run_experiment,
@@ -59,6 +60,11 @@ class Comparison:
     """``a`` must exceed ``factor · b`` (retrieval: ten times chance)."""
     se: float | None = None
     """The standard error of ``a - b`` when ``a`` and ``b`` are not two accuracies (e.g. two gains)."""
+    unit: str = "%"
+    """'%': accuracies shown in percent; '': plain numbers (losses, correlations)."""
+
+    def show(self, v: float) -> str:
+        return f"{100 * v:.2f} %" if self.unit == "%" else f"{v:.4f}"
 
     @property
     def margin(self) -> float:
@@ -163,7 +169,7 @@ def _var(p: float, n: int) -> float:
 def judge_model_size(r: dict) -> Verdict:
     """The fine-tuning gain of SimMIM over random init is larger for the larger Swin V2."""
     rows = []
-    for f in FRACTIONS:
+    for f in SIZE_FRACTIONS:
         accs = {m: (_acc(r, _ft(m, f), "test_acc"), _acc(r, _ft(f"random:{m}", f), "test_acc"))
                 for m in ("simmim-larger", "simmim")}  # fmt: skip
         n = _n(r, _ft("simmim", f))
@@ -174,8 +180,50 @@ def judge_model_size(r: dict) -> Verdict:
                                se=se))  # fmt: skip
     note = "; ".join(f"{m} ({r[m]['backbone']}): fine-tuned " + ", ".join(
         f"{100 * _acc(r, _ft(m, f), 'test_acc'):.2f} % vs random {100 * _acc(r, _ft(f'random:{m}', f), 'test_acc'):.2f} "
-        f"% at {f:.0%}" for f in FRACTIONS) for m in ("simmim", "simmim-larger"))  # fmt: skip
+        f"% at {f:.0%}" for f in SIZE_FRACTIONS) for m in ("simmim", "simmim-larger"))  # fmt: skip
     return Verdict(rows, note)
+
+
+def _budgets(points: list[dict], variant: str, fraction: float) -> list[dict]:
+    return sorted((p for p in points if p["variant"] == variant and p["fraction"] == fraction), key=lambda p: p["steps"])
+
+
+def judge_scaling_overfit(r: dict) -> Verdict:
+    """The largest model's held-out loss rises from the first to the last step budget on the
+    smallest data fraction, and falls on the largest (Xie et al. 2023, Fig. / Table: SwinV2-B on
+    10 % vs 100 % of ImageNet-1K)."""
+    points = r["scaling"]["points"]
+    largest = max(points, key=lambda p: p["params"])["variant"]
+    fractions = sorted({p["fraction"] for p in points})
+    small, full = _budgets(points, largest, fractions[0]), _budgets(points, largest, fractions[-1])
+    rows = [Comparison(f"{largest} on {fractions[0]:.0%} of the data: held-out loss at {small[-1]['steps']} steps vs "
+                       f"{small[0]['steps']} (rises)", small[-1]["val_loss"], small[0]["val_loss"], unit=""),
+            Comparison(f"{largest} on {fractions[-1]:.0%} of the data: held-out loss at {full[0]['steps']} steps vs "
+                       f"{full[-1]['steps']} (falls)", full[0]["val_loss"], full[-1]["val_loss"], unit="")]  # fmt: skip
+    curves = "; ".join(f"{v} at {f:.0%}: " + " → ".join(f"{p['val_loss']:.4f}" for p in _budgets(points, v, f))
+                       for v in sorted({p["variant"] for p in points}) for f in (fractions[0], fractions[-1]))  # fmt: skip
+    return Verdict(rows, f"held-out loss (fixed masks) by step budget: {curves}")
+
+
+def judge_scaling_predicts(r: dict, permutations: int = 10_000) -> Verdict:
+    """Held-out loss predicts the downstream score across the sweep's points: Spearman's rho
+    below zero beyond the 95th percentile of rho under random pairings (a one-sided permutation
+    test, seeded)."""
+    import numpy as np
+
+    from convergent.evaluation.scaling import spearman
+
+    points = [p for p in r["scaling"]["points"] if p.get("score") is not None and p.get("val_loss") is not None]
+    loss, score = [p["val_loss"] for p in points], [p["score"] for p in points]
+    rho = spearman(loss, score)
+    rng = np.random.default_rng(0)
+    null = [-spearman(loss, list(rng.permutation(score))) for _ in range(permutations)]
+    crit = float(np.quantile(null, 0.95))
+    name = points[0].get("score_name", "downstream score") if points else "downstream score"
+    row = Comparison(f"−Spearman ρ(held-out loss, {name}) over {len(points)} points vs the 95th percentile of "
+                     f"random pairings", -rho, crit, unit="")  # fmt: skip
+    return Verdict([row], f"ρ = {rho:.3f}: lower held-out loss goes with a higher {name}" if rho < 0 else
+                   f"ρ = {rho:.3f}")  # fmt: skip
 
 
 def judge_fd(r: dict) -> Verdict:
@@ -245,8 +293,12 @@ CLAIMS = [
           ("clip", "siglip"), judge_image_text),
     Claim("model-size", "The larger model benefits more from masked image modelling (SimMIM's fine-tuning gain over "
           "random initialisation, Swin V2 5.5 M vs 2.2 M parameters)",
-          tuple(_ft(p, f) for m in ("simmim", "simmim-larger") for p in (m, f"random:{m}") for f in FRACTIONS),
+          tuple(_ft(p, f) for m in ("simmim", "simmim-larger") for p in (m, f"random:{m}") for f in SIZE_FRACTIONS),
           judge_model_size),
+    Claim("scaling-overfit", "On a small data fraction the larger model's held-out loss rises with longer training, "
+          "while on the full data it falls", ("scaling",), judge_scaling_overfit),
+    Claim("scaling-predicts", "The held-out loss of masked image modelling predicts the downstream score (rank "
+          "correlation over the sweep's models x data fractions x budgets)", ("scaling",), judge_scaling_predicts),
     Claim("fd", "Feature distillation of a contrastive teacher (MoCo v3) improves its fine-tuning",
           tuple(_ft(m, f) for m in ("fd", "mocov3") for f in FRACTIONS), judge_fd),
     Claim("avgdist", "The masking strategy that fine-tunes best has a middle AvgDist (SimMIM: 10-20 px at 192 px), "
@@ -276,9 +328,10 @@ def claim_markdown(c: Claim, v: Verdict) -> str:
     lines = [f"### {c.name}: {'holds' if v.holds else 'does not hold at this scale'}", "", c.statement, "",
              "| comparison | a | b | a − b | needed | counts |", "|---|---|---|---|---|---|"]  # fmt: skip
     for x in v.comparisons:
-        need = f"> {x.factor:g} × b" if x.factor != 1 else (f"> {100 * x.margin:.2f} pts (2 SE)" if x.n else "> 0")
-        lines.append(f"| {x.label} | {pct(x.a)} | {pct(x.b)} | {100 * (x.a - x.b):+.2f} pts | {need} | "
-                     f"{'yes' if x.holds else 'no'} |")  # fmt: skip
+        diff = f"{100 * (x.a - x.b):+.2f} pts" if x.unit == "%" else f"{x.a - x.b:+.4f}"
+        margin = f"{100 * x.margin:.2f} pts" if x.unit == "%" else f"{x.margin:.4f}"
+        need = f"> {x.factor:g} × b" if x.factor != 1 else (f"> {margin} (2 SE)" if x.margin else "> 0")
+        lines.append(f"| {x.label} | {x.show(x.a)} | {x.show(x.b)} | {diff} | {need} | {'yes' if x.holds else 'no'} |")
     if v.note:
         lines += ["", v.note]
     for k, val in v.extra.items():
@@ -308,11 +361,13 @@ def plot(c: Claim, v: Verdict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(v.comparisons) + 1.2))
     y = range(len(v.comparisons))
-    ax.barh([i + 0.2 for i in y], [100 * x.a for x in v.comparisons], height=0.4, label="a", color="tab:blue")
-    ax.barh([i - 0.2 for i in y], [100 * x.b * x.factor for x in v.comparisons], height=0.4,
+    scale = [100 if x.unit == "%" else 1 for x in v.comparisons]
+    ax.barh([i + 0.2 for i in y], [k * x.a for k, x in zip(scale, v.comparisons)], height=0.4, label="a",
+            color="tab:blue")  # fmt: skip
+    ax.barh([i - 0.2 for i in y], [k * x.b * x.factor for k, x in zip(scale, v.comparisons)], height=0.4,
             label="b (× factor)", color="tab:gray")  # fmt: skip
     ax.set_yticks(list(y), [x.label for x in v.comparisons], fontsize=7)
-    ax.set_xlabel("accuracy / recall (%)")
+    ax.set_xlabel("accuracy / recall (%)" if all(x.unit == "%" for x in v.comparisons) else "value")
     ax.set_title(f"{c.name}: {'holds' if v.holds else 'does not hold at this scale'}", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -7,6 +7,7 @@ claims need, in order, and saves each result as it finishes (a rerun skips them)
 """
 
 import dataclasses
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,9 +20,11 @@ from convergent.config import PretrainConfig, from_dict
 class Experiment:
     kind: str
     """'pretrain' (the preset at its default budget, then its end-of-run probes), 'random' (the
-    same probes of the preset's backbone with random weights) or 'finetune'."""
+    same probes of the preset's backbone with random weights), 'finetune', or 'sweep' (a bundled
+    scaling sweep, ``convergent sweep PRESET``, run in the experiment's directory)."""
     preset: str
-    """The preset whose data, backbone and (pretrain) objective and budget the experiment uses."""
+    """The preset whose data, backbone and (pretrain) objective and budget the experiment uses
+    (sweep: the bundled sweep)."""
     init: str | None = None
     """finetune: the pretrain experiment whose encoder starts it (None: random weights)."""
     fraction: float = 1.0
@@ -67,6 +70,10 @@ AVGDIST_FRACTION = 0.1
 """Labels of the AvgDist claim's fine-tunings."""
 
 
+SCALING_SWEEP = "scaling-simmim-fmnist"
+"""The bundled sweep of the scaling claims (``convergent/configs/sweeps/``)."""
+SIZE_FRACTIONS = (0.1,)
+"""Label fractions of the model-size claim's fine-tunings."""
 LARGER = "swinv2_mini"
 """The larger Swin V2 of the model-size claim (5.5 M parameters against the preset's
 ``swinv2_micro``, 2.2 M), pre-trained and fine-tuned exactly as the preset's."""
@@ -91,17 +98,19 @@ def _experiments() -> dict[str, Experiment]:
     larger = {"model": {"backbone": LARGER}}
     out["simmim-larger"] = Experiment("pretrain", PRETRAIN["simmim"], overrides=larger)
     out["random:simmim-larger"] = Experiment("random", PRETRAIN["simmim"], overrides=larger)
+    out["scaling"] = Experiment("sweep", SCALING_SWEEP)
     out["fd"] = Experiment("pretrain", "fd-vit-fmnist", requires=("mocov3",),
                            overrides={"task": {"fd": {"teacher": "{runs}/mocov3/encoder"}}})  # fmt: skip
     for name in FINETUNED:
         for f in FRACTIONS:
             out[f"finetune:{name}:{f:g}"] = Experiment("finetune", PRETRAIN[name], init=name, fraction=f)
             out[f"finetune:random:{name}:{f:g}"] = Experiment("finetune", PRETRAIN[name], init=None, fraction=f)
-    for f in FRACTIONS:
+    for f in SIZE_FRACTIONS:
         out[f"finetune:simmim-larger:{f:g}"] = Experiment("finetune", PRETRAIN["simmim"], init="simmim-larger",
                                                           fraction=f, overrides=larger)  # fmt: skip
         out[f"finetune:random:simmim-larger:{f:g}"] = Experiment("finetune", PRETRAIN["simmim"], fraction=f,
                                                                  overrides=larger)  # fmt: skip
+    for f in FRACTIONS:
         out[f"finetune:fd:{f:g}"] = Experiment("finetune", "fd-vit-fmnist", init="fd", fraction=f)
     for patch, ratio in AVGDIST:
         name = avgdist_name(patch, ratio)
@@ -165,7 +174,7 @@ def run_experiment(name: str, s: Settings) -> dict:
             raise SystemExit(f"{name} reads the encoder of experiment {dep!r}, but {run_dir_of(dep, s) / 'encoder'} "
                              f"is missing (results copied without runs?): remove {dep!r} from results.json to rerun it")
     t = time.perf_counter()
-    result = {"pretrain": _pretrain, "random": _random, "finetune": _finetune}[e.kind](name, e, s)
+    result = {"pretrain": _pretrain, "random": _random, "finetune": _finetune, "sweep": _sweep}[e.kind](name, e, s)
     return {**result, "preset": e.preset, "wall_s": round(time.perf_counter() - t, 1)}
 
 
@@ -226,6 +235,22 @@ def _finetune(name: str, e: Experiment, s: Settings) -> dict:
         raise RuntimeError(f"fine-tuning {name} ended {summary.get('status')}: {summary.get('reason')}")
     return {"test_acc": summary["test_acc"], "labels": cfg.data.limit, "steps": s.finetune_steps,
             "backbone": pre.model.backbone, "n_test": _test_size(pre)}  # fmt: skip
+
+
+def _sweep(name: str, e: Experiment, s: Settings) -> dict:
+    """The sweep's points and fit (it resumes by itself: finished points are kept)."""
+    from convergent.commands.sweep import load_sweep
+    from convergent.workflows.sweep import prepare_sweep, run_sweep
+
+    sweep, base, where = load_sweep(e.preset, str(run_dir_of(name, s)))
+    base.trainer = dataclasses.replace(base.trainer, accelerator=s.accelerator, precision=s.precision)
+    plan, train_set, test_set = prepare_sweep(sweep, base, where)
+    _require_real_data(name, train_set.source)
+    report = run_sweep(plan, train_set, test_set)
+    if report["failed_points"]:
+        raise RuntimeError(f"sweep {name}: points failed: {report['failed_points']}")
+    points = json.loads(plan.paths.results.read_text())["points"]
+    return {"points": points, "fit": report["fit"], "spearman": report["spearman"], "n_test": sweep.val_samples}
 
 
 def _require_real_data(name: str, source: str) -> None:

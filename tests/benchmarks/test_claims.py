@@ -153,3 +153,30 @@ def test_model_size_claim_compares_gains_with_the_noise_of_four_accuracies():
     for f in claims_runs.FRACTIONS:
         r[f"finetune:simmim-larger:{f:g}"]["test_acc"] = 0.705  # gain 5.5 vs 4 pts: within 2 SE (~1.8 pts)
     assert not claims.judge_model_size(r).holds
+
+
+def _sweep_points(small_curve, full_curve, knn=None) -> dict:
+    points = []
+    for variant, params in (("swinv2_nano", 0.6e6), ("swinv2_mini", 5.5e6)):
+        for fraction, curve in ((0.1, small_curve), (1.0, full_curve)):
+            for steps, loss in zip((40, 80, 160), curve):
+                loss = loss + (0.01 if variant == "swinv2_nano" else 0.0)
+                points.append({"variant": variant, "params": params, "fraction": fraction, "steps": steps,
+                               "val_loss": loss, "score": None if knn is None else knn(loss), "score_name": "knn"})  # fmt: skip
+    return {"scaling": {"points": points}}
+
+
+def test_scaling_overfit_claim_reads_the_largest_model_on_both_fractions():
+    v = claims.judge_scaling_overfit(_sweep_points((0.48, 0.50, 0.51), (0.47, 0.46, 0.45)))
+    assert v.holds and "swinv2_mini" in v.comparisons[0].label and "0.4800 → 0.5000 → 0.5100" in v.note
+    assert not claims.judge_scaling_overfit(_sweep_points((0.48, 0.47, 0.46), (0.47, 0.46, 0.45))).holds
+    md = claims.claim_markdown(next(c for c in claims.CLAIMS if c.name == "scaling-overfit"), v)
+    assert "0.5100" in md and "%" not in md.split("|---|")[1]
+
+
+def test_scaling_predicts_claim_is_a_one_sided_permutation_test():
+    r = _sweep_points((0.48, 0.50, 0.51), (0.47, 0.46, 0.45), knn=lambda loss: 1.0 - loss)  # perfectly ranked
+    v = claims.judge_scaling_predicts(r, permutations=2000)
+    assert v.holds and v.comparisons[0].a == pytest.approx(1.0, abs=0.01)  # ties among the losses
+    r = _sweep_points((0.48, 0.50, 0.51), (0.47, 0.46, 0.45), knn=lambda loss: loss)  # the wrong direction
+    assert not claims.judge_scaling_predicts(r, permutations=2000).holds
