@@ -13,16 +13,27 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def preset_path(name: str) -> Path:
-    """Path of preset ``name`` (a bundled name, or a path to a YAML file)."""
-    path = PRESET_DIR / f"{name}.yaml"
-    if path.is_file():
-        return path
-    if Path(name).is_file():
-        return Path(name)
+def bundled_or_file(directory: Path, name: str) -> Path | None:
+    """``directory/name.yaml`` when it is bundled there, else ``name`` when it is a file, else None."""
+    for path in (directory / f"{name}.yaml", Path(name)):
+        if path.is_file():
+            return path
+    return None
+
+
+def close_names(name: str, names: list[str]) -> list[str]:
+    """At most two of ``names`` close to ``name`` (for a 'did you mean' hint)."""
     import difflib
 
-    close = difflib.get_close_matches(name, preset_names(), n=2)
+    return difflib.get_close_matches(name, names, n=2)
+
+
+def preset_path(name: str) -> Path:
+    """Path of preset ``name`` (a bundled name, or a path to a YAML file)."""
+    path = bundled_or_file(PRESET_DIR, name)
+    if path is not None:
+        return path
+    close = close_names(name, preset_names())
     if close:
         raise ValueError(f"unknown preset {name!r}; did you mean {' or '.join(close)}?")
     raise ValueError(f"unknown preset {name!r}: no such YAML file, nor a bundled preset ({', '.join(preset_names())})")

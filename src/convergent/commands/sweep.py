@@ -13,13 +13,12 @@ checked before torch is imported and anything trains: a bad key or value is one 
 the file and the key. What it writes: :mod:`convergent.workflows.sweep_plan`.
 """
 
-import difflib
 from pathlib import Path
 
 import yaml
 
 from convergent.commands.parser import CommandError, Parser, error_message
-from convergent.commands.presets import PRESET_DIR, preset_config
+from convergent.commands.presets import PRESET_DIR, bundled_or_file, close_names, preset_config
 from convergent.exits import FAILED, OK, PREEMPTED
 
 SWEEP_DIR = PRESET_DIR / "sweeps"
@@ -32,12 +31,10 @@ def sweep_names() -> list[str]:
 
 def sweep_path(name: str) -> Path:
     """Path of sweep ``name``: a bundled sweep, or a YAML file."""
-    bundled = SWEEP_DIR / f"{name}.yaml"
-    if bundled.is_file():
-        return bundled
-    if Path(name).is_file():
-        return Path(name)
-    close = difflib.get_close_matches(name, sweep_names(), n=2)
+    path = bundled_or_file(SWEEP_DIR, name)
+    if path is not None:
+        return path
+    close = close_names(name, sweep_names())
     hint = f"; did you mean {' or '.join(close)}?" if close else f" (bundled: {', '.join(sweep_names())})"
     raise FileNotFoundError(f"{name}: no such sweep file, nor a bundled sweep{hint}")
 

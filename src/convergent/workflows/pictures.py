@@ -36,13 +36,7 @@ def save_reconstructions(
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(name, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title, title_size=8, dpi=120)
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -71,11 +65,7 @@ def save_loss_plot(metrics_file: str | Path, path: str | Path, title: str = "") 
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=120)
 
 
 def save_scaling_plot(points: list[dict], frontier: list[str], rho: float | None, path: str | Path,
@@ -119,11 +109,16 @@ def save_scaling_plot(points: list[dict], frontier: list[str], rho: float | None
     name = scored[0]["score_name"] if scored else "no downstream score"
     shown = f"Spearman rho {rho:.3f}" if rho is not None else "Spearman rho -"
     _axes(ax, "held-out loss", name, f"{name} vs loss ({shown}, {len(scored)} points)")
+    return _save(plt, fig, path, title, title_size=10, dpi=110)
+
+
+def _save(plt, fig, path: str | Path, title: str = "", title_size: int = 10, dpi: int = 120) -> Path:
+    """Title (when given), tight layout, write ``path``, close the figure; returns the path."""
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=title_size)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
