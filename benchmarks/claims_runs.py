@@ -58,6 +58,9 @@ PRETRAIN = {  # experiment name: preset
     "clip": "clip-vit-emoji",
     "siglip": "siglip-vit-emoji",
 }
+STARTS = {"simcse": {"requires": ("mlm",), "overrides": {"model": {"init": "{runs}/mlm"}}}}
+"""Presets that start from another preset's run (SimCSE fine-tunes the MLM preset's encoder):
+the suite's own run of it."""
 FRACTIONS = (0.01, 0.1)
 """Label fractions of the fine-tuning experiments (1 % and 10 % of the 60,000 images)."""
 FINETUNED = ("simmim", "mae", "mocov3", "simclr")
@@ -87,7 +90,7 @@ def avgdist_name(patch: int, ratio: float) -> str:
 def _experiments() -> dict[str, Experiment]:
     out = {}
     for name, preset in PRETRAIN.items():
-        out[name] = Experiment("pretrain", preset, image_text=name in ("clip", "siglip"))
+        out[name] = Experiment("pretrain", preset, image_text=name in ("clip", "siglip"), **STARTS.get(name, {}))
         if name not in ("clip", "siglip"):
             out[f"random:{name}"] = Experiment("random", preset)
     for patch, ratio in AVGDIST:  # the preset's budget, without its end-of-run probes (fine-tuning decides)
@@ -213,6 +216,7 @@ def _random(name: str, e: Experiment, s: Settings) -> dict:
     from convergent.workflows.text import prepare_text
 
     cfg = _pretrain_config(name, e, s)
+    cfg.model = dataclasses.replace(cfg.model, init=None)  # random weights, also where the preset starts from a run
     torch.manual_seed(cfg.trainer.seed)
     train_set, test_set = build_datasets(cfg)
     _require_real_data(name, train_set.source)

@@ -13,8 +13,8 @@ import pytest
 from convergent import choices, validate
 from convergent.commands.presets import preset_config, preset_names
 from convergent.config import EvalRunConfig, FinetuneConfig, PretrainConfig, TrainerConfig
-from convergent.tasks.configs import TeacherConfig
 from convergent.validate import ConfigError, Where, check_config, check_eval, check_finetune, check_pretrain
+from tests.preset_helpers import with_stand_ins
 
 
 def pretrain_cfg(tmp_path: Path, **changes) -> PretrainConfig:
@@ -46,10 +46,7 @@ def test_importing_validate_imports_no_torch():
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_is_valid(name, tmp_path):
-    cfg = preset_config(name)
-    if isinstance(cfg.task.selected(), TeacherConfig):  # the teacher is another run, made first: say it exists
-        cfg.task.selected().teacher = str(tmp_path)
-    check_config(cfg)
+    check_config(with_stand_ins(preset_config(name), tmp_path))  # a teacher / start is another run, made first
 
 
 def test_the_defaults_are_valid(tmp_path):

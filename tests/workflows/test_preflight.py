@@ -6,15 +6,14 @@ import time
 import pytest
 import torch
 
-from convergent.backbones import build_backbone
 from convergent.commands.presets import preset_config, preset_names
 from convergent.config import FinetuneConfig, PretrainConfig
 from convergent.rundir import RunDir
-from convergent.tasks.configs import TeacherConfig
 from convergent.training.checkpoint import KEEP
 from convergent.validate import ConfigError
 from convergent.workflows import preflight
 from convergent.workflows.assemble import build_run_task
+from tests.preset_helpers import with_stand_ins
 
 
 def _meta_task(cfg):
@@ -24,10 +23,7 @@ def _meta_task(cfg):
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_builds_on_the_meta_device_quickly(name, tmp_path):
-    cfg = preset_config(name)
-    if isinstance(cfg.task.selected(), TeacherConfig):  # its teacher is another run's encoder: one of the right shape
-        build_backbone(cfg.model.backbone, **cfg.model.overrides).save_pretrained(tmp_path / "teacher")
-        cfg.task.selected().teacher = str(tmp_path / "teacher")
+    cfg = with_stand_ins(preset_config(name), tmp_path)  # a teacher / start is another run's encoder
     t0 = time.perf_counter()
     task = _meta_task(cfg)
     assert task is not None
