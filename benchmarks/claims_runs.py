@@ -93,10 +93,11 @@ def _experiments() -> dict[str, Experiment]:
         out[name] = Experiment("pretrain", preset, image_text=name in ("clip", "siglip"), **STARTS.get(name, {}))
         if name not in ("clip", "siglip"):
             out[f"random:{name}"] = Experiment("random", preset)
-    for patch, ratio in AVGDIST:  # the preset's budget and probes (fine-tuning decides; the probes are reported)
+    for patch, ratio in AVGDIST:  # the preset's budget, without its end-of-run probes (fine-tuning decides)
         if avgdist_name(patch, ratio) != "simmim":
             out[avgdist_name(patch, ratio)] = Experiment("pretrain", PRETRAIN["simmim"], overrides={
-                "task": {"simmim": {"mask_patch_size": patch, "mask_ratio": ratio}}})  # fmt: skip
+                "task": {"simmim": {"mask_patch_size": patch, "mask_ratio": ratio}},
+                "eval": {"knn": False, "linear_probe": False}})  # fmt: skip
     larger = {"model": {"backbone": LARGER}}
     out["simmim-larger"] = Experiment("pretrain", PRETRAIN["simmim"], overrides=larger)
     out["random:simmim-larger"] = Experiment("random", PRETRAIN["simmim"], overrides=larger)

@@ -136,7 +136,7 @@ def test_pretrain_overrides_merge_into_the_preset_in_depth(tmp_path):
     e = claims_runs.EXPERIMENTS[claims_runs.avgdist_name(4, 0.3)]
     cfg = claims_runs._pretrain_config("x", e, s)
     assert (cfg.task.simmim.mask_patch_size, cfg.task.simmim.mask_ratio) == (4, 0.3)
-    assert cfg.task.name == "simmim" and cfg.model.backbone == "swinv2_micro" and cfg.eval.knn
+    assert cfg.task.name == "simmim" and cfg.model.backbone == "swinv2_micro" and not cfg.eval.knn
     assert cfg.trainer.run_name == "x" and cfg.trainer.checkpoint_every == cfg.trainer.max_steps // 4
 
 
