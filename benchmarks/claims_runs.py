@@ -73,6 +73,10 @@ AVGDIST_FRACTION = 0.1
 """Labels of the AvgDist claim's fine-tunings."""
 
 
+FD_TEACHERS = ("simclr", "mocov3")
+"""Contrastive teachers of the FD claim: the preset's (SimCLR) and MoCo v3, whose last-block
+patch tokens at this scale are nearly one vector (whitened, cosine 0.97 to their mean over
+images and positions; SimCLR's 0.28) — measured, and reported beside the claim."""
 SCALING_SWEEP = "scaling-simmim-fmnist"
 """The bundled sweep of the scaling claims (``convergent/configs/sweeps/``)."""
 SIZE_FRACTIONS = (0.1,)
@@ -80,6 +84,11 @@ SIZE_FRACTIONS = (0.1,)
 LARGER = "swinv2_mini"
 """The larger Swin V2 of the model-size claim (5.5 M parameters against the preset's
 ``swinv2_micro``, 2.2 M), pre-trained and fine-tuned exactly as the preset's."""
+
+
+def fd_name(teacher: str) -> str:
+    """The FD pre-training experiment with the encoder of experiment ``teacher`` as teacher."""
+    return "fd" if teacher == FD_TEACHERS[0] else f"fd-{teacher}"
 
 
 def avgdist_name(patch: int, ratio: float) -> str:
@@ -102,8 +111,9 @@ def _experiments() -> dict[str, Experiment]:
     out["simmim-larger"] = Experiment("pretrain", PRETRAIN["simmim"], overrides=larger)
     out["random:simmim-larger"] = Experiment("random", PRETRAIN["simmim"], overrides=larger)
     out["scaling"] = Experiment("sweep", SCALING_SWEEP)
-    out["fd"] = Experiment("pretrain", "fd-vit-fmnist", requires=("mocov3",),
-                           overrides={"task": {"fd": {"teacher": "{runs}/mocov3/encoder"}}})  # fmt: skip
+    for teacher in FD_TEACHERS:
+        out[fd_name(teacher)] = Experiment("pretrain", "fd-vit-fmnist", requires=(teacher,),
+                                           overrides={"task": {"fd": {"teacher": f"{{runs}}/{teacher}/encoder"}}})  # fmt: skip
     for name in FINETUNED:
         for f in FRACTIONS:
             out[f"finetune:{name}:{f:g}"] = Experiment("finetune", PRETRAIN[name], init=name, fraction=f)
@@ -113,8 +123,10 @@ def _experiments() -> dict[str, Experiment]:
                                                           fraction=f, overrides=larger)  # fmt: skip
         out[f"finetune:random:simmim-larger:{f:g}"] = Experiment("finetune", PRETRAIN["simmim"], fraction=f,
                                                                  overrides=larger)  # fmt: skip
-    for f in FRACTIONS:
-        out[f"finetune:fd:{f:g}"] = Experiment("finetune", "fd-vit-fmnist", init="fd", fraction=f)
+    for teacher in FD_TEACHERS:
+        for f in FRACTIONS:
+            out[f"finetune:{fd_name(teacher)}:{f:g}"] = Experiment("finetune", "fd-vit-fmnist", init=fd_name(teacher),
+                                                                    fraction=f)  # fmt: skip
     for patch, ratio in AVGDIST:
         name = avgdist_name(patch, ratio)
         out.setdefault(f"finetune:{name}:{AVGDIST_FRACTION:g}",

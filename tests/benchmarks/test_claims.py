@@ -125,10 +125,14 @@ def test_avgdist_of_is_what_convergent_masks_prints():
 
 def test_experiments_that_read_another_run_come_after_it_and_pull_it_in(tmp_path):
     names = claims.needed([c for c in claims.CLAIMS if c.name == "fd"], floors=False)
-    assert "mocov3" in names and "fd" in names and names.index("mocov3") < names.index("fd")
+    for teacher in claims_runs.FD_TEACHERS:
+        student = claims_runs.fd_name(teacher)
+        assert names.index(teacher) < names.index(student) < names.index(f"finetune:{student}:0.1")
     s = claims_runs.Settings(tmp_path)
-    with pytest.raises(SystemExit, match="reads the encoder of experiment 'mocov3'"):
+    with pytest.raises(SystemExit, match="reads the encoder of experiment 'simclr'"):
         claims_runs.run_experiment("fd", s)
+    assert claims_runs._pretrain_config("fd", claims_runs.EXPERIMENTS["fd"], s).task.fd.teacher == str(
+        tmp_path / "runs" / "simclr" / "encoder")
 
 
 def test_pretrain_overrides_merge_into_the_preset_in_depth(tmp_path):
@@ -180,3 +184,15 @@ def test_scaling_predicts_claim_is_a_one_sided_permutation_test():
     assert v.holds and v.comparisons[0].a == pytest.approx(1.0, abs=0.01)  # ties among the losses
     r = _sweep_points((0.48, 0.50, 0.51), (0.47, 0.46, 0.45), knn=lambda loss: loss)  # the wrong direction
     assert not claims.judge_scaling_predicts(r, permutations=2000).holds
+
+
+def test_fd_claim_is_judged_on_the_presets_teacher_and_reports_the_other():
+    r = {}
+    for t, (student, teacher) in zip(claims_runs.FD_TEACHERS, ((0.70, 0.65), (0.33, 0.65))):
+        r[t] = _probe(0.7, 0.75)
+        r[claims_runs.fd_name(t)] = _probe(0.6, 0.65)
+        for f in claims_runs.FRACTIONS:
+            r[f"finetune:{claims_runs.fd_name(t)}:{f:g}"] = {"test_acc": student, "n_test": 10_000}
+            r[f"finetune:{t}:{f:g}"] = {"test_acc": teacher, "n_test": 10_000}
+    v = claims.judge_fd(r)
+    assert v.holds and v.extra == {"with a mocov3 teacher": False} and "33.00 % vs 65.00 %" in v.note
