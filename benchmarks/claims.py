@@ -42,6 +42,7 @@ from claims_runs import (  # noqa: E402
     FRACTIONS,
     PRETRAIN,
     SIZE_FRACTIONS,
+    SIZE_VARIANTS,
     Settings,
     avgdist_name,
     fd_name,
@@ -170,19 +171,19 @@ def _var(p: float, n: int) -> float:
 
 def judge_model_size(r: dict) -> Verdict:
     """The fine-tuning gain of SimMIM over random init is larger for the larger Swin V2."""
+    small, large = SIZE_VARIANTS
     rows = []
     for f in SIZE_FRACTIONS:
-        accs = {m: (_acc(r, _ft(m, f), "test_acc"), _acc(r, _ft(f"random:{m}", f), "test_acc"))
-                for m in ("simmim-larger", "simmim")}  # fmt: skip
-        n = _n(r, _ft("simmim", f))
+        accs = {m: (_acc(r, _ft(m, f), "test_acc"), _acc(r, _ft(f"random:{m}", f), "test_acc")) for m in SIZE_VARIANTS}
+        n = _n(r, _ft(small, f))
         gains = {m: a - b for m, (a, b) in accs.items()}
         se = math.sqrt(sum(_var(x, n) for pair in accs.values() for x in pair))
-        rows.append(Comparison(f"fine-tuned on {f:.0%}: gain of {r[_ft('simmim-larger', f)]['backbone']} vs gain of "
-                               f"{r[_ft('simmim', f)]['backbone']}", gains["simmim-larger"], gains["simmim"], n,
-                               se=se))  # fmt: skip
-    note = "; ".join(f"{m} ({r[m]['backbone']}): fine-tuned " + ", ".join(
-        f"{100 * _acc(r, _ft(m, f), 'test_acc'):.2f} % vs random {100 * _acc(r, _ft(f'random:{m}', f), 'test_acc'):.2f} "
-        f"% at {f:.0%}" for f in SIZE_FRACTIONS) for m in ("simmim", "simmim-larger"))  # fmt: skip
+        rows.append(Comparison(f"fine-tuned on {f:.0%}: SimMIM's gain on {large} vs on {small}", gains[large],
+                               gains[small], n, se=se))  # fmt: skip
+    note = ("encoders: the scaling sweep's runs on all of its data at its largest budget; " + "; ".join(
+        f"{m}: fine-tuned " + ", ".join(
+            f"{100 * _acc(r, _ft(m, f), 'test_acc'):.2f} % vs random {100 * _acc(r, _ft(f'random:{m}', f), 'test_acc'):.2f} "
+            f"% at {f:.0%}" for f in SIZE_FRACTIONS) for m in SIZE_VARIANTS))  # fmt: skip
     return Verdict(rows, note)
 
 
@@ -306,8 +307,8 @@ CLAIMS = [
     Claim("image-text", "CLIP and SigLIP: zero-shot classification and retrieval far above chance on held-out pairs",
           ("clip", "siglip"), judge_image_text),
     Claim("model-size", "The larger model benefits more from masked image modelling (SimMIM's fine-tuning gain over "
-          "random initialisation, Swin V2 5.5 M vs 2.2 M parameters)",
-          tuple(_ft(p, f) for m in ("simmim", "simmim-larger") for p in (m, f"random:{m}") for f in SIZE_FRACTIONS),
+          "random initialisation, Swin V2 5.5 M vs 2.2 M parameters, pre-trained alike in the scaling sweep)",
+          tuple(_ft(p, f) for m in SIZE_VARIANTS for p in (m, f"random:{m}") for f in SIZE_FRACTIONS),
           judge_model_size),
     Claim("scaling-overfit", "On a small data fraction the larger model's held-out loss rises with longer training, "
           "while on the full data it falls", ("scaling",), judge_scaling_overfit),

@@ -38,6 +38,9 @@ class Experiment:
     fields). ``{runs}`` in a string is the suite's run directory (``OUT/runs``)."""
     requires: tuple[str, ...] = ()
     """Experiments whose run directories this one reads (a teacher, a starting encoder)."""
+    init_dir: str | None = None
+    """finetune: a run directory under ``OUT/runs`` to start from, other than an experiment's own
+    (the runs of a sweep); its experiment is in ``requires``."""
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -81,9 +84,10 @@ SCALING_SWEEP = "scaling-simmim-fmnist"
 """The bundled sweep of the scaling claims (``convergent/configs/sweeps/``)."""
 SIZE_FRACTIONS = (0.1,)
 """Label fractions of the model-size claim's fine-tunings."""
-LARGER = "swinv2_mini"
-"""The larger Swin V2 of the model-size claim (5.5 M parameters against the preset's
-``swinv2_micro``, 2.2 M), pre-trained and fine-tuned exactly as the preset's."""
+SIZE_VARIANTS = ("swinv2_micro", "swinv2_mini")
+"""The smaller and the larger Swin V2 of the model-size claim (2.2 M and 5.5 M parameters):
+the scaling sweep's encoders pre-trained on all of its data to its largest budget (the same
+steps, batch and images for both), fine-tuned against their random initialisations."""
 
 
 def fd_name(teacher: str) -> str:
@@ -107,9 +111,6 @@ def _experiments() -> dict[str, Experiment]:
             out[avgdist_name(patch, ratio)] = Experiment("pretrain", PRETRAIN["simmim"], overrides={
                 "task": {"simmim": {"mask_patch_size": patch, "mask_ratio": ratio}},
                 "eval": {"knn": False, "linear_probe": False}})  # fmt: skip
-    larger = {"model": {"backbone": LARGER}}
-    out["simmim-larger"] = Experiment("pretrain", PRETRAIN["simmim"], overrides=larger)
-    out["random:simmim-larger"] = Experiment("random", PRETRAIN["simmim"], overrides=larger)
     out["scaling"] = Experiment("sweep", SCALING_SWEEP)
     for teacher in FD_TEACHERS:
         out[fd_name(teacher)] = Experiment("pretrain", "fd-vit-fmnist", requires=(teacher,),
@@ -118,11 +119,14 @@ def _experiments() -> dict[str, Experiment]:
         for f in FRACTIONS:
             out[f"finetune:{name}:{f:g}"] = Experiment("finetune", PRETRAIN[name], init=name, fraction=f)
             out[f"finetune:random:{name}:{f:g}"] = Experiment("finetune", PRETRAIN[name], init=None, fraction=f)
-    for f in SIZE_FRACTIONS:
-        out[f"finetune:simmim-larger:{f:g}"] = Experiment("finetune", PRETRAIN["simmim"], init="simmim-larger",
-                                                          fraction=f, overrides=larger)  # fmt: skip
-        out[f"finetune:random:simmim-larger:{f:g}"] = Experiment("finetune", PRETRAIN["simmim"], fraction=f,
-                                                                 overrides=larger)  # fmt: skip
+    for variant in SIZE_VARIANTS:  # the sweep's runs on all of its data, at its largest budget
+        size = {"model": {"backbone": variant}}
+        for f in SIZE_FRACTIONS:
+            out[f"finetune:{variant}:{f:g}"] = Experiment(
+                "finetune", PRETRAIN["simmim"], fraction=f, overrides=size, requires=("scaling",),
+                init_dir=f"scaling/runs/{variant}-f1")  # fmt: skip
+            out[f"finetune:random:{variant}:{f:g}"] = Experiment("finetune", PRETRAIN["simmim"], fraction=f,
+                                                                 overrides=size)  # fmt: skip
     for teacher in FD_TEACHERS:
         for f in FRACTIONS:
             out[f"finetune:{fd_name(teacher)}:{f:g}"] = Experiment("finetune", "fd-vit-fmnist", init=fd_name(teacher),
@@ -184,7 +188,9 @@ def _pretrain_config(name: str, e: Experiment, s: Settings):
 def run_experiment(name: str, s: Settings) -> dict:
     """Run experiment ``name`` with settings ``s``; its measured numbers (and ``wall_s``)."""
     e = EXPERIMENTS[name]
-    for dep in e.depends_on:
+    for dep in (*e.depends_on, *((e.init_dir,) if e.init_dir else ())):
+        if EXPERIMENTS.get(dep, e).kind == "sweep":
+            continue  # a sweep's encoders are its runs' (init_dir)
         if not (run_dir_of(dep, s) / "encoder").is_dir():
             raise SystemExit(f"{name} reads the encoder of experiment {dep!r}, but {run_dir_of(dep, s) / 'encoder'} "
                              f"is missing (results copied without runs?): remove {dep!r} from results.json to rerun it")
@@ -242,7 +248,8 @@ def _finetune(name: str, e: Experiment, s: Settings) -> dict:
     from convergent.workflows.finetune import finetune_config, run_finetune
 
     pre = _pretrain_config(name, e, s)
-    init = None if e.init is None else str(run_dir_of(e.init, s) / "encoder")
+    start = e.init_dir or e.init
+    init = None if start is None else str(run_dir_of(start, s) / "encoder")
     cfg = finetune_config(pre, init, round(e.fraction * _train_size(pre)), s.finetune_steps, s.finetune_batch,
                           s.finetune_lr, s.finetune_layer_decay, run_name=pre.trainer.run_name)  # fmt: skip
     shutil.rmtree(s.out / "runs" / cfg.trainer.run_name, ignore_errors=True)  # a killed fine-tuning starts again

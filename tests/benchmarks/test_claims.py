@@ -146,17 +146,26 @@ def test_pretrain_overrides_merge_into_the_preset_in_depth(tmp_path):
 
 def test_model_size_claim_compares_gains_with_the_noise_of_four_accuracies():
     r = {}
-    for m, backbone, (pre, rnd) in (("simmim", "swinv2_micro", (0.70, 0.66)), ("simmim-larger", "swinv2_mini", (0.75, 0.65))):
-        r[m] = {"backbone": backbone}
-        for f in claims_runs.FRACTIONS:
-            r[f"finetune:{m}:{f:g}"] = {"test_acc": pre, "n_test": 10_000, "backbone": backbone}
-            r[f"finetune:random:{m}:{f:g}"] = {"test_acc": rnd, "n_test": 10_000, "backbone": backbone}
+    small, large = claims_runs.SIZE_VARIANTS
+    for m, (pre, rnd) in ((small, (0.70, 0.66)), (large, (0.75, 0.65))):
+        for f in claims_runs.SIZE_FRACTIONS:
+            r[f"finetune:{m}:{f:g}"] = {"test_acc": pre, "n_test": 10_000, "backbone": m}
+            r[f"finetune:random:{m}:{f:g}"] = {"test_acc": rnd, "n_test": 10_000, "backbone": m}
     v = claims.judge_model_size(r)
     se = (0.7 * 0.3 / 1e4 + 0.75 * 0.25 / 1e4 + 0.66 * 0.34 / 1e4 + 0.65 * 0.35 / 1e4) ** 0.5
     assert v.comparisons[0].margin == pytest.approx(2 * se) and v.holds  # gains 10 vs 4 pts
-    for f in claims_runs.FRACTIONS:
-        r[f"finetune:simmim-larger:{f:g}"]["test_acc"] = 0.705  # gain 5.5 vs 4 pts: within 2 SE (~1.8 pts)
+    for f in claims_runs.SIZE_FRACTIONS:
+        r[f"finetune:{large}:{f:g}"]["test_acc"] = 0.705  # gain 5.5 vs 4 pts: within 2 SE (~1.8 pts)
     assert not claims.judge_model_size(r).holds
+
+
+def test_model_size_finetunings_start_from_the_sweeps_runs(tmp_path):
+    names = claims.needed([c for c in claims.CLAIMS if c.name == "model-size"], floors=False)
+    assert names[0] == "scaling"
+    e = claims_runs.EXPERIMENTS[f"finetune:{claims_runs.SIZE_VARIANTS[1]}:0.1"]
+    assert e.init_dir == f"scaling/runs/{claims_runs.SIZE_VARIANTS[1]}-f1"
+    with pytest.raises(SystemExit, match="scaling/runs/swinv2_mini-f1"):
+        claims_runs.run_experiment(f"finetune:{claims_runs.SIZE_VARIANTS[1]}:0.1", claims_runs.Settings(tmp_path))
 
 
 def _sweep_points(small_curve, full_curve, knn=None) -> dict:
