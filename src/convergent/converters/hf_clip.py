@@ -129,10 +129,7 @@ def config_from_hf(hf: dict) -> CLIPTowers:
     t = {**_TEXT_DEFAULTS, **(hf.get("text_config") or {})}
     v = {**_VISION_DEFAULTS, **(hf.get("vision_config") or {})}
     for where, c in (("text_config", t), ("vision_config", v)):
-        if c["hidden_act"] not in _ACT_FROM_HF:
-            raise ValueError(f"HF CLIP {where}: hidden_act {c['hidden_act']!r} unsupported; expected one of {sorted(_ACT_FROM_HF)}")
-        if c["hidden_size"] % c["num_attention_heads"]:
-            raise ValueError(f"HF CLIP {where}: hidden_size {c['hidden_size']} is not divisible by num_attention_heads")
+        _check_tower(c, where)
     pad = t["pad_token_id"]
     vision = _vision_config(v, "vision_config.")
     text = TextConfig(
@@ -161,12 +158,16 @@ def vision_config_from_hf(hf: dict) -> ViTConfig:
     if kind not in IMAGE_TOWER_TYPES:
         raise ValueError(f"HF config has model_type {kind!r}; expected one of {IMAGE_TOWER_TYPES}")
     v = {**_VISION_DEFAULTS, **(hf.get("vision_config") or {} if kind == "clip" else hf)}
-    where = "vision_config." if kind == "clip" else ""
-    if v["hidden_act"] not in _ACT_FROM_HF:
-        raise ValueError(f"HF CLIP {where}hidden_act {v['hidden_act']!r} unsupported; expected one of {sorted(_ACT_FROM_HF)}")
-    if v["hidden_size"] % v["num_attention_heads"]:
-        raise ValueError(f"HF CLIP {where}hidden_size {v['hidden_size']} is not divisible by num_attention_heads")
-    return _vision_config(v, where)
+    _check_tower(v, "vision_config" if kind == "clip" else "vision model config")
+    return _vision_config(v, "vision_config." if kind == "clip" else "")
+
+
+def _check_tower(c: dict, where: str) -> None:
+    """A tower's config dict (defaults filled in) uses an activation we have and splits into heads."""
+    if c["hidden_act"] not in _ACT_FROM_HF:
+        raise ValueError(f"HF CLIP {where}: hidden_act {c['hidden_act']!r} unsupported; expected one of {sorted(_ACT_FROM_HF)}")
+    if c["hidden_size"] % c["num_attention_heads"]:
+        raise ValueError(f"HF CLIP {where}: hidden_size {c['hidden_size']} is not divisible by num_attention_heads")
 
 
 def _vision_config(v: dict, where: str) -> ViTConfig:

@@ -47,16 +47,19 @@ def sincos_pos_embed_2d(grid: int | tuple[int, int], dim: int, cls_token: bool =
     return emb.float()
 
 
-def interpolate_rel_pos_table(table: torch.Tensor, old_ws: tuple[int, int], new_ws: tuple[int, int]) -> torch.Tensor:
-    """Resize a Swin V1 relative position bias table ``((2Wh-1)*(2Ww-1), heads)`` to another
-    window size with bicubic interpolation (as the official Swin fine-tuning code does)."""
+def interpolate_rel_pos_table(
+    table: torch.Tensor, old_ws: tuple[int, int], new_ws: tuple[int, int], mode: str = "bicubic"
+) -> torch.Tensor:
+    """Resize a relative position bias table ``((2Wh-1)*(2Ww-1), heads)`` to another window (or
+    grid) size: bicubic as the official Swin V1 fine-tuning code, or ``mode='bilinear'`` as HF
+    BEiT (``align_corners=False`` both)."""
     if tuple(old_ws) == tuple(new_ws):
         return table
     heads = table.shape[1]
     old = (2 * old_ws[0] - 1, 2 * old_ws[1] - 1)
     new = (2 * new_ws[0] - 1, 2 * new_ws[1] - 1)
     grid = table.T.reshape(1, heads, *old).float()
-    grid = F.interpolate(grid, size=new, mode="bicubic", align_corners=False)
+    grid = F.interpolate(grid, size=new, mode=mode, align_corners=False)
     return grid.reshape(heads, -1).T.contiguous().to(table.dtype)
 
 
@@ -166,11 +169,8 @@ class GridRelativePositionBias(nn.Module):
         (``align_corners=False``, as HF BEiT), the three class rows kept."""
         if tuple(old) == tuple(new):
             return table
-        offsets, extra = table[: -cls.EXTRA], table[-cls.EXTRA :]
-        heads = table.shape[1]
-        grid = offsets.T.reshape(1, heads, 2 * old[0] - 1, 2 * old[1] - 1).float()
-        grid = F.interpolate(grid, size=(2 * new[0] - 1, 2 * new[1] - 1), mode="bilinear", align_corners=False)
-        return torch.cat([grid.reshape(heads, -1).T.to(table.dtype), extra])
+        offsets = interpolate_rel_pos_table(table[: -cls.EXTRA], old, new, mode="bilinear")
+        return torch.cat([offsets, table[-cls.EXTRA :]])
 
     def forward(self, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """``(heads, 1 + N, 1 + N)`` bias for patch grid ``grid`` (None: the configured one)."""

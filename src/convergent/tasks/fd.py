@@ -146,10 +146,10 @@ class FD(Task):
             )
         pred = self.head(tokens)  # (B, N, C_t)
         c = self.config
-        loss = whitened_smooth_l1(pred, target, c.loss_beta, c.whiten_eps, c.whiten)
+        goal = F.layer_norm(target.float(), target.shape[-1:], eps=c.whiten_eps) if c.whiten else target.float()
+        loss = whitened_smooth_l1(pred, goal, c.loss_beta, whiten=False)  # whitened once, above
         with torch.no_grad():
-            goal = F.layer_norm(target.float(), target.shape[-1:], eps=c.whiten_eps) if c.whiten else target
-            cos = F.cosine_similarity(pred.detach().float(), goal.float(), dim=-1).mean()
+            cos = F.cosine_similarity(pred.detach().float(), goal, dim=-1).mean()
         return {"loss": loss, "target_cos": cos}
 
     @torch.no_grad()

@@ -78,17 +78,13 @@ def read_teacher(path: Path, option: str) -> tuple[Any, dict, str, Stats | None]
         if encoder is None:
             raise FileNotFoundError(f"{option} {path}: a run without {RunDir.ENCODER}/ (not finished yet, or it "
                                     "failed); the teacher is a finished run's encoder")  # fmt: skip
-        data = read_config(run).data
-        return (*read_pretrained(encoder), (list(data.mean), list(data.std)))
+        return (*read_pretrained(encoder), _run_stats(run))
     if not (path / HF_CONFIG).is_file():
         raise ValueError(f"{option} {path}: neither {RunDir.CONFIG} nor {HF_CONFIG} there; {EXPECTED}")
     found = read_json(path / HF_CONFIG, what="model config")
     if "family" in found:  # an encoder directory of this library
         owner = RunDir(path.parent)
-        stats = None
-        if path.name == RunDir.ENCODER and owner.is_run():
-            data = read_config(owner).data
-            stats = (list(data.mean), list(data.std))
+        stats = _run_stats(owner) if path.name == RunDir.ENCODER and owner.is_run() else None
         return (*read_pretrained(path), stats)
     model_type = found.get("model_type")
     if model_type in HF_TEXT_TOWERS:
@@ -103,6 +99,12 @@ def read_teacher(path: Path, option: str) -> tuple[Any, dict, str, Stats | None]
         clip = (list(hf_clip.OPENAI_MEAN), list(hf_clip.OPENAI_STD)) if model_type in hf_clip.IMAGE_TOWER_TYPES else None
         stats = default if default is not None else clip
     return cfg, weights, f"{path} (HF {model_type}, converted)", stats
+
+
+def _run_stats(run: RunDir) -> Stats:
+    """The normalisation a run's images had (its ``data.mean`` / ``data.std``)."""
+    data = read_config(run).data
+    return list(data.mean), list(data.std)
 
 
 _IMAGE_ONLY = "the teacher of feature distillation is an image encoder that sees the student's view"
