@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from convergent.data.color import ViewAugment, view_augments
+from convergent.data.protocol import IMAGE_KEYS
 
 _ATTEMPTS = 10
 
@@ -143,3 +144,19 @@ def denormalize(x: torch.Tensor, cfg) -> torch.Tensor:
     m = torch.tensor(channel_stats(cfg.mean, C, "mean"), device=x.device, dtype=x.dtype).view(1, C, 1, 1)
     s = torch.tensor(channel_stats(cfg.std, C, "std"), device=x.device, dtype=x.dtype).view(1, C, 1, 1)
     return (x * s + m).clamp(0, 1)
+
+
+def transform_batch(batch: dict, transform, generator: torch.Generator, views: int = 1) -> dict:
+    """``batch`` with its images made model inputs, as the Trainer makes them: ``image`` as view
+    0, then ``image2`` ... ``imageN`` (``views = N``) as further views of the same images, drawn
+    in that order from ``generator``; other images a dataset yields (``IMAGE_KEYS``: ViLT's false
+    images) transformed alike. In place; returns ``batch``."""
+    if "image" in batch:
+        images = batch["image"]  # uint8
+        batch["image"] = transform(images, generator)
+        for v in range(2, views + 1):
+            batch[f"image{v}"] = transform(images, generator, view=v - 1)
+    for key in IMAGE_KEYS[1:]:
+        if key in batch:
+            batch[key] = transform(batch[key], generator)
+    return batch

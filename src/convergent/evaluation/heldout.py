@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from convergent.data.protocol import SKIPPED, Dataset
+from convergent.data.transforms import transform_batch
 from convergent.evaluation.features import Transform, collate_for, collate_images, evaluating, model_device
 from convergent.tasks.base import Task
 
@@ -59,10 +60,4 @@ def _inputs(batch: dict, transform: Transform, views: int, device: torch.device,
     """The batch on ``device`` with its images transformed, views 2.. drawn as the Trainer draws
     them (``image2``, ...) from a generator seeded with ``seed``."""
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items() if k != SKIPPED}
-    if "image" in batch:
-        generator = torch.Generator(device=device).manual_seed(seed)
-        images = batch["image"]
-        batch["image"] = transform(images, generator)
-        for v in range(2, views + 1):
-            batch[f"image{v}"] = transform(images, generator, view=v - 1)
-    return batch
+    return transform_batch(batch, transform, torch.Generator(device=device).manual_seed(seed), views)

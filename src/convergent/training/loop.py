@@ -74,8 +74,9 @@ from lightning_fabric import Fabric
 from torch import nn
 from torch.utils.data import DataLoader
 
-from convergent.data.protocol import IMAGE_KEYS, SKIPPED, Dataset
+from convergent.data.protocol import SKIPPED, Dataset
 from convergent.data.skips import SkipLog
+from convergent.data.transforms import transform_batch
 from convergent.rundir import RunDir
 from convergent.tasks.base import Task
 from convergent.training.batch_keys import check_batch_keys, view_keys
@@ -369,15 +370,7 @@ class Trainer:
     def _prepare(self, batch: dict, transform, generator: torch.Generator, views: int, skips: SkipLog) -> dict:
         skips.merge(batch.pop(SKIPPED, ()))  # unreadable samples a loader worker passed over
         batch = self.fabric.to_device(batch)
-        if transform is not None and "image" in batch:
-            images = batch["image"]  # uint8
-            batch["image"] = transform(images, generator)  # view 0
-            for v in range(2, views + 1):  # further views of the same images, drawn after the first
-                batch[f"image{v}"] = transform(images, generator, view=v - 1)
-        for key in IMAGE_KEYS[1:]:  # other images a dataset yields (ViLT's false images), transformed alike
-            if transform is not None and key in batch:
-                batch[key] = transform(batch[key], generator)
-        return batch
+        return batch if transform is None else transform_batch(batch, transform, generator, views)
 
     def _nonfinite_problem(self, values: dict[str, float]) -> str | None:
         if not math.isfinite(values["loss"]):

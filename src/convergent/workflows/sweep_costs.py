@@ -15,7 +15,7 @@ import torch
 
 from convergent.config import PretrainConfig
 from convergent.data.protocol import Dataset
-from convergent.data.transforms import build_transform
+from convergent.data.transforms import build_transform, transform_batch
 from convergent.training.flops import measure_step, train_step_flops
 from convergent.workflows.assemble import build_run_task
 from convergent.workflows.sweep_plan import SweepPlan
@@ -51,13 +51,8 @@ def example_batch(cfg: PretrainConfig, train_set: Dataset, views: int, device: t
     when there are fewer), the training transform drawn from a seeded generator, ``views`` views."""
     items = [train_set[i % len(train_set)] for i in range(cfg.data.batch_size)]
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in train_set.collate_fn(items).items()}
-    transform = build_transform(cfg.data, train=True)
     generator = torch.Generator(device=device).manual_seed(cfg.trainer.seed)
-    images = batch["image"]
-    batch["image"] = transform(images, generator)
-    for v in range(2, views + 1):
-        batch[f"image{v}"] = transform(images, generator, view=v - 1)
-    return batch
+    return transform_batch(batch, build_transform(cfg.data, train=True), generator, views)
 
 
 def measure_variant(cfg: PretrainConfig, train_set: Dataset, timed: bool = False) -> VariantCost:

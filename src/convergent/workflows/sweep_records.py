@@ -8,30 +8,18 @@ reads these files first (:func:`read_points`). Parallel workers write only their
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from convergent.config import to_dict
+from convergent.evaluation.report import write_report
 from convergent.workflows.sweep_plan import SweepPlan
 
 
 def write_json(path: Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically: a temporary file in the same directory,
-    flushed to disk, renamed over ``path``; a kill leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=2, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``data`` as JSON to ``path`` atomically (:func:`convergent.evaluation.report.write_report`:
+    a temporary file renamed over ``path``; a kill leaves the old file or the new one)."""
+    return write_report(data, path)
 
 
 def read_json(path: Path) -> Any:
