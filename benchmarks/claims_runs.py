@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from convergent.config import PretrainConfig, from_dict
+from convergent.workflows.sweep_plan import run_name
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def _experiments() -> dict[str, Experiment]:
         for f in SIZE_FRACTIONS:
             out[f"finetune:{variant}:{f:g}"] = Experiment(
                 "finetune", PRETRAIN["simmim"], fraction=f, overrides=size, requires=("scaling",),
-                init_dir=f"scaling/runs/{variant}-f1")  # fmt: skip
+                init_dir=f"scaling/runs/{run_name(variant, 1.0)}")  # fmt: skip
             out[f"finetune:random:{variant}:{f:g}"] = Experiment("finetune", PRETRAIN["simmim"], fraction=f,
                                                                  overrides=size)  # fmt: skip
     for teacher in FD_TEACHERS:

@@ -42,7 +42,7 @@ class SweepPoint:
     @property
     def key(self) -> str:
         """File-name-safe name of the point: ``swinv2_micro-f0.5-s200``."""
-        return f"{self.variant}-f{self.fraction:g}-s{self.steps}"
+        return f"{run_name(self.variant, self.fraction)}-s{self.steps}"
 
 
 @dataclass
@@ -60,12 +60,16 @@ class SweepRun:
 
     @property
     def name(self) -> str:
-        """The run directory's name: ``swinv2_micro-f0.5``."""
-        return f"{self.variant}-f{self.fraction:g}"
+        return run_name(self.variant, self.fraction)
 
     @property
     def points(self) -> list[SweepPoint]:
         return [SweepPoint(self.variant, self.fraction, b) for b in self.budgets]
+
+
+def run_name(variant: str, fraction: float) -> str:
+    """The run directory's name of ``variant`` on ``fraction`` of the data: ``swinv2_micro-f0.5``."""
+    return f"{variant}-f{fraction:g}"
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ def _run_config(sweep: SweepConfig, base: PretrainConfig, paths: SweepPaths, var
     data = dataclasses.replace(base.data, limit=None if fraction == 1 and base.data.limit is None else samples)
     trainer = dataclasses.replace(
         base.trainer, max_steps=budgets[-1], seed=sweep.seed, out_dir=str(paths.runs),
-        run_name=f"{variant}-f{fraction:g}", checkpoint_every=reduce(math.gcd, budgets),
+        run_name=run_name(variant, fraction), checkpoint_every=reduce(math.gcd, budgets),
     )  # fmt: skip
     evaluation = dataclasses.replace(base.eval, knn=False, linear_probe=False)  # the sweep scores every budget
     return dataclasses.replace(base, model=model, data=data, trainer=trainer, eval=evaluation)
