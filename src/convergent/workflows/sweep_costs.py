@@ -98,3 +98,10 @@ def format_count(x: float) -> str:
         return str(x)
     exponent = min(int(math.log10(abs(x)) // 3), 5)
     return f"{x / 1000**exponent:.3g}{' kMGTP'[exponent].strip()}"
+
+
+def format_table(rows: list[tuple[str, ...]]) -> str:
+    """Rows of strings as an aligned table: the first column left-aligned, the others right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)  # fmt: skip

@@ -8,7 +8,7 @@ loading, checkpoints and the end-of-run pictures are not counted: expect somewha
 """
 
 from convergent.data.protocol import Dataset
-from convergent.workflows.sweep_costs import VariantCost, format_count, variant_costs
+from convergent.workflows.sweep_costs import VariantCost, format_count, format_table, variant_costs
 from convergent.workflows.sweep_plan import SweepPlan, SweepRun
 
 
@@ -41,9 +41,7 @@ def dry_run(plan: SweepPlan, train_set: Dataset, test_set: Dataset) -> dict:
             rows.append((p.key, format_count(cost.params), format_count(cost.flops_per_step * p.steps),
                          format_count(run.cfg.data.batch_size * p.steps), format_count(run.distinct_samples),
                          _duration(seconds) if i == len(run.points) - 1 else ""))  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    print(format_table(rows))
     measured = ", ".join(f"{v} {c.step_s:.3g} s/step" for v, c in costs.items())
     print(f"sweep: {len(plan.points)} points in {len(plan.runs)} runs; estimated {_duration(total)} one after another "
           f"(measured here at batch {plan.base.data.batch_size}: {measured}; not counting start-up and checkpoints)")  # fmt: skip

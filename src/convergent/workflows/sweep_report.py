@@ -13,7 +13,7 @@ import math
 
 from convergent.evaluation.scaling import fit_loss_law, fit_problem, pareto_frontier, spearman
 from convergent.workflows.pictures import save_scaling_plot
-from convergent.workflows.sweep_costs import format_count
+from convergent.workflows.sweep_costs import format_count, format_table
 from convergent.workflows.sweep_plan import SweepPlan
 from convergent.workflows.sweep_records import read_points, write_json
 
@@ -69,9 +69,7 @@ def format_points(points: list[dict]) -> str:
         score = "-" if p.get("score") is None else f"{p['score']:.4f}"
         counts = (p["params"], p["train_flops"], p["samples_seen"], p["distinct_samples"])
         rows.append((p["key"], *(format_count(c) for c in counts), loss, score))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in rows)  # fmt: skip
+    return format_table(rows)
 
 
 def format_fit(report: dict) -> str:
