@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convergent.config import PretrainConfig, from_dict
+from convergent.commands.presets import preset_config
+from convergent.config import with_overrides
 from convergent.workflows.sweep_plan import run_name
 
 
@@ -34,9 +35,9 @@ class Experiment:
     image_text: bool = False
     """pretrain: also zero-shot classification and retrieval on the held-out pairs."""
     overrides: dict = field(default_factory=dict, hash=False)
-    """pretrain / random: config changes over the preset (nested sections; merged into the
-    preset's YAML, so ``{"task": {"simmim": {"mask_ratio": 0.3}}}`` keeps the other simmim
-    fields). ``{runs}`` in a string is the suite's run directory (``OUT/runs``)."""
+    """Config changes over the preset, as dotted keys (``{"task.simmim.mask_ratio": 0.3}``,
+    :func:`convergent.config.with_overrides`). ``{runs}`` in a string is the suite's run
+    directory (``OUT/runs``)."""
     requires: tuple[str, ...] = ()
     """Experiments whose run directories this one reads (a teacher, a starting encoder)."""
     init_dir: str | None = None
@@ -62,7 +63,7 @@ PRETRAIN = {  # experiment name: preset
     "clip": "clip-vit-emoji",
     "siglip": "siglip-vit-emoji",
 }
-STARTS = {"simcse": {"requires": ("mlm",), "overrides": {"model": {"init": "{runs}/mlm"}}}}
+STARTS = {"simcse": {"requires": ("mlm",), "overrides": {"model.init": "{runs}/mlm"}}}
 """Presets that start from another preset's run (SimCSE fine-tunes the MLM preset's encoder):
 the suite's own run of it."""
 FRACTIONS = (0.01, 0.1)
@@ -115,13 +116,13 @@ def _experiments() -> dict[str, Experiment]:
     out["scaling"] = Experiment("sweep", SCALING_SWEEP)
     for teacher in FD_TEACHERS:
         out[fd_name(teacher)] = Experiment("pretrain", "fd-vit-fmnist", requires=(teacher,),
-                                           overrides={"task": {"fd": {"teacher": f"{{runs}}/{teacher}/encoder"}}})  # fmt: skip
+                                           overrides={"task.fd.teacher": f"{{runs}}/{teacher}/encoder"})  # fmt: skip
     for name in FINETUNED:
         for f in FRACTIONS:
             out[f"finetune:{name}:{f:g}"] = Experiment("finetune", PRETRAIN[name], init=name, fraction=f)
             out[f"finetune:random:{name}:{f:g}"] = Experiment("finetune", PRETRAIN[name], init=None, fraction=f)
     for variant in SIZE_VARIANTS:  # the sweep's runs on all of its data, at its largest budget
-        size = {"model": {"backbone": variant}}
+        size = {"model.backbone": variant}
         for f in SIZE_FRACTIONS:
             out[f"finetune:{variant}:{f:g}"] = Experiment(
                 "finetune", PRETRAIN["simmim"], fraction=f, overrides=size, requires=("scaling",),
@@ -161,27 +162,13 @@ def run_dir_of(name: str, s: Settings) -> Path:
     return s.out / "runs" / name.replace(":", "-")
 
 
-def _merge(base: dict, changes: dict, runs: Path) -> dict:
-    """``base`` with ``changes`` merged in depth (``{runs}`` in strings: the suite's run directory)."""
-    out = dict(base)
-    for k, v in changes.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "overrides":
-            out[k] = _merge(out[k], v, runs)
-        else:
-            out[k] = v.replace("{runs}", str(runs)) if isinstance(v, str) else v
-    return out
-
-
 def _pretrain_config(name: str, e: Experiment, s: Settings):
-    import yaml
-
-    from convergent.commands.presets import preset_path
-
-    preset = yaml.safe_load(preset_path(e.preset).read_text()) or {}
-    changes = _merge(e.overrides, {"trainer": {
-        "out_dir": str(s.out / "runs"), "run_name": name.replace(":", "-"), "accelerator": s.accelerator,
-        "precision": s.precision, "seed": s.seed, "log_every": 50}}, s.out / "runs")  # fmt: skip
-    cfg = from_dict(PretrainConfig, _merge(preset, changes, s.out / "runs"), f"preset {e.preset}")
+    runs = s.out / "runs"
+    changes = {k: v.replace("{runs}", str(runs)) if isinstance(v, str) else v for k, v in e.overrides.items()}
+    cfg = with_overrides(preset_config(e.preset), {
+        **changes, "trainer.out_dir": str(runs), "trainer.run_name": run_dir_of(name, s).name,
+        "trainer.accelerator": s.accelerator, "trainer.precision": s.precision, "trainer.seed": s.seed,
+        "trainer.log_every": 50}, f"claims experiment {name}")  # fmt: skip
     cfg.trainer = dataclasses.replace(cfg.trainer, checkpoint_every=max(cfg.trainer.max_steps // 4, 1))
     return cfg
 
