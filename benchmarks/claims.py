@@ -369,13 +369,27 @@ def floor_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(c: Claim, v: Verdict, path: Path) -> None:
+def _figure(size: tuple[float, float]):
+    """A figure and its axes, drawn off-screen (Agg)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(v.comparisons) + 1.2))
+    return plt.subplots(figsize=size)
+
+
+def _write(fig, path: Path) -> None:
+    from matplotlib import pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot(c: Claim, v: Verdict, path: Path) -> None:
+
+    fig, ax = _figure((8, 0.6 * len(v.comparisons) + 1.2))
     y = range(len(v.comparisons))
     scale = [100 if x.unit == "%" else 1 for x in v.comparisons]
     ax.barh([i + 0.2 for i in y], [k * x.a for k, x in zip(scale, v.comparisons)], height=0.4, label="a",
@@ -386,20 +400,14 @@ def plot(c: Claim, v: Verdict, path: Path) -> None:
     ax.set_xlabel("accuracy / recall (%)" if all(x.unit == "%" for x in v.comparisons) else "value")
     ax.set_title(f"{c.name}: {'holds' if v.holds else 'does not hold at this scale'}", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _write(fig, path)
 
 
 def plot_avgdist(c: Claim, v: Verdict, path: Path) -> None:
     """Fine-tuning accuracy against AvgDist, one point per masking strategy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
 
     pts = v.data["points"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure((6, 4))
     ax.plot([p["avg_dist"] for p in pts], [100 * p["finetune_acc"] for p in pts], marker="o")
     for p in pts:
         ax.annotate(f"{p['patch']}px/{p['ratio']:.0%}", (p["avg_dist"], 100 * p["finetune_acc"]), fontsize=7,
@@ -407,9 +415,7 @@ def plot_avgdist(c: Claim, v: Verdict, path: Path) -> None:
     ax.set_xlabel("AvgDist (px, 32-px images)")
     ax.set_ylabel(f"fine-tuned accuracy, {AVGDIST_FRACTION:.0%} of labels (%)")
     ax.set_title(f"{c.name}: {'holds' if v.holds else 'does not hold at this scale'}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _write(fig, path)
 
 
 PLOTS = {"avgdist": plot_avgdist}
