@@ -21,6 +21,7 @@ from convergent.data.pairs import ImageTextPairs
 from convergent.data.transforms import build_transform
 from convergent.rundir import RunDir
 from convergent.tasks.configs import TokenMaskingConfig
+from convergent.training.batch_keys import check_batch_keys, view_keys
 from convergent.training.callbacks import Callback
 from convergent.training.loop import Trainer
 from convergent.training.status import RunStopped
@@ -82,12 +83,12 @@ def _pretrain(cfg: PretrainConfig, run: RunDir, resume: bool, extra_callbacks: S
             packed_training_set(run.root, train_set, tokenizer, cfg.data.max_length)
         trainer.fabric.barrier()
         fit_set = packed_training_set(run.root, train_set, tokenizer, cfg.data.max_length)
+    transform = build_transform(cfg.data, train=True)
+    check_batch_keys(task, fit_set, view_keys(task, fit_set, transform))  # a mismatch before the banner, not after
     if trainer.fabric.is_global_zero:
         print(banner(task, train_set, test_set, trainer, cfg), flush=True)
     try:
-        train_summary = trainer.fit(
-            task, fit_set, transform=build_transform(cfg.data, train=True), resume=resume, callbacks=callbacks,
-        )
+        train_summary = trainer.fit(task, fit_set, transform=transform, resume=resume, callbacks=callbacks)
     except RunStopped as stopped:
         lead = {"task": cfg.task.name, "backbone": cfg.model.backbone, "data": train_set.source}
         how = f"convergent pretrain --resume {run}"
