@@ -256,3 +256,12 @@ def test_a_damaged_or_edited_config_on_resume(tmp_path, capsys):
     assert main(["pretrain", "--resume", str(run)]) == USAGE
     line = one_line_error(capsys.readouterr().err, "pretrain")
     assert line.endswith(f"{run / 'config.yaml'}: trainer.max_steps must be >= 1, got 0")
+
+
+def test_a_two_view_task_on_text_is_refused_before_the_banner(tmp_path, capsys):
+    argv = ["pretrain", "--preset", "simclr-vit-fmnist", "--data.name", "wordnet-glosses", "--data.limit", "256",
+            "--trainer.out_dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == USAGE
+    out, err = capsys.readouterr()
+    assert "missing ['image', 'image2']" in err and len(err.strip().splitlines()) == 1
+    assert "steps" not in out and "backbone" not in out  # no banner: nothing looked like it would train
