@@ -217,7 +217,7 @@ def _pretrain(name: str, e: Experiment, s: Settings) -> dict:
 def _random(name: str, e: Experiment, s: Settings) -> dict:
     import torch
 
-    from convergent.workflows.assemble import build_datasets, build_encoder
+    from convergent.workflows.assemble import build_datasets, task_encoder
     from convergent.workflows.evaluate import evaluate_encoder
     from convergent.workflows.text import prepare_text
 
@@ -228,7 +228,7 @@ def _random(name: str, e: Experiment, s: Settings) -> dict:
     _require_real_data(name, train_set.source)
     encoder = s.out / "runs" / name.removeprefix("random:") / "encoder"  # text: the pre-trained run's vocabulary
     tokenizer = prepare_text(cfg, None, train_set, test_set, encoder_dir=encoder if encoder.is_dir() else None)
-    r = evaluate_encoder(cfg, build_encoder(cfg, tokenizer), train_set, test_set, tokenizer)
+    r = evaluate_encoder(cfg, task_encoder(cfg, tokenizer), train_set, test_set, tokenizer)
     return {**{k: r[k] for k in PROBE_KEYS}, "backbone": cfg.model.backbone, "n_test": len(test_set)}
 
 

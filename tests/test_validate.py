@@ -143,6 +143,7 @@ def test_only_the_selected_task_section_is_checked(tmp_path):
         ("clip", "text_overrides", {"vocab_sise": 9}, "--task.clip.text_overrides: 'vocab_sise' is not a field"),
         ("clip", "text_pooling", "last", "--task.clip.text_pooling must be one of cls, avg, eos, default"),
         ("simmim", "mask_ratio", 1.5, "--task.simmim.mask_ratio must be in [0, 1], got 1.5"),
+        ("simmim", "norm_target_window", 8, "--task.simmim.norm_target_window must be an odd number >= 3, got 8"),
         ("clip", "loss", "sigmoids", "--task.clip.loss must be one of softmax, sigmoid, got 'sigmoids'; did you "
          "mean 'sigmoid'?"),
         ("clip", "init_temperature", 0.0, "--task.clip.init_temperature must be > 0"),

@@ -165,6 +165,18 @@ PROBABILITY = Range(0, 1)
 
 
 @dataclass(frozen=True)
+class OddAtLeast:
+    """An odd whole number of at least ``lo`` (the side of a window centred on a pixel)."""
+
+    lo: int
+
+    def problem(self, value: int) -> str | None:
+        if value >= self.lo and value % 2 == 1:
+            return None
+        return f" must be an odd number >= {self.lo}, got {value!r}"
+
+
+@dataclass(frozen=True)
 class OneOf:
     """One of ``choices``; a near miss gets a suggestion."""
 
@@ -286,7 +298,8 @@ RULES: dict[type, dict[str, Any]] = {
         "pooling": OneOf(POOLINGS), "limit_train": AT_LEAST_1,
     },
     TaskConfig: {"name": Registered(tasks.entry)},
-    SimMIMConfig: {"mask_patch_size": AT_LEAST_1, "mask_ratio": PROBABILITY, "encoder_stride": AT_LEAST_1},
+    SimMIMConfig: {"mask_patch_size": AT_LEAST_1, "mask_ratio": PROBABILITY, "encoder_stride": AT_LEAST_1,
+                   "norm_target_window": OddAtLeast(3)},
     MAEConfig: {
         "mask_ratio": Range(0, 1, hi_open=True), "decoder_dim": AT_LEAST_1, "decoder_depth": AT_LEAST_1,
         "decoder_heads": AT_LEAST_1,

@@ -7,7 +7,14 @@ import pytest
 import torch
 import transformers
 
-from convergent.losses.reconstruction import masked_l1, masked_mse, normalize_patches, patchify, unpatchify
+from convergent.losses.reconstruction import (
+    local_normalize,
+    masked_l1,
+    masked_mse,
+    normalize_patches,
+    patchify,
+    unpatchify,
+)
 
 
 def reference_masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
@@ -171,3 +178,43 @@ def test_patchify_order_on_a_non_square_image():
     assert torch.equal(unpatchify(patches, 3, grid=(2, 3), channels=2), x)
     with pytest.raises(ValueError, match="do not fit"):
         unpatchify(patches, 3, grid=(3, 2), channels=3)
+
+
+# --- local_normalize (SimMIM's normalised target) -----------------------------------------------
+
+
+def reference_local_normalize(images: torch.Tensor, window: int, eps: float = 1e-6) -> torch.Tensor:
+    """The official ``norm_targets``, pixel by pixel: the pixels of the window centred on (y, x)
+    that lie inside the image; their mean and unbiased variance (clamped at 0)."""
+    b, c, h, w = images.shape
+    v, r = images.tolist(), window // 2
+    out = torch.empty(b, c, h, w, dtype=torch.float64)
+    for i in range(b):
+        for ch in range(c):
+            for y in range(h):
+                for x in range(w):
+                    near = [v[i][ch][yy][xx] for yy in range(max(0, y - r), min(h, y + r + 1))
+                            for xx in range(max(0, x - r), min(w, x + r + 1))]  # fmt: skip
+                    mean = sum(near) / len(near)
+                    var = max(sum((q - mean) ** 2 for q in near) / (len(near) - 1), 0.0)
+                    out[i, ch, y, x] = (v[i][ch][y][x] - mean) / (var + eps) ** 0.5
+    return out
+
+
+@pytest.mark.parametrize("window", [3, 5, 9])
+def test_local_normalize_matches_the_official_construction(window):
+    torch.manual_seed(window)
+    images = torch.randn(2, 2, 7, 6) * 2 + 0.5
+    got = local_normalize(images, window)
+    assert (got.double() - reference_local_normalize(images, window)).abs().max() <= 1e-5
+    # a window as large as the image: every pixel sees (nearly) the whole image, so the centre is the global z-score
+    big = local_normalize(images, 13)[:, :, 3, 3]
+    flat = images.flatten(2)
+    z = (images[:, :, 3, 3] - flat.mean(-1)) / (flat.var(-1) + 1e-6).sqrt()
+    assert torch.allclose(big, z, atol=1e-5)
+
+
+def test_local_normalize_refuses_even_or_tiny_windows():
+    for bad in (1, 4, 0):
+        with pytest.raises(ValueError, match=f"odd window of at least 3 pixels, got {bad}"):
+            local_normalize(torch.zeros(1, 1, 4, 4), bad)

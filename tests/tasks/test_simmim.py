@@ -12,6 +12,7 @@ from torch import nn
 from convergent.backbones import ViTConfig, build_backbone
 from convergent.backbones.vit import VisionTransformer
 from convergent.converters import hf_swin, hf_vit
+from convergent.losses.reconstruction import local_normalize, masked_l1
 from convergent.tasks.configs import SimMIMConfig
 from convergent.tasks.registry import build_task
 from convergent.tasks.simmim import SimMIM, decoder_state_dict_from_hf
@@ -68,6 +69,22 @@ def test_loss_parity_with_hf(family):
     other = task({"image": x, "mask": ~mask})["loss"]
     assert abs(other.item() - out["loss"].item()) > 1e-3
     assert abs(other.item() - hm(pixel_values=x, bool_masked_pos=~mask).loss.item()) <= 1e-5
+
+
+def test_norm_target_regresses_locally_normalised_pixels():
+    """With ``norm_target`` the loss is the L1 against each pixel standardised over the window
+    around it (official Swin V2 SimMIM); the prediction itself is unchanged."""
+    task = SimMIM(build_backbone("swinv2_test", drop_path=0.0), SimMIMConfig(mask_patch_size=8)).eval()
+    normed = SimMIM(task.backbone, SimMIMConfig(mask_patch_size=8, norm_target=True, norm_target_window=5)).eval()
+    normed.decoder.load_state_dict(task.decoder.state_dict())
+    x = torch.randn(2, 3, 32, 32) * 3 + 1
+    mask = task.draw_mask(2, 32, 32, torch.device("cpu"))
+    raw = task({"image": x, "mask": mask}, return_outputs=True)
+    out = normed({"image": x, "mask": mask}, return_outputs=True)
+    assert torch.equal(raw["prediction"], out["prediction"])
+    want = masked_l1(out["prediction"], local_normalize(x, 5), out["mask_pixels"])
+    assert abs(out["loss"].item() - want.item()) <= 1e-6
+    assert abs(out["loss"].item() - raw["loss"].item()) > 1e-2
 
 
 def test_encoder_stride_derived_for_four_stages():

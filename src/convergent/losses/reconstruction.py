@@ -2,6 +2,8 @@
 
 * :func:`masked_l1` — SimMIM: L1 per pixel, averaged over masked pixels and channels
   (``sum / (num_masked + 1e-5) / C``, as the official code and HF ``*ForMaskedImageModeling``);
+* :func:`local_normalize` — SimMIM's normalised target (official Swin V2 recipe): each pixel
+  standardised by the mean and variance of the window around it;
 * :func:`masked_mse` — MAE: per-patch MSE (optionally against per-patch normalised pixels),
   averaged over masked patches (HF ``ViTMAEForPreTraining.forward``);
 * :func:`patchify` / :func:`unpatchify` — images ↔ ``(B, N, p²·C)`` in MAE's order
@@ -26,6 +28,27 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask_pixels: torch.Tenso
     mask = mask.to(pred.dtype)
     loss = (pred - target).abs()  # (B, C, H, W)
     return (loss * mask).sum() / (mask.sum() + 1e-5) / pred.shape[1]
+
+
+def local_normalize(images: torch.Tensor, window: int, eps: float = 1e-6) -> torch.Tensor:
+    """Each pixel minus the mean of the ``window`` x ``window`` square centred on it, divided by
+    the square's standard deviation (unbiased; ``sqrt(var + eps)``), per channel. Squares at the
+    border hold only the pixels inside the image (the official SimMIM ``norm_targets``).
+
+    Args:
+        images: ``(B, C, H, W)``.
+        window: odd side of the square in pixels.
+    """
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"local_normalize needs an odd window of at least 3 pixels, got {window}")
+    pad = window // 2
+    ones = torch.ones_like(images[:1, :1])
+    # avg_pool2d without the padding: the mean over the pixels inside the image; their count from a ones image
+    count = torch.nn.functional.avg_pool2d(ones, window, stride=1, padding=pad, count_include_pad=True) * window**2
+    mean = torch.nn.functional.avg_pool2d(images, window, stride=1, padding=pad, count_include_pad=False)
+    mean_sq = torch.nn.functional.avg_pool2d(images.square(), window, stride=1, padding=pad, count_include_pad=False)
+    var = ((mean_sq - mean.square()) * count / (count - 1)).clamp_min(0.0)
+    return (images - mean) / (var + eps).sqrt()
 
 
 def masked_mse(

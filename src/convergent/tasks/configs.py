@@ -13,6 +13,12 @@ class SimMIMConfig:
     """Side of a masked square in pixels (paper: 32 at 192 px); a multiple of the model's patch size."""
     mask_ratio: float = 0.6
     """Fraction of squares masked."""
+    norm_target: bool = False
+    """Regress locally normalised pixels (each pixel standardised over the ``norm_target_window``
+    square around it) instead of raw ones: off in the paper, on in the official Swin V2 SimMIM
+    configs (``MODEL.SIMMIM.NORM_TARGET``)."""
+    norm_target_window: int = 47
+    """Odd side in pixels of that square (official: 47 at 192 px)."""
     encoder_stride: int | None = None
     """Output stride of the encoder (pixels per output token); None: the backbone's declared ``output_stride``."""
 

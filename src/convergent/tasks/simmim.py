@@ -1,5 +1,6 @@
 """SimMIM (Xie et al., 2022): hide random squares of the image behind a learned mask token,
-predict the raw pixels with a linear head, L1 on the masked pixels only.
+predict the raw pixels (or, as the official Swin V2 configs, locally normalised ones) with a
+linear head, L1 on the masked pixels only.
 
 Encoder, decoder and loss are separate pieces: any image backbone with a mask token
 (``forward_features(x, mask=...)``; its final tokens, prefix tokens dropped, form the grid of
@@ -12,7 +13,7 @@ import torch
 
 from convergent.backbones.protocol import ImageBackbone
 from convergent.heads.pixel_decoder import LinearPixelDecoder
-from convergent.losses.reconstruction import masked_l1
+from convergent.losses.reconstruction import local_normalize, masked_l1
 from convergent.masking import SimMIMMaskGenerator, mask_to_pixels
 from convergent.tasks.base import Task
 from convergent.tasks.configs import SimMIMConfig
@@ -65,8 +66,9 @@ class SimMIM(Task):
         tokens = self.backbone.forward_features(images, mask=mask)[:, self.num_prefix :]  # (B, h/s * w/s, C)
         prediction = self.decoder(tokens, grid=(h // s, w // s))  # (B, C, H, W)
         mask_pixels = mask_to_pixels(mask, (h // p, w // p), p).unsqueeze(1)  # (B, 1, H, W)
+        target = local_normalize(images, self.config.norm_target_window) if self.config.norm_target else images
         out = {
-            "loss": masked_l1(prediction, images, mask_pixels),
+            "loss": masked_l1(prediction, target, mask_pixels),
             "masked_pixels": mask_pixels.float().mean(),
         }
         if return_outputs:

@@ -61,6 +61,12 @@ def build_encoder(cfg: PretrainConfig | FinetuneConfig, tokenizer: Tokenizer | N
     return build_backbone(cfg.model.backbone, **overrides)
 
 
+def task_encoder(cfg: PretrainConfig, tokenizer: Tokenizer | None = None) -> Backbone:
+    """:func:`build_encoder` as the run's task needs it (causal attention for a task that
+    requires ``supports_causal``): a run's encoder, or the same backbone with random weights."""
+    return build_encoder(cfg, tokenizer, causal="supports_causal" in task_class(cfg.task.name).requires)
+
+
 def build_run_task(cfg: PretrainConfig, tokenizer: Tokenizer | None = None) -> Task:
     """The task of a run around its encoder (:func:`build_encoder`); a task that embeds text
     beside its backbone (CLIP's text tower, ViLT's word embeddings) takes what the run's
@@ -68,7 +74,7 @@ def build_run_task(cfg: PretrainConfig, tokenizer: Tokenizer | None = None) -> T
     (its config a :class:`~convergent.tasks.configs.TeacherConfig`) takes the teacher, loaded
     from its source (:mod:`convergent.workflows.teacher`)."""
     cls = task_class(cfg.task.name)
-    backbone = build_encoder(cfg, tokenizer, causal="supports_causal" in cls.requires)
+    backbone = task_encoder(cfg, tokenizer)
     task_cfg = cfg.task.selected()
     if tokenizer is not None:
         cls.configure_text(task_cfg, tokenizer_vocab(tokenizer, cfg.data.max_length))
