@@ -6,7 +6,7 @@ from convergent.backbones.pretrained import save_pretrained
 from convergent.backbones.registry import build_backbone
 from convergent.config import PretrainConfig
 from convergent.data.tokenizer import train_tokenizer
-from convergent.workflows.assemble import build_datasets, build_encoder, build_run_task
+from convergent.workflows.assemble import build_datasets, build_encoder, build_run_task, task_encoder
 
 TEXTS = ["a cat sat on the mat", "a dog ran in the park", "the sun is warm today"] * 10
 
@@ -49,6 +49,16 @@ def test_text_encoder_takes_the_tokenizer_vocabulary():
     backbone = build_encoder(cfg, tokenizer)
     assert backbone.config.vocab_size == tokenizer.vocab_size and backbone.config.pad_token_id == tokenizer.pad_id
     assert build_encoder(cfg, tokenizer, causal=True).config.causal
+
+
+def test_task_encoder_is_causal_where_the_task_requires_it():
+    """The encoder a task trains (and the random floor of the claims suite): causal attention for
+    causal LM, bidirectional for MLM, the same vocabulary either way."""
+    tokenizer = train_tokenizer(TEXTS, kind="wordpiece", vocab_size=60)
+    causal = task_encoder(config("text_test", "causal-lm", max_length=16), tokenizer)
+    both = task_encoder(config("text_test", "mlm", max_length=16), tokenizer)
+    assert causal.config.causal and not both.config.causal
+    assert causal.config.vocab_size == both.config.vocab_size == tokenizer.vocab_size
 
 
 def test_encoder_from_init_weights(tmp_path):
