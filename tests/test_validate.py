@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from convergent import choices, validate
+from convergent.backbones import build_backbone
 from convergent.commands.presets import preset_config, preset_names
 from convergent.config import EvalRunConfig, FinetuneConfig, PretrainConfig, TrainerConfig
 from convergent.validate import ConfigError, Where, check_config, check_eval, check_finetune, check_pretrain
@@ -207,6 +208,22 @@ def test_paths_exist_and_are_of_the_right_kind(tmp_path):
     check_finetune(ft)
     assert "nor a run directory with encoder/" in error_of(pretrain_cfg(tmp_path, **{"model.init": str(tmp_path)}),
                                                              check=lambda c: check_finetune(_as_finetune(c)))  # fmt: skip
+
+
+def test_eval_layer_is_a_block_of_the_trained_backbone(tmp_path):
+    assert error_of(pretrain_cfg(tmp_path, **{"model.backbone": "swinv2_test", "eval.layer": 5})) == (
+        "--eval.layer 5 is not a block of swinv2_test (4 blocks: 0..3, negatives from the end), nor -1 (the final "
+        "normalised tokens)")  # fmt: skip
+    for layer in (3, -4, -1):
+        check_pretrain(pretrain_cfg(tmp_path, **{"model.backbone": "swinv2_test", "eval.layer": layer}))
+    assert "is not a block of vit_micro (6 blocks" in error_of(pretrain_cfg(tmp_path, **{
+        "model.backbone": "vit_micro", "eval.layer": -7}))  # fmt: skip
+    check_pretrain(pretrain_cfg(tmp_path, **{"model.backbone": "swinv2_test", "eval.layer": 9, "eval.knn": False,
+                                             "eval.linear_probe": False}))  # no probe reads it  # fmt: skip
+    enc = tmp_path / "enc"  # a run starting from an encoder: its blocks, not model.backbone's
+    build_backbone("swinv2_test").save_pretrained(enc)
+    assert "is not a block of " + str(enc) + " (4 blocks" in error_of(pretrain_cfg(tmp_path, **{
+        "model.init": str(enc), "eval.layer": 4}))  # fmt: skip
 
 
 def _as_finetune(cfg: PretrainConfig) -> FinetuneConfig:

@@ -33,6 +33,7 @@ module stays torch-free, and ``tests/test_validate.py`` pins each copy to its so
 
 import dataclasses
 import difflib
+import json
 import os
 import re
 import shutil
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from convergent.backbones.configs import replace_config
+from convergent.backbones.configs import config_from_dict, replace_config
 from convergent.backbones.registry import backbone_config
 from convergent.choices import (
     CLIP_LOSSES,
@@ -459,6 +460,29 @@ def check_relations(cfg: RunConfig, where: Where, training: bool) -> None:
             check_batch(cfg, where)
     if isinstance(cfg, PretrainConfig):
         check_task_relations(cfg.task.selected(), f"task.{task_field(cfg.task.name)}", where)
+        check_eval_layer(cfg, where)
+
+
+def check_eval_layer(cfg: PretrainConfig, where: Where) -> None:
+    """``eval.layer`` is -1 or a block of the backbone the run trains (checked now, not after
+    training, when the probes read it)."""
+    e = cfg.eval
+    if e.layer == -1 or not (e.knn or e.linear_probe):
+        return
+    if cfg.model.init is not None:
+        encoder = Path(cfg.model.init).expanduser() / ENCODER_CONFIG
+        try:
+            backbone = config_from_dict(json.loads(encoder.read_text()), str(encoder))
+        except (OSError, ValueError):
+            return  # check_model already named a missing or malformed encoder
+        name = str(cfg.model.init)
+    else:
+        backbone = backbone_config(cfg.model.backbone, **cfg.model.overrides)
+        name = cfg.model.backbone
+    n = backbone.num_blocks
+    if not -n <= e.layer < n:
+        raise where.error("eval.layer", f" {e.layer} is not a block of {name} ({n} blocks: 0..{n - 1}, negatives "
+                          "from the end), nor -1 (the final normalised tokens)")  # fmt: skip
 
 
 def check_batch(cfg: PretrainConfig | FinetuneConfig, where: Where) -> None:

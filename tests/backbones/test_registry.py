@@ -91,3 +91,29 @@ def test_unknown_backbone_suggests():
 def test_unknown_override_is_an_error():
     with pytest.raises(ValueError, match="unknown swin config keys"):
         backbone_config("swinv2_tiny", windw_size=8)
+
+
+@pytest.mark.parametrize("name", backbone_names())
+@torch.no_grad()
+def test_the_declared_number_of_blocks_is_what_forward_intermediates_yields(name):
+    model = build_backbone(name).eval()
+    x, _ = small_input(model)
+    _, outs = model.forward_intermediates(x, indices=None)
+    assert len(outs) == backbone_config(name).num_blocks
+
+
+def test_a_family_must_declare_its_contract():
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from convergent.backbones.families import register_family
+
+    @dataclass
+    class NoBlocks:
+        family: ClassVar[str] = "no_blocks"
+        modality: ClassVar[str] = "image"
+        builder: ClassVar[str] = "x:Y"
+        converter: ClassVar[str | None] = None
+
+    with pytest.raises(TypeError, match=r"NoBlocks does not declare \['num_blocks'\]"):
+        register_family(NoBlocks)

@@ -144,6 +144,18 @@ def test_pretrain_overrides_merge_into_the_preset_in_depth(tmp_path):
     assert cfg.trainer.run_name == "x" and cfg.trainer.checkpoint_every == cfg.trainer.max_steps // 4
 
 
+def test_every_avgdist_strategy_trains_the_same_fixed_budget_apart_from_the_preset(tmp_path):
+    s = claims_runs.Settings(tmp_path)
+    preset = claims_runs._pretrain_config("simmim", claims_runs.EXPERIMENTS["simmim"], s)
+    names = {claims_runs.avgdist_name(*x) for x in claims_runs.AVGDIST}
+    assert len(names) == len(claims_runs.AVGDIST) and "simmim" not in names  # the preset's strategy runs again
+    for patch, ratio in claims_runs.AVGDIST:
+        cfg = claims_runs._pretrain_config("x", claims_runs.EXPERIMENTS[claims_runs.avgdist_name(patch, ratio)], s)
+        assert cfg.trainer.max_steps == claims_runs.AVGDIST_STEPS
+        assert (cfg.task.simmim.mask_patch_size, cfg.task.simmim.mask_ratio) == (patch, ratio)
+        assert (cfg.optim.lr, cfg.data.batch_size) == (preset.optim.lr, preset.data.batch_size)
+
+
 def test_model_size_claim_compares_gains_with_the_noise_of_four_accuracies():
     r = {}
     small, large = claims_runs.SIZE_VARIANTS

@@ -59,6 +59,11 @@ class ConvNeXtConfig:
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
 
+    @property
+    def num_blocks(self) -> int:
+        """Blocks over all stages (the indices of ``forward_intermediates``)."""
+        return sum(self.depths)
+
 
 # --- ConvNeXt V1 (Liu et al. 2022), ImageNet-1K at 224 px ----------------------------------------
 

@@ -34,8 +34,17 @@ _FAMILIES: Registry[type] = Registry("backbone family")
 _VARIANTS: Registry[Callable[[], Any]] = Registry("backbone")
 
 
+FAMILY_CONTRACT = ("family", "modality", "builder", "converter", "num_blocks")
+"""What every family's config class declares: its name, ``'image'`` or ``'text'``, its model
+class, its HF converter module (or None) and the number of blocks of a config (a property: the
+indices ``forward_intermediates`` and ``eval.layer`` accept)."""
+
+
 def register_family(cls: type) -> type:
     """Class decorator registering a family's config dataclass under its ``family`` name."""
+    missing = [name for name in FAMILY_CONTRACT if not hasattr(cls, name)]
+    if missing:
+        raise TypeError(f"backbone family config {cls.__name__} does not declare {missing} (see FAMILY_CONTRACT)")
     return _FAMILIES.add(cls.family, cls)
 
 

@@ -71,6 +71,10 @@ class SwinConfig:
         if self.version not in (1, 2):
             raise ValueError(f"Swin version must be 1 or 2, got {self.version}")
 
+    @property
+    def num_blocks(self) -> int:
+        """Blocks over all stages (the indices of ``forward_intermediates``)."""
+        return sum(self.depths)
 
 
 # --- Swin V1 (Liu et al. 2021) and V2 (Liu et al. 2022) --------------------------------------

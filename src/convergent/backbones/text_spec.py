@@ -53,6 +53,10 @@ class TextConfig:
     block, no LayerNorm on the embeddings, and ``pad_token_id`` only marks padding (its word
     embedding trains like any other; CLIP's tokenizer pads with its end-of-text token)."""
 
+    @property
+    def num_blocks(self) -> int:
+        """Transformer blocks (the indices of ``forward_intermediates``)."""
+        return self.depth
 
 
 # --- text Transformer (BERT, Devlin et al. 2019; small sizes from Turc et al. 2019) ----------

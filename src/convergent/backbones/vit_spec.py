@@ -98,6 +98,11 @@ class ViTConfig:
         if not isinstance(self.freeze_patch_embed, bool):
             raise ValueError(f"freeze_patch_embed must be true or false, got {self.freeze_patch_embed!r}")
 
+    @property
+    def num_blocks(self) -> int:
+        """Transformer blocks (the indices of ``forward_intermediates``)."""
+        return self.depth
+
 
 # --- ViT (Dosovitskiy et al. 2021; tiny/small from DeiT) -------------------------------------
 
