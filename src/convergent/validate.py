@@ -92,6 +92,7 @@ from convergent.tasks.configs import (
     TeacherConfig,
     TokenMaskingConfig,
     ViLTConfig,
+    VQVAEConfig,
 )
 from convergent.tasks.registry import TaskConfig, task_field
 
@@ -301,6 +302,10 @@ RULES: dict[type, dict[str, Any]] = {
     TaskConfig: {"name": Registered(tasks.entry)},
     SimMIMConfig: {"mask_patch_size": AT_LEAST_1, "mask_ratio": PROBABILITY, "encoder_stride": AT_LEAST_1,
                    "norm_target_window": OddAtLeast(3)},
+    VQVAEConfig: {
+        "num_codes": Range(2), "code_dim": AT_LEAST_1, "decay": Range(0, 1, hi_open=True), "commitment": NON_NEGATIVE,
+        "eps": POSITIVE, "restart_threshold": NON_NEGATIVE, "decoder_width": Range(4), "decoder_res_blocks": NON_NEGATIVE,
+    },
     MAEConfig: {
         "mask_ratio": Range(0, 1, hi_open=True), "decoder_dim": AT_LEAST_1, "decoder_depth": AT_LEAST_1,
         "decoder_heads": AT_LEAST_1,

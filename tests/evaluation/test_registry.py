@@ -10,7 +10,7 @@ import pytest
 from convergent.cli import main
 from convergent.config import EvalConfig, EvalRunConfig
 from convergent.evaluation import probes, registry
-from convergent.evaluation.context import EvalContext, ImageTextModel
+from convergent.evaluation.context import EvalContext, ImageTextModel, ImageTokenizer
 from convergent.evaluation.features import extract_features
 from convergent.evaluation.knn import knn_accuracy
 from convergent.evaluation.language import language_model_metrics
@@ -18,7 +18,7 @@ from convergent.evaluation.linear_probe import linear_probe
 from convergent.registry import load_target
 from tests.evaluation.test_text import StandInLM, sentences, text_backbone
 
-NAMES = ["finetune", "knn", "language-model", "linear-probe", "retrieval", "zero-shot"]
+NAMES = ["finetune", "knn", "language-model", "linear-probe", "reconstruction", "retrieval", "zero-shot"]
 
 
 def test_registry_import_is_torch_free():
@@ -50,13 +50,15 @@ def test_names_and_lookup_errors():
 
 
 def test_default_evaluation_in_registration_order():
-    assert registry.switched_on(EvalConfig()) == ["knn", "linear-probe", "language-model"]
-    assert registry.switched_on(EvalConfig(knn=False)) == ["linear-probe", "language-model"]
+    assert registry.switched_on(EvalConfig()) == ["knn", "linear-probe", "reconstruction", "language-model"]
+    assert registry.switched_on(EvalConfig(knn=False)) == ["linear-probe", "reconstruction", "language-model"]
     encoder = {registry.LABELLED}
     lm_run = {registry.RUN, registry.LABELLED, registry.LANGUAGE_MODEL, registry.TOKENIZER}
     assert registry.default_evaluations(EvalConfig(), encoder) == ["knn", "linear-probe"]
     assert registry.default_evaluations(EvalConfig(linear_probe=False), lm_run) == ["knn", "language-model"]
     assert registry.default_evaluations(EvalConfig(), {registry.RUN, registry.IMAGE_TEXT}) == []
+    tokenizer_run = {registry.RUN, registry.LABELLED, registry.IMAGE_TOKENIZER}
+    assert registry.default_evaluations(EvalConfig(), tokenizer_run) == ["knn", "linear-probe", "reconstruction"]
 
 
 def test_run_evaluation_says_what_is_missing():
@@ -74,6 +76,17 @@ def test_image_text_model_is_a_declared_contract():
         def encode_text(self, input_ids, attention_mask=None): ...
 
     assert isinstance(Dual(), ImageTextModel) and not isinstance(StandInLM("mlm"), ImageTextModel)
+
+
+def test_image_tokenizer_is_a_declared_contract():
+    class Codes:
+        num_codes = 4
+
+        def encode(self, images): ...
+
+        def decode(self, ids): ...
+
+    assert isinstance(Codes(), ImageTokenizer) and not isinstance(StandInLM("mlm"), ImageTokenizer)
 
 
 def labelled_text(n: int, seed: int):

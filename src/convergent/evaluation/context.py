@@ -1,6 +1,6 @@
 """What an evaluation is given (torch-free): :class:`EvalContext`, the options of the
-command line (:class:`EvalOptions`) and the contract of an image–text model
-(:class:`ImageTextModel`).
+command line (:class:`EvalOptions`) and the contracts of an image–text model
+(:class:`ImageTextModel`) and of an image tokenizer (:class:`ImageTokenizer`).
 
 A workflow builds one context per subject — a saved encoder with its data, a pre-training
 run's task, the end of a pre-training run — and declares in ``provides`` what the subject
@@ -25,6 +25,21 @@ class ImageTextModel(Protocol):
 
     def encode_text(self, input_ids: Any, attention_mask: Any = None) -> Any:
         """``(B, L)`` token ids (+ mask) → ``(B, D)`` embeddings."""
+
+
+@runtime_checkable
+class ImageTokenizer(Protocol):
+    """A model that turns images into a grid of discrete codes and back (the VQ-VAE task): what
+    the reconstruction evaluation needs."""
+
+    num_codes: int
+    """Size of the code vocabulary."""
+
+    def encode(self, images: Any) -> Any:
+        """``(B, C, H, W)`` images (normalised) → ``(B, h, w)`` code ids."""
+
+    def decode(self, ids: Any) -> Any:
+        """``(B, h, w)`` code ids → ``(B, C, H, W)`` images (normalised)."""
 
 
 @dataclass

@@ -1,25 +1,28 @@
 """Vector quantisation with an EMA codebook (van den Oord et al. 2017, "Neural Discrete
-Representation Learning", appendix; the construction of DeepMind sonnet's
+Representation Learning", appendix; the construction of DeepMind sonnet 2's
 ``VectorQuantizerEMA``) and random restarts of dead codes (Dhariwal et al. 2020, Jukebox).
 
 Each input vector is replaced by its nearest code (squared Euclidean distance). Training
 does not send gradients into the codebook; instead, in :meth:`VectorQuantizer.forward` (as
-BatchNorm updates its statistics) the codebook follows exponential moving averages of the
-number of vectors assigned to each code and of their sum:
+BatchNorm updates its statistics) the codebook follows zero-debiased exponential moving
+averages (sonnet 2's ``ExponentialMovingAverage``: hidden states start at zero and are divided
+by ``1 - decay^t``) of the number of vectors assigned to each code and of their sum:
 
     count  <- decay * count  + (1 - decay) * n_k                 n_k: vectors assigned to code k
     sum    <- decay * sum    + (1 - decay) * sum_{i -> k} x_i
-    code_k  = sum_k / smoothed_k,  smoothed = (count + eps) / (total + K * eps) * total   (Laplace)
+    N_k = count_k / (1 - decay^t),  S_k = sum_k / (1 - decay^t)                 (debiased, step t)
+    code_k = S_k / smoothed_k,  smoothed = (N + eps) / (total + K * eps) * total      (Laplace)
 
-Codes whose ``count`` is below ``restart_threshold`` after the update are dead: they are set
-to random input vectors of the batch (drawn from the global RNG, so a seeded, checkpointed
-run resumes exactly; broadcast from rank 0 under ``torch.distributed``). The counts start at
-zero, so with restarts on the first training batch initialises the whole codebook from data.
-Under ``torch.distributed`` the counts and sums are summed over processes before the update,
-so every process holds the same codebook, equal to one process seeing the global batch.
+Codes whose debiased count ``N_k`` is below ``restart_threshold`` after the update are dead:
+they are set to random input vectors of the batch (drawn from the global RNG, so a seeded,
+checkpointed run resumes exactly; broadcast from rank 0 under ``torch.distributed``). So with
+restarts on, the first training batch initialises every unused code from data, and a code
+stays alive while it is chosen about ``restart_threshold`` times per batch. Under
+``torch.distributed`` the counts and sums are summed over processes before the update, so
+every process holds the same codebook, equal to one process seeing the global batch.
 
 The encoder gets the straight-through gradient (``x + sg(q - x)``) plus the commitment loss
-``beta * mean((x - sg(q))^2)``.
+``beta * mean((x - sg(q))^2)``, both from the codes before this batch's update (sonnet).
 """
 
 from dataclasses import dataclass
@@ -71,10 +74,10 @@ class VectorQuantizer(nn.Module):
             )
         self.num_codes, self.dim = num_codes, dim
         self.decay, self.beta, self.eps, self.restart_threshold = decay, commitment, eps, restart_threshold
-        codebook = torch.randn(num_codes, dim)  # sonnet: a unit normal initialiser
-        self.register_buffer("codebook", codebook)  # (K, D)
-        self.register_buffer("ema_count", torch.zeros(num_codes))  # (K,)
-        self.register_buffer("ema_sum", codebook.clone())  # (K, D)
+        self.register_buffer("codebook", torch.randn(num_codes, dim))  # (K, D); sonnet: a unit normal initialiser
+        self.register_buffer("ema_count", torch.zeros(num_codes))  # (K,) hidden state, before debiasing
+        self.register_buffer("ema_sum", torch.zeros(num_codes, dim))  # (K, D) hidden state
+        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))  # t, the updates so far
 
     def extra_repr(self) -> str:
         return (f"num_codes={self.num_codes}, dim={self.dim}, decay={self.decay}, commitment={self.beta}, "
@@ -122,11 +125,14 @@ class VectorQuantizer(nn.Module):
         dead codes restart from rows of ``flat`` ``(N, D)`` (this process's inputs)."""
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
-        total = self.ema_count.sum()
-        smoothed = (self.ema_count + self.eps) / (total + self.num_codes * self.eps) * total  # (K,)
-        codebook = self.ema_sum / smoothed.unsqueeze(1)
+        self.ema_steps.add_(1)
+        debias = 1 - torch.pow(torch.tensor(self.decay, device=self.ema_steps.device), self.ema_steps.float())
+        count, total_sum = self.ema_count / debias, self.ema_sum / debias  # (K,), (K, D)
+        total = count.sum()
+        smoothed = (count + self.eps) / (total + self.num_codes * self.eps) * total  # (K,)
+        codebook = total_sum / smoothed.unsqueeze(1)
         if self.restart_threshold > 0:
-            dead = self.ema_count < self.restart_threshold  # (K,)
+            dead = count < self.restart_threshold  # (K,)
             if bool(dead.any()):
                 codebook = torch.where(dead.unsqueeze(1), self.random_rows(flat), codebook)
         self.codebook.copy_(codebook)

@@ -375,3 +375,31 @@ class FDConfig(TeacherConfig):
     loss_beta: float = 2.0
     """Smooth L1 transition (official ``nn.SmoothL1Loss(beta=2.0)``, averaged over every element;
     0: squared error)."""
+
+
+@dataclass
+class VQVAEConfig:
+    """VQ-VAE image tokenizer (van den Oord et al., 2017, "Neural Discrete Representation
+    Learning"): an image encoder's token map, projected to ``code_dim``, is replaced by its
+    nearest codes (EMA codebook, the paper's appendix / sonnet ``VectorQuantizerEMA``; dead codes
+    restarted from the batch as in Jukebox), and a convolutional decoder reconstructs the image
+    (MSE) from them; the encoder also pays the commitment loss. The token grid is the encoder's
+    (its declared ``output_stride``). Defaults are the paper's."""
+
+    num_codes: int = 512
+    """Codebook size K (paper: 512)."""
+    code_dim: int = 64
+    """Width of a code (paper: 64)."""
+    decay: float = 0.99
+    """EMA decay of the codebook statistics (paper: 0.99)."""
+    commitment: float = 0.25
+    """Weight beta of the commitment loss (paper: 0.25)."""
+    eps: float = 1e-5
+    """Laplace smoothing of the code counts (sonnet's epsilon)."""
+    restart_threshold: float = 1.0
+    """Codes whose EMA count falls below this restart from random encoder outputs of the batch
+    (Jukebox: 1.0); 0: never (the paper)."""
+    decoder_width: int = 128
+    """Channels of the decoder's residual stack (sonnet's VQ-VAE example: 128; paper: 256)."""
+    decoder_res_blocks: int = 2
+    """Residual blocks (3x3 then 1x1 convolutions, width/4 hidden) before upsampling (paper: 2)."""

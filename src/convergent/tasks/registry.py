@@ -24,6 +24,7 @@ from convergent.tasks.configs import (
     SimCSEConfig,
     SimMIMConfig,
     ViLTConfig,
+    VQVAEConfig,
 )
 
 
@@ -79,6 +80,8 @@ class TaskConfig:
     """Options of the ``fd`` task."""
     vilt: ViLTConfig = task("vilt", "convergent.tasks.vilt:ViLT", ViLTConfig, "ViLT: one Transformer over [text ; image patches], image-text matching with swapped images + MLM conditioned on the image")
     """Options of the ``vilt`` task."""
+    vqvae: VQVAEConfig = task("vqvae", "convergent.tasks.vqvae:VQVAE", VQVAEConfig, "VQ-VAE: an image tokenizer, the encoder's token map quantised to its nearest codes (EMA codebook), a conv decoder reconstructs the image (MSE + commitment)")
+    """Options of the ``vqvae`` task."""
 
     def selected(self) -> Any:
         """The config section of the task named by ``name``."""

@@ -20,16 +20,20 @@ def save_reconstructions(
 ) -> Path:
     """One row per image: original, masked input (hidden pixels grey), prediction with the
     visible pixels pasted back. All inputs are in [0, 1]: images/prediction (B, C, H, W),
-    mask_pixels (B, 1, H, W) with 1 = hidden."""
+    mask_pixels (B, 1, H, W) with 1 = hidden. A task that hides every pixel (an autoencoder)
+    gets two columns: original | reconstruction."""
     plt = _pyplot()
     images, prediction = images.clamp(0, 1).cpu(), prediction.clamp(0, 1).cpu()
     mask = mask_pixels.float().cpu()
     masked = images * (1 - mask) + 0.5 * mask
     pasted = images * (1 - mask) + prediction * mask
+    columns = [(images, "original"), (masked, "masked"), (pasted, "prediction")]
+    if bool((mask == 1).all()):
+        columns = [(images, "original"), (pasted, "reconstruction")]
     n = images.shape[0]
-    fig, axes = plt.subplots(n, 3, figsize=(4.5, 1.5 * n), squeeze=False)
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.5 * len(columns), 1.5 * n), squeeze=False)
     for i in range(n):
-        for j, (img, name) in enumerate(((images, "original"), (masked, "masked"), (pasted, "prediction"))):
+        for j, (img, name) in enumerate(columns):
             ax = axes[i][j]
             ax.imshow(img[i].permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if img.shape[1] == 1 else None)
             ax.set_xticks([])
