@@ -5,6 +5,7 @@
     run.checkpoints   # checkpoints/         step-NNNNNN/ (model.safetensors, state.pt), latest
     run.encoder       # encoder/             the trained backbone (save_pretrained) + its tokenizer
     run.tokenizer     # tokenizer/           the run's tokenizer (text runs)
+    run.image_tokenizer  # image_tokenizer/   the image tokenizer a vqvae run trained
     run.metrics       # metrics.jsonl        one JSON object per logged step
     run.tensorboard   # tensorboard/         TensorBoard event files
     run.reconstructions, run.loss_plot       reconstructions.png, loss.png
@@ -43,6 +44,7 @@ class RunDir:
     CHECKPOINTS: ClassVar[str] = "checkpoints"
     ENCODER: ClassVar[str] = "encoder"
     TOKENIZER: ClassVar[str] = "tokenizer"
+    IMAGE_TOKENIZER: ClassVar[str] = "image_tokenizer"
     METRICS: ClassVar[str] = "metrics.jsonl"
     TENSORBOARD: ClassVar[str] = "tensorboard"
     RECONSTRUCTIONS: ClassVar[str] = "reconstructions.png"
@@ -84,6 +86,11 @@ class RunDir:
     def tokenizer(self) -> Path:
         """The run's tokenizer (trained at its start, or a copy of ``data.tokenizer``)."""
         return self.root / self.TOKENIZER
+
+    @property
+    def image_tokenizer(self) -> Path:
+        """The image tokenizer a vqvae run trained (encoder, codebook, decoder)."""
+        return self.root / self.IMAGE_TOKENIZER
 
     @property
     def metrics(self) -> Path:

@@ -86,7 +86,27 @@ def test_a_run_is_an_image_tokenizer_loaded_by_path(tmp_path):
     assert isinstance(task, VQVAE)
     x = torch.randn(2, 3, 32, 32)
     assert task.encode(x).shape == (2, 8, 8)
+    for path in (run, run / "image_tokenizer"):  # the saved tokenizer, by run or by its own directory
+        saved = VQVAE.from_pretrained(path)
+        assert torch.equal(saved.encode(x), task.encode(x))
+        torch.testing.assert_close(saved.decode(task.encode(x)), task.decode(task.encode(x)))
     again = run_on_run("reconstruction", run)
     assert again["test_psnr"] == pytest.approx(summary["test_psnr"], rel=1e-5)
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"perplexity", "codebook_usage", "reconstruction", "commitment"} <= set(log[-1])
+
+
+def test_tokenizer_directory_round_trip_and_errors(tmp_path):
+    task = tiny().eval()
+    task({"image": torch.randn(4, 3, 16, 16)})  # eval: no codebook update, but the round trip must keep it
+    task.train()({"image": torch.randn(4, 3, 16, 16)})  # a trained codebook (not the initial one)
+    task.eval().save_pretrained(tmp_path / "tok")
+    back = VQVAE.from_pretrained(tmp_path / "tok")
+    assert not back.training and back.num_codes == 16
+    for k, v in task.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+    with pytest.raises(FileNotFoundError, match="not an image tokenizer"):
+        VQVAE.from_pretrained(tmp_path)
+    (tmp_path / "tok" / "vqvae.json").write_text('{"num_codez": 3}')
+    with pytest.raises(ValueError, match="not a vqvae config"):
+        VQVAE.from_pretrained(tmp_path / "tok")

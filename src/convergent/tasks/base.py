@@ -17,6 +17,7 @@ from torch import nn
 
 from convergent.backbones.protocol import Backbone
 from convergent.losses.contrastive import world
+from convergent.rundir import RunDir
 
 
 class Task(nn.Module):
@@ -55,6 +56,10 @@ class Task(nn.Module):
 
     def on_step_end(self, step: int, max_steps: int) -> None:
         """Called after each optimizer step (EMA teachers update here)."""
+
+    def save_extras(self, run: RunDir) -> None:
+        """Save what the task adds to a finished run beside its encoder (the run's end calls
+        it on rank 0). Default: nothing; the VQ-VAE saves its image tokenizer."""
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names (as in ``named_parameters`` of the task) without weight decay:

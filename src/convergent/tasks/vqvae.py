@@ -5,24 +5,37 @@ token map (prefix tokens dropped; one token per ``output_stride`` pixels) is pro
 (:class:`~convergent.heads.conv_decoder.ConvDecoder`) reconstructs the image from the codes.
 Loss: MSE of the reconstruction (in the input's normalised space) + the commitment loss.
 
-A trained run is an image tokenizer: ``load_task_from_run(run)`` gives this task, whose
-:meth:`VQVAE.encode` turns images into ``(B, h, w)`` code ids and :meth:`VQVAE.decode` ids back
-into images (the targets of BEiT, the image half of text-to-image).
+A trained run is an image tokenizer: it saves this task into ``RUN/image_tokenizer/``
+(:meth:`VQVAE.save_pretrained`: the encoder as ``encoder/``, the config as ``vqvae.json``, the
+projection, codebook and decoder as ``heads.safetensors``), which
+:meth:`VQVAE.from_pretrained` loads by path; :meth:`VQVAE.encode` turns images into ``(B, h,
+w)`` code ids and :meth:`VQVAE.decode` ids back into images (the targets of BEiT, the image
+half of text-to-image).
 
 Deviation from the paper: the paper's encoder is two strided 4×4 convolutions and a residual
 stack; here it is whichever image backbone the run names (the presets: a two-stage ConvNeXt of
 stride 4), so the tokenizer's grid is that backbone's.
 """
 
+import dataclasses
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
+from convergent.backbones.pretrained import from_pretrained
 from convergent.backbones.protocol import ImageBackbone
 from convergent.heads.conv_decoder import ConvDecoder
 from convergent.layers.linear import Linear
 from convergent.layers.quantize import VectorQuantizer
+from convergent.rundir import RunDir
 from convergent.tasks.base import Task
 from convergent.tasks.configs import VQVAEConfig
+
+CONFIG_FILE, HEADS_FILE, ENCODER_DIR = "vqvae.json", "heads.safetensors", "encoder"
+"""The files of an image tokenizer directory (:meth:`VQVAE.save_pretrained`)."""
 
 
 class VQVAE(Task):
@@ -98,3 +111,41 @@ class VQVAE(Task):
             raise ValueError(f"decode takes code ids (B, h, w), got shape {tuple(ids.shape)}")
         b, h, w = ids.shape
         return self.decoder(self.quantizer.lookup(ids.reshape(b, h * w)), (h, w))
+
+    def save_extras(self, run: RunDir) -> None:
+        """The run's image tokenizer: ``RUN/image_tokenizer/``."""
+        self.save_pretrained(run.image_tokenizer)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the tokenizer into directory ``path`` (see the module docstring)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(path / ENCODER_DIR)
+        heads = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+        save_file(heads, str(path / HEADS_FILE))
+        (path / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "VQVAE":
+        """The tokenizer saved in ``path`` (an ``image_tokenizer/`` directory, or a vqvae run
+        directory holding one), in eval mode."""
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file() and (path / RunDir.IMAGE_TOKENIZER / CONFIG_FILE).is_file():
+            path = path / RunDir.IMAGE_TOKENIZER
+        missing = [f for f in (CONFIG_FILE, HEADS_FILE, ENCODER_DIR) if not (path / f).exists()]
+        if missing:
+            raise FileNotFoundError(f"{path}: not an image tokenizer (missing {missing}); expected the "
+                                    f"{RunDir.IMAGE_TOKENIZER}/ directory of a vqvae run, or the run directory")  # fmt: skip
+        try:
+            config = VQVAEConfig(**json.loads((path / CONFIG_FILE).read_text()))
+        except TypeError as e:
+            raise ValueError(f"{path / CONFIG_FILE}: not a vqvae config ({e})") from None
+        task = cls(from_pretrained(path / ENCODER_DIR), config)
+        heads = load_file(str(path / HEADS_FILE))
+        expected = {k for k in task.state_dict() if not k.startswith("backbone.")}
+        if set(heads) != expected:
+            raise ValueError(f"{path / HEADS_FILE}: keys differ from a vqvae's (missing "
+                             f"{sorted(expected - set(heads))}, unexpected {sorted(set(heads) - expected)})")  # fmt: skip
+        task.load_state_dict(heads, strict=False)
+        return task.eval()

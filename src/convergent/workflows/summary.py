@@ -21,7 +21,8 @@ from convergent.workflows.pictures import save_loss_plot
 
 def finish_run(cfg: PretrainConfig, trainer: Trainer, task: Task, train_set: Dataset, test_set: Dataset | None,
                run: RunDir, train_summary: dict, tokenizer: Any = None) -> dict:  # fmt: skip
-    """Rank 0: save ``encoder/`` (with the tokenizer of a text run), ``loss.png``, the default
+    """Rank 0: save ``encoder/`` (with the tokenizer of a text run), what the task adds
+    (``Task.save_extras``: a vqvae run's ``image_tokenizer/``), ``loss.png``, the default
     evaluation (:func:`~convergent.workflows.evaluate.evaluate_end_of_run`) and
     ``summary.json``; print it."""
     if trainer.fabric.global_rank != 0:
@@ -30,6 +31,7 @@ def finish_run(cfg: PretrainConfig, trainer: Trainer, task: Task, train_set: Dat
     backbone.save_pretrained(run.encoder)
     if tokenizer is not None:
         tokenizer.save(run.encoder)
+    task.save_extras(run)
     save_loss_plot(run.metrics, run.loss_plot, f"{cfg.task.name} / {cfg.model.backbone}")
     t = time.perf_counter()
     results = evaluate_end_of_run(cfg, task, tokenizer, train_set, test_set)
