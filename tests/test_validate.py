@@ -161,12 +161,21 @@ def test_only_the_selected_task_section_is_checked(tmp_path):
         ("fd", "teacher_std", (0.0,), "--task.fd.teacher_std must be > 0, got 0.0"),
         ("fd", "loss_beta", -1.0, "--task.fd.loss_beta must be >= 0, got -1.0"),
         ("fd", "whiten_eps", 0.0, "--task.fd.whiten_eps must be > 0, got 0.0"),
+        ("beit", "tokenizer", "/no/such/run", "--task.beit.tokenizer /no/such/run: no such directory"),
+        ("beit", "tokenizer", None, "--task.beit.tokenizer is required: the directory of a `convergent pretrain"),
+        ("beit", "mask_ratio", 1.0, "--task.beit.mask_ratio must be in (0, 1), got 1.0"),
+        ("beit", "min_block_patches", 0, "--task.beit.min_block_patches must be >= 1, got 0"),
+        ("vqvae", "num_codes", 1, "--task.vqvae.num_codes must be >= 2, got 1"),
+        ("vqvae", "decay", 1.0, "--task.vqvae.decay must be in [0, 1), got 1.0"),
+        ("vqvae", "restart_threshold", -1.0, "--task.vqvae.restart_threshold must be >= 0, got -1.0"),
     ],
 )
 def test_task_sections(tmp_path, task, field, value, message):
     cfg = pretrain_cfg(tmp_path, **{"task.name": task})
     if task == "fd":
         cfg.task.fd.teacher = str(tmp_path)  # exists
+    if task == "beit":
+        cfg.task.beit.tokenizer = str(tmp_path)  # exists
     if task == "mocov3":
         cfg.task.mocov3.momentum_end = 0.999
     if task == "data2vec" and field == "ema_decay":

@@ -80,6 +80,7 @@ from convergent.data import registry as datasets
 from convergent.rundir import RunDir
 from convergent.tasks import registry as tasks
 from convergent.tasks.configs import (
+    BEiTConfig,
     CausalLMConfig,
     ClassifyConfig,
     CLIPConfig,
@@ -339,6 +340,8 @@ RULES: dict[type, dict[str, Any]] = {
         "temperature": POSITIVE, "pooling": OneOf(POOLINGS), "head": OneOf(CONTRASTIVE_HEADS),
         "head_layers": AT_LEAST_1, "hidden_dim": AT_LEAST_1, "out_dim": AT_LEAST_1, "loss": OneOf(CONTRASTIVE_LOSSES),
     },
+    BEiTConfig: {"tokenizer": Exists("dir"), "mask_ratio": Range(0, 1, lo_open=True, hi_open=True),
+                 "min_block_patches": AT_LEAST_1, "min_aspect": Range(0, 1, lo_open=True), "head_init_std": POSITIVE},
     TeacherConfig: {"teacher": Exists("dir"), "teacher_img_size": AT_LEAST_1, "teacher_std": Each(POSITIVE)},
     FDConfig: {"whiten_eps": POSITIVE, "loss_beta": NON_NEGATIVE},
     ViLTConfig: {
@@ -571,6 +574,9 @@ def check_task_relations(section: Any, prefix: str, where: Where) -> None:
                           "the sigmoid loss is always computed per process (texts exchanged around a ring)")  # fmt: skip
     if isinstance(section, TeacherConfig):
         check_teacher_relations(section, prefix, where)
+    if isinstance(section, BEiTConfig) and section.tokenizer is None:
+        raise where.error(f"{prefix}.tokenizer", " is required: the directory of a `convergent pretrain --task.name "
+                          "vqvae` run (or its image_tokenizer/)")  # fmt: skip
     if isinstance(section, CLIPConfig) and section.text_overrides:
         check_overrides(backbone_config(section.text_backbone), section.text_backbone, section.text_overrides,
                         f"{prefix}.text_overrides", where)  # fmt: skip

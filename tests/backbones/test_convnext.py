@@ -249,6 +249,7 @@ def test_contract_declarations():
     assert model.output_stride == 16 and model.output_grid == (2, 2) and model.final_stage_depth == 2
     assert model.num_prefix_tokens == 0 and not model.first_token_summarises
     assert model.supports_mask_token and not model.supports_token_drop and not model.supports_joint_tokens
+    assert not model.supports_patch_tokens  # final tokens at the last stage, coarser than the stem's patches
     assert (model.norm_eps, model.act, model.dropout) == (1e-6, "gelu", 0.0)
     ids = {n: model.layer_id(n) for n, _ in model.named_parameters()}
     assert ids["patch_embed.proj.weight"] == ids["patch_embed.norm.bias"] == ids["mask_token"] == 0

@@ -38,6 +38,7 @@ def test_registry_builds_vit_with_capabilities():
     model = build_backbone("vit_test")
     assert isinstance(model, VisionTransformer) and isinstance(model, Backbone)
     assert model.supports_mask_token and model.supports_token_drop and not model.supports_causal
+    assert model.supports_patch_tokens
     assert model.num_prefix_tokens == 1
     assert model.embed_dim == model.num_features == C
     assert model.pos_embed.shape == (1, 1 + N, C) and model.cls_token.shape == model.mask_token.shape == (1, 1, C)

@@ -6,7 +6,7 @@ optimizer step; every other pairing is refused when the task is built, with the 
 backbones and tasks that embed text get a tokenizer's vocabulary as a run gives it
 (``Task.configure_text``, ``vocabulary_overrides``), and a task that distils a frozen teacher
 (its config a ``TeacherConfig``: FD) gets one as a run loads it — a ``vit_test`` at the student's
-image size and channels — so a new backbone family or task is picked up here with no edit.
+image size and channels — and BEiT a stand-in image tokenizer, so a new backbone family or task is picked up here with no edit.
 """
 
 import pytest
@@ -15,8 +15,9 @@ import torch
 from convergent.backbones import backbone_config, backbone_names, build_backbone
 from convergent.backbones.configs import vocabulary_overrides
 from convergent.tasks.base import backbone_problems
-from convergent.tasks.configs import ClassifyConfig, CLIPConfig, MAEConfig, MoCoV3Config, TeacherConfig
+from convergent.tasks.configs import BEiTConfig, ClassifyConfig, CLIPConfig, MAEConfig, MoCoV3Config, TeacherConfig
 from convergent.tasks.registry import entry, names, task_class
+from tests.preset_helpers import stand_in_tokenizer
 
 VOCAB = {"vocab_size": 100, "pad_token_id": 0, "mask_token_id": 3, "max_length": 12}
 """What a run's tokenizer would decide (``workflows/text.py:tokenizer_vocab``)."""
@@ -48,7 +49,12 @@ def build_backbone_for(name: str, task_cls: type):
 def task_inputs(config, backbone) -> dict:
     """What the task's constructor takes besides backbone and config: for a distillation task
     (``TeacherConfig``) a frozen teacher, built as the run builds it (at the student's image size
-    and channels; a text student is refused before its teacher is looked at)."""
+    and channels; a text student is refused before its teacher is looked at); for BEiT an image
+    tokenizer with one code per patch."""
+    if isinstance(config, BEiTConfig):
+        if backbone.modality != "image":
+            return {"tokenizer": stand_in_tokenizer(4, 32)}
+        return {"tokenizer": stand_in_tokenizer(backbone.patch_size, backbone.image_size, backbone.in_chans)}
     if not isinstance(config, TeacherConfig):
         return {}
     if backbone.modality != "image":

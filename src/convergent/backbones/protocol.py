@@ -69,6 +69,9 @@ class Backbone(nn.Module):
     supports_joint_tokens: bool = False
     """``embed(x)`` and ``forward_tokens(tokens, key_padding_mask)`` run the blocks over a
     sequence a task builds around the embedded input (ViLT's ``[text ; image]``)."""
+    supports_patch_tokens: bool = False
+    """The final tokens (prefix tokens aside) are one per mask position, in its order
+    (``output_stride == patch_size``: ViT), so a task can predict something per masked patch (BEiT)."""
     supports_causal: bool = False
     supports_unpad: bool = False
     """``forward_intermediates(..., unpad=True)`` skips padded tokens (text, see layers/unpad.py)."""

@@ -54,6 +54,7 @@ class VisionTransformer(ImageBackbone):
 
     supports_mask_token = True
     supports_token_drop = True
+    supports_patch_tokens = True
     supports_joint_tokens = True
     supports_ffn_targets = True
     num_prefix_tokens = 1

@@ -403,3 +403,26 @@ class VQVAEConfig:
     """Channels of the decoder's residual stack (sonnet's VQ-VAE example: 128; paper: 256)."""
     decoder_res_blocks: int = 2
     """Residual blocks (3x3 then 1x1 convolutions, width/4 hidden) before upsampling (paper: 2)."""
+
+
+@dataclass
+class BEiTConfig:
+    """BEiT (Bao et al., 2022, "BEiT: BERT Pre-Training of Image Transformers"; official
+    ``unilm/beit``): hide blocks of patches behind the mask token and predict, at each hidden
+    patch, the id of its visual token — given by a frozen image tokenizer (here a ``vqvae``
+    run's, as the paper's DALL-E dVAE) — with a linear head and cross-entropy over the codebook.
+    Defaults are the paper's (ImageNet, 14x14 patches)."""
+
+    tokenizer: str | None = None
+    """The image tokenizer: a ``convergent pretrain --task.name vqvae`` run directory or its
+    ``image_tokenizer/`` directory; its grid must be the backbone's patch grid (its stride the
+    backbone's patch size). It reads the student's images as they are: train both with the
+    same data normalisation."""
+    mask_ratio: float = 0.4
+    """Fraction of patches hidden (paper: 75 of 196, ~40 %)."""
+    min_block_patches: int = 16
+    """Smallest masked block, in patches (paper: 16 on a 14x14 grid)."""
+    min_aspect: float = 0.3
+    """Smallest aspect ratio of a block (paper: 0.3; the largest is its inverse)."""
+    head_init_std: float = 0.02
+    """Std of the truncated-normal init of the prediction head's weights (paper: 0.02)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from convergent.registry import Registry, load_target
 from convergent.tasks.configs import (
+    BEiTConfig,
     CausalLMConfig,
     ClassifyConfig,
     CLIPConfig,
@@ -82,6 +83,8 @@ class TaskConfig:
     """Options of the ``vilt`` task."""
     vqvae: VQVAEConfig = task("vqvae", "convergent.tasks.vqvae:VQVAE", VQVAEConfig, "VQ-VAE: an image tokenizer, the encoder's token map quantised to its nearest codes (EMA codebook), a conv decoder reconstructs the image (MSE + commitment)")
     """Options of the ``vqvae`` task."""
+    beit: BEiTConfig = task("beit", "convergent.tasks.beit:BEiT", BEiTConfig, "BEiT: blocks of patches hidden behind the mask token, predict the visual-token id of each (a vqvae run's tokenizer), cross-entropy over the codebook")
+    """Options of the ``beit`` task."""
 
     def selected(self) -> Any:
         """The config section of the task named by ``name``."""
