@@ -5,7 +5,7 @@ first."""
 from pathlib import Path
 
 from convergent.backbones import build_backbone
-from convergent.tasks.configs import BEiTConfig, TeacherConfig, VQVAEConfig
+from convergent.tasks.configs import TeacherConfig, VisualTokensConfig, VQVAEConfig
 from convergent.tasks.vqvae import VQVAE
 
 
@@ -23,9 +23,10 @@ def with_stand_ins(cfg, tmp_path: Path):
     if isinstance(cfg.task.selected(), TeacherConfig):
         build_backbone(cfg.model.backbone, **cfg.model.overrides).save_pretrained(tmp_path / "teacher")
         cfg.task.selected().teacher = str(tmp_path / "teacher")
-    if isinstance(cfg.task.selected(), BEiTConfig):
+    if isinstance(cfg.task.selected(), VisualTokensConfig):
         backbone = build_backbone(cfg.model.backbone, **cfg.model.overrides)
-        stand_in_tokenizer(backbone.patch_size, cfg.data.img_size, cfg.data.in_chans).save_pretrained(
+        patch = backbone.patch_size if backbone.modality == "image" else 4  # text-to-image: any grid
+        stand_in_tokenizer(patch, cfg.data.img_size, cfg.data.in_chans).save_pretrained(
             tmp_path / "image_tokenizer")
         cfg.task.selected().tokenizer = str(tmp_path / "image_tokenizer")
     if cfg.model.init:

@@ -91,8 +91,10 @@ from convergent.tasks.configs import (
     MoCoV3Config,
     SimMIMConfig,
     TeacherConfig,
+    TextToImageConfig,
     TokenMaskingConfig,
     ViLTConfig,
+    VisualTokensConfig,
     VQVAEConfig,
 )
 from convergent.tasks.registry import TaskConfig, task_field
@@ -340,7 +342,9 @@ RULES: dict[type, dict[str, Any]] = {
         "temperature": POSITIVE, "pooling": OneOf(POOLINGS), "head": OneOf(CONTRASTIVE_HEADS),
         "head_layers": AT_LEAST_1, "hidden_dim": AT_LEAST_1, "out_dim": AT_LEAST_1, "loss": OneOf(CONTRASTIVE_LOSSES),
     },
-    BEiTConfig: {"tokenizer": Exists("dir"), "mask_ratio": Range(0, 1, lo_open=True, hi_open=True),
+    VisualTokensConfig: {"tokenizer": Exists("dir")},
+    TextToImageConfig: {"text_loss_weight": PROBABILITY, "caption_dropout": PROBABILITY, "text_length": AT_LEAST_1},
+    BEiTConfig: {"mask_ratio": Range(0, 1, lo_open=True, hi_open=True),
                  "min_block_patches": AT_LEAST_1, "min_aspect": Range(0, 1, lo_open=True), "head_init_std": POSITIVE},
     TeacherConfig: {"teacher": Exists("dir"), "teacher_img_size": AT_LEAST_1, "teacher_std": Each(POSITIVE)},
     FDConfig: {"whiten_eps": POSITIVE, "loss_beta": NON_NEGATIVE},
@@ -574,7 +578,7 @@ def check_task_relations(section: Any, prefix: str, where: Where) -> None:
                           "the sigmoid loss is always computed per process (texts exchanged around a ring)")  # fmt: skip
     if isinstance(section, TeacherConfig):
         check_teacher_relations(section, prefix, where)
-    if isinstance(section, BEiTConfig) and section.tokenizer is None:
+    if isinstance(section, VisualTokensConfig) and section.tokenizer is None:
         raise where.error(f"{prefix}.tokenizer", " is required: the directory of a `convergent pretrain --task.name "
                           "vqvae` run (or its image_tokenizer/)")  # fmt: skip
     if isinstance(section, CLIPConfig) and section.text_overrides:

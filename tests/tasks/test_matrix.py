@@ -6,7 +6,7 @@ optimizer step; every other pairing is refused when the task is built, with the 
 backbones and tasks that embed text get a tokenizer's vocabulary as a run gives it
 (``Task.configure_text``, ``vocabulary_overrides``), and a task that distils a frozen teacher
 (its config a ``TeacherConfig``: FD) gets one as a run loads it — a ``vit_test`` at the student's
-image size and channels — and BEiT a stand-in image tokenizer, so a new backbone family or task is picked up here with no edit.
+image size and channels — and BEiT / text-to-image a stand-in image tokenizer, so a new backbone family or task is picked up here with no edit.
 """
 
 import pytest
@@ -15,7 +15,14 @@ import torch
 from convergent.backbones import backbone_config, backbone_names, build_backbone
 from convergent.backbones.configs import vocabulary_overrides
 from convergent.tasks.base import backbone_problems
-from convergent.tasks.configs import BEiTConfig, ClassifyConfig, CLIPConfig, MAEConfig, MoCoV3Config, TeacherConfig
+from convergent.tasks.configs import (
+    ClassifyConfig,
+    CLIPConfig,
+    MAEConfig,
+    MoCoV3Config,
+    TeacherConfig,
+    VisualTokensConfig,
+)
 from convergent.tasks.registry import entry, names, task_class
 from tests.preset_helpers import stand_in_tokenizer
 
@@ -51,7 +58,7 @@ def task_inputs(config, backbone) -> dict:
     (``TeacherConfig``) a frozen teacher, built as the run builds it (at the student's image size
     and channels; a text student is refused before its teacher is looked at); for BEiT an image
     tokenizer with one code per patch."""
-    if isinstance(config, BEiTConfig):
+    if isinstance(config, VisualTokensConfig):  # BEiT, text-to-image
         if backbone.modality != "image":
             return {"tokenizer": stand_in_tokenizer(4, 32)}
         return {"tokenizer": stand_in_tokenizer(backbone.patch_size, backbone.image_size, backbone.in_chans)}
@@ -65,8 +72,12 @@ def task_inputs(config, backbone) -> dict:
 def make_batch(task, backbone) -> dict[str, torch.Tensor]:
     """A batch with every key ``task`` reads, shaped for ``backbone``."""
     g = torch.Generator().manual_seed(0)
+    # a text backbone reads images only beside its text (text-to-image): the stand-in tokenizer's size
+    image_shape = (3, 32, 32)
+    if backbone.modality == "image":
+        image_shape = (backbone.in_chans, backbone.image_size, backbone.image_size)
     makers = {
-        "image": lambda: torch.randn(B, backbone.in_chans, backbone.image_size, backbone.image_size, generator=g),
+        "image": lambda: torch.randn(B, *image_shape, generator=g),
         "input_ids": lambda: torch.randint(4, VOCAB["vocab_size"], (B, SEQ), generator=g),
         "attention_mask": lambda: torch.ones(B, SEQ, dtype=torch.long),
         "label": lambda: torch.randint(0, CLASSES, (B,), generator=g),

@@ -88,6 +88,7 @@ class TextTransformer(TextBackbone):
     supports_mask_token = True
     supports_token_drop = False
     supports_causal = True
+    supports_joint_tokens = True
     extra_input_keys = ("attention_mask", "token_type_ids")
     supports_unpad = True
     supports_ffn_targets = True
@@ -185,6 +186,25 @@ class TextTransformer(TextBackbone):
             unpadded = None  # no padding: nothing to skip (the nonzero's sync answered it, no extra .all())
         if unpadded is not None:
             x = unpadded.pack(x)  # (T, C)
+        x, outs = self._run_blocks(x, pad_mask, unpadded, take, output)
+        if unpadded is not None:
+            x, outs = unpadded.unpack(x), [unpadded.unpack(o) for o in outs]
+        return x, outs
+
+    def forward_tokens(
+        self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None, indices: Any = None,
+        output: str = "block",
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+        """Run the blocks (causal when built so) and the final norm over already embedded tokens
+        ``(B, N, C)``: the output of :meth:`embed`, or a longer sequence a task builds around it
+        (text-to-image: ``[caption ; image codes]``). ``key_padding_mask`` ``(B, N)`` bool, True
+        for real tokens; ``indices`` / ``output`` as in :meth:`forward_intermediates`."""
+        take = set(select_indices(indices, len(self.blocks)))
+        check_intermediate_output(output)
+        return self._run_blocks(tokens, key_padding_mask, None, take, output)
+
+    def _run_blocks(self, x: torch.Tensor, pad_mask, unpadded, take: set[int], output: str):
+        """The blocks over ``x``, collecting the outputs of ``take``; then the final norm."""
         outs = []
         for i, block in enumerate(self.blocks):
             if i in take and output == "ffn":
@@ -195,8 +215,6 @@ class TextTransformer(TextBackbone):
             if i in take:
                 outs.append(x)
         x = x if self.norm is None else self.norm(x)
-        if unpadded is not None:
-            x, outs = unpadded.unpack(x), [unpadded.unpack(o) for o in outs]
         return x, outs
 
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -406,18 +406,25 @@ class VQVAEConfig:
 
 
 @dataclass
-class BEiTConfig:
+class VisualTokensConfig:
+    """Base of the tasks whose targets are the codes of a frozen image tokenizer (BEiT,
+    text-to-image): the run loads the tokenizer named here."""
+
+    tokenizer: str | None = None
+    """The image tokenizer: a ``convergent pretrain --task.name vqvae`` run directory or its
+    ``image_tokenizer/`` directory. It reads this run's images as they are: train both with the
+    same data normalisation and image size."""
+
+
+@dataclass
+class BEiTConfig(VisualTokensConfig):
     """BEiT (Bao et al., 2022, "BEiT: BERT Pre-Training of Image Transformers"; official
     ``unilm/beit``): hide blocks of patches behind the mask token and predict, at each hidden
     patch, the id of its visual token — given by a frozen image tokenizer (here a ``vqvae``
     run's, as the paper's DALL-E dVAE) — with a linear head and cross-entropy over the codebook.
-    Defaults are the paper's (ImageNet, 14x14 patches)."""
+    The tokenizer's grid must be the backbone's patch grid (its stride the backbone's patch
+    size). Defaults are the paper's (ImageNet, 14x14 patches)."""
 
-    tokenizer: str | None = None
-    """The image tokenizer: a ``convergent pretrain --task.name vqvae`` run directory or its
-    ``image_tokenizer/`` directory; its grid must be the backbone's patch grid (its stride the
-    backbone's patch size). It reads the student's images as they are: train both with the
-    same data normalisation."""
     mask_ratio: float = 0.4
     """Fraction of patches hidden (paper: 75 of 196, ~40 %)."""
     min_block_patches: int = 16
@@ -426,3 +433,21 @@ class BEiTConfig:
     """Smallest aspect ratio of a block (paper: 0.3; the largest is its inverse)."""
     head_init_std: float = 0.02
     """Std of the truncated-normal init of the prediction head's weights (paper: 0.02)."""
+
+
+@dataclass
+class TextToImageConfig(VisualTokensConfig):
+    """Text-to-image generation as DALL-E (Ramesh et al., 2021, "Zero-Shot Text-to-Image
+    Generation"): one causal Transformer over ``[caption tokens ; image codes]``, the codes given
+    by a frozen image tokenizer (a ``vqvae`` run; DALL-E: its dVAE), each code with its own
+    embedding table and a learned row + column position embedding; next-token cross-entropy on
+    both parts, weighted. Defaults are the paper's where it has one."""
+
+    text_loss_weight: float = 0.125
+    """Weight of the caption's loss; the image's is ``1 - text_loss_weight`` (DALL-E: 1/8 and 7/8)."""
+    caption_dropout: float = 0.0
+    """Probability of training on an empty caption instead of the image's (1.0: an unconditional
+    model of the visual tokens, iGPT's setting)."""
+    text_length: int | None = None
+    """Caption tokens before the image codes (captions are padded to it, as DALL-E's 256); None:
+    the run's ``data.max_length``."""

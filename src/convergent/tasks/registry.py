@@ -24,6 +24,7 @@ from convergent.tasks.configs import (
     SimCLRConfig,
     SimCSEConfig,
     SimMIMConfig,
+    TextToImageConfig,
     ViLTConfig,
     VQVAEConfig,
 )
@@ -85,6 +86,8 @@ class TaskConfig:
     """Options of the ``vqvae`` task."""
     beit: BEiTConfig = task("beit", "convergent.tasks.beit:BEiT", BEiTConfig, "BEiT: blocks of patches hidden behind the mask token, predict the visual-token id of each (a vqvae run's tokenizer), cross-entropy over the codebook")
     """Options of the ``beit`` task."""
+    text_to_image: TextToImageConfig = task("text-to-image", "convergent.tasks.text_to_image:TextToImage", TextToImageConfig, "Text-to-image (DALL-E): a causal text Transformer over [caption ; visual tokens of a vqvae run], next-token loss on both; sampled by convergent generate")
+    """Options of the ``text-to-image`` task."""
 
     def selected(self) -> Any:
         """The config section of the task named by ``name``."""

@@ -20,7 +20,7 @@ from convergent.data.registry import build_dataset
 from convergent.data.tokenizer import Tokenizer
 from convergent.rundir import RunDir
 from convergent.tasks.base import Task, check_backbone
-from convergent.tasks.configs import BEiTConfig, TeacherConfig
+from convergent.tasks.configs import TeacherConfig, VisualTokensConfig
 from convergent.tasks.registry import build_task, task_class, task_field
 from convergent.tasks.vqvae import VQVAE
 from convergent.training.checkpoint import load_latest
@@ -73,8 +73,8 @@ def build_run_task(cfg: PretrainConfig, tokenizer: Tokenizer | None = None) -> T
     beside its backbone (CLIP's text tower, ViLT's word embeddings) takes what the run's
     tokenizer decides through ``Task.configure_text``; a task that distils a frozen teacher
     (its config a :class:`~convergent.tasks.configs.TeacherConfig`) takes the teacher, loaded
-    from its source (:mod:`convergent.workflows.teacher`); BEiT takes its image tokenizer
-    (``VQVAE.from_pretrained`` of ``task.beit.tokenizer``)."""
+    from its source (:mod:`convergent.workflows.teacher`); BEiT and text-to-image take their image
+    tokenizer (``VQVAE.from_pretrained`` of the section's ``tokenizer``)."""
     cls = task_class(cfg.task.name)
     backbone = task_encoder(cfg, tokenizer)
     task_cfg = cfg.task.selected()
@@ -84,7 +84,7 @@ def build_run_task(cfg: PretrainConfig, tokenizer: Tokenizer | None = None) -> T
     if isinstance(task_cfg, TeacherConfig):
         check_backbone(cls, backbone)  # a text student is refused before its teacher is read
         inputs = teacher_inputs(task_cfg, backbone, cfg.data, f"task.{task_field(cfg.task.name)}")
-    if isinstance(task_cfg, BEiTConfig):
+    if isinstance(task_cfg, VisualTokensConfig):
         check_backbone(cls, backbone)
         inputs = {"tokenizer": VQVAE.from_pretrained(task_cfg.tokenizer)}
     return build_task(cfg.task.name, backbone, task_cfg, **inputs)
