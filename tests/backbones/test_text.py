@@ -228,3 +228,16 @@ def test_compiles_without_graph_breaks():
         want, ref = model.forward_intermediates(x, mask=mask, attention_mask=am, indices=[0])
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(inter[0], ref[0])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_forward_tokens_over_embed_is_forward_features(causal):
+    torch.manual_seed(0)
+    model = build_backbone("text_test", causal=causal, dropout=0.0, attn_dropout=0.0).eval()
+    ids = torch.randint(4, model.vocab_size, (2, 7))
+    with torch.no_grad():
+        expected, inter = model.forward_intermediates(ids, indices=[0])
+        got, outs = model.forward_tokens(model.embed(ids), indices=[0])
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(outs[0], inter[0])
+    assert model.supports_joint_tokens

@@ -1,14 +1,22 @@
 """``convergent generate``: continue prompts with the causal language model of a finished
-(or interrupted) ``convergent pretrain --task.name causal-lm`` run.
+(or interrupted) ``convergent pretrain --task.name causal-lm`` run, or draw images for a
+caption from a ``text-to-image`` run (optionally re-ranked by a CLIP run, as DALL-E re-ranked
+its samples with CLIP).
 
 The run directory holds everything: ``config.yaml`` (task and backbone), ``tokenizer/`` and
-the newest checkpoint (backbone *and* LM head weights).
+the newest checkpoint (backbone *and* head weights; a text-to-image run's image tokenizer too).
 """
 
+import math
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
+from convergent.data.transforms import denormalize, normalize
 from convergent.generation import generate
 
 
@@ -23,3 +31,58 @@ def generate_text(task: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 
     out = generate(task, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, greedy=greedy,
                    eos_id=tokenizer.eos_id, generator=g)  # fmt: skip
     return [tokenizer.decode(row.tolist()) for row in out]
+
+
+def caption_ids(tokenizer: Any, text: str, num: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(num, L)`` ids and attention mask of ``text`` as a run's collate makes them (the
+    tokenizer's special tokens, truncated to ``max_length``); the empty text gives no real token."""
+    ids = tokenizer.encode(text)[:max_length] if text else []
+    if not ids:
+        return torch.zeros(num, 1, dtype=torch.long), torch.zeros(num, 1, dtype=torch.long)
+    row = torch.tensor(ids, dtype=torch.long)
+    return row.expand(num, -1).clone(), torch.ones(num, len(ids), dtype=torch.long)
+
+
+@torch.no_grad()
+def generate_images(task: Any, tokenizer: Any, cfg: Any, prompt: str, num: int = 8, temperature: float = 1.0,
+                    top_k: int | None = None, seed: int = 0, clip: tuple | None = None,
+                    candidates: int | None = None) -> tuple[torch.Tensor, list[float] | None]:  # fmt: skip
+    """``num`` images ``(num, C, H, W)`` in [0, 1] for ``prompt`` from a text-to-image ``task``
+    (its run's ``tokenizer`` and config ``cfg``). With ``clip`` = ``(clip_task, clip_tokenizer,
+    clip_cfg)``, ``candidates`` (default ``4 * num``) are drawn and the ``num`` whose CLIP image
+    embedding is closest to the prompt's are kept, best first, with their cosine scores."""
+    drawn = max(candidates or 4 * num, num) if clip is not None else num
+    ids, mask = caption_ids(tokenizer, prompt, drawn, cfg.data.max_length)
+    g = torch.Generator().manual_seed(seed)
+    codes = task.sample(ids, mask, temperature=temperature, top_k=top_k, generator=g)  # (N, h, w)
+    images = denormalize(task.tokenizer.decode(codes).float(), cfg.data)  # (N, C, H, W) in [0, 1]
+    if clip is None:
+        return images, None
+    clip_task, clip_tokenizer, clip_cfg = clip
+    side = clip_cfg.data.img_size
+    x = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False) if images.shape[-1] != side else images
+    x = normalize(x * 255, clip_cfg.data.mean, clip_cfg.data.std)
+    text_ids, text_mask = caption_ids(clip_tokenizer, prompt, 1, clip_cfg.data.max_length)
+    image_emb = F.normalize(clip_task.encode_image(x), dim=-1)  # (N, E)
+    text_emb = F.normalize(clip_task.encode_text(text_ids, attention_mask=text_mask), dim=-1)  # (1, E)
+    scores = (image_emb @ text_emb.T).squeeze(1)  # (N,)
+    best = scores.argsort(descending=True)[:num]
+    return images[best], scores[best].tolist()
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, scale: int = 4) -> Path:
+    """Images ``(N, C, H, W)`` in [0, 1] as one PNG grid (nearest-neighbour upscaled ``scale``x)."""
+    n, c, h, w = images.shape
+    cols = min(n, 8)
+    rows = math.ceil(n / cols)
+    grid = torch.ones(c, rows * (h + 2), cols * (w + 2))
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        grid[:, r * (h + 2) + 1 : r * (h + 2) + 1 + h, k * (w + 2) + 1 : k * (w + 2) + 1 + w] = img
+    arr = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    picture = Image.fromarray(arr.squeeze(-1) if c == 1 else np.ascontiguousarray(arr))
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return path
