@@ -202,7 +202,7 @@ def test_config_round_trips():
     [
         ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
         ({"hidden_act": "silu"}, "hidden_act 'silu'"),
-        ({"add_cross_attention": True}, "cross-attention"),
+        ({"is_encoder_decoder": True}, "encoder-decoder use"),
         ({"model_type": "roberta"}, "model_type 'roberta'"),
     ],
 )
@@ -287,3 +287,46 @@ def test_no_token_types_exports_a_zero_row():
     hf_sd["embeddings.token_type_embeddings.weight"] = torch.ones(1, 32)
     with pytest.raises(ValueError, match="type_vocab_size"):
         state_dict_from_hf(hf_sd, cfg)
+
+
+def test_decoder_with_cross_attention_matches_hf_bert_lm_head_model():
+    """The image-to-text decoder: a causal BERT with cross-attention over encoder states, against
+    HF ``BertLMHeadModel(is_decoder, add_cross_attention)`` given the same weights and states: the
+    hidden states, the LM loss (our LMHead tied, HF's shifted labels) and the gradients of the
+    states; and the round trip of the weights back to HF."""
+    from convergent.converters.hf_bert import lm_head_from_hf
+    from convergent.heads.lm_head import LMHead
+
+    cfg = tiny_cfg(causal=True, cross_attention=True, pooler=False)
+    hf = hf_bert(cfg, cls=transformers.BertLMHeadModel)
+    with torch.no_grad():  # tie the decoder to the word embeddings, as ours
+        hf.cls.predictions.decoder.weight.copy_(hf.bert.embeddings.word_embeddings.weight)
+    ours = ours_from_hf(hf.state_dict(), cfg)
+    head = LMHead(cfg.embed_dim, VOCAB, cfg.act, cfg.norm_eps)
+    head.load_state_dict(lm_head_from_hf(hf.state_dict()))
+    ids, am, _ = inputs()
+    g = torch.Generator().manual_seed(5)
+    states = torch.randn(3, 7, cfg.embed_dim, generator=g)
+    states_mask = torch.ones(3, 7, dtype=torch.long)
+    states_mask[1, 4:] = 0
+    s_hf, s_ours = states.clone().requires_grad_(True), states.clone().requires_grad_(True)
+    labels = ids.masked_fill(am == 0, -100)
+    ref = hf(ids, attention_mask=am, encoder_hidden_states=s_hf, encoder_attention_mask=states_mask,
+             labels=labels, use_cache=False, output_hidden_states=True)  # fmt: skip
+    tokens, _ = ours.forward_intermediates(ids, attention_mask=am, states=s_ours, states_mask=states_mask.bool())
+    real = am.bool()
+    torch.testing.assert_close(tokens[real], ref.hidden_states[-1][real], atol=ATOL, rtol=ATOL)
+    logits = head(tokens, ours.word_embed.weight)[:, :-1]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), labels[:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(loss, ref.loss, atol=ATOL, rtol=ATOL)
+    loss.backward()
+    ref.loss.backward()
+    torch.testing.assert_close(s_ours.grad, s_hf.grad, atol=ATOL, rtol=GRAD_RTOL)
+    assert s_ours.grad[1, 4:].abs().max() == 0  # padded states are not attended to
+    back = state_dict_to_hf(ours.state_dict(), cfg)
+    expected = {k: v for k, v in hf.bert.state_dict().items() if k in back}
+    assert set(back) == set(expected)
+    for k, v in expected.items():
+        assert torch.equal(back[k], v), k
+    with pytest.raises(ValueError, match="pass the encoder's states"):
+        ours(ids)

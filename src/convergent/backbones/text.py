@@ -25,7 +25,7 @@ from torch import nn
 
 from convergent.backbones.protocol import TextBackbone, apply_mask_token, check_intermediate_output, select_indices
 from convergent.backbones.text_spec import TextConfig
-from convergent.layers import Attention, Block, Mlp, init_linear_norm_
+from convergent.layers import Attention, Block, CrossAttention, Mlp, init_linear_norm_
 from convergent.layers.linear import Linear
 from convergent.layers.unpad import Unpadded
 
@@ -48,6 +48,11 @@ class TextBlock(nn.Module):
         self.mlp = Mlp(dim, config.mlp_dim, dropout=0.0, act=config.act)
         self.norm2 = nn.LayerNorm(dim, eps=config.norm_eps)
         self.drop = nn.Dropout(config.dropout)
+        if config.cross_attention:
+            self.cross_attn = CrossAttention(dim, config.num_heads, qkv_bias=True, attn_drop=config.attn_dropout)
+            self.norm_cross = nn.LayerNorm(dim, eps=config.norm_eps)
+        else:
+            self.cross_attn = self.norm_cross = None
 
     def forward(
         self,
@@ -55,12 +60,17 @@ class TextBlock(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         unpadded: Unpadded | None = None,
         return_ffn: bool = False,
+        states: torch.Tensor | None = None,
+        states_mask: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, L, C)`` → ``(B, L, C)``; ``key_padding_mask`` ``(B, L)`` bool, True = real token;
         with ``unpadded``, packed real tokens ``(T, C)`` → ``(T, C)``. ``return_ffn``: also the
-        feed-forward output before dropout, the residual and ``norm2`` (fairseq's ``fc_result``)."""
+        feed-forward output before dropout, the residual and ``norm2`` (fairseq's ``fc_result``).
+        ``states`` ``(B, M, C)`` (and ``states_mask``): what a cross-attention block attends over."""
         attn = self.attn(x, key_padding_mask=key_padding_mask, causal=self.causal, unpadded=unpadded)
         x = self.norm1(x + self.drop(attn))
+        if self.cross_attn is not None:
+            x = self.norm_cross(x + self.drop(self.cross_attn(x, states, states_mask)))
         ffn = self.mlp(x)
         x = self.norm2(x + self.drop(ffn))
         return (x, ffn) if return_ffn else x
@@ -160,6 +170,8 @@ class TextTransformer(TextBackbone):
         position_ids: torch.Tensor | None = None,
         unpad: bool = False,
         output: str = "block",
+        states: torch.Tensor | None = None,
+        states_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final tokens ``(B, L, C)`` and the outputs of the blocks in ``indices`` (None: all;
         int k: last k; sequence: those, negatives allowed), each ``(B, L, C)``, taken before
@@ -169,7 +181,10 @@ class TextTransformer(TextBackbone):
 
         ``unpad``: when ``attention_mask`` has padding, run the blocks on the real tokens only
         (:mod:`convergent.layers.unpad`): the same values at real positions, zeros at padded
-        ones, and no work spent on padding. For callers that read real positions only."""
+        ones, and no work spent on padding. For callers that read real positions only.
+
+        ``states`` ``(B, M, C)`` / ``states_mask`` ``(B, M)``: the encoder states a decoder's
+        cross-attention blocks attend over (``cross_attention``; ``unpad`` is then not used)."""
         take = set(select_indices(indices, len(self.blocks)))
         check_intermediate_output(output)
         pad_mask = None
@@ -181,19 +196,19 @@ class TextTransformer(TextBackbone):
                 )
             pad_mask = attention_mask.bool()  # (B, L) True = real token
         x = self.embed(input_ids, mask, token_type_ids, position_ids)
-        unpadded = Unpadded(pad_mask) if unpad and pad_mask is not None else None
+        unpadded = Unpadded(pad_mask) if unpad and pad_mask is not None and states is None else None
         if unpadded is not None and unpadded.num_tokens == pad_mask.numel():
             unpadded = None  # no padding: nothing to skip (the nonzero's sync answered it, no extra .all())
         if unpadded is not None:
             x = unpadded.pack(x)  # (T, C)
-        x, outs = self._run_blocks(x, pad_mask, unpadded, take, output)
+        x, outs = self._run_blocks(x, pad_mask, unpadded, take, output, states, states_mask)
         if unpadded is not None:
             x, outs = unpadded.unpack(x), [unpadded.unpack(o) for o in outs]
         return x, outs
 
     def forward_tokens(
         self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None, indices: Any = None,
-        output: str = "block",
+        output: str = "block", states: torch.Tensor | None = None, states_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
         """Run the blocks (causal when built so) and the final norm over already embedded tokens
         ``(B, N, C)``: the output of :meth:`embed`, or a longer sequence a task builds around it
@@ -201,17 +216,23 @@ class TextTransformer(TextBackbone):
         for real tokens; ``indices`` / ``output`` as in :meth:`forward_intermediates`."""
         take = set(select_indices(indices, len(self.blocks)))
         check_intermediate_output(output)
-        return self._run_blocks(tokens, key_padding_mask, None, take, output)
+        return self._run_blocks(tokens, key_padding_mask, None, take, output, states, states_mask)
 
-    def _run_blocks(self, x: torch.Tensor, pad_mask, unpadded, take: set[int], output: str):
+    def _run_blocks(self, x: torch.Tensor, pad_mask, unpadded, take: set[int], output: str, states=None,
+                    states_mask=None):  # fmt: skip
         """The blocks over ``x``, collecting the outputs of ``take``; then the final norm."""
+        if self.config.cross_attention and states is None:
+            raise ValueError("this text backbone has cross-attention: pass the encoder's states (states=...)")
+        if states is not None and not self.config.cross_attention:
+            raise ValueError("encoder states need a text backbone built with cross_attention true")
+        extra = () if states is None else (states, states_mask)
         outs = []
         for i, block in enumerate(self.blocks):
             if i in take and output == "ffn":
-                x, ffn = self.run_block(block, x, pad_mask, unpadded, True)
+                x, ffn = self.run_block(block, x, pad_mask, unpadded, True, *extra)
                 outs.append(ffn)
                 continue
-            x = self.run_block(block, x, pad_mask, unpadded)
+            x = self.run_block(block, x, pad_mask, unpadded, False, *extra)
             if i in take:
                 outs.append(x)
         x = x if self.norm is None else self.norm(x)

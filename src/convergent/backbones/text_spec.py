@@ -52,6 +52,14 @@ class TextConfig:
     """GPT-2 / CLIP layout instead of BERT's: pre-norm blocks, a final LayerNorm after the last
     block, no LayerNorm on the embeddings, and ``pad_token_id`` only marks padding (its word
     embedding trains like any other; CLIP's tokenizer pads with its end-of-text token)."""
+    cross_attention: bool = False
+    """A decoder: each block attends, after its self-attention, over an encoder's states of the
+    same width (HF ``BertLMHeadModel`` with ``add_cross_attention``: ``crossattention``, then a
+    post-norm residual); the image-to-text decoder. BERT layout only."""
+
+    def __post_init__(self):
+        if self.cross_attention and self.pre_norm:
+            raise ValueError("cross_attention is an option of the BERT layout (pre_norm false)")
 
     @property
     def num_blocks(self) -> int:

@@ -16,8 +16,14 @@ their ``bert.`` prefix first and their ``cls.`` heads are ignored):
 ``encoder.layer.i.intermediate.dense``                ``blocks.i.mlp.fc1``
 ``encoder.layer.i.output.dense``                      ``blocks.i.mlp.fc2``
 ``encoder.layer.i.output.LayerNorm``                  ``blocks.i.norm2``
+``encoder.layer.i.crossattention.self.query``         ``blocks.i.cross_attn.q``
+``encoder.layer.i.crossattention.self.{key,value}``   ``blocks.i.cross_attn.kv`` (concatenated)
+``encoder.layer.i.crossattention.output.dense``       ``blocks.i.cross_attn.proj``
+``encoder.layer.i.crossattention.output.LayerNorm``   ``blocks.i.norm_cross``
 ``pooler.dense``                                      ``pooler.dense``
 ====================================================  =====================================
+
+The ``crossattention`` keys exist with ``add_cross_attention`` (``cross_attention`` here).
 
 The LM head (``BertForMaskedLM`` / ``BertForPreTraining`` / ``BertLMHeadModel``
 ``cls.predictions``) maps onto :class:`~convergent.heads.lm_head.LMHead` with
@@ -55,6 +61,10 @@ _BLOCK_KEYS = (
     ("output.dense", "mlp.fc2"),
     ("output.LayerNorm", "norm2"),
 )
+_CROSS_KEYS = (
+    ("crossattention.output.dense", "cross_attn.proj"),
+    ("crossattention.output.LayerNorm", "norm_cross"),
+)
 _EMBED_KEYS = (
     ("embeddings.word_embeddings.weight", "word_embed.weight"),
     ("embeddings.position_embeddings.weight", "pos_embed.weight"),
@@ -87,11 +97,11 @@ def config_from_hf(hf: dict, mask_token_id: int | None = None, pooler: bool = Tr
             ``BertForMaskedLM`` checkpoints, which have none).
 
     ``is_decoder`` maps to ``causal`` (HF then combines a causal mask with the padding mask,
-    as we do); ``pad_token_id=None`` becomes 0.
+    as we do), ``add_cross_attention`` to ``cross_attention``; ``pad_token_id=None`` becomes 0.
 
     Raises:
         ValueError: for architectures we do not implement (relative position embeddings,
-            cross-attention, other model types, unknown activations).
+            encoder-decoder models, other model types, unknown activations).
     """
     _check_supported(hf)
     act = hf.get("hidden_act", "gelu")
@@ -112,6 +122,7 @@ def config_from_hf(hf: dict, mask_token_id: int | None = None, pooler: bool = Tr
         mask_token_id=mask_token_id,
         causal=bool(hf.get("is_decoder", False)),
         pooler=pooler,
+        cross_attention=bool(hf.get("add_cross_attention", False)),
     )
 
 
@@ -123,8 +134,8 @@ def _check_supported(hf: dict) -> None:
         problems.append(f"position_embedding_type {hf['position_embedding_type']!r} (only 'absolute')")
     if hf.get("hidden_act", "gelu") not in ACT_FROM_HF:
         problems.append(f"hidden_act {hf['hidden_act']!r} (supported: {sorted(ACT_FROM_HF)})")
-    if hf.get("add_cross_attention") or hf.get("is_encoder_decoder"):
-        problems.append("cross-attention / encoder-decoder use")
+    if hf.get("is_encoder_decoder"):
+        problems.append("encoder-decoder use")
     if hf.get("embedding_size", hf.get("hidden_size")) != hf.get("hidden_size"):
         problems.append(f"embedding_size {hf['embedding_size']} != hidden_size {hf['hidden_size']}")
     if problems:
@@ -155,6 +166,7 @@ def config_to_hf(cfg: TextConfig) -> dict:
         "layer_norm_eps": cfg.norm_eps,
         "pad_token_id": cfg.pad_token_id,
         "is_decoder": cfg.causal,
+        "add_cross_attention": cfg.cross_attention,
     }
 
 
@@ -176,7 +188,7 @@ def state_dict_from_hf(sd: dict, cfg: TextConfig, ignore: tuple[str, ...] = HEAD
         word = out["word_embed.weight"]
         out["mask_token"] = word.new_zeros(1, 1, word.shape[1])
     for i in range(cfg.depth):
-        out.update(_block_from_hf(src, i))
+        out.update(_block_from_hf(src, i, cfg.cross_attention))
     out.update(_pooler_from_hf(src, cfg, ignore))
     src.finish()
     return out
@@ -196,16 +208,22 @@ def _token_types_from_hf(src: KeyTracker, cfg: TextConfig) -> dict:
     return {}
 
 
-def _block_from_hf(src: KeyTracker, i: int) -> dict:
+def _block_from_hf(src: KeyTracker, i: int, cross: bool = False) -> dict:
     hf, ours = f"encoder.layer.{i}.", f"blocks.{i}."
     qkv = [f"{hf}attention.self.{name}" for name in ("query", "key", "value")]
     out = {
         f"{ours}attn.qkv.weight": torch.cat([src.pop(f"{k}.weight") for k in qkv]),  # (3C, C): q, k, v
         f"{ours}attn.qkv.bias": torch.cat([src.pop(f"{k}.bias") for k in qkv]),
     }
-    for theirs, mine in _BLOCK_KEYS:
+    pairs = _BLOCK_KEYS + (_CROSS_KEYS if cross else ())
+    for theirs, mine in pairs:
         for p in ("weight", "bias"):
             out[f"{ours}{mine}.{p}"] = src.pop(f"{hf}{theirs}.{p}")
+    if cross:
+        for p in ("weight", "bias"):
+            out[f"{ours}cross_attn.q.{p}"] = src.pop(f"{hf}crossattention.self.query.{p}")
+            kv = [src.pop(f"{hf}crossattention.self.{name}.{p}") for name in ("key", "value")]
+            out[f"{ours}cross_attn.kv.{p}"] = torch.cat(kv)  # (2C, ...): k, v
     return out
 
 
@@ -261,8 +279,12 @@ def state_dict_to_hf(sd: dict, cfg: TextConfig, legacy: bool = False) -> dict:
             q, k, v = src.pop(f"{ours}attn.qkv.{p}").chunk(3, dim=0)  # (3C, ...) → 3 × (C, ...)
             for name, t in zip(("query", "key", "value"), (q, k, v)):
                 out[f"{hf}attention.self.{name}.{p}"] = t.clone()
-            for theirs, mine in _BLOCK_KEYS:
+            for theirs, mine in _BLOCK_KEYS + (_CROSS_KEYS if cfg.cross_attention else ()):
                 out[f"{hf}{theirs}.{p}"] = src.pop(f"{ours}{mine}.{p}")
+            if cfg.cross_attention:
+                out[f"{hf}crossattention.self.query.{p}"] = src.pop(f"{ours}cross_attn.q.{p}")
+                k, v = src.pop(f"{ours}cross_attn.kv.{p}").chunk(2, dim=0)
+                out[f"{hf}crossattention.self.key.{p}"], out[f"{hf}crossattention.self.value.{p}"] = k.clone(), v.clone()
     if cfg.pooler:
         for p in ("weight", "bias"):
             out[f"pooler.dense.{p}"] = src.pop(f"pooler.dense.{p}")

@@ -122,6 +122,42 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
+class CrossAttention(nn.Module):
+    """Multi-head attention of tokens ``(B, N, C)`` over another sequence ``(B, M, C)`` (an
+    encoder's states: a decoder's cross-attention, HF ``BertLayer.crossattention``): q from the
+    tokens, k and v from the states (one fused projection), output projection.
+
+    Args:
+        dim: token width (the states have it too; a task projects them first otherwise).
+        num_heads: number of heads.
+        qkv_bias: learn biases for q, k, v.
+        attn_drop: dropout on attention probabilities (training only).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.head_dim, self.attn_drop = num_heads, dim // num_heads, attn_drop
+        self.q = Linear(dim, dim, bias=qkv_bias)
+        self.kv = Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, states: torch.Tensor, states_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, N, C)`` attends over ``states`` ``(B, M, C)``; ``states_mask`` ``(B, M)``
+        bool, True for real states (None: all)."""
+        b, n, c = x.shape
+        if states.shape[0] != b or states.shape[-1] != c:
+            raise ValueError(f"cross-attention of {tuple(x.shape)} tokens needs states (B={b}, M, C={c}), "
+                             f"got {tuple(states.shape)}")  # fmt: skip
+        q = self.q(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, Dh)
+        kv = self.kv(states).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)  # (B, H, M, Dh)
+        mask = _combine_masks(None, states_mask, False, states.shape[1], q.dtype, q.device)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
 def _windowed_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float, scale: float | None
 ) -> torch.Tensor:
