@@ -81,6 +81,7 @@ from convergent.rundir import RunDir
 from convergent.tasks import registry as tasks
 from convergent.tasks.configs import (
     BEiTConfig,
+    CaptionConfig,
     CausalLMConfig,
     ClassifyConfig,
     CLIPConfig,
@@ -343,6 +344,8 @@ RULES: dict[type, dict[str, Any]] = {
         "head_layers": AT_LEAST_1, "hidden_dim": AT_LEAST_1, "out_dim": AT_LEAST_1, "loss": OneOf(CONTRASTIVE_LOSSES),
     },
     VisualTokensConfig: {"tokenizer": Exists("dir")},
+    CaptionConfig: {"text_backbone": Registered(backbone_config), "label_smoothing": Range(0, 1, hi_open=True),
+                    "beam_size": AT_LEAST_1, "max_new_tokens": AT_LEAST_1},
     TextToImageConfig: {"text_loss_weight": PROBABILITY, "caption_dropout": PROBABILITY, "text_length": AT_LEAST_1},
     BEiTConfig: {"mask_ratio": Range(0, 1, lo_open=True, hi_open=True),
                  "min_block_patches": AT_LEAST_1, "min_aspect": Range(0, 1, lo_open=True), "head_init_std": POSITIVE},

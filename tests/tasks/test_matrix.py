@@ -16,6 +16,7 @@ from convergent.backbones import backbone_config, backbone_names, build_backbone
 from convergent.backbones.configs import vocabulary_overrides
 from convergent.tasks.base import backbone_problems
 from convergent.tasks.configs import (
+    CaptionConfig,
     ClassifyConfig,
     CLIPConfig,
     MAEConfig,
@@ -35,6 +36,7 @@ SMALL_CONFIGS = {
     "mae": lambda: MAEConfig(decoder_dim=16, decoder_depth=1, decoder_heads=2),
     "mocov3": lambda: MoCoV3Config(hidden_dim=32, out_dim=16),
     "clip": lambda: CLIPConfig(text_backbone="clip_text_test", embed_dim=16),
+    "caption": lambda: CaptionConfig(text_backbone="text_test"),
 }
 """Task configs at test size where the defaults are paper-sized (others: their defaults)."""
 

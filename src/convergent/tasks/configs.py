@@ -451,3 +451,23 @@ class TextToImageConfig(VisualTokensConfig):
     text_length: int | None = None
     """Caption tokens before the image codes (captions are padded to it, as DALL-E's 256); None:
     the run's ``data.max_length``."""
+
+
+@dataclass
+class CaptionConfig:
+    """Image-to-text (captioning) as an encoder-decoder: the task's image backbone encodes; a
+    causal text Transformer with cross-attention blocks over the image tokens (HF
+    ``BertLMHeadModel`` with ``add_cross_attention``; the image tokens linearly projected to its
+    width when they differ) decodes, with an LM head tied to its word embeddings; teacher-forced
+    next-token cross-entropy on the captions. Greedy or beam-search decoding."""
+
+    text_backbone: str = "bert_mini"
+    """Registered text backbone variant of the decoder (BERT layout); built causal, with cross-attention."""
+    text_overrides: dict = field(default_factory=dict)
+    """Overrides of the decoder's config (a run sets the tokenizer's vocabulary size and ids here)."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the caption loss."""
+    beam_size: int = 3
+    """Beams of the beam search of the evaluation and ``convergent caption`` (1: greedy)."""
+    max_new_tokens: int = 20
+    """Longest caption generated, in tokens after the start token."""

@@ -13,6 +13,7 @@ from typing import Any
 from convergent.registry import Registry, load_target
 from convergent.tasks.configs import (
     BEiTConfig,
+    CaptionConfig,
     CausalLMConfig,
     ClassifyConfig,
     CLIPConfig,
@@ -88,6 +89,8 @@ class TaskConfig:
     """Options of the ``beit`` task."""
     text_to_image: TextToImageConfig = task("text-to-image", "convergent.tasks.text_to_image:TextToImage", TextToImageConfig, "Text-to-image (DALL-E): a causal text Transformer over [caption ; visual tokens of a vqvae run], next-token loss on both; sampled by convergent generate")
     """Options of the ``text-to-image`` task."""
+    caption: CaptionConfig = task("caption", "convergent.tasks.caption:Caption", CaptionConfig, "Captioning: image backbone encoder + causal text decoder with cross-attention (BertLMHeadModel), teacher-forced next-token loss; greedy / beam search")
+    """Options of the ``caption`` task."""
 
     def selected(self) -> Any:
         """The config section of the task named by ``name``."""
