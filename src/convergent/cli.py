@@ -33,7 +33,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "tokenizer": ("convergent.commands.tokenizer", "Train a WordPiece or BPE tokenizer on a text corpus."),
     "data": ("convergent.commands.data", "Prepare data: write image-text pairs as webdataset-style tar shards."),
-    "generate": ("convergent.commands.generate", "Continue a prompt with the causal language model of a causal-lm run."),
+    "generate": (
+        "convergent.commands.generate",
+        "Continue a prompt with a causal-lm run, or draw images for a caption with a text-to-image run.",
+    ),
+    "caption": ("convergent.commands.caption", "Caption images with the encoder-decoder of a caption run."),
     "sweep": (
         "convergent.commands.sweep",
         "Scaling sweep: model sizes x data fractions x step budgets of a preset; fit L(N, D), compute frontier.",

@@ -18,7 +18,7 @@ from convergent.evaluation.linear_probe import linear_probe
 from convergent.registry import load_target
 from tests.evaluation.test_text import StandInLM, sentences, text_backbone
 
-NAMES = ["finetune", "knn", "language-model", "linear-probe", "reconstruction", "retrieval", "zero-shot"]
+NAMES = ["captioning", "finetune", "knn", "language-model", "linear-probe", "reconstruction", "retrieval", "zero-shot"]
 
 
 def test_registry_import_is_torch_free():
@@ -50,8 +50,10 @@ def test_names_and_lookup_errors():
 
 
 def test_default_evaluation_in_registration_order():
-    assert registry.switched_on(EvalConfig()) == ["knn", "linear-probe", "reconstruction", "language-model"]
-    assert registry.switched_on(EvalConfig(knn=False)) == ["linear-probe", "reconstruction", "language-model"]
+    assert registry.switched_on(EvalConfig()) == ["knn", "linear-probe", "reconstruction", "captioning",
+                                                  "language-model"]  # fmt: skip
+    assert registry.switched_on(EvalConfig(knn=False)) == ["linear-probe", "reconstruction", "captioning",
+                                                           "language-model"]  # fmt: skip
     encoder = {registry.LABELLED}
     lm_run = {registry.RUN, registry.LABELLED, registry.LANGUAGE_MODEL, registry.TOKENIZER}
     assert registry.default_evaluations(EvalConfig(), encoder) == ["knn", "linear-probe"]
@@ -59,6 +61,8 @@ def test_default_evaluation_in_registration_order():
     assert registry.default_evaluations(EvalConfig(), {registry.RUN, registry.IMAGE_TEXT}) == []
     tokenizer_run = {registry.RUN, registry.LABELLED, registry.IMAGE_TOKENIZER}
     assert registry.default_evaluations(EvalConfig(), tokenizer_run) == ["knn", "linear-probe", "reconstruction"]
+    caption_run = {registry.RUN, registry.CAPTIONER, registry.TOKENIZER}
+    assert registry.default_evaluations(EvalConfig(), caption_run) == ["captioning"]
 
 
 def test_run_evaluation_says_what_is_missing():

@@ -1,6 +1,7 @@
 """What an evaluation is given (torch-free): :class:`EvalContext`, the options of the
 command line (:class:`EvalOptions`) and the contracts of an image–text model
-(:class:`ImageTextModel`) and of an image tokenizer (:class:`ImageTokenizer`).
+(:class:`ImageTextModel`), of an image tokenizer (:class:`ImageTokenizer`) and of a captioner
+(:class:`Captioner`).
 
 A workflow builds one context per subject — a saved encoder with its data, a pre-training
 run's task, the end of a pre-training run — and declares in ``provides`` what the subject
@@ -40,6 +41,16 @@ class ImageTokenizer(Protocol):
 
     def decode(self, ids: Any) -> Any:
         """``(B, h, w)`` code ids → ``(B, C, H, W)`` images (normalised)."""
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    """A model that writes a caption for an image (the caption task): what the captioning
+    evaluation and ``convergent caption`` need."""
+
+    def generate(self, images: Any, bos_id: int, eos_id: int, beam_size: int | None = None,
+                 max_new_tokens: int | None = None) -> list[list[int]]:  # fmt: skip
+        """Token ids of one caption per image (start token first)."""
 
 
 @dataclass

@@ -19,7 +19,7 @@ from convergent.backbones.pretrained import from_pretrained
 from convergent.config import EvalRunConfig, PretrainConfig, RunConfig
 from convergent.data.registry import build_dataset
 from convergent.evaluation import registry
-from convergent.evaluation.context import EvalContext, EvalOptions, ImageTextModel, ImageTokenizer
+from convergent.evaluation.context import Captioner, EvalContext, EvalOptions, ImageTextModel, ImageTokenizer
 from convergent.evaluation.language import ACCURACY_NAMES
 from convergent.evaluation.report import format_report
 from convergent.workflows.assemble import build_datasets, load_task_from_run
@@ -38,6 +38,8 @@ def provided(task: Any, tokenizer: Any, train_set: Any, test_set: Any) -> frozen
             found.add(registry.IMAGE_TEXT)
         if isinstance(task, ImageTokenizer):
             found.add(registry.IMAGE_TOKENIZER)
+        if isinstance(task, Captioner):
+            found.add(registry.CAPTIONER)
         if task.name in ACCURACY_NAMES:
             found.add(registry.LANGUAGE_MODEL)
     if tokenizer is not None:
