@@ -20,7 +20,7 @@ def runs(tmp_path_factory):
           "--task.vqvae.num_codes", "32", "--task.vqvae.code_dim", "8", "--task.vqvae.decoder_width", "16",
           *COMMON, "--trainer.out_dir", str(out), "--trainer.run_name", "vq"]  # fmt: skip
     assert main(vq) == 0
-    t2i = ["pretrain", "--preset", "text-to-image-emoji", "--task.text_to_image.tokenizer", str(out / "vq"),
+    t2i = ["pretrain", "--preset", "dalle-emoji", "--task.text_to_image.tokenizer", str(out / "vq"),
            "--model.overrides", "{depth: 2, embed_dim: 32, num_heads: 2, mlp_dim: 64, max_position: 16}",
            "--data.vocab_size", "300", *COMMON, "--trainer.out_dir", str(out), "--trainer.run_name", "t2i"]  # fmt: skip
     assert main(t2i) == 0
@@ -58,3 +58,12 @@ def test_refusals(runs, capsys):
     assert "re-ranking needs a clip run" in capsys.readouterr().err
     assert main(["generate", str(runs / "t2i"), "--prompt", "x", "--temperature", "0"]) == 2
     assert "temperature must be > 0" in capsys.readouterr().err
+    assert main(["generate", str(runs / "t2i"), "--prompt", "a " * 40]) == 2
+    assert "this model's text context is 16" in capsys.readouterr().err
+
+
+def test_a_tokenizer_of_another_image_size_is_refused_before_training(runs, capsys):
+    args = ["pretrain", "--preset", "dalle-emoji", "--task.text_to_image.tokenizer", str(runs / "vq"),
+            "--data.img_size", "16", *COMMON, "--trainer.out_dir", str(runs), "--trainer.run_name", "bad"]  # fmt: skip
+    assert main(args) != 0
+    assert "encodes 32-px images, this run's data.img_size is 16" in capsys.readouterr().err

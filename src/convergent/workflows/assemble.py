@@ -86,7 +86,12 @@ def build_run_task(cfg: PretrainConfig, tokenizer: Tokenizer | None = None) -> T
         inputs = teacher_inputs(task_cfg, backbone, cfg.data, f"task.{task_field(cfg.task.name)}")
     if isinstance(task_cfg, VisualTokensConfig):
         check_backbone(cls, backbone)
-        inputs = {"tokenizer": VQVAE.from_pretrained(task_cfg.tokenizer)}
+        tokenizer_model = VQVAE.from_pretrained(task_cfg.tokenizer)
+        size = tokenizer_model.backbone.image_size
+        if size != cfg.data.img_size:
+            raise ValueError(f"task.{task_field(cfg.task.name)}.tokenizer {task_cfg.tokenizer} encodes {size}-px "
+                             f"images, this run's data.img_size is {cfg.data.img_size}: use the same size")  # fmt: skip
+        inputs = {"tokenizer": tokenizer_model}
     return build_task(cfg.task.name, backbone, task_cfg, **inputs)
 
 

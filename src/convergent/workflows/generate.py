@@ -35,8 +35,12 @@ def generate_text(task: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 
 
 def caption_ids(tokenizer: Any, text: str, num: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(num, L)`` ids and attention mask of ``text`` as a run's collate makes them (the
-    tokenizer's special tokens, truncated to ``max_length``); the empty text gives no real token."""
-    ids = tokenizer.encode(text)[:max_length] if text else []
+    tokenizer's special tokens); the empty text gives no real token. A text longer than
+    ``max_length`` tokens (the model's text context) is refused, not cut."""
+    ids = tokenizer.encode(text) if text else []
+    if len(ids) > max_length:
+        raise ValueError(f"the prompt is {len(ids)} tokens long; this model's text context is {max_length} "
+                         "(data.max_length of its run): shorten it")  # fmt: skip
     if not ids:
         return torch.zeros(num, 1, dtype=torch.long), torch.zeros(num, 1, dtype=torch.long)
     row = torch.tensor(ids, dtype=torch.long)
