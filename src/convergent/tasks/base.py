@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convergent.backbones.configs import vocabulary_overrides
 from convergent.backbones.protocol import Backbone
+from convergent.backbones.registry import backbone_config
 from convergent.losses.contrastive import world
 from convergent.rundir import RunDir
 
@@ -73,6 +75,14 @@ class Task(nn.Module):
         if name.startswith("backbone."):
             return self.backbone.layer_id(name[len("backbone.") :])
         return self.backbone.num_layers - 1
+
+
+def configure_text_tower(config: Any, vocab: dict) -> None:
+    """``Task.configure_text`` of a task that builds a text backbone of its own (``config``'s
+    ``text_backbone`` with ``text_overrides``: CLIP's text tower, the captioner's decoder): it
+    takes the tokenizer's vocabulary and ids; explicit ``text_overrides`` win."""
+    found = vocabulary_overrides(backbone_config(config.text_backbone), vocab)
+    config.text_overrides = {**found, **(config.text_overrides or {})}
 
 
 def backbone_problems(task_cls: type, backbone: Backbone) -> list[str]:

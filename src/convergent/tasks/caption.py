@@ -16,12 +16,11 @@
 import torch
 from torch import nn
 
-from convergent.backbones.configs import vocabulary_overrides
-from convergent.backbones.registry import backbone_config, build_backbone
+from convergent.backbones.registry import build_backbone
 from convergent.heads.lm_head import LMHead
 from convergent.layers.linear import Linear
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
-from convergent.tasks.base import Task
+from convergent.tasks.base import Task, configure_text_tower
 from convergent.tasks.configs import CaptionConfig
 
 
@@ -40,8 +39,7 @@ class Caption(Task):
     @classmethod
     def configure_text(cls, config: CaptionConfig, vocab: dict) -> None:
         """The decoder takes the tokenizer's vocabulary and ids; explicit ``text_overrides`` win."""
-        found = vocabulary_overrides(backbone_config(config.text_backbone), vocab)
-        config.text_overrides = {**found, **(config.text_overrides or {})}
+        configure_text_tower(config, vocab)
 
     def __init__(self, backbone: nn.Module, config: CaptionConfig):
         super().__init__(backbone, config)

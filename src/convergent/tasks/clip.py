@@ -44,14 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convergent.backbones.configs import vocabulary_overrides
 from convergent.backbones.protocol import backbone_inputs
-from convergent.backbones.registry import backbone_config, build_backbone
+from convergent.backbones.registry import build_backbone
 from convergent.choices import CLIP_LOSSES
 from convergent.heads.classifier import check_pooling, pool_tokens
 from convergent.layers.linear import Linear
 from convergent.losses.contrastive import clip_loss, siglip_loss
-from convergent.tasks.base import Task
+from convergent.tasks.base import Task, configure_text_tower
 from convergent.tasks.configs import CLIPConfig
 
 
@@ -80,8 +79,7 @@ class CLIP(Task):
     @classmethod
     def configure_text(cls, config: CLIPConfig, vocab: dict) -> None:
         """The text tower takes the tokenizer's vocabulary and ids; explicit ``text_overrides`` win."""
-        found = vocabulary_overrides(backbone_config(config.text_backbone), vocab)
-        config.text_overrides = {**found, **(config.text_overrides or {})}
+        configure_text_tower(config, vocab)
 
     def __init__(self, backbone: nn.Module, config: CLIPConfig, text_backbone: nn.Module | None = None):
         super().__init__(backbone, config)
