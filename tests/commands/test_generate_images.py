@@ -67,3 +67,28 @@ def test_a_tokenizer_of_another_image_size_is_refused_before_training(runs, caps
             "--data.img_size", "16", *COMMON, "--trainer.out_dir", str(runs), "--trainer.run_name", "bad"]  # fmt: skip
     assert main(args) != 0
     assert "encodes 32-px images, this run's data.img_size is 16" in capsys.readouterr().err
+
+
+def test_r_precision_judged_by_a_clip_run(runs, tmp_path):
+    from convergent.workflows.evaluate import run_on_run
+
+    out = tmp_path / "r.json"
+    assert main(["eval", "r-precision", str(runs / "t2i"), "--clip", str(runs / "clip"), "--candidates", "5",
+                 "--max_images", "12", "--gallery", str(tmp_path / "g.png"), "--out", str(out)]) == 0  # fmt: skip
+    found = json.loads(out.read_text())
+    assert found["candidates"] == 5 and found["chance"] == 0.2 and found["num_images"] == 12
+    assert 0 <= found["r_precision"] <= 1 and (tmp_path / "g.png").is_file()
+    with pytest.raises(ValueError, match="needs the CLIP run"):
+        run_on_run("r-precision", runs / "t2i")
+
+
+def test_r_precision_counts_own_caption_first():
+    import torch
+
+    from convergent.evaluation.r_precision import r_precision
+
+    texts = torch.eye(6)
+    assert r_precision(texts.clone(), texts, 6) == 1.0  # every image closest to its own caption
+    assert r_precision(texts.roll(1, dims=0), texts, 6) == 0.0  # every image closest to another's
+    with pytest.raises(ValueError, match="candidates must be in"):
+        r_precision(texts, texts, 7)

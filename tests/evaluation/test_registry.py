@@ -18,7 +18,7 @@ from convergent.evaluation.linear_probe import linear_probe
 from convergent.registry import load_target
 from tests.evaluation.test_text import StandInLM, sentences, text_backbone
 
-NAMES = ["captioning", "finetune", "knn", "language-model", "linear-probe", "reconstruction", "retrieval", "zero-shot"]
+NAMES = ["captioning", "finetune", "knn", "language-model", "linear-probe", "r-precision", "reconstruction", "retrieval", "zero-shot"]
 
 
 def test_registry_import_is_torch_free():

@@ -42,6 +42,12 @@ def parser() -> Parser:
     p.add_argument("--ks", nargs="+", type=int, default=list(_OPTIONS.ks), help="retrieval: the k of Recall@k.")
     p.add_argument("--gallery", default=_OPTIONS.gallery,
                    help="retrieval: write a picture (PNG + HTML) of top-5 results here.")
+    p.add_argument("--clip", default=_OPTIONS.clip, help="r-precision: the CLIP run that judges the generated images.")
+    p.add_argument("--candidates", type=int, default=_OPTIONS.candidates,
+                   help=f"r-precision: captions each image is ranked among (default: {_OPTIONS.candidates}).")
+    p.add_argument("--max_images", type=int, default=_OPTIONS.max_images,
+                   help=f"r-precision: held-out captions drawn (default: {_OPTIONS.max_images}).")
+    p.add_argument("--top_k", type=int, default=_OPTIONS.top_k, help="r-precision: top-k of the sampling (default: all).")
     p.add_argument("--split", default=_OPTIONS.split,
                    help=f"zero-shot / retrieval: the split evaluated (default: {_OPTIONS.split}).")
     p.add_class_arguments(EvalRunConfig, None, as_group=False)
@@ -85,8 +91,11 @@ def _target(args) -> tuple[str | None, str]:
 
 
 def _options(args) -> EvalOptions:
+    if args.candidates < 2 or (args.max_images is not None and args.max_images < 2):
+        raise CommandError("--candidates and --max_images must be at least 2")
     return EvalOptions(split=args.split, classes=args.classes, templates=args.templates, ks=tuple(args.ks),
-                       gallery=args.gallery)  # fmt: skip
+                       gallery=args.gallery, clip=args.clip, candidates=args.candidates, max_images=args.max_images,
+                       top_k=args.top_k)  # fmt: skip
 
 
 def _eval_config(args, path: str):

@@ -56,8 +56,9 @@ def run_images(args, task, tokenizer, cfg) -> int:
     """``convergent generate`` of a text-to-image run: the PNG grid, its path and the scores."""
     from pathlib import Path
 
+    from convergent.evaluation.image_grid import save_image_grid
     from convergent.workflows.assemble import load_task_from_run
-    from convergent.workflows.generate import generate_images, save_image_grid
+    from convergent.workflows.generate import generate_images
 
     if args.greedy:
         args.top_k = 1

@@ -1,7 +1,7 @@
 """What an evaluation is given (torch-free): :class:`EvalContext`, the options of the
 command line (:class:`EvalOptions`) and the contracts of an image–text model
-(:class:`ImageTextModel`), of an image tokenizer (:class:`ImageTokenizer`) and of a captioner
-(:class:`Captioner`).
+(:class:`ImageTextModel`), of an image tokenizer (:class:`ImageTokenizer`), of a captioner
+(:class:`Captioner`) and of a text-to-image model (:class:`ImageGenerator`).
 
 A workflow builds one context per subject — a saved encoder with its data, a pre-training
 run's task, the end of a pre-training run — and declares in ``provides`` what the subject
@@ -53,6 +53,15 @@ class Captioner(Protocol):
         """Token ids of one caption per image (start token first)."""
 
 
+@runtime_checkable
+class ImageGenerator(Protocol):
+    """A model that draws images for captions (the text-to-image task): what R-precision needs."""
+
+    def generate_images(self, input_ids: Any, attention_mask: Any = None, temperature: float = 1.0,
+                        top_k: int | None = None, generator: Any = None) -> Any:  # fmt: skip
+        """``(B, L)`` caption ids (+ mask) → ``(B, C, H, W)`` images in the run's normalised space."""
+
+
 @dataclass
 class EvalOptions:
     """Options of one evaluation given on the command line (``convergent eval NAME RUN``); the
@@ -67,7 +76,16 @@ class EvalOptions:
     ks: Sequence[int] = (1, 5, 10)
     """retrieval: the k of Recall@k."""
     gallery: str | None = None
-    """retrieval: write a picture (PNG + HTML) of the top-5 results here."""
+    """retrieval: write a picture (PNG + HTML) of the top-5 results here; r-precision: a PNG of
+    the generated images."""
+    clip: str | None = None
+    """r-precision: the CLIP run (trained on the training split) that judges the generated images."""
+    candidates: int = 100
+    """r-precision: captions each generated image is ranked among (its own and random others)."""
+    max_images: int | None = 100
+    """r-precision: held-out captions drawn (None: all)."""
+    top_k: int | None = None
+    """r-precision: top-k of the sampling (None: the whole codebook)."""
 
 
 @dataclass
@@ -94,6 +112,9 @@ class EvalContext:
     """``open_split(split, heldout_only=False, tokenized=False)``: split ``split`` of
     ``cfg.data`` (an error when the data has no such split; None when ``heldout_only`` and the
     split is not held out); ``tokenized``: collated with ``tokenizer``."""
+    open_run: Callable[[str], Any] | None = None
+    """``open_run(path)``: ``(task, tokenizer, config)`` of another pre-training run (the CLIP run
+    that judges R-precision)."""
     options: EvalOptions = field(default_factory=EvalOptions)
     """Options from the command line."""
     cache: dict[str, Any] = field(default_factory=dict)

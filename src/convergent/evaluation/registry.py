@@ -27,12 +27,14 @@ LANGUAGE_MODEL = "language-model"
 TOKENIZER = "tokenizer"
 IMAGE_TOKENIZER = "image-tokenizer"
 CAPTIONER = "captioner"
+IMAGE_GENERATOR = "image-generator"
 REQUIREMENTS: dict[str, str] = {
     RUN: "a pre-training run directory (its whole task, not only its encoder)",
     LABELLED: "labelled data: a map-style training split with classes and a held-out test split",
     IMAGE_TEXT: "an image-text model that embeds both (encode_image / encode_text: a clip run)",
     LANGUAGE_MODEL: "a language-model task (mlm, causal-lm)",
     TOKENIZER: "the run's tokenizer (RUN/tokenizer, or data.tokenizer in its config.yaml)",
+    IMAGE_GENERATOR: "a model that draws images for captions (generate_images: a text-to-image run)",
     CAPTIONER: "a captioner that writes a caption for an image (generate: a caption run)",
     IMAGE_TOKENIZER: "an image tokenizer that encodes images to code ids and decodes them (encode / decode: a vqvae run)",
 }
@@ -72,6 +74,7 @@ register_evaluation("zero-shot", "convergent.evaluation.image_text:evaluate_zero
 register_evaluation("retrieval", "convergent.evaluation.image_text:evaluate_retrieval", (RUN, IMAGE_TEXT, TOKENIZER), "image-to-text and text-to-image Recall@k over the pairs of a split (--ks, --split, --gallery)")
 register_evaluation("reconstruction", "convergent.evaluation.reconstruction:evaluate_reconstruction", (RUN, IMAGE_TOKENIZER), "image tokenizer on the held-out images: PSNR and MSE of decode(encode(x)) in [0, 1] pixels, codebook usage and code perplexity over the split", default=True)
 register_evaluation("captioning", "convergent.evaluation.captioning:evaluate_captioning", (RUN, CAPTIONER, TOKENIZER), "captions of the held-out images (beam search of the run's task settings) against their reference captions: BLEU-4 (sacrebleu) and CIDEr (pycocoevalcap)", default=True)
+register_evaluation("r-precision", "convergent.evaluation.r_precision:evaluate_r_precision", (RUN, IMAGE_GENERATOR, TOKENIZER), "text-to-image: an image drawn for each held-out caption; does a CLIP run (--clip RUN) rank that caption first among --candidates (its own and random other held-out captions)? Against chance 1 / candidates; --gallery writes the images")
 register_evaluation("language-model", "convergent.evaluation.language:evaluate_language_model", (RUN, LANGUAGE_MODEL, TOKENIZER), "masked- or next-token accuracy, cross-entropy and perplexity on the validation split (the test split without one)", default=True)
 
 

@@ -140,6 +140,14 @@ class TextToImage(TiedLMTask):
             codes = torch.cat([codes, nxt], dim=1)
         return codes.view(-1, *self.grid)
 
+    @torch.no_grad()
+    def generate_images(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                        temperature: float = 1.0, top_k: int | None = None,
+                        generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+        """Images ``(B, C, H, W)`` (the run's normalised space) drawn for captions ``(B, L)``:
+        :meth:`sample`, decoded by the tokenizer."""
+        return self.tokenizer.decode(self.sample(input_ids, attention_mask, temperature, top_k, generator))
+
     def train(self, mode: bool = True) -> "TextToImage":
         """The tokenizer stays in eval mode (its codebook is not updated)."""
         super().train(mode)

@@ -19,7 +19,14 @@ from convergent.backbones.pretrained import from_pretrained
 from convergent.config import EvalRunConfig, PretrainConfig, RunConfig
 from convergent.data.registry import build_dataset
 from convergent.evaluation import registry
-from convergent.evaluation.context import Captioner, EvalContext, EvalOptions, ImageTextModel, ImageTokenizer
+from convergent.evaluation.context import (
+    Captioner,
+    EvalContext,
+    EvalOptions,
+    ImageGenerator,
+    ImageTextModel,
+    ImageTokenizer,
+)
 from convergent.evaluation.language import ACCURACY_NAMES
 from convergent.evaluation.report import format_report
 from convergent.workflows.assemble import build_datasets, load_task_from_run
@@ -40,6 +47,8 @@ def provided(task: Any, tokenizer: Any, train_set: Any, test_set: Any) -> frozen
             found.add(registry.IMAGE_TOKENIZER)
         if isinstance(task, Captioner):
             found.add(registry.CAPTIONER)
+        if isinstance(task, ImageGenerator):
+            found.add(registry.IMAGE_GENERATOR)
         if task.name in ACCURACY_NAMES:
             found.add(registry.LANGUAGE_MODEL)
     if tokenizer is not None:
@@ -138,7 +147,8 @@ def run_on_run(name: str, run_dir: str | Path, options: EvalOptions | None = Non
         needs = "; ".join(registry.REQUIREMENTS[n] for n in lacking)
         raise ValueError(f"{run_dir} trained task {task.name!r}; {name} needs {needs}")
     ctx = EvalContext(cfg, provides, backbone=task.backbone, task=task, tokenizer=tokenizer,
-                      open_split=split_opener(cfg, tokenizer), options=options or EvalOptions())  # fmt: skip
+                      open_split=split_opener(cfg, tokenizer), open_run=load_task_from_run,
+                      options=options or EvalOptions())  # fmt: skip
     return _report({"run": str(run_dir), **registry.run_evaluation(name, ctx)}, out, name)
 
 

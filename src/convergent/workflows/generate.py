@@ -7,14 +7,10 @@ The run directory holds everything: ``config.yaml`` (task and backbone), ``token
 the newest checkpoint (backbone *and* head weights; a text-to-image run's image tokenizer too).
 """
 
-import math
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from convergent.data.transforms import denormalize, normalize
 from convergent.generation import generate
@@ -72,21 +68,3 @@ def generate_images(task: Any, tokenizer: Any, cfg: Any, prompt: str, num: int =
     scores = (image_emb @ text_emb.T).squeeze(1)  # (N,)
     best = scores.argsort(descending=True)[:num]
     return images[best], scores[best].tolist()
-
-
-def save_image_grid(images: torch.Tensor, path: str | Path, scale: int = 4) -> Path:
-    """Images ``(N, C, H, W)`` in [0, 1] as one PNG grid (nearest-neighbour upscaled ``scale``x)."""
-    n, c, h, w = images.shape
-    cols = min(n, 8)
-    rows = math.ceil(n / cols)
-    grid = torch.ones(c, rows * (h + 2), cols * (w + 2))
-    for i, img in enumerate(images):
-        r, k = divmod(i, cols)
-        grid[:, r * (h + 2) + 1 : r * (h + 2) + 1 + h, k * (w + 2) + 1 : k * (w + 2) + 1 + w] = img
-    arr = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    picture = Image.fromarray(arr.squeeze(-1) if c == 1 else np.ascontiguousarray(arr))
-    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
-    return path
