@@ -241,3 +241,27 @@ def test_forward_tokens_over_embed_is_forward_features(causal):
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(outs[0], inter[0])
     assert model.supports_joint_tokens
+
+
+@pytest.mark.parametrize("pre_norm", [False, True], ids=["bert", "pre-norm"])
+def test_kv_cache_gives_the_outputs_of_the_whole_sequence(pre_norm):
+    from convergent.layers import KVCache
+
+    torch.manual_seed(0)
+    model = build_backbone("text_test", causal=True, pre_norm=pre_norm, dropout=0.0, attn_dropout=0.0).eval()
+    ids = torch.randint(4, model.vocab_size, (2, 9))
+    with torch.no_grad():
+        whole = model.forward_tokens(model.embed(ids))[0]  # (2, 9, C)
+        cache = KVCache(len(model.blocks))
+        steps = [model.forward_tokens(model.embed(ids[:, :5]), cache=cache)[0]]  # the prompt
+        for t in range(5, 9):
+            x = model.embed(ids[:, t : t + 1], position_ids=torch.tensor([t]))
+            steps.append(model.forward_tokens(x, cache=cache)[0])
+    torch.testing.assert_close(torch.cat(steps, dim=1), whole, atol=1e-5, rtol=1e-5)
+    assert cache.length == 9
+    cache.reorder(torch.tensor([1, 1]))
+    assert torch.equal(cache.blocks[0]["k"][0], cache.blocks[0]["k"][1])
+    with pytest.raises(ValueError, match="one new token per row"):
+        model.forward_tokens(model.embed(ids[:, :2]), cache=cache)
+    with pytest.raises(ValueError, match="needs a causal backbone"):
+        build_backbone("text_test").forward_tokens(model.embed(ids), cache=KVCache(2))

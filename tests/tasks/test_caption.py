@@ -51,7 +51,8 @@ def test_loss_matches_hf_bert_lm_head_model_with_cross_attention():
 def test_greedy_is_the_argmax_loop():
     model = task().eval()
     images = torch.randn(2, 3, 16, 16)
-    got = model.generate(images, BOS, EOS, beam_size=1, max_new_tokens=5)
+    got = model.generate(images, BOS, EOS, beam_size=1, max_new_tokens=5, use_cache=False)
+    assert model.generate(images, BOS, EOS, beam_size=1, max_new_tokens=5) == got  # the KV-cached decoder
     for img, caption in zip(images, got):
         seq = [BOS]
         for _ in range(5):
@@ -86,3 +87,15 @@ def test_refusals():
         Caption(build_backbone("text_test"), CaptionConfig(text_backbone="text_test"))
     with pytest.raises(ValueError, match="cross_attention is an option of the BERT layout"):
         Caption(build_backbone("vit_test"), CaptionConfig(text_backbone="clip_text_test"))
+
+
+def test_cached_beam_search_equals_uncached():
+    model = task().eval()
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # varied captions, not one token repeated
+    images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    for beams in (1, 3):
+        plain = model.generate(images, BOS, EOS, beam_size=beams, max_new_tokens=8, use_cache=False)
+        assert model.generate(images, BOS, EOS, beam_size=beams, max_new_tokens=8) == plain
+    assert len({t for c in plain for t in c}) > 3

@@ -108,3 +108,17 @@ def test_refusals():
         model({"input_ids": torch.ones(1, 4, dtype=torch.long), "image_ids": torch.zeros(1, 3, 3, dtype=torch.long)})
     with pytest.raises(ValueError, match="temperature must be > 0"):
         model.sample(torch.ones(1, 4, dtype=torch.long), temperature=0.0)
+
+
+def test_cached_sampling_draws_the_codes_of_uncached_sampling():
+    model = task().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # away from the init, so the codes vary
+    b = batch()
+    for top_k, temperature in ((1, 1.0), (None, 1.5)):
+        cached = model.sample(b["input_ids"], b["attention_mask"], temperature, top_k, torch.Generator().manual_seed(2))
+        plain = model.sample(b["input_ids"], b["attention_mask"], temperature, top_k, torch.Generator().manual_seed(2),
+                             use_cache=False)  # fmt: skip
+        assert torch.equal(cached, plain)
+    assert len(set(cached.flatten().tolist())) > 1

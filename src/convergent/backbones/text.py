@@ -25,7 +25,7 @@ from torch import nn
 
 from convergent.backbones.protocol import TextBackbone, apply_mask_token, check_intermediate_output, select_indices
 from convergent.backbones.text_spec import TextConfig
-from convergent.layers import Attention, Block, CrossAttention, Mlp, init_linear_norm_
+from convergent.layers import Attention, Block, CrossAttention, KVCache, Mlp, init_linear_norm_
 from convergent.layers.linear import Linear
 from convergent.layers.unpad import Unpadded
 
@@ -62,12 +62,14 @@ class TextBlock(nn.Module):
         return_ffn: bool = False,
         states: torch.Tensor | None = None,
         states_mask: torch.Tensor | None = None,
+        kv: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, L, C)`` → ``(B, L, C)``; ``key_padding_mask`` ``(B, L)`` bool, True = real token;
         with ``unpadded``, packed real tokens ``(T, C)`` → ``(T, C)``. ``return_ffn``: also the
         feed-forward output before dropout, the residual and ``norm2`` (fairseq's ``fc_result``).
-        ``states`` ``(B, M, C)`` (and ``states_mask``): what a cross-attention block attends over."""
-        attn = self.attn(x, key_padding_mask=key_padding_mask, causal=self.causal, unpadded=unpadded)
+        ``states`` ``(B, M, C)`` (and ``states_mask``): what a cross-attention block attends over;
+        ``kv``: this block's entry of a :class:`~convergent.layers.attention.KVCache`."""
+        attn = self.attn(x, key_padding_mask=key_padding_mask, causal=self.causal, unpadded=unpadded, kv=kv)
         x = self.norm1(x + self.drop(attn))
         if self.cross_attn is not None:
             x = self.norm_cross(x + self.drop(self.cross_attn(x, states, states_mask)))
@@ -209,17 +211,23 @@ class TextTransformer(TextBackbone):
     def forward_tokens(
         self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None, indices: Any = None,
         output: str = "block", states: torch.Tensor | None = None, states_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
         """Run the blocks (causal when built so) and the final norm over already embedded tokens
         ``(B, N, C)``: the output of :meth:`embed`, or a longer sequence a task builds around it
         (text-to-image: ``[caption ; image codes]``). ``key_padding_mask`` ``(B, N)`` bool, True
-        for real tokens; ``indices`` / ``output`` as in :meth:`forward_intermediates`."""
+        for real tokens; ``indices`` / ``output`` as in :meth:`forward_intermediates`; ``states``
+        as there. ``cache`` (a causal backbone, incremental decoding): a :class:`KVCache` of
+        ``depth`` entries that the first call fills and each later call, of one new token per row
+        (embedded at its own position), extends; the same outputs as the whole sequence at once."""
         take = set(select_indices(indices, len(self.blocks)))
         check_intermediate_output(output)
-        return self._run_blocks(tokens, key_padding_mask, None, take, output, states, states_mask)
+        if cache is not None and (not self.config.causal or len(cache.blocks) != len(self.blocks)):
+            raise ValueError(f"a KV cache needs a causal backbone and one entry per block ({len(self.blocks)})")
+        return self._run_blocks(tokens, key_padding_mask, None, take, output, states, states_mask, cache)
 
     def _run_blocks(self, x: torch.Tensor, pad_mask, unpadded, take: set[int], output: str, states=None,
-                    states_mask=None):  # fmt: skip
+                    states_mask=None, cache: KVCache | None = None):  # fmt: skip
         """The blocks over ``x``, collecting the outputs of ``take``; then the final norm."""
         if self.config.cross_attention and states is None:
             raise ValueError("this text backbone has cross-attention: pass the encoder's states (states=...)")
@@ -228,6 +236,12 @@ class TextTransformer(TextBackbone):
         extra = () if states is None else (states, states_mask)
         outs = []
         for i, block in enumerate(self.blocks):
+            if cache is not None:  # inference: no checkpointing, keyword inputs
+                x = block(x, pad_mask, **({"states": states, "states_mask": states_mask} if extra else {}),
+                          kv=cache.blocks[i])  # fmt: skip
+                if i in take:
+                    outs.append(x)
+                continue
             if i in take and output == "ffn":
                 x, ffn = self.run_block(block, x, pad_mask, unpadded, True, *extra)
                 outs.append(ffn)

@@ -1,6 +1,6 @@
 """Building blocks written once and shared by every backbone."""
 
-from convergent.layers.attention import Attention, CrossAttention
+from convergent.layers.attention import Attention, CrossAttention, KVCache
 from convergent.layers.block import Block
 from convergent.layers.drop import DropPath
 from convergent.layers.init import init_linear_norm_, init_xavier_linear_norm_
@@ -21,6 +21,7 @@ from convergent.layers.window import shift_attn_mask, window_partition, window_r
 __all__ = [
     "Attention",
     "CrossAttention",
+    "KVCache",
     "Block",
     "ContinuousPositionBias",
     "DropPath",

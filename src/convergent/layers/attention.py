@@ -27,6 +27,28 @@ from convergent.layers.unpad import Unpadded
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 
 
+class KVCache:
+    """Keys and values of the positions a causal model has already processed, one entry per
+    block, so that each new token is projected once (incremental decoding). Filled by the first
+    call (the prompt, causal), then extended one token per call; :meth:`reorder` follows beam
+    search's choice of rows."""
+
+    def __init__(self, num_blocks: int):
+        self.blocks: list[dict[str, torch.Tensor]] = [{} for _ in range(num_blocks)]
+
+    @property
+    def length(self) -> int:
+        """Positions held (0 before the first call)."""
+        first = self.blocks[0] if self.blocks else {}
+        return first["k"].shape[-2] if "k" in first else 0
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep rows ``rows`` ``(B',)`` of the batch (beam search), in that order."""
+        for kv in self.blocks:
+            for name in list(kv):
+                kv[name] = kv[name].index_select(0, rows)
+
+
 class Attention(nn.Module):
     """Self-attention with a fused qkv projection.
 
@@ -82,6 +104,7 @@ class Attention(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         causal: bool = False,
         unpadded: Unpadded | None = None,
+        kv: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Attend over the second-to-last dimension.
 
@@ -94,6 +117,9 @@ class Attention(nn.Module):
             unpadded: ``x`` is the packed real tokens ``(T, C)`` of a ``(B, L)`` batch
                 (:class:`~convergent.layers.unpad.Unpadded`); the projections run on the
                 ``T`` rows, attention on ``(B, L)`` with ``key_padding_mask``; returns ``(T, C)``.
+            kv: this block's entry of a :class:`KVCache` (causal, ``(B, N, C)`` inputs): the keys
+                and values of earlier calls are prepended and this call's appended; after the
+                first call ``x`` must be one new token per row.
         """
         qkv = linear(x, self.qkv.weight, self._qkv_bias())
         if unpadded is not None:
@@ -108,6 +134,13 @@ class Attention(nn.Module):
             q = F.normalize(q, dim=-1) * logit_scale
             k = F.normalize(k, dim=-1)
             scale = 1.0
+        if kv is not None:
+            if "k" in kv:
+                if n != 1 or key_padding_mask is not None or bias is not None:
+                    raise ValueError("a filled KV cache takes one new token per row, without masks or bias")
+                k, v = torch.cat([kv["k"], k], dim=-2), torch.cat([kv["v"], v], dim=-2)
+                causal = False  # the one new query sees every cached position and itself
+            kv["k"], kv["v"] = k, v
         mask = _combine_masks(bias, key_padding_mask, causal, n, q.dtype, q.device)
         dropout = self.attn_drop if self.training else 0.0
         if q.dim() > 4 and not causal:

@@ -49,13 +49,15 @@ class Block(nn.Module):
         unpadded: Unpadded | None = None,
         return_ffn: bool = False,
         bias: torch.Tensor | None = None,
+        kv: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, N, C)`` → ``(B, N, C)``; with ``unpadded``, packed real tokens ``(T, C)`` → ``(T, C)``.
         ``return_ffn``: also the feed-forward branch ``mlp(norm2(x))`` before layer scale, drop path
         and the residual (data2vec's "FFN output before the last residual"). ``bias``: an additive
-        attention bias broadcastable to ``(B, heads, N, N)`` (a relative position bias)."""
+        attention bias broadcastable to ``(B, heads, N, N)`` (a relative position bias). ``kv``: this
+        block's entry of a :class:`~convergent.layers.attention.KVCache` (incremental decoding)."""
         attn = self.attn(
-            self.norm1(x), bias=bias, key_padding_mask=key_padding_mask, causal=self.causal, unpadded=unpadded
+            self.norm1(x), bias=bias, key_padding_mask=key_padding_mask, causal=self.causal, unpadded=unpadded, kv=kv
         )
         if self.gamma_1 is not None:
             attn = self.gamma_1 * attn

@@ -18,6 +18,7 @@ from torch import nn
 
 from convergent.backbones.registry import build_backbone
 from convergent.heads.lm_head import LMHead
+from convergent.layers.attention import KVCache
 from convergent.layers.linear import Linear
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
 from convergent.tasks.base import Task, configure_text_tower
@@ -72,32 +73,49 @@ class Caption(Task):
 
     @torch.no_grad()
     def generate(self, images: torch.Tensor, bos_id: int, eos_id: int, beam_size: int | None = None,
-                 max_new_tokens: int | None = None) -> list[list[int]]:  # fmt: skip
-        """Token ids of one caption per image (start token first, end token last when reached)."""
+                 max_new_tokens: int | None = None, use_cache: bool = True) -> list[list[int]]:  # fmt: skip
+        """Token ids of one caption per image (start token first, end token last when reached).
+        ``use_cache``: the decoder keeps the keys and values of each beam (:class:`KVCache`,
+        reordered as the beams are); False reruns the whole caption each step (the same result)."""
         beam_size = beam_size or self.config.beam_size
         max_new = max_new_tokens or self.config.max_new_tokens
         if beam_size < 1 or max_new < 1:
             raise ValueError(f"beam_size and max_new_tokens must be >= 1, got {beam_size}, {max_new}")
         max_new = min(max_new, self.decoder.max_length - 1)
         states = self.states(images)  # (B, N, C)
-        return [self._beam_search(s[None], bos_id, eos_id, beam_size, max_new) for s in states]
+        return [self._beam_search(s[None], bos_id, eos_id, beam_size, max_new, use_cache) for s in states]
 
-    def _beam_search(self, states: torch.Tensor, bos: int, eos: int, k: int, max_new: int) -> list[int]:
-        """One image's best caption: ``k`` beams (``k = 1``: greedy), no KV cache."""
+    def _next_logprobs(self, seqs: torch.Tensor, states: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """Log-probabilities ``(beams, V)`` of the token after each row of ``seqs``; with ``cache``
+        only the last token of each row is new."""
+        states = states.expand(len(seqs), -1, -1)
+        if cache is None:
+            return self.logits(seqs, states)[:, -1].float().log_softmax(-1)
+        t = seqs.shape[1] - 1
+        x = self.decoder.embed(seqs[:, -1:], position_ids=torch.tensor([t], device=seqs.device))
+        h = self.decoder.forward_tokens(x, states=states, cache=cache)[0][:, -1]
+        return self.head(h, self.decoder.word_embeddings.weight).float().log_softmax(-1)
+
+    def _beam_search(self, states: torch.Tensor, bos: int, eos: int, k: int, max_new: int,
+                     use_cache: bool) -> list[int]:  # fmt: skip
+        """One image's best caption: ``k`` beams (``k = 1``: greedy)."""
         seqs = torch.full((1, 1), bos, dtype=torch.long, device=states.device)  # (beams, t)
         scores = torch.zeros(1, device=states.device)  # summed log-probabilities
+        cache = KVCache(len(self.decoder.blocks)) if use_cache else None
         finished: list[tuple[float, list[int]]] = []
         for _ in range(max_new):
-            logp = self.logits(seqs, states.expand(len(seqs), -1, -1))[:, -1].float().log_softmax(-1)  # (beams, V)
+            logp = self._next_logprobs(seqs, states, cache)  # (beams, V)
             total = (scores[:, None] + logp).flatten()  # (beams * V,)
             top, idx = total.topk(min(k, total.numel()))
             beam, token = idx // logp.shape[1], idx % logp.shape[1]
-            seqs = torch.cat([seqs[beam], token[:, None]], dim=1)
-            scores = top
+            seqs, scores = torch.cat([seqs[beam], token[:, None]], dim=1), top
             done = token == eos
             for s, sc in zip(seqs[done], scores[done]):
                 finished.append((sc.item() / (s.shape[0] - 1), s.tolist()))
-            seqs, scores = seqs[~done], scores[~done]
+            keep = (~done).nonzero().flatten()
+            seqs, scores = seqs[keep], scores[keep]
+            if cache is not None:
+                cache.reorder(beam[keep])
             if len(finished) >= k or len(seqs) == 0:
                 break
         for s, sc in zip(seqs, scores):  # unfinished beams compete by the same mean

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convergent.layers.attention import KVCache
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
 from convergent.tasks.configs import TextToImageConfig
 from convergent.tasks.mlm import TiedLMTask
@@ -123,21 +124,29 @@ class TextToImage(TiedLMTask):
 
     @torch.no_grad()
     def sample(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, temperature: float = 1.0,
-               top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
-        """Code ids ``(B, h, w)`` drawn one by one for captions ``(B, L)`` (temperature, top-k;
-        no KV cache: each step runs the whole sequence)."""
+               top_k: int | None = None, generator: torch.Generator | None = None,
+               use_cache: bool = True) -> torch.Tensor:  # fmt: skip
+        """Code ids ``(B, h, w)`` drawn one by one for captions ``(B, L)`` (temperature, top-k).
+        ``use_cache``: keys and values of the sequence so far are kept (:class:`KVCache`), so each
+        step runs one new token; False reruns the whole sequence each step (the same codes)."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         ids, _ = self.padded_captions(input_ids, attention_mask)
         codes = ids.new_zeros(ids.shape[0], 0)
-        for _ in range(self.num_image_tokens):
-            h = self.hidden(ids, codes)[:, -1]  # (B, C): the last position predicts the next code
+        cache = KVCache(len(self.backbone.blocks)) if use_cache else None
+        h = self.backbone.forward_tokens(self.backbone.embed(ids), cache=cache)[0][:, -1] if use_cache else None
+        for j in range(self.num_image_tokens):
+            if not use_cache:
+                h = self.hidden(ids, codes)[:, -1]  # (B, C): the last position predicts the next code
             logits = self.image_head(h).float() / temperature  # (B, K)
             if top_k is not None:
                 kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
             nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)  # (B, 1)
             codes = torch.cat([codes, nxt], dim=1)
+            if use_cache and j + 1 < self.num_image_tokens:
+                x = self.code_embed(nxt) + (self.row_embed[j // self.grid[1]] + self.col_embed[j % self.grid[1]])
+                h = self.backbone.forward_tokens(x, cache=cache)[0][:, -1]
         return codes.view(-1, *self.grid)
 
     @torch.no_grad()
