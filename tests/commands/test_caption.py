@@ -30,6 +30,13 @@ def test_the_run_reports_caption_metrics(run):
     assert summary["val_captioned_images"] > 0 and len(summary["val_caption_examples"]) == 3
 
 
+def test_captioning_gallery(run, tmp_path):
+    out = tmp_path / "c.json"
+    assert main(["eval", "captioning", str(run), "--gallery", str(tmp_path / "g.png"), "--out", str(out)]) == 0
+    found = json.loads(out.read_text())
+    assert "val_bleu4" in found and (tmp_path / "g.png").stat().st_size > 1000
+
+
 def test_caption_command(run, tmp_path, capsys):
     paths = []
     for i, colour in enumerate(((255, 0, 0), (0, 0, 255))):

@@ -33,6 +33,7 @@ from convergent.data.pairs import ImageTextPairs
 from convergent.data.transforms import build_transform
 from convergent.evaluation.context import Captioner, EvalContext
 from convergent.evaluation.features import collate_images, evaluating, model_device
+from convergent.evaluation.image_grid import save_captioned_images
 
 _WORDS = re.compile(r"[a-z0-9]+")
 
@@ -96,6 +97,12 @@ def evaluate_captioning(ctx: EvalContext) -> dict[str, float | int]:
         hypotheses = generate_captions(ctx.task, ctx.tokenizer, data, ctx.cfg.data, ctx.cfg.data.batch_size)
         scores = caption_scores(hypotheses, references[: len(hypotheses)])
         examples = [f"{h!r} (ref {r[0]!r})" for h, r in list(zip(hypotheses, references))[:3]]
-        return {f"{split}_{k}": v for k, v in scores.items()} | {f"{split}_captioned_images": len(hypotheses),
-                                                                  f"{split}_caption_examples": examples}  # fmt: skip
+        out = {f"{split}_{k}": v for k, v in scores.items()} | {f"{split}_captioned_images": len(hypotheses),
+                                                                 f"{split}_caption_examples": examples}  # fmt: skip
+        if ctx.options.gallery:
+            first = torch.stack([torch.as_tensor(data[i]["image"]) for i in range(min(16, len(hypotheses)))])
+            out["gallery"] = str(save_captioned_images(first.float() / 255, hypotheses[:16],
+                                                       [r[0] for r in references[:16]], ctx.options.gallery,
+                                                       f"{data.source}: generated (bold) / reference"))  # fmt: skip
+        return out
     return {}
