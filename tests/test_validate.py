@@ -222,7 +222,7 @@ def test_paths_exist_and_are_of_the_right_kind(tmp_path):
 def test_eval_layer_is_a_block_of_the_trained_backbone(tmp_path):
     assert error_of(pretrain_cfg(tmp_path, **{"model.backbone": "swinv2_test", "eval.layer": 5})) == (
         "--eval.layer 5 is not a block of swinv2_test (4 blocks: 0..3, negatives from the end), nor -1 (the final "
-        "normalised tokens)")  # fmt: skip
+        "normalised tokens); a preset's probe block is chosen for its own backbone: with another, set it")  # fmt: skip
     for layer in (3, -4, -1):
         check_pretrain(pretrain_cfg(tmp_path, **{"model.backbone": "swinv2_test", "eval.layer": layer}))
     assert "is not a block of vit_micro (6 blocks" in error_of(pretrain_cfg(tmp_path, **{

@@ -497,7 +497,8 @@ def check_eval_layer(cfg: PretrainConfig, where: Where) -> None:
     n = backbone.num_blocks
     if not -n <= e.layer < n:
         raise where.error("eval.layer", f" {e.layer} is not a block of {name} ({n} blocks: 0..{n - 1}, negatives "
-                          "from the end), nor -1 (the final normalised tokens)")  # fmt: skip
+                          "from the end), nor -1 (the final normalised tokens); a preset's probe block is chosen for "
+                          "its own backbone: with another, set it")  # fmt: skip
 
 
 def check_batch(cfg: PretrainConfig | FinetuneConfig, where: Where) -> None:

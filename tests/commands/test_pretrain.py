@@ -19,6 +19,7 @@ TINY = [
     "--model.backbone", "swinv2_test", "--model.overrides", "{depths: [2, 2], num_heads: [2, 4], window_size: 4}",
     "--task.simmim.mask_patch_size", "8", "--data.name", "image-folder", "--data.batch_size", "8",
     "--optim.warmup_steps", "1", "--trainer.log_every", "1", "--eval.probe_epochs", "2", "--eval.knn_k", "3",
+    "--eval.layer", "-1",
 ]  # fmt: skip
 
 

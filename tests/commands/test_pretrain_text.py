@@ -18,7 +18,7 @@ WORDS = {
 TINY = [
     "--model.backbone", "text_test", "--data.name", "text-lines", "--data.batch_size", "8", "--data.vocab_size", "120",
     "--data.max_length", "24", "--optim.warmup_steps", "1", "--trainer.log_every", "1", "--trainer.max_steps", "3",
-    "--eval.probe_epochs", "2", "--eval.knn_k", "3",
+    "--eval.probe_epochs", "2", "--eval.knn_k", "3", "--eval.layer", "-1",
 ]  # fmt: skip
 
 

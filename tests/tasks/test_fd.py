@@ -249,7 +249,7 @@ def test_teacher_from_a_run_or_an_encoder_directory(tmp_path):
 
 def pretrain(tmp_path: Path, *extra: str) -> int:
     return main(["pretrain", "--task.name", "fd", "--model.backbone", "vit_test", "--data.batch_size", "8",
-                 "--data.limit", "16", "--trainer.out_dir", str(tmp_path / "runs"), *extra])  # fmt: skip
+                 "--data.limit", "16", "--eval.layer", "-1", "--trainer.out_dir", str(tmp_path / "runs"), *extra])  # fmt: skip
 
 
 def test_bad_inputs_are_refused_before_training(tmp_path, capsys):
