@@ -30,7 +30,7 @@ ALLOWED = {
     "backbones": {"layers"},
     "heads": {"layers"},
     "converters": {"backbones", "layers"},
-    "tasks": {"backbones", "heads", "layers", "losses", "masking", "rundir"},
+    "tasks": {"backbones", "generation", "heads", "layers", "losses", "masking", "rundir"},
     # layers: the CPU linear route is chosen before compiling; data: the Dataset contract (data/protocol.py)
     "training": {"config", "data", "exits", "layers", "rundir", "tasks"},
     "evaluation": {"config", "backbones", "tasks", "heads", "training", "data"},

@@ -67,7 +67,7 @@ def generate(
     try:
         for _ in range(steps):
             logits = model.next_token_logits(ids)  # (B, V)
-            nxt = _pick(logits, temperature, top_k, greedy, generator).to(ids)  # (B,)
+            nxt = pick_next(logits, temperature, top_k, greedy, generator).to(ids)  # (B,)
             if eos_id is not None:
                 nxt = nxt.masked_fill(finished, pad)
                 finished |= nxt == eos_id
@@ -80,10 +80,11 @@ def generate(
     return ids[0] if input_ids.ndim == 1 else ids
 
 
-def _pick(
+def pick_next(
     logits: torch.Tensor, temperature: float, top_k: int | None, greedy: bool, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Next ids ``(B,)`` from logits ``(B, V)``."""
+    """Next ids ``(B,)`` from logits ``(B, V)``: argmax (``greedy``), or a draw from the softmax of
+    ``logits / temperature`` restricted to the ``top_k`` most likely (every sampler here uses it)."""
     if greedy:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -94,6 +95,14 @@ def _pick(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def check_sampling(temperature: float, top_k: int | None) -> None:
+    """Sampling settings :func:`pick_next` takes: ``temperature > 0``, ``top_k`` None or >= 1."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature} (use greedy=True for argmax decoding)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+
+
 def _check_args(model: Any, ids: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int | None) -> None:
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise ValueError(f"input_ids must be a non-empty (L,) or (B, L) tensor of ids, got shape {tuple(ids.shape)}")
@@ -101,10 +110,7 @@ def _check_args(model: Any, ids: torch.Tensor, max_new_tokens: int, temperature:
         raise ValueError(f"input_ids must be integer token ids, got {ids.dtype}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature} (use greedy=True for argmax decoding)")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    check_sampling(temperature, top_k)
     max_length = getattr(model, "max_length", None)
     if max_length is not None and max_new_tokens > 0 and ids.shape[1] >= max_length:
         raise ValueError(

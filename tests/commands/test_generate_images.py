@@ -56,17 +56,27 @@ def test_rerank_keeps_the_best_by_clip(runs, capsys):
 def test_refusals(runs, capsys):
     assert main(["generate", str(runs / "t2i"), "--prompt", "x", "--rerank", str(runs / "vq")]) == 2
     assert "re-ranking needs a clip run" in capsys.readouterr().err
+    assert main(["generate", str(runs / "t2i"), "--rerank", str(runs / "clip")]) == 2  # nothing to compare with
+    assert "re-ranking compares the images with the prompt" in capsys.readouterr().err
     assert main(["generate", str(runs / "t2i"), "--prompt", "x", "--temperature", "0"]) == 2
     assert "temperature must be > 0" in capsys.readouterr().err
     assert main(["generate", str(runs / "t2i"), "--prompt", "a " * 40]) == 2
     assert "this model's text context is 16" in capsys.readouterr().err
 
 
-def test_a_tokenizer_of_another_image_size_is_refused_before_training(runs, capsys):
-    args = ["pretrain", "--preset", "dalle-emoji", "--task.text_to_image.tokenizer", str(runs / "vq"),
-            "--data.img_size", "16", *COMMON, "--trainer.out_dir", str(runs), "--trainer.run_name", "bad"]  # fmt: skip
-    assert main(args) != 0
-    assert "encodes 32-px images, this run's data.img_size is 16" in capsys.readouterr().err
+def test_a_tokenizer_of_another_size_or_kind_is_refused_before_training(runs, capsys):
+    def args(tokenizer, *extra):
+        return ["pretrain", "--preset", "dalle-emoji", "--task.text_to_image.tokenizer", str(tokenizer), *extra,
+                *COMMON, "--trainer.out_dir", str(runs), "--trainer.run_name", "bad"]  # fmt: skip
+
+    for extra, tokenizer, message in (
+        (("--data.img_size", "16"), runs / "vq", "encodes 32-px images, this run's data.img_size is 16"),
+        ((), runs / "vq" / "encoder", "not an image tokenizer"),  # an encoder directory, not a tokenizer
+    ):
+        assert main(args(tokenizer, *extra)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--task.text_to_image.tokenizer " in err[0] and message in err[0], err
+        assert not (runs / "bad").exists()  # refused before the run directory is made
 
 
 def test_r_precision_judged_by_a_clip_run(runs, tmp_path):

@@ -222,8 +222,9 @@ class TextTransformer(TextBackbone):
         (embedded at its own position), extends; the same outputs as the whole sequence at once."""
         take = set(select_indices(indices, len(self.blocks)))
         check_intermediate_output(output)
-        if cache is not None and (not self.config.causal or len(cache.blocks) != len(self.blocks)):
-            raise ValueError(f"a KV cache needs a causal backbone and one entry per block ({len(self.blocks)})")
+        if cache is not None and (not self.config.causal or len(cache.blocks) != len(self.blocks) or output != "block"):
+            raise ValueError(f"a KV cache needs a causal backbone, one entry per block ({len(self.blocks)}) and "
+                             "output 'block'")  # fmt: skip
         return self._run_blocks(tokens, key_padding_mask, None, take, output, states, states_mask, cache)
 
     def _run_blocks(self, x: torch.Tensor, pad_mask, unpadded, take: set[int], output: str, states=None,
@@ -233,12 +234,11 @@ class TextTransformer(TextBackbone):
             raise ValueError("this text backbone has cross-attention: pass the encoder's states (states=...)")
         if states is not None and not self.config.cross_attention:
             raise ValueError("encoder states need a text backbone built with cross_attention true")
-        extra = () if states is None else (states, states_mask)
+        extra = () if states is None else (states, states_mask)  # TextBlock's inputs after return_ffn
         outs = []
         for i, block in enumerate(self.blocks):
-            if cache is not None:  # inference: no checkpointing, keyword inputs
-                x = block(x, pad_mask, **({"states": states, "states_mask": states_mask} if extra else {}),
-                          kv=cache.blocks[i])  # fmt: skip
+            if cache is not None:  # incremental decoding: no checkpointing, block outputs only
+                x = block(x, pad_mask, kv=cache.blocks[i], **dict(zip(("states", "states_mask"), extra)))
                 if i in take:
                     outs.append(x)
                 continue

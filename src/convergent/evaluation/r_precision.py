@@ -18,6 +18,22 @@ from convergent.evaluation.features import evaluating, model_device
 from convergent.evaluation.image_grid import save_image_grid
 
 
+@torch.no_grad()
+def clip_image_embeddings(clip, clip_cfg, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """CLIP image embeddings ``(N, E)`` of images ``(N, C, H, W)`` in [0, 1] (generated ones),
+    brought to the CLIP run's image size (bilinear) and normalisation (``clip_cfg.data``)."""
+    side = clip_cfg.data.img_size
+    device = model_device(clip)
+    out = []
+    with evaluating(clip):
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].to(device)
+            if x.shape[-2:] != (side, side):
+                x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+            out.append(clip.encode_image(normalize(x * 255, clip_cfg.data.mean, clip_cfg.data.std)))
+    return torch.cat(out)
+
+
 def r_precision(image_emb: torch.Tensor, text_emb: torch.Tensor, candidates: int, seed: int = 0) -> float:
     """Fraction of images ``i`` (rows of ``image_emb`` ``(N, E)``) whose caption ``i`` (rows of
     ``text_emb``) is the most similar among itself and ``candidates - 1`` random other captions."""
@@ -59,16 +75,11 @@ def evaluate_r_precision(ctx: EvalContext) -> dict:
                                            top_k=o.top_k, generator=g)  # fmt: skip
             images.append(denormalize(out.float(), cfg.data).cpu())
     images = torch.cat(images)  # (N, C, H, W) in [0, 1]
-    side = clip_cfg.data.img_size
-    x = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False) if images.shape[-1] != side else images
-    clip_device = model_device(clip)
     texts = clip_tokenizer.encode_batch(prompts, clip_cfg.data.max_length)
+    image_emb = clip_image_embeddings(clip, clip_cfg, images).cpu()
     with evaluating(clip):
-        image_emb = torch.cat([clip.encode_image(normalize(x[i : i + 256] * 255, clip_cfg.data.mean,
-                                                           clip_cfg.data.std).to(clip_device)).cpu()
-                               for i in range(0, len(x), 256)])  # fmt: skip
-        text_emb = clip.encode_text(texts["input_ids"].to(clip_device),
-                                    attention_mask=texts["attention_mask"].to(clip_device)).cpu()  # fmt: skip
+        device = model_device(clip)
+        text_emb = clip.encode_text(texts["input_ids"].to(device), attention_mask=texts["attention_mask"].to(device)).cpu()
     r = min(o.candidates, len(prompts))
     results = {"data": f"{data.source} ({o.split})", "r_precision": r_precision(image_emb, text_emb, r, cfg.trainer.seed),
                "chance": 1.0 / r, "candidates": r, "num_images": len(prompts), "judge": str(o.clip)}  # fmt: skip

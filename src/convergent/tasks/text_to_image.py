@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convergent.generation import check_sampling, pick_next
 from convergent.layers.attention import KVCache
 from convergent.losses.language import IGNORE_INDEX, token_cross_entropy
 from convergent.tasks.configs import TextToImageConfig
@@ -129,8 +130,7 @@ class TextToImage(TiedLMTask):
         """Code ids ``(B, h, w)`` drawn one by one for captions ``(B, L)`` (temperature, top-k).
         ``use_cache``: keys and values of the sequence so far are kept (:class:`KVCache`), so each
         step runs one new token; False reruns the whole sequence each step (the same codes)."""
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_sampling(temperature, top_k)
         ids, _ = self.padded_captions(input_ids, attention_mask)
         codes = ids.new_zeros(ids.shape[0], 0)
         cache = KVCache(len(self.backbone.blocks)) if use_cache else None
@@ -138,11 +138,7 @@ class TextToImage(TiedLMTask):
         for j in range(self.num_image_tokens):
             if not use_cache:
                 h = self.hidden(ids, codes)[:, -1]  # (B, C): the last position predicts the next code
-            logits = self.image_head(h).float() / temperature  # (B, K)
-            if top_k is not None:
-                kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)  # (B, 1)
+            nxt = pick_next(self.image_head(h), temperature, top_k, False, generator)[:, None]  # (B, 1)
             codes = torch.cat([codes, nxt], dim=1)
             if use_cache and j + 1 < self.num_image_tokens:
                 x = self.code_embed(nxt) + (self.row_embed[j // self.grid[1]] + self.col_embed[j % self.grid[1]])

@@ -86,13 +86,21 @@ def build_run_task(cfg: PretrainConfig, tokenizer: Tokenizer | None = None) -> T
         inputs = teacher_inputs(task_cfg, backbone, cfg.data, f"task.{task_field(cfg.task.name)}")
     if isinstance(task_cfg, VisualTokensConfig):
         check_backbone(cls, backbone)
-        tokenizer_model = VQVAE.from_pretrained(task_cfg.tokenizer)
-        size = tokenizer_model.backbone.image_size
-        if size != cfg.data.img_size:
-            raise ValueError(f"task.{task_field(cfg.task.name)}.tokenizer {task_cfg.tokenizer} encodes {size}-px "
-                             f"images, this run's data.img_size is {cfg.data.img_size}: use the same size")  # fmt: skip
-        inputs = {"tokenizer": tokenizer_model}
+        inputs = {"tokenizer": image_tokenizer(task_cfg.tokenizer, cfg.data.img_size, f"task.{task_field(cfg.task.name)}")}
     return build_task(cfg.task.name, backbone, task_cfg, **inputs)
+
+
+def image_tokenizer(path: str, img_size: int, section: str) -> VQVAE:
+    """The image tokenizer at ``path`` (``--{section}.tokenizer``), for images of ``img_size`` px;
+    a directory of another kind or size is one error naming the option."""
+    try:
+        tokenizer = VQVAE.from_pretrained(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"--{section}.tokenizer {e}") from None
+    if tokenizer.backbone.image_size != img_size:
+        raise ValueError(f"--{section}.tokenizer {path} encodes {tokenizer.backbone.image_size}-px images, this "
+                         f"run's data.img_size is {img_size}: use the same size")  # fmt: skip
+    return tokenizer
 
 
 def load_task_from_run(run_dir: str | Path) -> tuple[Any, Any, Any]:

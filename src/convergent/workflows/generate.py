@@ -12,7 +12,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from convergent.data.transforms import denormalize, normalize
+from convergent.data.transforms import denormalize
+from convergent.evaluation.r_precision import clip_image_embeddings
 from convergent.generation import generate
 
 
@@ -59,11 +60,10 @@ def generate_images(task: Any, tokenizer: Any, cfg: Any, prompt: str, num: int =
     if clip is None:
         return images, None
     clip_task, clip_tokenizer, clip_cfg = clip
-    side = clip_cfg.data.img_size
-    x = F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False) if images.shape[-1] != side else images
-    x = normalize(x * 255, clip_cfg.data.mean, clip_cfg.data.std)
+    if not prompt:
+        raise ValueError("re-ranking compares the images with the prompt: give a --prompt")
     text_ids, text_mask = caption_ids(clip_tokenizer, prompt, 1, clip_cfg.data.max_length)
-    image_emb = F.normalize(clip_task.encode_image(x), dim=-1)  # (N, E)
+    image_emb = F.normalize(clip_image_embeddings(clip_task, clip_cfg, images), dim=-1)  # (N, E)
     text_emb = F.normalize(clip_task.encode_text(text_ids, attention_mask=text_mask), dim=-1)  # (1, E)
     scores = (image_emb @ text_emb.T).squeeze(1)  # (N,)
     best = scores.argsort(descending=True)[:num]
