@@ -87,10 +87,10 @@ class TextToImage(TiedLMTask):
         ids = F.pad(input_ids.masked_fill(~real, self.backbone.pad_token_id), (0, pad), value=self.backbone.pad_token_id)
         return ids, F.pad(real, (0, pad), value=False)
 
-    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Code ids ``(B, n)`` (the first ``n`` of the row-major grid) → ``(B, n, C)``."""
+    def embed_codes(self, codes: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Code ids ``(B, n)`` at grid positions ``start .. start + n - 1`` (row-major) → ``(B, n, C)``."""
         n = codes.shape[1]
-        pos = (self.row_embed[:, None, :] + self.col_embed[None, :, :]).flatten(0, 1)[:n]  # (n, C)
+        pos = (self.row_embed[:, None, :] + self.col_embed[None, :, :]).flatten(0, 1)[start : start + n]  # (n, C)
         return self.code_embed(codes) + pos
 
     def hidden(self, ids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -141,8 +141,7 @@ class TextToImage(TiedLMTask):
             nxt = pick_next(self.image_head(h), temperature, top_k, False, generator)[:, None]  # (B, 1)
             codes = torch.cat([codes, nxt], dim=1)
             if use_cache and j + 1 < self.num_image_tokens:
-                x = self.code_embed(nxt) + (self.row_embed[j // self.grid[1]] + self.col_embed[j % self.grid[1]])
-                h = self.backbone.forward_tokens(x, cache=cache)[0][:, -1]
+                h = self.backbone.forward_tokens(self.embed_codes(nxt, start=j), cache=cache)[0][:, -1]
         return codes.view(-1, *self.grid)
 
     @torch.no_grad()
