@@ -451,7 +451,7 @@ def main() -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     settings = Settings(out, a.accelerator, a.precision)
-    machine = f"{platform.machine()} {platform.processor() or ''}".strip() + f", accelerator {a.accelerator}"
+    machine = machine_of(a.accelerator)
     commit = _commit()
     for i, n in enumerate(names, 1):
         if n in results:
@@ -461,6 +461,20 @@ def main() -> None:
                       "commit": commit}
         path.write_text(json.dumps({"experiments": results}, indent=2) + "\n")
     report(claims, results, out, a.floors)
+
+
+def machine_of(accelerator: str) -> str:
+    """What ran an experiment, recorded with it: the CPU's architecture and the instruction set
+    torch's kernels use (``AVX2`` / ``AVX512``: it changes speed, and which matmul route ``auto``
+    picks), the core count, and the accelerator (with the GPU's name on CUDA)."""
+    import os
+
+    import torch
+
+    cpu = f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"
+    if accelerator == "cuda" and torch.cuda.is_available():
+        return f"{cpu}, cuda {torch.cuda.get_device_name()}"
+    return f"{cpu}, accelerator {accelerator}"
 
 
 def _commit() -> str:

@@ -217,3 +217,10 @@ def test_fd_claim_is_judged_on_the_presets_teacher_and_reports_the_other():
             r[f"finetune:{t}:{f:g}"] = {"test_acc": teacher, "n_test": 10_000}
     v = claims.judge_fd(r)
     assert v.holds and v.extra == {"with a mocov3 teacher": False} and "33.00 % vs 65.00 %" in v.note
+
+
+def test_each_result_records_the_instruction_set_it_ran_on():
+    import torch
+
+    found = claims.machine_of("cpu")
+    assert torch.backends.cpu.get_cpu_capability() in found and "cores" in found and found.endswith("accelerator cpu")
