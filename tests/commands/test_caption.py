@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from convergent.cli import main
-from convergent.evaluation.captioning import caption_scores
+from convergent.config import DataConfig
+from convergent.data.pairs import ImageTextPairs
+from convergent.evaluation.captioning import caption_scores, nearest_neighbour_captions
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,7 @@ def test_the_run_reports_caption_metrics(run):
     summary = json.loads((run / "summary.json").read_text())
     assert 0 <= summary["val_bleu4"] <= 100 and summary["val_cider"] >= 0
     assert summary["val_captioned_images"] > 0 and len(summary["val_caption_examples"]) == 3
+    assert 0 <= summary["val_nn_bleu4"] <= 100 and summary["val_nn_cider"] >= 0 and summary["val_cider_gain_se"] >= 0
 
 
 def test_captioning_gallery(run, tmp_path):
@@ -61,3 +64,33 @@ def test_scores_reward_matching_captions():
     assert good["cider"] > bad["cider"] and good["bleu4"] > bad["bleu4"]
     with pytest.raises(ValueError, match="2 captions for 3 reference lists"):
         caption_scores(["a", "b"], refs)
+
+
+def test_nearest_neighbour_captions_retrieve_the_closest_training_image(tmp_path):
+    """Held-out images that are (noisy) copies of training images get those images' captions."""
+    import torch
+
+    from convergent.backbones.registry import build_backbone
+
+    rng = np.random.default_rng(0)
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    paths = []
+    for i, c in enumerate(colours):
+        p = tmp_path / f"t{i}.png"
+        half = np.zeros((32, 32, 3), dtype=np.uint8)
+        half[:, : 8 * (i + 1)] = c
+        Image.fromarray(half).save(p)
+        paths.append(p)
+    train = ImageTextPairs(paths, [[f"caption {i}", "other"] for i in range(4)], [-1] * 4, source="train")
+    order = [2, 0, 3, 1]
+    noisy = []
+    for j, i in enumerate(order):
+        x = np.asarray(Image.open(paths[i])).astype(np.int16) + rng.integers(-3, 4, (32, 32, 3))
+        q = tmp_path / f"h{j}.png"
+        Image.fromarray(x.clip(0, 255).astype(np.uint8)).save(q)
+        noisy.append(q)
+    heldout = ImageTextPairs(noisy, [["x"]] * 4, [-1] * 4, source="heldout")
+    torch.manual_seed(0)
+    backbone = build_backbone("vit_test", img_size=32, patch_size=8)
+    got = nearest_neighbour_captions(backbone, train, heldout, DataConfig(img_size=32), batch_size=2)
+    assert got == [f"caption {i}" for i in order]

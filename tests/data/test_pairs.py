@@ -156,6 +156,13 @@ def test_files_without_usable_pairs(images):
         read_pairs(images / "header.csv")
     with pytest.raises(FileNotFoundError, match="nothing.csv"):
         read_pairs(images / "nothing.csv")
+    for name in ("empty.csv", "empty.tsv"):  # an empty caption file: said so, by name
+        (images / name).write_text("\n")
+        with pytest.raises(ValueError, match=f"{name}: the file is empty; expected a header row"):
+            read_pairs(images / name)
+    (images / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match=r"empty.jsonl: no usable image-text pair \(no rows\)"):
+        read_pairs(images / "empty.jsonl")
 
 
 def test_build_split_layouts(images, tmp_path):

@@ -316,6 +316,9 @@ def _csv_records(path: Path) -> Iterator[tuple[str, dict | str]]:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 (byte {e.start})") from e
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty; expected a header row naming an 'image' and a 'text' (or "
+                         "'caption') column, then one row per image-caption pair")  # fmt: skip
     reader = csv.DictReader(text.splitlines(keepends=True), delimiter=CSV_DELIMITERS[path.suffix.lower()])
     header = reader.fieldnames or []
     if "image" not in header or not any(f in header for f in TEXT_FIELDS):
