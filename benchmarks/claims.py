@@ -37,9 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from claims_runs import (  # noqa: E402
     AVGDIST,
     AVGDIST_FRACTION,
+    BEIT_FRACTIONS,
     EXPERIMENTS,
     FD_TEACHERS,
     FRACTIONS,
+    JUDGE,
+    MIM_BASELINE,
     PRETRAIN,
     SIZE_FRACTIONS,
     SIZE_VARIANTS,
@@ -64,10 +67,14 @@ class Comparison:
     se: float | None = None
     """The standard error of ``a - b`` when ``a`` and ``b`` are not two accuracies (e.g. two gains)."""
     unit: str = "%"
-    """'%': accuracies shown in percent; '': plain numbers (losses, correlations)."""
+    """'%': accuracies shown in percent; 'dB': decibels; '': plain numbers (losses, correlations)."""
 
     def show(self, v: float) -> str:
-        return f"{100 * v:.2f} %" if self.unit == "%" else f"{v:.4f}"
+        return {"%": f"{100 * v:.2f} %", "dB": f"{v:.2f} dB"}.get(self.unit, f"{v:.4f}")
+
+    def show_diff(self, v: float) -> str:
+        """A difference (or margin) of two values in this unit."""
+        return {"%": f"{100 * v:+.2f} pts", "dB": f"{v:+.2f} dB"}.get(self.unit, f"{v:+.4f}")
 
     @property
     def margin(self) -> float:
@@ -290,6 +297,54 @@ def judge_image_text(r: dict) -> Verdict:
     return Verdict(rows, "chance levels are exact (1 / classes; the expected recall of a random ranking)")
 
 
+def judge_vq_tokenizer(r: dict) -> Verdict:
+    rows = [Comparison(f"{name} (`{r[name]['preset']}`): held-out PSNR vs the same bits without learning",
+                       r[name]["psnr"], r[name]["baseline_psnr"], se=r[name]["psnr_gain_se"], unit="dB")
+            for name in ("vqvae", "vqvae-fmnist")]  # fmt: skip
+    note = ("the same bits without learning: each image averaged to the token grid, each cell's colour rounded to "
+            "log2(codes) bits, resized back; " + "; ".join(
+                f"{n}: {r[n]['reconstruction_images']} held-out images, codebook usage {pct(r[n]['codebook_usage'])}, "
+                f"code perplexity {r[n]['code_perplexity']:.0f}" for n in ("vqvae", "vqvae-fmnist")))  # fmt: skip
+    return Verdict(rows, note)
+
+
+def judge_beit(r: dict) -> Verdict:
+    rows = probe_rows(r, ("beit",))
+    for f in BEIT_FRACTIONS:
+        rows.append(Comparison(f"beit vs random {r['beit']['backbone']}, fine-tuned on {f:.0%} of labels",
+                               _acc(r, _ft("beit", f), "test_acc"), _acc(r, _ft("random:beit", f), "test_acc"),
+                               _n(r, _ft("beit", f))))  # fmt: skip
+    versus = [Comparison(f"{label}: beit vs simmim", _acc(r, "beit", key), _acc(r, MIM_BASELINE, key), _n(r, "beit"))
+              for key, label in (("knn_acc", "kNN"), ("linear_probe_acc", "linear probe"))]  # fmt: skip
+    versus += [Comparison(f"fine-tuned on {f:.0%}: beit vs simmim", _acc(r, _ft("beit", f), "test_acc"),
+                          _acc(r, _ft(MIM_BASELINE, f), "test_acc"), _n(r, _ft("beit", f))) for f in BEIT_FRACTIONS]
+    note = (f"against SimMIM (pixel regression) on the same {r[MIM_BASELINE]['backbone']} at the same budget "
+            f"({r['beit']['steps']} x {r['beit']['batch_size']}): " + ", ".join(
+                f"{x.label.split(':')[0]} {pct(x.a)} vs {pct(x.b)}" for x in versus))  # fmt: skip
+    return Verdict(rows, note, {"beats SimMIM at the same budget": all(x.holds for x in versus)})
+
+
+def judge_text_to_image(r: dict) -> Verdict:
+    x = r["dalle"]
+    row = Comparison(f"R-precision of images drawn for {x['num_images']} held-out captions (judge: the suite's "
+                     f"{JUDGE} run, among {x['candidates']} captions) vs chance", x["r_precision"], x["chance"],
+                     x["num_images"])  # fmt: skip
+    return Verdict([row], "samples: the whole codebook at temperature 1 (no top-k, no re-ranking); "
+                   "picture: runs/dalle/heldout-samples.png")  # fmt: skip
+
+
+def judge_captioning(r: dict) -> Verdict:
+    x = r["caption"]
+    rows = [Comparison("CIDEr-D: the captioner vs the nearest training image's caption", x["cider"], x["nn_cider"],
+                       se=x["cider_gain_se"], unit=""),
+            Comparison("BLEU-4 (0-100): the captioner vs the nearest training image's caption", x["bleu4"],
+                       x["nn_bleu4"], unit="")]  # fmt: skip
+    examples = "; ".join(x.get("caption_examples", []))
+    return Verdict(rows, f"{x['captioned_images']} held-out emoji, beam search; CIDEr-D's standard error from the "
+                   f"per-image gains (paired); BLEU-4 is corpus-level (no noise estimate); examples: {examples}; "
+                   "picture: runs/caption/heldout-captions.png")  # fmt: skip
+
+
 CLAIMS = [
     Claim("mim-finetune", "Masked image modelling (SimMIM, MAE) improves fine-tuning over random initialisation at an "
           "equal fine-tuning budget, and helps most when labels are few (1 % and 10 % of the labels)",
@@ -320,8 +375,20 @@ CLAIMS = [
     Claim("avgdist", "The masking strategy that fine-tunes best has a middle AvgDist (SimMIM: 10-20 px at 192 px), "
           "not the lowest or the highest",
           tuple(_ft(avgdist_name(*x), AVGDIST_FRACTION) for x in AVGDIST), judge_avgdist),
+    Claim("vq-tokenizer", "A VQ-VAE image tokenizer keeps held-out images better than the same number of bits "
+          "without learning (its token grid, log2(codes) bits per cell)", ("vqvae", "vqvae-fmnist"),
+          judge_vq_tokenizer),
+    Claim("beit", "BEiT (predicting the visual tokens of masked patches) improves a ViT over random initialisation "
+          "(frozen probes and fine-tuning), and against SimMIM's pixel regression at the same budget",
+          ("beit", "random:beit", MIM_BASELINE, *(_ft(m, f) for m in ("beit", "random:beit", MIM_BASELINE)
+                                                  for f in BEIT_FRACTIONS)), judge_beit),
+    Claim("text-to-image", "A DALL-E-style causal Transformer over [caption; visual tokens] draws images for held-out "
+          "captions that a CLIP judge matches to their captions far above chance (R-precision)", ("dalle",),
+          judge_text_to_image),
+    Claim("captioning", "An encoder-decoder captioner describes held-out images better than copying the caption of "
+          "the nearest training image (CIDEr-D, BLEU-4)", ("caption",), judge_captioning),
 ]  # fmt: skip
-FLOOR_TABLE = tuple(n for n in PRETRAIN if n not in ("clip", "siglip"))
+FLOOR_TABLE = (*(n for n in PRETRAIN if n not in ("clip", "siglip")), "beit")
 """Presets in the per-objective table against their random floors."""
 
 
@@ -344,8 +411,7 @@ def claim_markdown(c: Claim, v: Verdict) -> str:
     lines = [f"### {c.name}: {'holds' if v.holds else 'does not hold at this scale'}", "", c.statement, "",
              "| comparison | a | b | a − b | needed | counts |", "|---|---|---|---|---|---|"]  # fmt: skip
     for x in v.comparisons:
-        diff = f"{100 * (x.a - x.b):+.2f} pts" if x.unit == "%" else f"{x.a - x.b:+.4f}"
-        margin = f"{100 * x.margin:.2f} pts" if x.unit == "%" else f"{x.margin:.4f}"
+        diff, margin = x.show_diff(x.a - x.b), x.show_diff(x.margin).lstrip("+")
         need = f"> {x.factor:g} × b" if x.factor != 1 else (f"> {margin} (2 SE)" if x.margin else "> 0")
         lines.append(f"| {x.label} | {x.show(x.a)} | {x.show(x.b)} | {diff} | {need} | {'yes' if x.holds else 'no'} |")
     if v.note:

@@ -34,6 +34,12 @@ class Experiment:
     files are shuffled, so a prefix is close to class-balanced)."""
     image_text: bool = False
     """pretrain: also zero-shot classification and retrieval on the held-out pairs."""
+    evaluations: tuple[str, ...] = ()
+    """pretrain: run evaluations of the whole run after it (``convergent eval NAME RUN``), their
+    results kept with the split prefix dropped (``val_psnr`` -> ``psnr``)."""
+    eval_options: dict = field(default_factory=dict, hash=False)
+    """pretrain: options of those evaluations (:class:`~convergent.evaluation.context.EvalOptions`
+    fields; ``{runs}`` as in ``overrides``)."""
     overrides: dict = field(default_factory=dict, hash=False)
     """Config changes over the preset, as dotted keys (``{"task.simmim.mask_ratio": 0.3}``,
     :func:`convergent.config.with_overrides`). ``{runs}`` in a string is the suite's run
@@ -96,6 +102,22 @@ the scaling sweep's encoders pre-trained on all of its data to its largest budge
 steps, batch and images for both), fine-tuned against their random initialisations."""
 
 
+GENERATION = {  # experiment name: preset (issue 14: visual tokens and cross-modal generation)
+    "vqvae": "vqvae-emoji",
+    "vqvae-fmnist": "vqvae-fmnist",
+    "beit": "beit-vit-fmnist",
+    "dalle": "dalle-emoji",
+    "caption": "caption-vit-emoji",
+}
+JUDGE = "clip"
+"""The image-text run that judges the text-to-image samples (R-precision): the suite's CLIP,
+trained on the emoji training split, as DALL-E's evaluations judged with CLIP."""
+MIM_BASELINE = "simmim-vit"
+"""SimMIM (pixel regression) on BEiT's backbone at BEiT's budget: the comparison the BEiT claim makes."""
+BEIT_FRACTIONS = (0.1,)
+"""Label fractions of the BEiT claim's fine-tunings."""
+
+
 def fd_name(teacher: str) -> str:
     """The FD pre-training experiment with the encoder of experiment ``teacher`` as teacher."""
     return "fd" if teacher == FD_TEACHERS[0] else f"fd-{teacher}"
@@ -104,6 +126,21 @@ def fd_name(teacher: str) -> str:
 def avgdist_name(patch: int, ratio: float) -> str:
     """The pre-training experiment of one AvgDist strategy."""
     return f"simmim-p{patch}-r{ratio:g}"
+
+
+BEIT_TOKENS = {"requires": ("vqvae-fmnist",), "overrides": {"task.beit.tokenizer": "{runs}/vqvae-fmnist"}}
+"""The BEiT experiments read the visual tokens of the suite's own vqvae-fmnist run."""
+
+
+def _mim_baseline_overrides() -> dict:
+    """SimMIM's preset on BEiT's plain backbone (``vit_micro``, without BEiT's relative position
+    bias and layer scale, as SimMIM's ViT), at BEiT's budget, probed as BEiT is."""
+    beit = preset_config(GENERATION["beit"])
+    return {"model.backbone": beit.model.backbone, "trainer.max_steps": beit.trainer.max_steps,
+            "data.batch_size": beit.data.batch_size, "eval.layer": beit.eval.layer, "eval.pooling": beit.eval.pooling}
+
+
+MIM_BASELINE_OVERRIDES = _mim_baseline_overrides()
 
 
 def _experiments() -> dict[str, Experiment]:
@@ -117,6 +154,18 @@ def _experiments() -> dict[str, Experiment]:
             "task": {"simmim": {"mask_patch_size": patch, "mask_ratio": ratio}},
             "trainer": {"max_steps": AVGDIST_STEPS}, "eval": {"knn": False, "linear_probe": False}})  # fmt: skip
     out["scaling"] = Experiment("sweep", SCALING_SWEEP)
+    recon = ("reconstruction",)
+    out["vqvae"] = Experiment("pretrain", GENERATION["vqvae"], evaluations=recon)
+    out["vqvae-fmnist"] = Experiment("pretrain", GENERATION["vqvae-fmnist"], evaluations=recon)
+    out["beit"] = Experiment("pretrain", GENERATION["beit"], **BEIT_TOKENS)
+    out["random:beit"] = Experiment("random", GENERATION["beit"], **BEIT_TOKENS)
+    out[MIM_BASELINE] = Experiment("pretrain", PRETRAIN["simmim"], overrides=MIM_BASELINE_OVERRIDES)
+    out["dalle"] = Experiment("pretrain", GENERATION["dalle"], requires=("vqvae", JUDGE), evaluations=("r-precision",),
+                              overrides={"task.text_to_image.tokenizer": "{runs}/vqvae"},
+                              eval_options={"clip": f"{{runs}}/{JUDGE}", "max_images": None,
+                                            "gallery": "{runs}/dalle/heldout-samples.png"})
+    out["caption"] = Experiment("pretrain", GENERATION["caption"], evaluations=("captioning",),
+                                eval_options={"gallery": "{runs}/caption/heldout-captions.png"})  # fmt: skip
     for teacher in FD_TEACHERS:
         out[fd_name(teacher)] = Experiment("pretrain", "fd-vit-fmnist", requires=(teacher,),
                                            overrides={"task.fd.teacher": f"{{runs}}/{teacher}/encoder"})  # fmt: skip
@@ -136,6 +185,12 @@ def _experiments() -> dict[str, Experiment]:
         for f in FRACTIONS:
             out[f"finetune:{fd_name(teacher)}:{f:g}"] = Experiment("finetune", "fd-vit-fmnist", init=fd_name(teacher),
                                                                     fraction=f)  # fmt: skip
+    for f in BEIT_FRACTIONS:
+        out[f"finetune:beit:{f:g}"] = Experiment("finetune", GENERATION["beit"], init="beit", fraction=f,
+                                                 **BEIT_TOKENS)  # fmt: skip
+        out[f"finetune:random:beit:{f:g}"] = Experiment("finetune", GENERATION["beit"], fraction=f, **BEIT_TOKENS)
+        out[f"finetune:{MIM_BASELINE}:{f:g}"] = Experiment("finetune", PRETRAIN["simmim"], init=MIM_BASELINE,
+                                                           fraction=f, overrides=MIM_BASELINE_OVERRIDES)  # fmt: skip
     for patch, ratio in AVGDIST:
         name = avgdist_name(patch, ratio)
         out[f"finetune:{name}:{AVGDIST_FRACTION:g}"] = Experiment("finetune", PRETRAIN["simmim"], init=name,
@@ -194,6 +249,7 @@ PROBE_KEYS = ("knn_acc", "linear_probe_acc")
 
 
 def _pretrain(name: str, e: Experiment, s: Settings) -> dict:
+    from convergent.evaluation.context import EvalOptions
     from convergent.workflows.evaluate import run_on_run
     from convergent.workflows.pretrain import run_pretrain
 
@@ -209,6 +265,12 @@ def _pretrain(name: str, e: Experiment, s: Settings) -> dict:
     out = {k: summary[k] for k in (*PROBE_KEYS, "final_loss", "data") if k in summary}
     out.update(backbone=cfg.model.backbone, steps=cfg.trainer.max_steps, batch_size=cfg.data.batch_size,
                n_test=_test_size(cfg))  # fmt: skip
+    options = EvalOptions(**{k: v.replace("{runs}", str(s.out / "runs")) if isinstance(v, str) else v
+                             for k, v in e.eval_options.items()})  # fmt: skip
+    for evaluation in e.evaluations:
+        found = run_on_run(evaluation, run_dir, options)
+        out.update({k.split("_", 1)[1] if k.startswith(("val_", "test_")) else k: v for k, v in found.items()
+                    if isinstance(v, (int, float, str, list))})  # fmt: skip
     if e.image_text:
         zs = run_on_run("zero-shot", run_dir)
         rt = run_on_run("retrieval", run_dir)

@@ -224,3 +224,53 @@ def test_each_result_records_the_instruction_set_it_ran_on():
 
     found = claims.machine_of("cpu")
     assert torch.backends.cpu.get_cpu_capability() in found and "cores" in found and found.endswith("accelerator cpu")
+
+
+def test_vq_tokenizer_claim_needs_the_psnr_gain_beyond_its_paired_noise():
+    tok = {"psnr": 24.0, "baseline_psnr": 22.0, "psnr_gain_se": 0.2, "reconstruction_images": 357,
+           "codebook_usage": 0.8, "code_perplexity": 300.0, "preset": "p"}  # fmt: skip
+    r = {"vqvae": dict(tok), "vqvae-fmnist": dict(tok)}
+    v = claims.judge_vq_tokenizer(r)
+    assert v.holds and "codebook usage 80.00 %" in v.note
+    assert "+2.00 dB" in claims.claim_markdown(next(c for c in claims.CLAIMS if c.name == "vq-tokenizer"), v)
+    r["vqvae-fmnist"]["psnr_gain_se"] = 1.5  # a 2 dB gain within 2 SE of noise
+    assert not claims.judge_vq_tokenizer(r).holds
+
+
+def _beit_results(beit: float, simmim: float) -> dict:
+    f = claims_runs.BEIT_FRACTIONS[0]
+    return {"beit": _probe(beit, beit), "random:beit": _probe(0.70, 0.70), claims_runs.MIM_BASELINE: _probe(simmim, simmim),
+            f"finetune:beit:{f:g}": {"test_acc": beit, "n_test": 10_000},
+            f"finetune:random:beit:{f:g}": {"test_acc": 0.70, "n_test": 10_000},
+            f"finetune:{claims_runs.MIM_BASELINE}:{f:g}": {"test_acc": simmim, "n_test": 10_000}}  # fmt: skip
+
+
+def test_beit_claim_against_random_with_simmim_as_a_sub_claim():
+    v = claims.judge_beit(_beit_results(0.80, 0.75))
+    assert v.holds and v.extra["beats SimMIM at the same budget"]
+    v = claims.judge_beit(_beit_results(0.80, 0.80))
+    assert v.holds and not v.extra["beats SimMIM at the same budget"]
+    assert not claims.judge_beit(_beit_results(0.705, 0.60)).holds
+
+
+def test_generation_claims_compare_with_chance_and_the_nearest_neighbour_caption():
+    dalle = {"r_precision": 0.05, "chance": 0.01, "candidates": 100, "num_images": 357}
+    assert claims.judge_text_to_image({"dalle": dalle}).holds
+    assert not claims.judge_text_to_image({"dalle": {**dalle, "r_precision": 0.015}}).holds  # within noise
+    cap = {"cider": 0.9, "nn_cider": 0.5, "cider_gain_se": 0.05, "bleu4": 10.0, "nn_bleu4": 5.0,
+           "captioned_images": 357, "caption_examples": ["'a' (ref 'b')"]}  # fmt: skip
+    v = claims.judge_captioning({"caption": cap})
+    assert v.holds and "'a' (ref 'b')" in v.note
+    assert not claims.judge_captioning({"caption": {**cap, "cider_gain_se": 0.3}}).holds
+
+
+def test_generation_experiments_read_the_suites_own_tokenizers_and_judge(tmp_path):
+    e = claims_runs.EXPERIMENTS
+    assert e["beit"].depends_on == ("vqvae-fmnist",) and e["dalle"].depends_on == ("vqvae", claims_runs.JUDGE)
+    cfg = claims_runs._pretrain_config("beit", e["beit"], claims_runs.Settings(tmp_path))
+    assert cfg.task.beit.tokenizer == str(tmp_path / "runs" / "vqvae-fmnist")
+    base = claims_runs._pretrain_config(claims_runs.MIM_BASELINE, e[claims_runs.MIM_BASELINE],
+                                        claims_runs.Settings(tmp_path))  # fmt: skip
+    assert (base.task.name, base.model.backbone, base.trainer.max_steps) == ("simmim", cfg.model.backbone,
+                                                                            cfg.trainer.max_steps)  # fmt: skip
+    assert (base.eval.layer, base.eval.pooling) == (cfg.eval.layer, cfg.eval.pooling)

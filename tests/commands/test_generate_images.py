@@ -95,9 +95,10 @@ def test_r_precision_judged_by_a_clip_run(runs, tmp_path):
 def test_r_precision_counts_own_caption_first():
     import torch
 
-    from convergent.evaluation.r_precision import r_precision
+    from convergent.evaluation.r_precision import judge_picks, r_precision
 
     texts = torch.eye(6)
+    assert judge_picks(texts.roll(1, dims=0), texts, 6) == [5, 0, 1, 2, 3, 4]  # image i looks like caption i - 1
     assert r_precision(texts.clone(), texts, 6) == 1.0  # every image closest to its own caption
     assert r_precision(texts.roll(1, dims=0), texts, 6) == 0.0  # every image closest to another's
     with pytest.raises(ValueError, match="candidates must be in"):

@@ -2,7 +2,8 @@
 for each held-out caption, and a CLIP run — trained on the training split, a judge independent
 of the generator — ranks that caption among ``candidates`` captions (its own and random other
 held-out captions, seeded); R-precision is the fraction of images whose own caption ranks
-first. Chance is ``1 / candidates``.
+first. Chance is ``1 / candidates``. The gallery shows the first 16 images, each under its
+prompt, with the caption the judge picked for it.
 
 The generated images are mapped from the generator's normalisation to [0, 1], then to the CLIP
 run's normalisation and image size. Captions are each image's first caption in the data.
@@ -15,7 +16,7 @@ from convergent.data.pairs import ImageTextPairs
 from convergent.data.transforms import denormalize, normalize
 from convergent.evaluation.context import EvalContext
 from convergent.evaluation.features import evaluating, model_device
-from convergent.evaluation.image_grid import save_image_grid
+from convergent.evaluation.image_grid import save_captioned_images
 
 
 @torch.no_grad()
@@ -37,17 +38,24 @@ def clip_image_embeddings(clip, clip_cfg, images: torch.Tensor, batch_size: int 
 def r_precision(image_emb: torch.Tensor, text_emb: torch.Tensor, candidates: int, seed: int = 0) -> float:
     """Fraction of images ``i`` (rows of ``image_emb`` ``(N, E)``) whose caption ``i`` (rows of
     ``text_emb``) is the most similar among itself and ``candidates - 1`` random other captions."""
+    return sum(p == i for i, p in enumerate(judge_picks(image_emb, text_emb, candidates, seed))) / image_emb.shape[0]
+
+
+def judge_picks(image_emb: torch.Tensor, text_emb: torch.Tensor, candidates: int, seed: int = 0) -> list[int]:
+    """For each image ``i``, the caption the judge ranks first among caption ``i`` and
+    ``candidates - 1`` random others (seeded): ``i`` itself when it is a hit."""
     n = image_emb.shape[0]
     if not 2 <= candidates <= n:
         raise ValueError(f"candidates must be in [2, {n}] (the captions drawn), got {candidates}")
     sims = F.normalize(image_emb.float(), dim=-1) @ F.normalize(text_emb.float(), dim=-1).T  # (N, N)
     g = torch.Generator().manual_seed(seed)
-    hits = 0
+    picks = []
     for i in range(n):
         others = torch.randperm(n - 1, generator=g)[: candidates - 1]
         others = others + (others >= i).long()  # skip i itself
-        hits += int(sims[i, i] > sims[i, others].max())
-    return hits / n
+        best = int(others[sims[i, others].argmax()])
+        picks.append(i if sims[i, i] > sims[i, best] else best)
+    return picks
 
 
 @torch.no_grad()
@@ -81,8 +89,13 @@ def evaluate_r_precision(ctx: EvalContext) -> dict:
         device = model_device(clip)
         text_emb = clip.encode_text(texts["input_ids"].to(device), attention_mask=texts["attention_mask"].to(device)).cpu()
     r = min(o.candidates, len(prompts))
-    results = {"data": f"{data.source} ({o.split})", "r_precision": r_precision(image_emb, text_emb, r, cfg.trainer.seed),
-               "chance": 1.0 / r, "candidates": r, "num_images": len(prompts), "judge": str(o.clip)}  # fmt: skip
+    picks = judge_picks(image_emb, text_emb, r, cfg.trainer.seed)
+    hits = sum(p == i for i, p in enumerate(picks))
+    results = {"data": f"{data.source} ({o.split})", "r_precision": hits / len(prompts), "chance": 1.0 / r,
+               "candidates": r, "num_images": len(prompts), "judge": str(o.clip)}  # fmt: skip
     if o.gallery:
-        results["gallery"] = str(save_image_grid(images[:32], o.gallery))
+        shown = min(16, len(prompts))
+        verdicts = ["judge: its prompt" if p == i else f"judge picked: {prompts[p]}" for i, p in enumerate(picks[:shown])]
+        results["gallery"] = str(save_captioned_images(images[:shown], prompts[:shown], verdicts, o.gallery,
+                                                       f"drawn for held-out captions (bold); the judge's pick among {r}"))
     return results
