@@ -16,7 +16,8 @@ import dataclasses
 import torch
 from torch.utils.data import Subset
 
-from convergent.backbones.pretrained import from_pretrained
+from convergent.backbones.pretrained import from_pretrained, load_config
+from convergent.backbones.registry import model_class
 from convergent.commands.presets import preset_config
 from convergent.data.registry import build_dataset
 from convergent.workflows.evaluate import evaluate_encoder
@@ -42,6 +43,7 @@ def main() -> None:
     p.add_argument("--train", type=int, default=10_000)
     p.add_argument("--val", type=int, default=5_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--random", action="store_true", help="Probe the encoder's architecture with random weights.")
     a = p.parse_args()
     cfg = preset_config(a.preset)
     data = build_dataset(cfg.data.name, "train", root=cfg.data.root, img_size=cfg.data.img_size,
@@ -52,8 +54,12 @@ def main() -> None:
         raise SystemExit(f"--train {a.train} + --val {a.val} exceed the {len(data)} training samples")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(a.seed)).tolist()
     train, val = _Part(data, order[: a.train]), _Part(data, order[a.train : a.train + a.val])
-    backbone = from_pretrained(a.encoder).eval()
-    print(f"{a.encoder}: {a.train} probe-training / {a.val} validation samples of the training split")
+    if a.random:
+        torch.manual_seed(a.seed)
+        backbone = model_class(load_config(a.encoder))(load_config(a.encoder)).eval()
+    else:
+        backbone = from_pretrained(a.encoder).eval()
+    print(f"{a.encoder}{' (random weights)' if a.random else ''}: {a.train} probe-training / {a.val} validation samples of the training split")
     for pooling in a.pooling or [cfg.eval.pooling]:
         for layer in a.layers:
             c = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, layer=layer, pooling=pooling,

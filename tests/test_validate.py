@@ -84,7 +84,7 @@ def test_the_defaults_are_valid(tmp_path):
         ({"eval.knn_k": 0}, "--eval.knn_k must be >= 1"),
         ({"task.name": "simmmim"}, "--task.name: unknown task 'simmmim'; did you mean simmim?"),
         ({"model.backbone": "swinv2_mirco"}, "--model.backbone: unknown backbone 'swinv2_mirco'; did you mean swinv2_micro"),
-        ({"data.name": "fashon-mnist"}, "--data.name: unknown dataset 'fashon-mnist'; did you mean fashion-mnist?"),
+        ({"data.name": "fashon-mnist"}, "--data.name: unknown dataset 'fashon-mnist'; did you mean fashion-mnist, fashion-mnist-captions?"),
         ({"data.tokenizer_kind": "wordpeice"}, "did you mean 'wordpiece'?"),
         ({"trainer.max_steps": "abc"}, "--trainer.max_steps must be an integer, got 'abc'"),
         ({"trainer.max_steps": True}, "--trainer.max_steps must be an integer, got True"),

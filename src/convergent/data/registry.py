@@ -49,6 +49,13 @@ register_dataset(
     "Fashion-MNIST, 10 clothing classes, 28x28 grayscale (Debian package files, --data.root, or bundled 6k/1k subset)",
 )
 register_dataset(
+    "fashion-mnist-captions",
+    "convergent.data.builtin.fashion_mnist_captions:build",
+    "image-text",
+    "Fashion-MNIST with each image captioned by its class name ('sneaker', 'ankle boot'), for text-to-image, "
+    "captioning and CLIP (same files and splits as fashion-mnist)",
+)
+register_dataset(
     "image-folder",
     "convergent.data.image_folder:build",
     "images",
