@@ -72,6 +72,9 @@ def test_a_tokenizer_of_another_size_or_kind_is_refused_before_training(runs, ca
     for extra, tokenizer, message in (
         (("--data.img_size", "16"), runs / "vq", "encodes 32-px images, this run's data.img_size is 16"),
         ((), runs / "vq" / "encoder", "not an image tokenizer"),  # an encoder directory, not a tokenizer
+        (("--data.in_chans", "1"), runs / "vq", "encodes 3-channel images, this run's data.in_chans is 1"),
+        (("--data.mean", "[0.4, 0.4, 0.4]"), runs / "vq" / "image_tokenizer",  # its run's config says how
+         "was trained on images normalised with mean [0.5, 0.5, 0.5] / std [0.5, 0.5, 0.5], this run's data.mean"),
     ):
         assert main(args(tokenizer, *extra)) == 2
         err = capsys.readouterr().err.strip().splitlines()

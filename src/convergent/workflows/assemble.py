@@ -86,20 +86,32 @@ def build_run_task(cfg: PretrainConfig, tokenizer: Tokenizer | None = None) -> T
         inputs = teacher_inputs(task_cfg, backbone, cfg.data, f"task.{task_field(cfg.task.name)}")
     if isinstance(task_cfg, VisualTokensConfig):
         check_backbone(cls, backbone)
-        inputs = {"tokenizer": image_tokenizer(task_cfg.tokenizer, cfg.data.img_size, f"task.{task_field(cfg.task.name)}")}
+        inputs = {"tokenizer": image_tokenizer(task_cfg.tokenizer, cfg.data, f"task.{task_field(cfg.task.name)}")}
     return build_task(cfg.task.name, backbone, task_cfg, **inputs)
 
 
-def image_tokenizer(path: str, img_size: int, section: str) -> VQVAE:
-    """The image tokenizer at ``path`` (``--{section}.tokenizer``), for images of ``img_size`` px;
-    a directory of another kind or size is one error naming the option."""
+def image_tokenizer(path: str, data: Any, section: str) -> VQVAE:
+    """The image tokenizer at ``path`` (``--{section}.tokenizer``), for the images of data
+    settings ``data``; a directory of another kind, image size or channel count, or one trained
+    on images normalised otherwise (when its run's ``config.yaml`` is there to say), is one
+    error naming the option."""
     try:
         tokenizer = VQVAE.from_pretrained(path)
     except (FileNotFoundError, ValueError) as e:
         raise ValueError(f"--{section}.tokenizer {e}") from None
-    if tokenizer.backbone.image_size != img_size:
+    if tokenizer.backbone.image_size != data.img_size:
         raise ValueError(f"--{section}.tokenizer {path} encodes {tokenizer.backbone.image_size}-px images, this "
-                         f"run's data.img_size is {img_size}: use the same size")  # fmt: skip
+                         f"run's data.img_size is {data.img_size}: use the same size")  # fmt: skip
+    if tokenizer.backbone.in_chans != data.in_chans:
+        raise ValueError(f"--{section}.tokenizer {path} encodes {tokenizer.backbone.in_chans}-channel images, this "
+                         f"run's data.in_chans is {data.in_chans}: use the same")  # fmt: skip
+    run = next((RunDir(p) for p in (Path(path), Path(path).parent) if RunDir(p).is_run()), None)
+    if run is not None:  # the tokenizer's codes are those of images normalised as its run did
+        trained = read_config(run).data
+        if (tuple(trained.mean), tuple(trained.std)) != (tuple(data.mean), tuple(data.std)):
+            raise ValueError(f"--{section}.tokenizer {path} was trained on images normalised with mean "
+                             f"{list(trained.mean)} / std {list(trained.std)}, this run's data.mean / data.std are "
+                             f"{list(data.mean)} / {list(data.std)}: use the same")  # fmt: skip
     return tokenizer
 
 
