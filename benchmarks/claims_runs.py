@@ -271,8 +271,10 @@ def _pretrain(name: str, e: Experiment, s: Settings) -> dict:
                              for k, v in e.eval_options.items()})  # fmt: skip
     for evaluation in e.evaluations:
         found = run_on_run(evaluation, run_dir, options)
-        out.update({k.split("_", 1)[1] if k.startswith(("val_", "test_")) else k: v for k, v in found.items()
-                    if isinstance(v, (int, float, str, list))})  # fmt: skip
+        for k, v in found.items():
+            key = k.split("_", 1)[1] if k.startswith(("val_", "test_")) else k
+            if isinstance(v, (int, float, str, list)):
+                out[f"eval_{key}" if key in ("data", "run") else key] = v  # the run's own data stays ``data``
     if e.image_text:
         zs = run_on_run("zero-shot", run_dir)
         rt = run_on_run("retrieval", run_dir)

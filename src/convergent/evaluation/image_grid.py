@@ -38,7 +38,7 @@ def save_captioned_images(images: torch.Tensor, captions: list[str], references:
     n = len(images)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.9 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     def printable(text: str) -> str:  # an untrained model's byte-level tokens may decode to control characters
