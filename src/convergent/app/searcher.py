@@ -58,11 +58,11 @@ def _check_k(k: int) -> None:
         raise AppError(f"k must be between 1 and {MAX_K}, got {k}")
 
 
-def open_searcher(index: str | Path, model: str | Path | None = None) -> Searcher:
+def open_searcher(index: str | Path, model: str | Path | None = None, threads: int | None = None) -> Searcher:
     """The :class:`Searcher` of index directory ``index`` with ``model`` (default: the model
-    path the index records)."""
+    path the index records) on ``threads`` CPU threads (None: the runtime's default)."""
     opened = Index(index)
-    return Searcher(opened, load_embedder(model or opened.model["path"]))
+    return Searcher(opened, load_embedder(model or opened.model["path"], threads))
 
 
 def as_rows(hits: list[dict], root: str) -> list[dict]:

@@ -76,9 +76,12 @@ class TorchEmbedder:
         return self.tokenizer.encode_batch(list(texts), self.info.max_length, padding="max_length")
 
 
-def load_torch(path: str | Path) -> TorchEmbedder:
+def load_torch(path: str | Path, threads: int | None = None) -> TorchEmbedder:
     """The embedder of ``path``: a CLIP / SigLIP run (image and text), another pre-training run
-    (its saved encoder) or an encoder directory (``save_pretrained``)."""
+    (its saved encoder) or an encoder directory (``save_pretrained``); ``threads``: torch's CPU
+    threads for the process (None: unchanged)."""
+    if threads:
+        torch.set_num_threads(threads)
     path = Path(path).expanduser().resolve()
     run = RunDir(path)
     if run.is_run():

@@ -20,6 +20,8 @@ def parser() -> Parser:
     p.add_argument("--kind", choices=KINDS, default="auto",
                    help="FAISS index: exact inner product (flat), IVF or IVF-PQ; auto: flat below 100k images.")
     p.add_argument("--max_pixels", type=int, default=None, help="Skip images declaring more pixels (default: 64 Mi).")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of the model (default: one per core; 1 is faster on a busy machine).")
     p.add_argument("--json", action="store_true", help="Print the report as JSON.")
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
     return p
@@ -35,7 +37,7 @@ def run(args) -> int:
     from convergent.data.limits import MAX_IMAGE_PIXELS
 
     try:
-        embedder = load_embedder(args.model)
+        embedder = load_embedder(args.model, args.threads)
         report = update_index(args.out, embedder, args.images, args.batch_size, args.kind,
                               args.max_pixels or MAX_IMAGE_PIXELS, progress=not args.quiet and sys.stderr.isatty())  # fmt: skip
     except AppError as e:

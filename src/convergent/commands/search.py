@@ -16,6 +16,8 @@ def parser() -> Parser:
     p.add_argument("-k", "--k", type=int, default=10, help="Number of results.")
     p.add_argument("--model", default=None, help="Model to query with (default: the one the index records); an ONNX "
                    "export of it runs on onnxruntime without torch.")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of the model (default: one per core; 1 is faster on a busy machine).")
     p.add_argument("--json", action="store_true", help="Print the results as JSON.")
     return p
 
@@ -29,7 +31,7 @@ def run(args) -> int:
     if (args.query is None) == (args.image is None):
         raise CommandError("give a text query or --image (one of them)")
     try:
-        searcher = open_searcher(args.index, args.model)
+        searcher = open_searcher(args.index, args.model, args.threads)
         hits = searcher.text(args.query, args.k) if args.image is None else searcher.image(args.image, args.k)
     except AppError as e:
         raise CommandError(str(e)) from e

@@ -14,6 +14,8 @@ def parser() -> Parser:
     p.add_argument("--host", default="127.0.0.1", help="Address to bind (127.0.0.1: this machine only).")
     p.add_argument("--port", type=int, default=8000, help="TCP port.")
     p.add_argument("--model", default=None, help="Model to query with (default: the index's); e.g. its ONNX export.")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of the model (default: one per core; 1 is faster on a busy machine).")
     p.add_argument("--max_upload_mb", type=float, default=10.0, help="Largest image upload, in MiB.")
     p.add_argument("--max_pixels", type=int, default=None, help="Refuse uploads declaring more pixels (default: 64 Mi).")
     return p
@@ -28,7 +30,7 @@ def run(args) -> int:
     if args.max_upload_mb <= 0 or not 0 < args.port < 65536:
         raise CommandError("--max_upload_mb must be positive and --port in 1..65535")
     try:
-        searcher = open_searcher(args.index, args.model)
+        searcher = open_searcher(args.index, args.model, args.threads)
     except AppError as e:
         raise CommandError(str(e)) from e
     print(f"serving {len(searcher.index)} images of {searcher.index.directory} on http://{args.host}:{args.port}",
