@@ -26,6 +26,7 @@ Results go to ``benchmarks/results/search.json`` and a Markdown table on stdout.
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -53,7 +54,7 @@ def percentiles(seconds: list[float]) -> dict:
 
 
 def heldout_folder(work: Path) -> tuple[Path, dict[str, str]]:
-    """The base emoji of the test split as ``work/heldout/<unified>.png``; file name → name."""
+    """The base emoji of the test split as ``work/heldout/<name>.png``; file name → name."""
     directory, _, bundled = emoji.locate()
     if bundled:
         sys.exit("the emoji npm package is not in the cache: python -m convergent.data.builtin.emoji fetch")
@@ -62,8 +63,10 @@ def heldout_folder(work: Path) -> tuple[Path, dict[str, str]]:
     folder.mkdir(parents=True, exist_ok=True)
     for e in entries:
         if e.unified == e.base and (directory / emoji.IMAGE_DIR / e.image).is_file():
-            shutil.copy(directory / emoji.IMAGE_DIR / e.image, folder / f"{e.unified}.png")
-            names[f"{e.unified}.png"] = e.captions[0]
+            file = re.sub(r"[^a-z0-9]+", "-", e.captions[0]).strip("-") + ".png"  # "flag: japan" -> flag-japan.png
+            file = file if file not in names else f"{e.unified}.png"
+            shutil.copy(directory / emoji.IMAGE_DIR / e.image, folder / file)
+            names[file] = e.captions[0]
     return folder, names
 
 
@@ -91,8 +94,9 @@ def quality(model: str, folder: Path, names: dict[str, str], out: Path, queries:
         start = time.perf_counter()
         searcher.text(name, k=10)
         times.append(time.perf_counter() - start)
+    firsts = [name for name, rank in zip(names.values(), ranks) if rank == 1]
     ranks = np.asarray(ranks)
-    return {"images": n, **{f"R@{k}": round(100 * float((ranks <= k).mean()), 2) for k in (1, 5, 10)},
+    return {"ranked_first": firsts, "images": n, **{f"R@{k}": round(100 * float((ranks <= k).mean()), 2) for k in (1, 5, 10)},
             **{f"chance_R@{k}": round(100 * k / n, 2) for k in (1, 5, 10)},
             "median_rank": float(np.median(ranks)), "text_query": percentiles(times)}  # fmt: skip
 
@@ -131,6 +135,44 @@ def latency(n: int, dim: int, queries: int) -> dict:
     return found
 
 
+def screenshot(index: Path, query: str, path: Path, threads: int) -> None:
+    """``convergent serve`` on ``index``, ``query`` typed into the page in headless Chromium (the
+    system browser, driven by Playwright), the page saved as a PNG at ``path``."""
+    import socket
+    import subprocess
+
+    import httpx
+    from playwright.sync_api import expect, sync_playwright
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "convergent", "serve", str(index), "--port", str(port), "--threads", str(threads)]
+    server = subprocess.Popen(cmd)
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        with sync_playwright() as p:
+            chromium = os.environ.get("CONVERGENT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+            browser = p.chromium.launch(executable_path=chromium, headless=True)
+            page = browser.new_page(viewport={"width": 1100, "height": 640})
+            page.goto(f"http://127.0.0.1:{port}")
+            page.fill("#q", query)
+            page.press("#q", "Enter")
+            expect(page.locator("#status")).to_contain_text("results for")
+            page.wait_for_function("[...document.images].every(i => i.complete)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(path))
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", help="A CLIP / SigLIP run trained on the emoji training split (quality, throughput).")
@@ -138,6 +180,9 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=None, help="Vector width (default: the run's, else 128).")
     p.add_argument("--queries", type=int, default=200, help="Queries timed per case.")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per query (model and FAISS).")
+    p.add_argument("--screenshot", default=None, help="Save the search page (held-out index) as this PNG.")
+    p.add_argument("--query", default=None,
+                   help="The query typed for --screenshot (default: the first held-out name ranked first).")
     p.add_argument("--work", default=None, help="Scratch directory (default: a temporary one).")
     args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="convergent-search-"))
@@ -159,6 +204,10 @@ def main() -> None:
         results["quality"] = quality(args.run, folder, names, work / "heldout.index", args.queries, args.threads)
         results["quality_onnx_text_query"] = quality(str(onnx_dir), folder, names, work / "heldout-onnx.index",
                                                      args.queries, args.threads)["text_query"]  # fmt: skip
+        if args.screenshot:
+            query = args.query or (results["quality"]["ranked_first"] or list(names.values()))[0]
+            results["screenshot_query"] = query
+            screenshot(work / "heldout.index", query, Path(args.screenshot), args.threads)
     results["dim"] = dim
     faiss.omp_set_num_threads(args.threads)
     results["latency"] = {str(n): latency(n, dim, args.queries) for n in args.sizes}
