@@ -68,7 +68,12 @@ def update_index(out: str | Path, embedder: Embedder, images: str | Path | None 
         report = Report(index=str(writer.directory), root=root)
         todo = _plan(writer, files, report)
         _embed(writer, todo, embedder, batch_size, max_pixels, report, progress)
-        manifest = writer.commit(kind)
+        if previous is not None and root == previous["root"] and kind in ("auto", previous["kind"]) and not (
+                report.added or report.changed or report.removed or report.touched):  # fmt: skip
+            writer.abandon()  # nothing to write: the index is up to date
+            manifest = previous
+        else:
+            manifest = writer.commit(kind)
     report.count, report.kind = manifest["count"], manifest["kind"]
     return report
 

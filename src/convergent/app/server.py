@@ -30,12 +30,44 @@ from convergent.data.limits import MAX_IMAGE_PIXELS
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 THUMB_SIDE = 256
+FORM_OVERHEAD = 16 * 1024
+"""Bytes a multipart form adds around the uploaded file (boundaries, headers, file name)."""
+
+
+class BodyLimit:
+    """ASGI middleware: a request body longer than ``limit`` bytes is refused with 413 — at once
+    when its ``Content-Length`` says so, else as soon as that many bytes have arrived — so an
+    upload is never spooled to memory or disk beyond the limit."""
+
+    def __init__(self, app, limit: int, message: str):
+        self.app, self.limit, self.message = app, limit, message
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            response = JSONResponse({"error": self.message}, status_code=413)
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, self.message)
+            return message
+
+        return await self.app(scope, limited, send)
 
 
 def create_app(searcher: Searcher, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                max_pixels: int | None = MAX_IMAGE_PIXELS) -> FastAPI:  # fmt: skip
     """The app answering queries with ``searcher``."""
     app = FastAPI(title="convergent image search", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, limit=max_upload_bytes + FORM_OVERHEAD,
+                       message=f"upload larger than {max_upload_bytes:,} bytes")  # fmt: skip
     index, root = searcher.index, searcher.index.root
     page = resources.files("convergent.app").joinpath("static/index.html").read_text(encoding="utf-8")
 

@@ -182,6 +182,11 @@ class Writer:
                 (self.directory / name).unlink(missing_ok=True)  # readers that opened them keep them
         return manifest
 
+    def abandon(self) -> None:
+        """Drop this generation (nothing changed): the index stays as it was."""
+        self.db.close()
+        (self.directory / self.db_name).unlink(missing_ok=True)
+
     def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         rows = self.db.execute("SELECT id, vector FROM files ORDER BY id").fetchall()
         if not rows:
