@@ -9,6 +9,7 @@ fingerprint), so indexes made with the run are searched with the export and vice
 are written to a temporary directory and renamed into place."""
 
 import json
+import logging
 import shutil
 import tempfile
 import warnings
@@ -67,11 +68,17 @@ def _write(embedder: TorchEmbedder, tmp: Path, tolerance: float) -> dict:
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, names: list[str], shapes: tuple) -> None:
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation notes are not the user's business
-        program = torch.onnx.export(module.eval(), args, input_names=names, output_names=["vectors"],
-                                    dynamic_shapes=shapes, dynamo=True, opset_version=OPSET,
-                                    external_data=False, verbose=False)  # fmt: skip
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # its notes ("torchvision is not installed. Skipping ...") are not the user's
+    try:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nor are its deprecation warnings
+            program = torch.onnx.export(module.eval(), args, input_names=names, output_names=["vectors"],
+                                        dynamic_shapes=shapes, dynamo=True, opset_version=OPSET,
+                                        external_data=False, verbose=False)  # fmt: skip
+    finally:
+        exporter_log.setLevel(level)
     program.save(str(path))
 
 
