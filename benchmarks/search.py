@@ -15,8 +15,8 @@ memory, and text→image retrieval of held-out emoji by name with a CLIP trained
   top K. Chance = K / N.
 * **Latency**: single queries (k = 10) against a FAISS index of N synthetic unit vectors of the
   model's width (clustered, 2,000 centres plus noise, so IVF has structure to use), p50 / p99
-  over ``--queries`` queries; exact (flat) and the IVF index ``auto`` builds from 100k vectors,
-  with IVF's recall@10 against exact; memory = the serialised index (what it holds in RAM).
+  over ``--queries`` queries; exact (flat), the IVF index ``auto`` builds from 100k vectors and,
+  from 1M, IVF-PQ (what ``auto`` builds from 2M), with their recall@10 against exact; memory = the serialised index (what it holds in RAM).
   Plus text queries end to end on the held-out index (tokenise, text tower, search, paths).
   Queries run on ``--threads`` threads (default 1: on a shared machine, threads waiting for a
   core cost a scheduler slice per operation); indexing is measured on all cores and on one.
@@ -114,7 +114,8 @@ def latency(n: int, dim: int, queries: int) -> dict:
     ids = np.arange(n, dtype=np.int64)
     found = {}
     exact = None
-    for kind in ("flat", vectors.choose_kind(n)) if vectors.choose_kind(n) != "flat" else ("flat",):
+    kinds = ["flat"] + (["ivf", "ivfpq"] if n >= 1_000_000 else [vectors.choose_kind(n)] * (n >= vectors.IVF_FROM))
+    for kind in kinds:
         start = time.perf_counter()
         index = vectors.build(base, ids, kind)
         built = time.perf_counter() - start

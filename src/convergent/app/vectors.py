@@ -48,6 +48,9 @@ def build(vectors: np.ndarray, ids: np.ndarray, kind: str = "auto", seed: int = 
         kind = "ivf"  # 8-bit PQ codebooks need ~10k training vectors
     index = faiss.index_factory(dim, factory_string(n, dim, kind), faiss.METRIC_INNER_PRODUCT)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if kind == "ivfpq":
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivf.do_polysemous_training = False  # Hamming pre-filtering is not used here; its training is slow
     if not index.is_trained:
         rng = np.random.default_rng(seed)
         sample = vectors[rng.choice(n, size=min(n, 256 * 1024), replace=False)] if n > 256 * 1024 else vectors
@@ -60,10 +63,10 @@ def build(vectors: np.ndarray, ids: np.ndarray, kind: str = "auto", seed: int = 
 def describe(index: faiss.Index) -> str:
     """``flat`` or ``IVF<cells>`` (+ ``,PQ``) of a built index."""
     try:
-        ivf = faiss.extract_index_ivf(index)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     except RuntimeError:
         return "flat"
-    return f"IVF{ivf.nlist}" + (",PQ" if isinstance(ivf, faiss.IndexIVFPQ) else ",Flat")
+    return f"IVF{ivf.nlist}" + (f",PQ{ivf.pq.M}" if isinstance(ivf, faiss.IndexIVFPQ) else ",Flat")
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
