@@ -96,6 +96,7 @@ def test_bad_input_one_clear_error_each(clip_run, image_folder, tmp_path, capsys
     assert "not an image index (no index.json" in err and err.count("\n") == 1
     assert main(["index", str(clip_run), "--images", str(image_folder), "--out", str(not_index)]) == 2
     assert "not an image index (no index.json) and not empty" in capsys.readouterr().err
+    assert [p.name for p in not_index.iterdir()] == ["data.bin"]  # nothing written into it
 
     out = tmp_path / "idx"
     assert main(["index", str(clip_run), "--images", str(image_folder), "--out", str(out), "--quiet"]) == 0

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from convergent.app.errors import AppError
 from convergent.app.files import FileStat, scan
 from convergent.app.model import Embedder, check_same_model, file_digest, unit_rows
-from convergent.app.store import Writer, read_manifest
+from convergent.app.store import MANIFEST, Writer, read_manifest
 from convergent.data.images import decode_array
 from convergent.data.limits import MAX_IMAGE_PIXELS
 from convergent.data.skips import failure
@@ -55,7 +55,7 @@ def update_index(out: str | Path, embedder: Embedder, images: str | Path | None 
     the index, a folder without images, or nothing readable."""
     if batch_size < 1:
         raise AppError("--batch_size must be at least 1")
-    previous = read_manifest(out) if (Path(out) / "index.json").exists() else None
+    previous = read_manifest(out) if (Path(out) / MANIFEST).exists() else None
     if previous is not None:
         check_same_model(previous["model"], embedder.info, str(out))
     if images is None:
@@ -68,10 +68,11 @@ def update_index(out: str | Path, embedder: Embedder, images: str | Path | None 
         report = Report(index=str(writer.directory), root=root)
         todo = _plan(writer, files, report)
         _embed(writer, todo, embedder, batch_size, max_pixels, report, progress)
-        if previous is not None and root == previous["root"] and kind in ("auto", previous["kind"]) and not (
+        last = writer.previous  # read under the writer's lock
+        if last is not None and root == last["root"] and kind in ("auto", last["kind"]) and not (
                 report.added or report.changed or report.removed or report.touched):  # fmt: skip
             writer.abandon()  # nothing to write: the index is up to date
-            manifest = previous
+            manifest = last
         else:
             manifest = writer.commit(kind)
     report.count, report.kind = manifest["count"], manifest["kind"]
@@ -117,7 +118,9 @@ def _embed(writer: Writer, todo, embedder: Embedder, batch_size: int, max_pixels
                     batch.append((f, digest, new))
                 except Exception as e:  # noqa: BLE001 - whatever Pillow raises, the file is unusable
                     _skip(report, f.path, *failure(e, "unreadable image"))
-                    writer.delete([f.path])  # a changed file that no longer reads: not indexed as it was
+                    if not new:  # a changed file that no longer reads: not indexed as it was
+                        writer.delete([f.path])
+                        report.removed += 1
             if batch:
                 t0 = time.perf_counter()
                 vecs = unit_rows(embedder.embed_images(np.stack(pixels)))

@@ -101,13 +101,14 @@ class Writer:
         if self.directory.exists() and not self.directory.is_dir():
             raise AppError(f"{directory}: exists and is not a directory")
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._previous()  # refused before anything is written into a directory that is not an index
         self._lock_file = open(self.directory / LOCK, "w")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
             self._lock_file.close()
             raise AppError(f"{directory}: another `convergent index` is writing this index") from e
-        self.previous = self._previous()
+        self.previous = self._previous()  # again, under the lock
         self.model, self.root = model, root
         self.generation = (self.previous or {}).get("generation", 0) + 1
         self._remove_strays()
