@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import uvicorn
 from PIL import Image
 
 from convergent.cli import main
@@ -64,8 +65,6 @@ class LocalServer:
     """The app of :func:`convergent.app.server.create_app` on uvicorn in a thread, on 127.0.0.1."""
 
     def __init__(self, app):
-        import uvicorn
-
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
