@@ -27,9 +27,11 @@ def clip_run(tmp_path_factory):
     mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))  # no fetched emoji: the bundled subset
     mp.delenv("CONVERGENT_EMOJI_ROOT", raising=False)
     out = tmp_path_factory.mktemp("runs")
-    assert main(["pretrain", *TINY_CLIP, "--trainer.out_dir", str(out), "--trainer.run_name", "clip"]) == 0
-    yield out / "clip"
-    mp.undo()
+    try:
+        assert main(["pretrain", *TINY_CLIP, "--trainer.out_dir", str(out), "--trainer.run_name", "clip"]) == 0
+    finally:
+        mp.undo()  # only the training reads the data: later tests see the environment as it was
+    return out / "clip"
 
 
 def write_image(path, seed: int, size: int = 48) -> None:
