@@ -37,8 +37,10 @@ ALLOWED = {
     # converters sit below workflows (they import only backbones): a workflow may use them
     "workflows": {"config", "backbones", "converters", "data", "tasks", "training", "evaluation", "generation",
                   "exits", "rundir", "validate"},
-    "commands": {"backbones", "converters", "config", "data", "evaluation", "exits", "masking", "rundir", "tasks",
-                 "validate", "workflows"},
+    # image search (index, search, serve, export): above workflows, beside the commands that call it
+    "app": {"backbones", "config", "data", "evaluation", "heads", "rundir", "training", "workflows"},
+    "commands": {"app", "backbones", "converters", "config", "data", "evaluation", "exits", "masking", "rundir",
+                 "tasks", "validate", "workflows"},
 }
 TOP_IMPORTS = ("workflows", "evaluation", "rundir", "validate", "exits")
 """Packages whose modules import at the top only (Style 15; the registries load their entries

@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Continue a prompt with a causal-lm run, or draw images for a caption with a text-to-image run.",
     ),
     "caption": ("convergent.commands.caption", "Caption images with the encoder-decoder of a caption run."),
+    "index": ("convergent.commands.index", "Index a folder of images for search with a CLIP / image encoder (incremental)."),
+    "search": ("convergent.commands.search", "Search an image index by text or by image."),
+    "serve": ("convergent.commands.serve", "Serve an image index: search page and JSON API (FastAPI on uvicorn)."),
+    "export": ("convergent.commands.export", "Export a model's image / text towers to ONNX, checked with onnxruntime."),
     "sweep": (
         "convergent.commands.sweep",
         "Scaling sweep: model sizes x data fractions x step budgets of a preset; fit L(N, D), compute frontier.",

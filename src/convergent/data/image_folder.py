@@ -35,21 +35,16 @@ at the end of a run counts every unreadable file met, with any ``num_workers``.
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from convergent.data.collate import read_next
-from convergent.data.images import open_image
+from convergent.data.images import IMAGE_EXTENSIONS, decode_array
 from convergent.data.limits import MAX_IMAGE_PIXELS
 from convergent.data.protocol import Dataset
 from convergent.data.skips import SkipLog, reason_of
 from convergent.data.splits import evenly_spaced
 from convergent.data.verify import verify_images
 
-IMAGE_EXTENSIONS = frozenset(
-    {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
-)
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "test"), "test": ("test", "val", "validation")}
 """Split -> sub-folder names tried in order, when ``root`` has split folders."""
 _ALL_SPLIT_DIRS = frozenset(n for names in SPLIT_DIRS.values() for n in names)
@@ -117,22 +112,8 @@ def decode(path, img_size: int, in_chans: int, max_pixels: int | None = MAX_IMAG
     centre-cropped to a square and resized (bilinear, antialiased) to ``img_size``. ``path``: a
     file name or a binary file. :class:`~convergent.data.images.ImageTooLarge` before decoding
     when the header declares more than ``max_pixels`` pixels (None: no cap but Pillow's)."""
-    with open_image(path, max_pixels) as img:
-        img.draft("RGB" if in_chans == 3 else "L", (img_size, img_size))  # JPEG: decode at reduced scale
-        if img.mode in ("LA", "La", "PA", "RGBa") or "transparency" in img.info:
-            img = img.convert("RGBA")  # palette/L/RGB with a transparent colour, or alpha
-        if img.mode == "RGBA":
-            white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(white, img)
-        img = img.convert("RGB" if in_chans == 3 else "L")
-        w, h = img.size
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2  # centred square, whole pixels
-        if side != w or side != h:
-            img = img.crop((left, top, left + side, top + side))  # so no pixel outside bleeds in
-        img = img.resize((img_size, img_size), Image.BILINEAR)
-        array = np.asarray(img, dtype=np.uint8).reshape(img_size, img_size, in_chans)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (C, S, S)
+    array = decode_array(path, img_size, in_chans, max_pixels)  # (S, S, C)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (C, S, S)
 
 
 class ImageFolder(Dataset):

@@ -141,6 +141,7 @@ def _takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.dim() == 2
         and x.dim() >= 2
         and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_exporting()  # an exported graph (ONNX) holds the plain product, any batch
         and x.numel() * weight.shape[0] >= MIN_MACS
         and cpu_engine() == "onednn"
     )
