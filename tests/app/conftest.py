@@ -10,28 +10,14 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from convergent.cli import main
+from tests.commands.test_pretrain_clip import train_tiny_clip
 
-TINY_CLIP = [
-    "--preset", "clip-vit-emoji", "--model.backbone", "vit_clip_test", "--model.overrides", "{}",
-    "--task.clip.text_backbone", "clip_text_test", "--task.clip.text_overrides", "{}", "--task.clip.embed_dim", "16",
-    "--data.batch_size", "16", "--data.vocab_size", "300", "--trainer.max_steps", "2", "--optim.warmup_steps", "1",
-    "--eval.knn", "false", "--eval.linear_probe", "false",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def clip_run(tmp_path_factory):
     """A CLIP run (image and text towers, a saved encoder)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))  # no fetched emoji: the bundled subset
-    mp.delenv("CONVERGENT_EMOJI_ROOT", raising=False)
-    out = tmp_path_factory.mktemp("runs")
-    try:
-        assert main(["pretrain", *TINY_CLIP, "--trainer.out_dir", str(out), "--trainer.run_name", "clip"]) == 0
-    finally:
-        mp.undo()  # only the training reads the data: later tests see the environment as it was
-    return out / "clip"
+    return train_tiny_clip(tmp_path_factory)
 
 
 def write_image(path, seed: int, size: int = 48) -> None:

@@ -3,6 +3,7 @@ the captions, text tower sized by it), then ``convergent eval zero-shot`` and ``
 (with a gallery) from the run directory."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -16,15 +17,23 @@ TINY = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def clip_run(tmp_path_factory):
+def train_tiny_clip(tmp_path_factory) -> Path:
+    """The tiny CLIP run (2 steps on the bundled emoji subset, never a fetched set), in a fresh
+    directory; the environment is restored once it is trained."""
     mp = pytest.MonkeyPatch()
     mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))  # no fetched emoji: the bundled subset
     mp.delenv("CONVERGENT_EMOJI_ROOT", raising=False)
     out = tmp_path_factory.mktemp("runs")
-    assert main(["pretrain", *TINY, "--trainer.out_dir", str(out), "--trainer.run_name", "clip"]) == 0
-    yield out / "clip"
-    mp.undo()
+    try:
+        assert main(["pretrain", *TINY, "--trainer.out_dir", str(out), "--trainer.run_name", "clip"]) == 0
+    finally:
+        mp.undo()
+    return out / "clip"
+
+
+@pytest.fixture(scope="module")
+def clip_run(tmp_path_factory):
+    return train_tiny_clip(tmp_path_factory)
 
 
 def test_clip_run_summary(clip_run):
