@@ -13,7 +13,6 @@ from PIL import Image
 from tests.commands.test_pretrain_clip import train_tiny_clip
 
 
-
 @pytest.fixture(scope="session")
 def clip_run(tmp_path_factory):
     """A CLIP run (image and text towers, a saved encoder)."""
