@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convergent.layers.linear import ENV, MIN_MACS, Linear, cpu_engine, linear, set_cpu_engine
+from convergent.layers.linear import ENV, MIN_MACS, Linear, cpu_engine, default_engine, linear, set_cpu_engine
 
 
 @pytest.fixture
@@ -93,13 +93,34 @@ def test_engine_choice_from_the_environment(engine, monkeypatch):
     assert cpu_engine() == "onednn"
     engine(None)
     monkeypatch.setenv(ENV, "auto")
-    assert cpu_engine() in ("onednn", "blas")
+    assert cpu_engine() == default_engine()
     engine(None)
     monkeypatch.setenv(ENV, "fast")
     with pytest.raises(ValueError, match="CONVERGENT_CPU_MATMUL='fast'"):
         cpu_engine()
     with pytest.raises(ValueError, match="engine 'mkl'"):
         set_cpu_engine("mkl")
+
+
+@pytest.mark.parametrize(
+    ("capability", "onednn_cap", "want"),
+    [
+        ("AVX512", None, "onednn"),
+        ("AVX512", "AVX512_CORE_BF16", "onednn"),
+        ("AVX512", "AVX2", "blas"),  # oneDNN capped below AVX-512: its GEMMs are no faster
+        ("AVX2", None, "blas"),
+        ("DEFAULT", None, "blas"),
+    ],
+)
+def test_auto_decides_from_the_instruction_set_never_a_timing(monkeypatch, capability, onednn_cap, want):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if onednn_cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn_cap)
+    assert default_engine() == want
+    assert [default_engine() for _ in range(3)] == [want] * 3  # the same answer every time
 
 
 def test_onednn_route_compiles_without_graph_breaks(engine):

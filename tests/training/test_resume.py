@@ -155,20 +155,20 @@ def two_threads():
 
 @pytest.mark.parametrize("route", ["onednn", "blas"])
 def test_resume_reuses_the_recorded_cpu_matmul_route(tmp_path, monkeypatch, two_threads, route):
-    """`auto` times the two CPU matmul routes in each process; on a busy machine a resumed process
-    can time the other one faster. The run's route is recorded in its checkpoints and wins: 24
-    steps killed at 10 and resumed give the uninterrupted losses exactly (with the route chosen
-    anew, they drifted from a few steps after the resume on)."""
+    """`auto` chooses the CPU matmul route from the machine's instruction set; a run resumed on
+    another kind of machine would choose the other one. The run's route is recorded in its
+    checkpoints and wins: 24 steps killed at 10 and resumed give the uninterrupted losses exactly
+    (with the route chosen anew, they drifted from a few steps after the resume on)."""
     monkeypatch.setattr(linear, "MIN_MACS", 0)  # every product of the tiny model takes the route
     monkeypatch.delenv(linear.ENV, raising=False)  # auto
-    monkeypatch.setattr(linear, "_measure", lambda: route)  # what timing says in the first processes
+    monkeypatch.setattr(linear, "default_engine", lambda: route)  # the machine of the first processes
     linear.set_cpu_engine(None)
     _fit(tmp_path / "a", max_steps=24, batch_size=ROUTE_BATCH)
     linear.set_cpu_engine(None)  # each run is a fresh process
     with pytest.raises(Kill):
         _fit(tmp_path / "b", max_steps=24, batch_size=ROUTE_BATCH, callbacks=[KillAt(10)])
     linear.set_cpu_engine(None)
-    monkeypatch.setattr(linear, "_measure", lambda: OTHER[route])  # ... and what it says when resuming
+    monkeypatch.setattr(linear, "default_engine", lambda: OTHER[route])  # ... and the one resuming
     _fit(tmp_path / "b", resume=True, max_steps=24, batch_size=ROUTE_BATCH)
     a, b = _per_step(tmp_path / "a"), _per_step(tmp_path / "b")
     assert [s[0] for s in b] == list(range(1, 25))

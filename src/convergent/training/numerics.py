@@ -4,14 +4,13 @@ An exact resume needs the arithmetic of the interrupted process as well as its s
 choices are made per process rather than by the config:
 
 * ``cpu_matmul``: the route of fp32 CPU linears (:mod:`convergent.layers.linear`). With
-  ``CONVERGENT_CPU_MATMUL=auto`` (the default) each process times oneDNN against the BLAS at
-  first use and takes oneDNN when it is 1.3x faster; on a busy machine the measured ratio
-  wanders across that margin (0.55 to 1.52 on the 2-core development machine), so a resumed
-  process, or one DDP rank, could take the other route. The two routes agree to ~1e-6 per
-  product, and a kill/resume of the default preset drifted from step 14 on (6e-8, growing to
-  1e-4 by step 20). So the route is chosen once per run: on a fresh run rank 0 decides (the
-  variable, or the timing) and every process takes its choice; a resumed run takes the route
-  its checkpoint recorded, whatever timing would say now. An explicit
+  ``CONVERGENT_CPU_MATMUL=auto`` (the default) the instruction set decides (oneDNN on AVX-512,
+  the BLAS elsewhere), the same in every process of a machine. The two routes agree to ~1e-6
+  per product, and a kill/resume of the default preset with the other route drifted from step
+  14 on (6e-8, growing to 1e-4 by step 20), so a run resumed on another kind of machine, or a
+  DDP job over mixed machines, must not choose again: rank 0 decides on a fresh run (the
+  variable, or the instruction set) and every process takes its choice; a resumed run takes
+  the route its checkpoint recorded, whatever this machine would choose. An explicit
   ``CONVERGENT_CPU_MATMUL=onednn|blas`` naming the other route wins, with a warning that the
   continuation will not be bit-exact (the user asked for it; on a machine where the recorded
   route is slow that can be the right trade). Runs on an accelerator record no route.
