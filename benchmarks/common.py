@@ -5,11 +5,18 @@ matmul peak measured in the same run.
 
 ``--device cuda --dtype bf16`` runs both sides on the GPU under the same bf16 autocast (the
 GPU rows of BENCHMARKS.md); models and inputs are built directly on the device.
+
+``--isa native avx2`` runs the whole benchmark once per CPU instruction set, each in a fresh
+interpreter (the variables must be set before torch loads), and prints one table: ``avx2``
+caps PyTorch's kernels, oneDNN and MKL at AVX2 (BENCHMARKS.md: an AVX2-only machine on any x86
+CPU), ``native`` leaves the machine as it is. Every row names the instruction set PyTorch's
+kernels run and the fp32 linear route (``layers/linear.py``).
 """
 
 import contextlib
 import gc
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -40,6 +47,12 @@ class Result:
 
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+ISAS = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+"""Environment of each ``--isa`` choice (read when torch, oneDNN and MKL load)."""
 
 
 def matmul_peak(n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
@@ -232,10 +245,12 @@ def _run_case(cases: dict, case: str, script: str, args) -> list[list[str]]:
         for k, side in (("ours", "ours"), ("HF", "hf")):
             res[k].peak_mb = measure_memory_subprocess(script, case, side, ["--batch", str(args.batch), "--dtype", args.dtype])
     rows = []
+    where = _machine_label()
     for k, r in res.items():
         rows.append(
             [
                 label,
+                where,
                 k,
                 f"{r.rate(args.batch * built.items_per_sample):.2f} {built.unit}/s",
                 f"{res['HF'].median_s / r.median_s:.2f}x",
@@ -246,6 +261,47 @@ def _run_case(cases: dict, case: str, script: str, args) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _machine_label() -> str:
+    """``AVX512, onednn``: the instruction set of PyTorch's CPU kernels and the fp32 linear route;
+    the device name on a GPU."""
+    if torch.get_default_device().type == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{torch.backends.cpu.get_cpu_capability()}, {cpu_engine()}"
+
+
+def _without_isa(argv: list[str]) -> list[str]:
+    """The command line minus ``--isa`` and its values."""
+    out, skipping = [], False
+    for a in argv:
+        if a == "--isa":
+            skipping = True
+            continue
+        if skipping and not a.startswith("--"):
+            continue
+        skipping = False
+        out.append(a)
+    return out
+
+
+def _run_isas(script: str, isas: list[str]) -> list[list[str]]:
+    """Run ``script`` once per instruction set in a fresh interpreter; its rows, in order."""
+    rows = []
+    for isa in isas:
+        cmd = [sys.executable, script, *_without_isa(sys.argv[1:]), "--rows-json"]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, **ISAS[isa]})
+        got = [json.loads(line)["rows"] for line in out.stdout.splitlines() if line.startswith('{"rows"')]
+        print("\n".join(line for line in out.stdout.splitlines() if not line.startswith('{"rows"')))
+        if out.returncode or not got:
+            print(out.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"--isa {isa}: the benchmark failed (exit {out.returncode})")
+        rows += got[0]
+    return rows
+
+
+HEADER = ["train step", "CPU ISA, fp32 route / device", "run", "throughput", "vs HF", "vs HF default AdamW",
+          "GFLOP/step", "GFLOP/s (of peak)", "peak mem"]  # fmt: skip
 
 
 def benchmark_main(cases: dict, script: str, doc: str) -> None:
@@ -263,8 +319,15 @@ def benchmark_main(cases: dict, script: str, doc: str) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the per-model memory subprocesses")
     p.add_argument("--no-floor", action="store_true", help="skip the matrix-products-only replays (floor.py)")
     p.add_argument("--compile", action="store_true", help="also time ours under torch.compile (minutes to compile)")
+    p.add_argument("--isa", nargs="+", choices=sorted(ISAS), help="run once per CPU instruction set (module doc)")
     p.add_argument("--memory", nargs=2, metavar=("CASE", "SIDE"), help=argparse.SUPPRESS)
+    p.add_argument("--rows-json", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.isa:
+        if args.device != "cpu":
+            p.error("--isa applies to CPU runs only")
+        print(table(_run_isas(script, args.isa), HEADER))
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -279,9 +342,10 @@ def benchmark_main(cases: dict, script: str, doc: str) -> None:
     peak_dtype = DTYPES[args.dtype] or torch.float32
     n = 8192 if device.type == "cuda" else 2048
     args.peak = matmul_peak(n, reps=10 if device.type == "cuda" else 5, dtype=peak_dtype)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads, {_machine_label()}"
     print(f"torch {torch.__version__}, {where}, {args.dtype}: matmul peak {args.peak:.0f} GFLOP/s ({n}^3, {peak_dtype})")
     rows = [row for c in (args.case or list(cases)) for row in _run_case(cases, c, script, args)]
-    header = ["train step", "run", "throughput", "vs HF", "vs HF default AdamW", "GFLOP/step",
-              "GFLOP/s (of peak)", "peak mem"]  # fmt: skip
-    print(table(rows, header))
+    if args.rows_json:
+        print(json.dumps({"rows": rows}))
+        return
+    print(table(rows, HEADER))

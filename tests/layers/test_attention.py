@@ -207,3 +207,35 @@ def test_unpadded_route_gives_the_padded_outputs_at_real_tokens():
 def test_heads_must_divide_the_width():
     with pytest.raises(ValueError, match="not divisible by num_heads"):
         Attention(10, 4)
+
+
+def test_windowed_path_computes_no_subnormal_floats():
+    """Across Swin's -100 mask softmax gives e^-100-sized probabilities: subnormal floats, which
+    x86 cores multiply slowly. The written-out path zeroes them in softmax's own output, so no
+    other operation of the forward or backward pass sees or makes one, while the tests above
+    hold it to the float64 reference."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    tiny = torch.finfo(torch.float32).tiny
+
+    class Subnormals(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.found = {}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, tuple | list) else (out,):
+                if isinstance(t, torch.Tensor) and t.is_floating_point():
+                    n = int(((t != 0) & (t.abs() < tiny)).sum())
+                    if n:
+                        self.found[str(func)] = self.found.get(str(func), 0) + n
+            return out
+
+    attn = swin_v2()
+    x, bias = windows_and_mask()
+    x = x.requires_grad_(True)
+    with Subnormals() as seen:
+        attn(x, bias=bias).square().sum().backward()
+    assert seen.found.pop("aten._softmax.default") > 0  # made here, and zeroed in place at once
+    assert seen.found == {}

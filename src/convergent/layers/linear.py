@@ -13,19 +13,22 @@ written out so each product takes its fastest route: input gradient through a se
 convolution, weight gradient through oneDNN's convolution backward-weights.
 
 :func:`cpu_engine` chooses once per process. ``CONVERGENT_CPU_MATMUL=onednn|blas`` forces a
-choice; ``auto`` (default) decides from the instruction set, never from a timing: oneDNN where
-PyTorch's kernels run AVX-512 (``torch.backends.cpu.get_cpu_capability()``; there oneDNN's fp32
-GEMMs measured ~2x MKL's, 350-400 against 150-175 GFLOP/s on 2 EPYC cores) and oneDNN itself is
-not capped below it (``ONEDNN_MAX_CPU_ISA``), the BLAS elsewhere (on AVX2 both reach ~110-135 and
-oneDNN's convolution path costs more around the product: Swin V2 Tiny's SimMIM step ran 0.72x HF
-with it against 0.90x with MKL). An earlier version timed both routes at start; under load that
-timing chose either, so two processes of one run could differ in the last bits. The Trainer
-still decides once per run (rank 0, broadcast), records the route in its checkpoints and sets it
-again on resume, which keeps a resume exact when the run moves to another machine
+choice; ``auto`` (default) decides from the machine, never from a timing: oneDNN on AMD CPUs
+whose PyTorch kernels run AVX-512 (``torch.backends.cpu.get_cpu_capability()``) and whose oneDNN
+is not capped below it (``ONEDNN_MAX_CPU_ISA``), the BLAS elsewhere. MKL, the BLAS of the x86
+wheels, takes its fast AVX-512 paths on Intel CPUs only: on a 2-core AMD EPYC oneDNN's fp32
+GEMMs measured 350-400 GFLOP/s against MKL's 150-175, on a 2-core Intel Xeon with AMX both ran
+330-430 over the layer shapes of Swin V2 Tiny and ViT-B, and on AVX2 both reach ~110-135 while
+oneDNN's convolution path costs more around the product (Swin V2 Tiny's SimMIM step ran 0.72x
+HF with it against 0.90x with MKL). An earlier version timed both routes at start; under load
+that timing chose either, so two processes of one run could differ in the last bits. The
+Trainer still decides once per run (rank 0, broadcast), records the route in its checkpoints
+and sets it again on resume, which keeps a resume exact when the run moves to another machine
 (:mod:`convergent.training.numerics`).
 """
 
 import os
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -67,16 +70,30 @@ def set_cpu_engine(engine: str | None) -> None:
 
 
 def default_engine() -> str:
-    """What ``auto`` takes on this machine: ``"onednn"`` when PyTorch's CPU kernels run one of
-    ``FAST_ISAS`` and oneDNN is present and not capped below AVX-512 by ``ONEDNN_MAX_CPU_ISA``
-    (or its older name ``DNNL_MAX_CPU_ISA``), else ``"blas"``. The same answer in every process
-    of a machine, whatever its load."""
-    if not torch.backends.mkldnn.is_available():
+    """What ``auto`` takes on this machine (module doc): ``"onednn"`` on an AMD CPU whose PyTorch
+    kernels run one of ``FAST_ISAS``, with oneDNN present and not capped below AVX-512 by
+    ``ONEDNN_MAX_CPU_ISA`` (or its older name ``DNNL_MAX_CPU_ISA``); else ``"blas"``. The same
+    answer in every process of a machine, whatever its load."""
+    if not torch.backends.mkldnn.is_available() or cpu_vendor() != "AuthenticAMD":
         return "blas"
     if not torch.backends.cpu.get_cpu_capability().upper().startswith(FAST_ISAS):
         return "blas"
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
     return "onednn" if cap in ("ALL", "DEFAULT") or cap.startswith(("AVX512", "AVX10", "AMX")) else "blas"
+
+
+def cpu_vendor() -> str:
+    """The x86 vendor string (``GenuineIntel``, ``AuthenticAMD``) from ``/proc/cpuinfo`` or, where
+    there is none (Windows), ``platform.processor()``; ``""`` when neither names one (ARM, macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    proc = platform.processor()
+    return next((v for v in ("AuthenticAMD", "GenuineIntel") if v in proc), "")
 
 
 def _nhwc(a: torch.Tensor) -> torch.Tensor:

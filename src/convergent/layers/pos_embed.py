@@ -125,9 +125,8 @@ class ContinuousPositionBias(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """``(heads, N, N)`` bias for one window."""
-        table = self.cpb_mlp(self.coords)  # ((2Wh-1)*(2Ww-1), heads)
-        bias = table[self.index].view(self.n, self.n, -1).permute(2, 0, 1)
-        return 16 * torch.sigmoid(bias)
+        table = 16 * torch.sigmoid(self.cpb_mlp(self.coords))  # ((2Wh-1)*(2Ww-1), heads): before the N² gather
+        return table[self.index].view(self.n, self.n, -1).permute(2, 0, 1)
 
 
 class GridRelativePositionBias(nn.Module):
