@@ -30,6 +30,7 @@ from floor import matmul_floor
 from torch.utils.flop_counter import FlopCounterMode
 
 from convergent.layers.linear import cpu_engine, onednn_mm
+from convergent.training.numerics import flush_denormals
 
 
 @dataclass
@@ -322,6 +323,8 @@ def benchmark_main(cases: dict, script: str, doc: str) -> None:
     p.add_argument("--isa", nargs="+", choices=sorted(ISAS), help="run once per CPU instruction set (module doc)")
     p.add_argument("--memory", nargs=2, metavar=("CASE", "SIDE"), help=argparse.SUPPRESS)
     p.add_argument("--rows-json", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--keep-denormals", action="store_true",
+                   help="compute on subnormal floats (PyTorch's default) instead of flushing them to zero, as the trainer does")
     args = p.parse_args()
     if args.isa:
         if args.device != "cpu":
@@ -329,6 +332,8 @@ def benchmark_main(cases: dict, script: str, doc: str) -> None:
         print(table(_run_isas(script, args.isa), HEADER))
         return
     torch.set_num_threads(args.threads)
+    # before any parallel operation, so that every intra-op thread inherits it (numerics.py)
+    flushed = "kept" if args.keep_denormals else f"flushed ({flush_denormals()})"
     torch.manual_seed(0)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -343,7 +348,8 @@ def benchmark_main(cases: dict, script: str, doc: str) -> None:
     n = 8192 if device.type == "cuda" else 2048
     args.peak = matmul_peak(n, reps=10 if device.type == "cuda" else 5, dtype=peak_dtype)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads, {_machine_label()}"
-    print(f"torch {torch.__version__}, {where}, {args.dtype}: matmul peak {args.peak:.0f} GFLOP/s ({n}^3, {peak_dtype})")
+    print(f"torch {torch.__version__}, {where}, {args.dtype}: matmul peak {args.peak:.0f} GFLOP/s ({n}^3, {peak_dtype}); "
+          f"subnormal floats {flushed}")
     rows = [row for c in (args.case or list(cases)) for row in _run_case(cases, c, script, args)]
     if args.rows_json:
         print(json.dumps({"rows": rows}))

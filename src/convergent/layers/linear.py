@@ -33,7 +33,6 @@ import platform
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import _disable_current_modes
 
 ENV = "CONVERGENT_CPU_MATMUL"
 ENGINES = ("auto", "onednn", "blas")

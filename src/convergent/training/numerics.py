@@ -14,6 +14,8 @@ choices are made per process rather than by the config:
   ``CONVERGENT_CPU_MATMUL=onednn|blas`` naming the other route wins, with a warning that the
   continuation will not be bit-exact (the user asked for it; on a machine where the recorded
   route is slow that can be the right trade). Runs on an accelerator record no route.
+* ``subnormals``: whether subnormal floats are flushed to zero (``trainer.flush_denormals``,
+  :func:`flush_denormals`, set when a run starts); recorded, and a resume that differs warns.
 * ``threads``: torch's intra-op threads of each process. CPU kernels split sums by thread, so
   another count changes the last bits too. They are recorded; a resume with other counts warns
   (with the ``OMP_NUM_THREADS`` that would continue exactly) but keeps them, since the
@@ -36,7 +38,12 @@ def choose_numerics(fabric: Fabric, recorded: dict | None) -> dict:
     recorded = recorded or {}
     route = _route(fabric, recorded.get("cpu_matmul"))
     threads = _threads(fabric, recorded.get("threads"))
-    return {"cpu_matmul": route, "threads": threads}
+    subnormals = subnormals_now()
+    before = recorded.get("subnormals")
+    if before is not None and before != subnormals and fabric.is_global_zero:
+        warnings.warn(f"resume: subnormal floats are {subnormals} now, {before} when the checkpoint was written "
+                      "(trainer.flush_denormals); the continuation may differ in the last bits")  # fmt: skip
+    return {"cpu_matmul": route, "threads": threads, "subnormals": subnormals}
 
 
 def _route(fabric: Fabric, recorded: str | None) -> str | None:
@@ -78,3 +85,23 @@ def _threads(fabric: Fabric, recorded: list[int] | None) -> list[int]:
 
 def _describe(threads: list[int]) -> str:
     return str(threads[0]) if len(set(threads)) == 1 else "/".join(map(str, threads))
+
+
+def flush_denormals() -> str:
+    """Treat subnormal floats (below 1.2e-38 in fp32) as zero in this process's CPU arithmetic
+    (FTZ/DAZ, ``torch.set_flush_denormal``); x86 cores compute on them through a slow path. The
+    flag is per thread and a new thread inherits its creator's, so call this before the first
+    parallel CPU operation, when the intra-op threads do not exist yet. Returns where it took:
+    ``"all threads"``, ``"this thread"`` (the thread pool existed already: its other threads keep
+    subnormals) or ``"unsupported"`` (a CPU without the flags)."""
+    if not torch.set_flush_denormal(True):
+        return "unsupported"
+    return "all threads" if subnormals_now() == "flushed" else "this thread"
+
+
+def subnormals_now() -> str:
+    """``"flushed"`` (every intra-op thread), ``"partly flushed"`` or ``"kept"``: what this
+    process's CPU arithmetic does with subnormal floats, probed by one parallel product."""
+    probe = torch.full((1 << 20,), 1e-40)  # large enough to be split over every intra-op thread
+    kept = int((probe * 1.0).count_nonzero())
+    return "flushed" if kept == 0 else "kept" if kept == probe.numel() else "partly flushed"

@@ -12,6 +12,7 @@ from convergent.data.transforms import build_transform
 from convergent.evaluation.finetune import finetune
 from convergent.evaluation.report import format_report
 from convergent.rundir import RunDir
+from convergent.training.numerics import flush_denormals
 from convergent.training.status import RunStopped
 from convergent.validate import check_finetune
 from convergent.workflows.assemble import build_datasets, build_encoder
@@ -54,6 +55,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
 
 def _finetune(cfg: FinetuneConfig, run: RunDir) -> dict:
     """The run itself: data, encoder, training, test accuracy, the summary."""
+    if cfg.trainer.flush_denormals:
+        flush_denormals()  # before the first parallel operation: every CPU thread inherits it
     torch.manual_seed(cfg.trainer.seed)
     train_set, test_set = build_datasets(cfg)
     if test_set is None or not train_set.classes:

@@ -24,6 +24,7 @@ from convergent.tasks.configs import TokenMaskingConfig
 from convergent.training.batch_keys import check_batch_keys, view_keys
 from convergent.training.callbacks import Callback
 from convergent.training.loop import Trainer
+from convergent.training.numerics import flush_denormals
 from convergent.training.status import RunStopped
 from convergent.validate import check_pretrain
 from convergent.workflows.assemble import build_datasets, build_run_task
@@ -67,6 +68,8 @@ def run_pretrain(cfg: PretrainConfig, resume_dir: str | Path | None = None,
 
 def _pretrain(cfg: PretrainConfig, run: RunDir, resume: bool, extra_callbacks: Sequence[Callback] = ()) -> dict:
     """The run itself: data, tokenizer, task, training, the end of the run."""
+    if cfg.trainer.flush_denormals:
+        flush_denormals()  # before the first parallel operation: every CPU thread inherits it
     torch.manual_seed(cfg.trainer.seed)  # weights of the backbone and heads
     train_set, test_set = build_datasets(cfg)
     tokenizer = prepare_text(cfg, run.root, train_set, test_set, encoder_dir=cfg.model.init,
