@@ -140,7 +140,7 @@ class TrainerConfig:
     flush_denormals: bool = True
     """Treat subnormal floats (below 1.2e-38 in fp32) as zero in CPU arithmetic, set when the run
     starts (``convergent.training.numerics.flush_denormals``): x86 cores compute on them through a
-    slow path, and GELU's gradient at large pre-activations and Swin's shift mask make them.
+    slow path (Swin's shift mask made them; the attention now zeroes those itself).
     Changes values only below 1.2e-38; whether it took is recorded in the checkpoints."""
     log_every: int = 10
     """Steps between metric log lines."""
