@@ -145,9 +145,26 @@ def test_onednn_route_compiles_without_graph_breaks(engine):
     torch.testing.assert_close(got_grads[0], want_grads[0])
 
 
+@pytest.mark.parametrize(("vendor", "want"), [("AuthenticAMD", "onednn"), ("GenuineIntel", "blas")])
+def test_a_layer_compiled_before_any_eager_call_takes_the_machines_route(engine, monkeypatch, vendor, want):
+    monkeypatch.setattr(linear_module, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    engine(None)
+    torch._dynamo.reset()  # each case is a fresh process: no graph traced under the other machine
+    torch.manual_seed(0)
+    layer = Linear(256, 512)
+    x = torch.randn(4, 64, 256)
+    got = torch.compile(layer, fullgraph=True, backend="aot_eager")(x)  # decides inside the trace
+    assert cpu_engine() == want
+    torch.testing.assert_close(got, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+
 def test_choosing_the_engine_leaves_the_callers_rng_and_flop_count_alone(engine, monkeypatch):
-    """`auto` times both routes on the first large linear; that must not draw from the global
-    random stream (a resumed run would diverge) nor show up in the caller's FLOP counter."""
+    """`auto` decides on the first large linear; that must not draw from the global random stream
+    (a resumed run would diverge) nor show up in the caller's FLOP counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
     monkeypatch.setenv(ENV, "auto")

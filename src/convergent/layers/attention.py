@@ -132,6 +132,7 @@ class Attention(nn.Module):
         if len(lead) > 1:
             # windows (written-out attention): one copy to (3, ..., H, N, Dh) order, since the
             # batched products of strided 5-d operands ran ~4x slower than of contiguous ones
+            # (q kᵀ of Swin V2 Tiny's first stage: 8.3 against 1.8 ms, AVX2 kernels, 1 thread)
             qkv = qkv.contiguous()
         q, k, v = qkv.unbind(0)  # (..., H, N, Dh)
         scale = None
@@ -222,8 +223,9 @@ class _FlushedSoftmax(torch.autograd.Function):
 
     Across Swin's shift mask (-100, the official value) ~10 % of the probabilities are e^-100 ≈
     4e-44: subnormal floats, which x86 cores multiply through a slow path, and softmax's gradient
-    at those positions (p · (g - Σ g p)) is subnormal too. Left in, they ran the SimMIM Swin V2
-    Tiny train step ~1.3x slower. Their share of any sum is 30 orders of magnitude below fp32's
+    at those positions (p · (g - Σ g p)) is subnormal too. Left in, the batched products of one
+    profiled SimMIM Swin V2 Tiny train step took 151 ms against HF's 34 (AVX2 kernels, Intel
+    Xeon, 2 threads); zeroed, 34 against 34. Their share of any sum is 30 orders of magnitude below fp32's
     resolution, so outputs and gradients keep their values (GPUs take subnormals at full speed,
     so only CPU tensors come here)."""
 

@@ -68,11 +68,12 @@ def set_cpu_engine(engine: str | None) -> None:
     _engine = engine
 
 
+@torch.compiler.assume_constant_result  # a module compiled before its first eager call takes it too
 def default_engine() -> str:
     """What ``auto`` takes on this machine (module doc): ``"onednn"`` on an AMD CPU whose PyTorch
     kernels run one of ``FAST_ISAS``, with oneDNN present and not capped below AVX-512 by
     ``ONEDNN_MAX_CPU_ISA`` (or its older name ``DNNL_MAX_CPU_ISA``); else ``"blas"``. The same
-    answer in every process of a machine, whatever its load."""
+    answer in every process of a machine, whatever its load, so tracing reads it as a constant."""
     if not torch.backends.mkldnn.is_available() or cpu_vendor() != "AuthenticAMD":
         return "blas"
     if not torch.backends.cpu.get_cpu_capability().upper().startswith(FAST_ISAS):
