@@ -227,6 +227,20 @@ def test_parallel_runs_are_worker_processes_that_write_the_same_points(tmp_path)
     assert "sweep: measuring" not in (logs / "swinv2_test-f1.log").read_text()  # the workers read the costs
 
 
+def test_costs_read_back_are_not_written_again(tmp_path, monkeypatch):
+    """Parallel workers only read ``costs.json`` (their parent measured it): a worker that
+    rewrote it raced the others' renames."""
+    from convergent.workflows import sweep_costs
+
+    sweep, base, where = load_sweep(str(sweep_file(tmp_path, grid={"fractions": [0.5, 1.0], "steps": [2]})))
+    plan, train_set, _ = prepare_sweep(sweep, base, where)
+    first = sweep_costs.variant_costs(plan, train_set)
+    assert plan.paths.costs.is_file()
+    monkeypatch.setattr(sweep_costs, "write_json", lambda *a: pytest.fail("costs.json rewritten"))
+    monkeypatch.setattr(sweep_costs, "measure_variant", lambda *a: pytest.fail("costs measured again"))
+    assert sweep_costs.variant_costs(plan, train_set) == first
+
+
 def test_a_preempted_run_stops_the_sweep_with_status_75(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sweep_workflow, "run_pretrain", lambda cfg, resume_dir=None, callbacks=(): {
         "status": "preempted", "reason": "SIGTERM after step 1 of 3"})

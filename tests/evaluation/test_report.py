@@ -58,3 +58,25 @@ def test_table_fits_80_columns_and_keeps_both_ends_of_long_text():
     assert any(line.rstrip().endswith("63.93%") for line in lines)
     short = format_report({"a": "short text", "b": 1.5})
     assert "…" not in short  # nothing shortened that fits
+
+
+def _write_many(path: str, value: int, rounds: int) -> None:
+    for _ in range(rounds):
+        write_report({"value": value}, path)
+
+
+def test_processes_writing_one_report_at_once_never_fail(tmp_path):
+    """The workers of a parallel sweep rewrite the same file: with one shared temporary name,
+    one process's rename moved the other's file away and the other failed (FileNotFoundError)."""
+    import multiprocessing
+
+    path = tmp_path / "costs.json"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_write_many, args=(str(path), i, 300)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert json.loads(path.read_text())["value"] in (0, 1, 2)
+    assert not list(tmp_path.glob("*.tmp"))

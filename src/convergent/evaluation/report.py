@@ -88,10 +88,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_report(results: dict[str, Any], path: str | Path) -> Path:
-    """Write ``results`` as indented JSON (atomically: temporary file, then rename)."""
+    """Write ``results`` as indented JSON (atomically: temporary file, then rename). The
+    temporary file is this process's own, so processes writing the same report at once (the
+    workers of a parallel sweep) never rename each other's file; the last rename wins."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(_jsonable(results), indent=2) + "\n")
     os.replace(tmp, path)
     return path

@@ -75,9 +75,10 @@ def variant_costs(plan: SweepPlan, train_set: Dataset, timed: bool = False,
     """Variant -> its costs on batches of ``train_set`` (the training split), for the sweep's
     variants (or ``variants``): read from ``OUT/costs.json`` when measured before at this batch
     size, else measured with the first run's config of the variant and saved with the others
-    (timed measurements, ``--dry-run``'s, are always measured and written nowhere)."""
+    (timed measurements, ``--dry-run``'s, are always measured and written nowhere). Nothing is
+    written when every cost was read: parallel workers read the file their parent wrote."""
     saved = read_json(plan.paths.costs) if plan.paths.costs.is_file() and not timed else {}
-    costs = {}
+    costs, measured = {}, False
     for run in plan.runs:
         if run.variant in costs or (variants is not None and run.variant not in variants):
             continue
@@ -87,7 +88,8 @@ def variant_costs(plan: SweepPlan, train_set: Dataset, timed: bool = False,
             continue
         print(f"sweep: measuring {run.variant} (parameters, FLOPs of a step{', time' if timed else ''})", flush=True)
         costs[run.variant] = measure_variant(run.cfg, train_set, timed)
-    if not timed:
+        measured = True
+    if measured and not timed:
         write_json(plan.paths.costs, {**saved, **{v: asdict(c) for v, c in costs.items()}})
     return costs
 
