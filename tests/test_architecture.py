@@ -16,12 +16,13 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "convergent"
 
 # package → convergent packages it may import (besides itself, the package's ``__init__``, the
-# torch-free shared ``registry`` and ``choices``, which import nothing of convergent)
+# torch-free shared ``registry``, ``choices`` and ``files``, which import nothing of convergent)
 ALLOWED = {
     "layers": set(),
     "losses": set(),
     "masking": set(),
     "generation": set(),
+    "files": set(),  # whole-or-nothing file writes: torch-free, shared by every layer
     "rundir": set(),  # the names of a run directory: torch-free, below everything that writes a run
     "exits": set(),  # the exit statuses: torch-free, used by the commands (and the Trainer's callers)
     # a run's config checked before anything loads: torch-free registries and config only
@@ -99,7 +100,7 @@ def direction_violations(root: Path, package: str, allowed: dict[str, set[str]])
     for file in package_files(root, package):
         for name in sorted(imports_of(file)):
             parts = name.split(".")
-            if parts[0] != root.name or len(parts) < 2 or parts[1] in (package, "__init__", "registry", "choices"):
+            if parts[0] != root.name or len(parts) < 2 or parts[1] in (package, "__init__", "registry", "choices", "files"):
                 continue
             if parts[1] not in allowed[package]:
                 bad.append(f"{file.relative_to(root)} imports {name}")

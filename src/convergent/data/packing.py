@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from convergent.data.protocol import Dataset
+from convergent.files import temporary_name
 
 
 def _meta_path(path: Path) -> Path:
@@ -114,7 +115,7 @@ def pack_blocks(
     body = block_size - 1  # tokens per block after the cls
     carry = np.zeros(0, dtype=np.int64)  # tokens not yet in a full block
     num_docs = 0
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # this process's own (ranks may pack at once)
+    tmp = temporary_name(path)  # this process's own (ranks may pack at once)
     texts = iter(texts)
     with open(tmp, "wb") as f:
         while chunk := list(itertools.islice(texts, chunk_size)):

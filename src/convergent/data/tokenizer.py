@@ -21,7 +21,6 @@ adding the same cls/sep as :meth:`Tokenizer.encode_batch`), so ``transformers`` 
 
 import itertools
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from convergent.choices import TOKENIZER_KINDS
+from convergent.files import write_text_atomic
 
 KINDS = TOKENIZER_KINDS
 ROLES = ("pad", "unk", "cls", "sep", "mask")
@@ -159,9 +159,7 @@ class Tokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"kind": self.kind, "specials": self.specials}
         for name, text in ((TOKENIZER_FILE, self.backend.to_str(pretty=True)), (META_FILE, json.dumps(meta, indent=2))):
-            tmp = directory / f".{name}.{os.getpid()}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, directory / name)
+            write_text_atomic(directory / name, text)
         return directory / TOKENIZER_FILE
 
     @classmethod

@@ -7,9 +7,10 @@ with dots (``knn.acc``); accuracies (keys ending in ``acc``) are shown as percen
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from convergent.files import write_text_atomic
 
 
 def flatten(results: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -88,12 +89,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_report(results: dict[str, Any], path: str | Path) -> Path:
-    """Write ``results`` as indented JSON (atomically: temporary file, then rename). The
-    temporary file is this process's own, so processes writing the same report at once (the
-    workers of a parallel sweep) never rename each other's file; the last rename wins."""
+    """Write ``results`` as indented JSON, whole or not at all (:mod:`convergent.files`: processes
+    writing the same report at once, the workers of a parallel sweep, do not clash)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_jsonable(results), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(_jsonable(results), indent=2) + "\n")

@@ -26,7 +26,7 @@ from convergent.layers.unpad import Unpadded
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 TINY = torch.finfo(torch.float32).tiny
-"""The smallest normal fp32 number: softmax outputs below it are subnormal."""
+"""The smallest normal fp32 number (1.2e-38): the windowed softmax zeroes probabilities at or below it."""
 
 
 class KVCache:
@@ -218,8 +218,8 @@ def _windowed_attention(
 
 
 class _FlushedSoftmax(torch.autograd.Function):
-    """``softmax(x, -1)`` with probabilities below the smallest normal float set to zero, in the
-    forward pass and in the one its gradient is computed from.
+    """``softmax(x, -1)`` with probabilities not above the smallest normal float set to zero, in
+    the forward pass and in the one its gradient is computed from.
 
     Across Swin's shift mask (-100, the official value) ~10 % of the probabilities are e^-100 ≈
     4e-44: subnormal floats, which x86 cores multiply through a slow path, and softmax's gradient
@@ -231,8 +231,7 @@ class _FlushedSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        p = x.softmax(-1)
-        p = p.masked_fill_(p < TINY, 0.0)
+        p = F.threshold_(x.softmax(-1), TINY, 0.0)  # one pass (a mask + masked_fill cost as much as the softmax)
         ctx.save_for_backward(p)
         return p
 

@@ -78,7 +78,7 @@ def variant_costs(plan: SweepPlan, train_set: Dataset, timed: bool = False,
     (timed measurements, ``--dry-run``'s, are always measured and written nowhere). Nothing is
     written when every cost was read: parallel workers read the file their parent wrote."""
     saved = read_json(plan.paths.costs) if plan.paths.costs.is_file() and not timed else {}
-    costs, measured = {}, False
+    costs, measured = {}, {}
     for run in plan.runs:
         if run.variant in costs or (variants is not None and run.variant not in variants):
             continue
@@ -87,10 +87,9 @@ def variant_costs(plan: SweepPlan, train_set: Dataset, timed: bool = False,
             costs[run.variant] = VariantCost(**known)
             continue
         print(f"sweep: measuring {run.variant} (parameters, FLOPs of a step{', time' if timed else ''})", flush=True)
-        costs[run.variant] = measure_variant(run.cfg, train_set, timed)
-        measured = True
+        costs[run.variant] = measured[run.variant] = measure_variant(run.cfg, train_set, timed)
     if measured and not timed:
-        write_json(plan.paths.costs, {**saved, **{v: asdict(c) for v, c in costs.items()}})
+        write_json(plan.paths.costs, {**saved, **{v: asdict(c) for v, c in measured.items()}})
     return costs
 
 
