@@ -276,6 +276,16 @@ class Devices:
         return f" must be a number of devices (>= 1), -1 (all), 'auto' or device ids like '0,1', got {value!r}"
 
 
+@dataclass(frozen=True)
+class CompileSetting:
+    """``trainer.compile``: true, false or 'auto'."""
+
+    def problem(self, value: bool | str) -> str | None:
+        if isinstance(value, bool) or value == "auto":
+            return None
+        return f" must be true, false or 'auto', got {value!r}{did_you_mean(str(value), ('auto', 'true', 'false'))}"
+
+
 RULES: dict[type, dict[str, Any]] = {
     DataConfig: {
         "name": Registered(datasets.entry), "root": Exists(), "img_size": AT_LEAST_1, "in_chans": AT_LEAST_1,
@@ -297,7 +307,7 @@ RULES: dict[type, dict[str, Any]] = {
         "max_steps": AT_LEAST_1, "accelerator": OneOf(ACCELERATORS), "devices": Devices(), "num_nodes": AT_LEAST_1,
         "strategy": OneOf(STRATEGIES), "precision": OneOf(PRECISIONS), "seed": Range(0, MAX_SEED),
         "log_every": AT_LEAST_1, "checkpoint_every": AT_LEAST_1, "visualize_every": NON_NEGATIVE,
-        "nonfinite": OneOf(("skip", "stop")),
+        "nonfinite": OneOf(("skip", "stop")), "compile": CompileSetting(),
     },
     EvalConfig: {
         "knn_k": AT_LEAST_1, "knn_temperature": POSITIVE, "probe_epochs": AT_LEAST_1, "probe_lr": POSITIVE,

@@ -158,11 +158,19 @@ def test_trainer_passes_two_draws_of_the_same_images(tmp_path):
     diff = task.seen["image2"] - task.seen["image"]  # (B, C, H, W)
     assert (diff.flatten(1).std(dim=1) < 1e-6).all()  # same images ...
     assert (diff.flatten(1)[:, 0].abs() > 1e-4).all()  # ... different draws
-    one_view = build(RegressTask)  # tasks without num_views get "image" alone
-    seen = []
-    one_view.forward = lambda batch: seen.append(sorted(batch)) or RegressTask.forward(one_view, batch)
+    one_view = build(_KeysSpy)  # tasks without num_views get "image" alone
     trainer(tmp_path / "one", max_steps=1).fit(one_view, SyntheticImages(8), shift_transform)
-    assert seen == [["image", "label"]]
+    assert one_view.seen == [["image", "label"]]
+
+
+class _KeysSpy(RegressTask):
+    def __init__(self, backbone):
+        super().__init__(backbone)
+        self.seen = []
+
+    def forward(self, batch):
+        self.seen.append(sorted(batch))
+        return super().forward(batch)
 
 
 def smooth_images(n: int) -> SyntheticImages:

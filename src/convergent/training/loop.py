@@ -55,7 +55,9 @@ then. No checkpoint is written of weights that are not finite. ``final_loss`` is
 loss, of step ``final_loss_step``.
 
 **Numerics.** The CPU matmul route and the thread counts are recorded in the checkpoints and
-the route is reused on resume and on every process (:mod:`~convergent.training.numerics`).
+the route is reused on resume and on every process (:mod:`~convergent.training.numerics`); so
+is whether the train step is compiled (``trainer.compile``, :mod:`~convergent.training.compiling`:
+``auto`` decides at a fresh run's first batch, from its FLOPs, never from a clock).
 """
 
 import copy
@@ -89,6 +91,16 @@ from convergent.training.checkpoint import (
     load_latest,
     save_checkpoint,
     weights_for_saving,
+)
+from convergent.training.compiling import (
+    AUTO,
+    CompileChoice,
+    check_setting,
+    compiled,
+    decide_auto,
+    require_compiler,
+    step_flops,
+    with_compiler,
 )
 from convergent.training.fsdp import OPTIMIZER_FORMAT, fsdp_strategy, full_state, gather_into, load_full_state
 from convergent.training.metrics import MetricsLogger, ProgressReporter
@@ -132,6 +144,7 @@ class _Run:
     last_finite_step: int | None = None  # the step of losses[-1]
     nonfinite: NonfiniteCount = field(default_factory=NonfiniteCount)
     numerics: dict | None = None  # recorded in checkpoints (convergent.training.numerics)
+    compile: CompileChoice | None = None  # None: 'auto', not decided yet (convergent.training.compiling)
     last_saved: int = -1
     resumed: bool = False
     start_step: int = 0
@@ -158,6 +171,7 @@ class Trainer:
     def __init__(self, trainer_cfg, optim_cfg, run_dir: str | Path, batch_size: int, num_workers: int = 0,
                  progress: bool = True):  # fmt: skip
         check_policy(trainer_cfg)
+        check_setting(trainer_cfg.compile)
         if optim_cfg.accumulate < 1:
             raise ValueError(f"optim.accumulate must be >= 1, not {optim_cfg.accumulate}")
         self.cfg, self.optim_cfg = trainer_cfg, optim_cfg
@@ -236,7 +250,9 @@ class Trainer:
         task.train()
         if self.sharded:  # shard a copy; fit() gathers the trained weights back into `task`
             task = copy.deepcopy(task)
-        module = fabric.setup_module(torch.compile(task) if cfg.compile else task)
+        if cfg.compile is True:  # before Fabric wraps it (DDP); 'auto' decides once the state is known
+            require_compiler()
+        module = fabric.setup_module(compiled(task) if cfg.compile is True else task)
         raw = build_optimizer(task, self.optim_cfg)
         o = self.optim_cfg
         scheduler = CosineWarmup(raw, o.warmup_steps, cfg.max_steps, o.lr, o.min_lr)
@@ -250,9 +266,55 @@ class Trainer:
             seed_rng(derive_seed(cfg.seed, fabric.global_rank))
             run.generator.manual_seed(derive_seed(cfg.seed, fabric.global_rank, 1))
         # before the first forward (and before compiling traces it): the recorded route, or one for all
+        recorded = (run.numerics or {}).get("compiled") if run.resumed else None
         run.numerics = choose_numerics(fabric, run.numerics if run.resumed else None)
+        self._choose_compile(run, recorded)
         run.start_step = run.log_step = self.step
         return run
+
+    def _choose_compile(self, run: _Run, recorded: bool | None) -> None:
+        """``trainer.compile`` (:mod:`~convergent.training.compiling`): an explicit setting, or on
+        resume what the checkpoint recorded; a fresh ``auto`` run decides at its first batch."""
+        setting = self.cfg.compile
+        if setting == AUTO and not run.resumed:
+            return  # _train_step settles it with the first batch's shapes
+        if setting == AUTO:
+            choice = CompileChoice(bool(recorded), "auto: as the checkpoint being resumed recorded")
+            if choice.compiled and self.fabric.world_size > 1:
+                choice = CompileChoice(False, f"auto: eager with {self.fabric.world_size} processes")
+            choice = with_compiler(choice)
+        else:
+            choice = CompileChoice(setting, f"trainer.compile={str(setting).lower()}")
+        if recorded is not None and choice.compiled != recorded and self.fabric.is_global_zero:
+            warnings.warn(f"resume: the checkpoint was written by a{' compiled' if recorded else 'n eager'} train "
+                          f"step, this run's is {'compiled' if choice.compiled else 'eager'} ({choice.reason}); the "
+                          "continuation will differ in the last bits")  # fmt: skip
+        self._use_compile(run, choice)
+
+    def _settle_compile(self, run: _Run, batch: dict) -> None:
+        """A fresh ``auto`` run's decision, from the first (prepared) micro-batch's shapes."""
+        fabric = self.fabric
+
+        def count() -> int | None:
+            try:
+                return step_flops(run.task, batch) * self.optim_cfg.accumulate
+            except Exception:  # a task that cannot run on the meta device stays eager
+                return None
+
+        choice = decide_auto(
+            device=fabric.device.type, world_size=fabric.world_size, sharded=self.sharded,
+            precision=str(self.cfg.precision), route=run.numerics.get("cpu_matmul"), threads=torch.get_num_threads(),
+            count=count, steps_left=self.cfg.max_steps - self.step,
+        )  # fmt: skip
+        self._use_compile(run, with_compiler(choice))
+
+    def _use_compile(self, run: _Run, choice: CompileChoice) -> None:
+        if choice.compiled and self.cfg.compile is not True:  # one process (auto's rule): wrap it again
+            run.module = self.fabric.setup_module(compiled(run.task))
+        run.compile = choice
+        run.numerics["compiled"] = choice.compiled
+        if self.progress and self.fabric.is_global_zero and choice.compiled:
+            print(f"compiling the train step ({choice.reason}); the first step takes a minute or more", flush=True)
 
     def _restore(self, run: _Run) -> bool:
         """Load the newest complete checkpoint of ``run_dir`` into ``run``; False if none."""
@@ -343,6 +405,8 @@ class Trainer:
         views = run.task.num_views  # augmented views of each image the task reads
         for m in range(acc):
             batch = self._prepare(next(batches), transform, run.generator, views, run.skips)
+            if run.compile is None:
+                self._settle_compile(run, batch)
             with fabric.no_backward_sync(run.module, enabled=m < acc - 1):
                 out = run.module(batch)
                 if not isinstance(out, dict) or "loss" not in out:
@@ -478,6 +542,8 @@ class Trainer:
             "skipped_samples": count,
             "skipped_examples": [_describe_skip(s) for s in run.skips.listed[:10]],
             "world_size": self.fabric.world_size,
+            "compiled": run.compile.compiled if run.compile else False,
+            "compile_reason": run.compile.reason if run.compile else "no step was run",
             "run_dir": str(self.run_dir),
             "checkpoint": str(done[-1]) if done else None,
         }

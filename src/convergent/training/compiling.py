@@ -1,0 +1,155 @@
+"""``trainer.compile``: whether a run's train step (the task's forward and loss, and the
+backward autograd derives from it) runs under ``torch.compile``, and the compiled module.
+
+* ``true``: compile. Without a working C++ compiler (the CPU code generator needs one) the run
+  stops before its first step, saying so.
+* ``false``: eager.
+* ``"auto"`` (the default): compile where it was measured to pay, eager everywhere else.
+  Compiling costs a minute or so before the first step. On an AMD EPYC with AVX-512 and the
+  oneDNN matmul route (2 threads, fp32) it saved 12 % of a SimMIM Swin V2-T step, 9 % of MAE
+  ViT-B, 8 % of CLIP B/32, 5 % of the default preset (Swin V2 micro, 32 px) and 1.6 % of
+  BERT-base MLM; with AVX2 and the BLAS about 3 % (Swin V2-T); on an H100 it made the MAE ViT-B
+  step slower (README "Performance"). So ``auto`` compiles when every one of these holds, and
+  says which did not otherwise:
+
+  - the run is one process on the CPU, in fp32 (GPU, DDP/FSDP and mixed precision: eager);
+  - the CPU matmul route is oneDNN (:mod:`convergent.layers.linear`: AVX-512);
+  - the steps left would take at least :data:`AUTO_MIN_EAGER_S` eagerly, estimated from the
+    step's FLOPs (counted on a copy of the task on the meta device, with the first batch's
+    shapes) at :data:`NOMINAL_FLOPS_PER_THREAD` per intra-op thread; no clock is read, so the
+    same run on the same machine always decides the same;
+  - a C++ compiler works (one tiny function is compiled to find out; if it fails, the run
+    stays eager and warns).
+
+The decision is recorded in the checkpoints (``numerics["compiled"]``) and a resumed run takes
+it again, so the continuation is bit-exact; an explicit ``true``/``false`` that differs from the
+record wins, with a warning. The compiled module draws its random numbers (masks) through the
+same generator calls as the eager one (inductor's ``fallback_random``), so a compiled run sees
+the masks an eager run of the same seed sees; its arithmetic differs in the last bits.
+"""
+
+import copy
+import functools
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from convergent.training.rng import capture_rng, restore_rng
+
+AUTO = "auto"
+SETTINGS = (True, False, AUTO)
+AUTO_MIN_EAGER_S = 7200.0
+"""``auto`` compiles a run whose remaining steps are estimated to take at least this long
+eagerly: then even the smallest measured saving (1.6 %, BERT-base MLM) wins back about two
+minutes, more than compiling costs, and the usual 5–12 % wins back 6–14 minutes."""
+NOMINAL_FLOPS_PER_THREAD = 100e9
+"""FLOP/s per intra-op thread of an eager fp32 train step on an AVX-512 CPU with oneDNN
+(measured on an AMD EPYC, 2 threads: 88 G for the default preset, 126 G for SimMIM Swin V2-T,
+134–144 G for BERT-base MLM, MAE ViT-B and CLIP B/32)."""
+
+
+@dataclass(frozen=True)
+class CompileChoice:
+    """Whether the train step is compiled, and why (for the summary and the log)."""
+
+    compiled: bool
+    reason: str
+
+
+def check_setting(value) -> None:
+    """A clear error for a ``trainer.compile`` that is not true, false or 'auto'."""
+    if not any(value is s or (isinstance(value, str) and value == s) for s in SETTINGS):
+        raise ValueError(f"trainer.compile must be true, false or 'auto', not {value!r}")
+
+
+def compiled(task: nn.Module) -> nn.Module:
+    """``task`` under ``torch.compile`` (static shapes; random draws as the eager module makes them)."""
+    return torch.compile(task, dynamic=False, options={"fallback_random": True})
+
+
+@functools.cache
+def compiler_problem() -> str | None:
+    """Why ``torch.compile`` cannot generate CPU code in this process (no C++ compiler, ...),
+    or None when it can: one tiny function is compiled and run (seconds, once per process)."""
+    try:
+        out = torch.compile(lambda x: (x * 2.0).sin(), dynamic=False)(torch.ones(8))
+        if not torch.allclose(out, torch.full((8,), 2.0).sin()):
+            return "a compiled test function computed a wrong result"
+    except Exception as e:  # any failure of the tool chain means: do not compile
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return None
+
+
+def step_flops(task: nn.Module, batch: dict) -> int:
+    """FLOPs of one forward and backward pass of ``task`` on a batch shaped like ``batch``,
+    counted on a meta-device copy: nothing is computed, and the task, its buffers and every
+    global RNG are left as they were. Raises if the task cannot run on the meta device
+    (a data-dependent branch)."""
+    state = capture_rng()
+    try:
+        shadow = copy.deepcopy(task, memo=_meta_memo(task))  # no real copy of the weights is made
+        shadow.train()
+        fake = {k: torch.empty_like(v, device="meta") if torch.is_tensor(v) else v for k, v in batch.items()}
+        with FlopCounterMode(display=False) as counter:
+            shadow(fake)["loss"].backward()
+        return int(counter.get_total_flops())
+    finally:
+        restore_rng(state)
+
+
+def _meta_memo(task: nn.Module) -> dict:
+    """A ``deepcopy`` memo that maps every parameter and buffer of ``task`` to a meta tensor."""
+    memo = {}
+    for p in task.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in task.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return memo
+
+
+def decide_auto(*, device: str, world_size: int, sharded: bool, precision: str, route: str | None, threads: int,
+                count: Callable[[], int | None], steps_left: int) -> CompileChoice:  # fmt: skip
+    """``auto``'s rule (module doc), without the compiler check. ``count``: the FLOPs of a step,
+    or None when they cannot be counted (the run stays eager); called only when the rest holds."""
+    if device != "cpu":
+        return CompileChoice(False, f"auto: eager on {device} (compiling was not measured to pay there)")
+    if world_size > 1 or sharded:
+        return CompileChoice(False, f"auto: eager with {world_size} process(es){' under FSDP' if sharded else ''} "
+                                    "(only one plain process was measured)")  # fmt: skip
+    if precision not in ("32-true", "32"):
+        return CompileChoice(False, f"auto: eager in {precision} (only fp32 was measured on the CPU)")
+    if route != "onednn":
+        return CompileChoice(False, f"auto: eager on the {route} matmul route (compiling saved ~3 % there)")
+    flops_per_step = count()
+    if flops_per_step is None:
+        return CompileChoice(False, "auto: eager (the step's FLOPs could not be counted on the meta device)")
+    estimate = flops_per_step * steps_left / (NOMINAL_FLOPS_PER_THREAD * max(threads, 1))
+    work = f"{steps_left} steps of {flops_per_step / 1e9:.1f} GFLOP, about {estimate / 60:.0f} min eagerly"
+    if estimate < AUTO_MIN_EAGER_S:
+        return CompileChoice(False, f"auto: eager ({work}, under {AUTO_MIN_EAGER_S / 60:.0f} min)")
+    return CompileChoice(True, f"auto: compiled ({work})")
+
+
+def with_compiler(choice: CompileChoice) -> CompileChoice:
+    """``choice``, or eager with a warning when it compiles and the compiler does not work."""
+    if not choice.compiled:
+        return choice
+    problem = compiler_problem()
+    if problem is None:
+        return choice
+    warnings.warn(f"trainer.compile=auto: torch.compile does not work here ({problem}); training eagerly")
+    return CompileChoice(False, f"auto: eager (torch.compile does not work here: {problem})")
+
+
+def require_compiler() -> None:
+    """For ``trainer.compile=true``: a clear error when compiling cannot work here."""
+    problem = compiler_problem()
+    if problem is not None:
+        raise RuntimeError(
+            f"trainer.compile=true, but torch.compile does not work here ({problem}); install a C++ compiler "
+            "(e.g. g++) or set trainer.compile to false or 'auto'"
+        )
