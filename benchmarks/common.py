@@ -30,6 +30,7 @@ from floor import matmul_floor
 from torch.utils.flop_counter import FlopCounterMode
 
 from convergent.layers.linear import cpu_engine, onednn_mm
+from convergent.training.compiling import compiled as compiled_task
 from convergent.training.numerics import flush_denormals
 
 
@@ -232,7 +233,7 @@ def _run_case(cases: dict, case: str, script: str, args) -> list[list[str]]:
             steps[f"{side}, matrix products only"] = matmul_floor(steps[side])[0]
     if args.compile and built.compiled_loss is not None:
         cpu_engine()  # the fp32 linear route (layers/linear.py) is chosen eagerly, never while tracing
-        compiled = torch.compile(built.ours, dynamic=False)
+        compiled = compiled_task(built.ours)  # as the trainer compiles it (convergent.training.compiling)
         steps["ours, compiled"] = train_step(built.ours, built.compiled_loss(compiled), autocast=cast)
         steps["ours, compiled"]()  # compile outside the timing
     # each side's own FLOPs: they may differ (e.g. MLM: our LM head runs on the masked tokens only)

@@ -137,8 +137,9 @@ class TrainerConfig:
     """Seed for weights, data order, augmentation and masks."""
     compile: bool | str = "auto"
     """Run the train step under torch.compile: true, false, or 'auto' (compile where it was
-    measured to pay: one fp32 process on a CPU with the oneDNN matmul route, for a run estimated
-    at 30 min or more eagerly; see ``convergent.training.compiling``). Recorded in checkpoints."""
+    measured to pay: one fp32 process on a CPU with the oneDNN matmul route, an image backbone,
+    a run estimated at 1 h or more eagerly; see ``convergent.training.compiling``). Recorded in
+    checkpoints; a resume takes the recorded choice."""
     flush_denormals: bool = True
     """Treat subnormal floats (below 1.2e-38 in fp32) as zero in CPU arithmetic, set when the run
     starts (``convergent.training.numerics.flush_denormals``): x86 cores compute on them through a

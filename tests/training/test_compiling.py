@@ -1,6 +1,7 @@
 """trainer.compile: auto's rule, the FLOP count it rests on, the compiled step's masks and its
 exact resume, and what happens without a working compiler."""
 
+import os
 import random
 
 import numpy as np
@@ -15,15 +16,17 @@ from convergent.training.loop import Trainer
 from tests.training.test_resume import Kill, KillAt, _fit, _per_step
 from tests.training_helpers import MaskedTask, SyntheticImages, build, configs, random_transform
 
-BIG = dict(device="cpu", world_size=1, sharded=False, precision="32-true", route="onednn", threads=2,
-           steps_left=100_000, count=lambda: 10**12)  # fmt: skip
+BIG = dict(device="cpu", world_size=1, sharded=False, precision="32-true", route="onednn", modality="image",
+           threads=2, steps_left=100_000, count=lambda: 10**12)  # fmt: skip
 
 
-def test_auto_compiles_only_long_single_process_fp32_onednn_runs():
+def test_auto_compiles_only_long_single_process_fp32_onednn_image_runs():
     assert decide_auto(**BIG).compiled
-    for change, word in [(dict(device="cuda"), "cuda"), (dict(world_size=2), "2 process"), (dict(sharded=True), "FSDP"),
-                         (dict(precision="bf16-mixed"), "bf16-mixed"), (dict(route="blas"), "blas"),
-                         (dict(count=lambda: None), "could not be counted"), (dict(steps_left=10), "under")]:  # fmt: skip
+    changes = [(dict(device="cuda"), "cuda"), (dict(world_size=2), "2 process"), (dict(sharded=True), "FSDP"),
+               (dict(precision="bf16-mixed"), "bf16-mixed"), (dict(route="blas"), "blas"),
+               (dict(modality="text"), "text backbone"), (dict(count=lambda: None), "could not be counted"),
+               (dict(steps_left=10), "under")]  # fmt: skip
+    for change, word in changes:
         choice = decide_auto(**{**BIG, **change})
         assert not choice.compiled and word in choice.reason, change
 
@@ -153,3 +156,21 @@ def test_a_task_that_cannot_run_on_meta_stays_eager(tmp_path, onednn_and_cheap):
     task = build(DataDependent)
     trainer.fit(task, SyntheticImages(16), random_transform)
     assert _summary(trainer) == (False, "auto: eager (the step's FLOPs could not be counted on the meta device)")
+
+
+def test_a_process_held_to_another_instruction_set_gets_its_own_cache(monkeypatch):
+    monkeypatch.delenv(compiling.CACHE_ENV, raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    compiling.cache_per_isa()
+    assert compiling.CACHE_ENV not in os.environ  # the machine's own kernels: torch's default cache
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    compiling.cache_per_isa()
+    assert os.environ[compiling.CACHE_ENV].endswith("-" + torch.backends.cpu.get_cpu_capability().lower())
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv(compiling.CACHE_ENV, default_cache_dir())  # what torch writes there itself
+    compiling.cache_per_isa()
+    assert os.environ[compiling.CACHE_ENV].endswith("-" + torch.backends.cpu.get_cpu_capability().lower())
+    monkeypatch.setenv(compiling.CACHE_ENV, "/somewhere/else")
+    compiling.cache_per_isa()
+    assert os.environ[compiling.CACHE_ENV] == "/somewhere/else"  # one the user named is kept

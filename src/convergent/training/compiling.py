@@ -6,14 +6,15 @@ backward autograd derives from it) runs under ``torch.compile``, and the compile
 * ``false``: eager.
 * ``"auto"`` (the default): compile where it was measured to pay, eager everywhere else.
   Compiling costs a minute or so before the first step. On an AMD EPYC with AVX-512 and the
-  oneDNN matmul route (2 threads, fp32) it saved 12 % of a SimMIM Swin V2-T step, 9 % of MAE
-  ViT-B, 8 % of CLIP B/32, 5 % of the default preset (Swin V2 micro, 32 px) and 1.6 % of
-  BERT-base MLM; with AVX2 and the BLAS about 3 % (Swin V2-T); on an H100 it made the MAE ViT-B
-  step slower (README "Performance"). So ``auto`` compiles when every one of these holds, and
-  says which did not otherwise:
+  oneDNN matmul route (2 threads, fp32) it saved 9 % of a SimMIM Swin V2-T step, 8 % of MAE
+  ViT-B, 9.5 % of CLIP B/32 and 5 % of the default preset (Swin V2 micro, 32 px), but nothing
+  for BERT-base MLM (-2.4 % and +1.6 % in two runs); with AVX2 and the BLAS, 0-1.5 % for each;
+  on an H100 it made the MAE ViT-B step slower (README "Performance"). So ``auto`` compiles
+  when every one of these holds, and says which did not otherwise:
 
   - the run is one process on the CPU, in fp32 (GPU, DDP/FSDP and mixed precision: eager);
   - the CPU matmul route is oneDNN (:mod:`convergent.layers.linear`: AVX-512);
+  - the task's backbone reads images;
   - the steps left would take at least :data:`AUTO_MIN_EAGER_S` eagerly, estimated from the
     step's FLOPs (counted on a copy of the task on the meta device, with the first batch's
     shapes) at :data:`NOMINAL_FLOPS_PER_THREAD` per intra-op thread; no clock is read, so the
@@ -30,6 +31,7 @@ the masks an eager run of the same seed sees; its arithmetic differs in the last
 
 import copy
 import functools
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,14 +44,14 @@ from convergent.training.rng import capture_rng, restore_rng
 
 AUTO = "auto"
 SETTINGS = (True, False, AUTO)
-AUTO_MIN_EAGER_S = 7200.0
+AUTO_MIN_EAGER_S = 3600.0
 """``auto`` compiles a run whose remaining steps are estimated to take at least this long
-eagerly: then even the smallest measured saving (1.6 %, BERT-base MLM) wins back about two
-minutes, more than compiling costs, and the usual 5–12 % wins back 6–14 minutes."""
+eagerly: then even the smallest saving measured for an image backbone (5 %, the default
+preset) wins back three minutes, more than compiling costs, and 8–9 % wins back five."""
 NOMINAL_FLOPS_PER_THREAD = 100e9
 """FLOP/s per intra-op thread of an eager fp32 train step on an AVX-512 CPU with oneDNN
-(measured on an AMD EPYC, 2 threads: 88 G for the default preset, 126 G for SimMIM Swin V2-T,
-134–144 G for BERT-base MLM, MAE ViT-B and CLIP B/32)."""
+(measured on an AMD EPYC, 2 threads: 88 G for the default preset, 129 G for SimMIM Swin V2-T,
+135–148 G for BERT-base MLM, MAE ViT-B and CLIP B/32)."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,29 @@ def check_setting(value) -> None:
         raise ValueError(f"trainer.compile must be true, false or 'auto', not {value!r}")
 
 
+CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def cache_per_isa() -> None:
+    """Give a process whose kernels are held to another instruction set (``ATEN_CPU_CAPABILITY``,
+    e.g. the AVX2 runs of ``benchmarks/*.py --isa avx2``) an inductor cache of its own, unless
+    ``TORCHINDUCTOR_CACHE_DIR`` names another than torch's default. torch 2.13's cache does not tell the two apart: an
+    AVX-512 process that loaded CLIP B/32 kernels an AVX2 process had cached corrupted its heap
+    (``malloc(): unaligned tcache chunk detected``), and the AVX2 process that loaded AVX-512
+    kernels failed an index check; each ran cleanly from a cache of its own. Call it before the
+    process compiles anything."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    default = os.path.abspath(default_cache_dir())  # torch writes it into the variable when it first reads it
+    if "ATEN_CPU_CAPABILITY" not in os.environ or os.environ.get(CACHE_ENV, default) != default:
+        return
+    os.environ[CACHE_ENV] = f"{default}-{torch.backends.cpu.get_cpu_capability().lower()}"
+
+
 def compiled(task: nn.Module) -> nn.Module:
-    """``task`` under ``torch.compile`` (static shapes; random draws as the eager module makes them)."""
+    """``task`` under ``torch.compile`` (static shapes; random draws as the eager module makes
+    them; the inductor cache of this instruction set, :func:`cache_per_isa`)."""
+    cache_per_isa()
     return torch.compile(task, dynamic=False, options={"fallback_random": True})
 
 
@@ -75,6 +98,7 @@ def compiled(task: nn.Module) -> nn.Module:
 def compiler_problem() -> str | None:
     """Why ``torch.compile`` cannot generate CPU code in this process (no C++ compiler, ...),
     or None when it can: one tiny function is compiled and run (seconds, once per process)."""
+    cache_per_isa()
     try:
         out = torch.compile(lambda x: (x * 2.0).sin(), dynamic=False)(torch.ones(8))
         if not torch.allclose(out, torch.full((8,), 2.0).sin()):
@@ -111,8 +135,8 @@ def _meta_memo(task: nn.Module) -> dict:
     return memo
 
 
-def decide_auto(*, device: str, world_size: int, sharded: bool, precision: str, route: str | None, threads: int,
-                count: Callable[[], int | None], steps_left: int) -> CompileChoice:  # fmt: skip
+def decide_auto(*, device: str, world_size: int, sharded: bool, precision: str, route: str | None, modality: str,
+                threads: int, count: Callable[[], int | None], steps_left: int) -> CompileChoice:  # fmt: skip
     """``auto``'s rule (module doc), without the compiler check. ``count``: the FLOPs of a step,
     or None when they cannot be counted (the run stays eager); called only when the rest holds."""
     if device != "cpu":
@@ -123,7 +147,9 @@ def decide_auto(*, device: str, world_size: int, sharded: bool, precision: str, 
     if precision not in ("32-true", "32"):
         return CompileChoice(False, f"auto: eager in {precision} (only fp32 was measured on the CPU)")
     if route != "onednn":
-        return CompileChoice(False, f"auto: eager on the {route} matmul route (compiling saved ~3 % there)")
+        return CompileChoice(False, f"auto: eager on the {route} matmul route (compiling saved 0-1.5 % there)")
+    if modality != "image":
+        return CompileChoice(False, f"auto: eager for a {modality} backbone (compiling BERT-base MLM saved nothing)")
     flops_per_step = count()
     if flops_per_step is None:
         return CompileChoice(False, "auto: eager (the step's FLOPs could not be counted on the meta device)")

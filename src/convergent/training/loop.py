@@ -303,8 +303,9 @@ class Trainer:
 
         choice = decide_auto(
             device=fabric.device.type, world_size=fabric.world_size, sharded=self.sharded,
-            precision=str(self.cfg.precision), route=run.numerics.get("cpu_matmul"), threads=torch.get_num_threads(),
-            count=count, steps_left=self.cfg.max_steps - self.step,
+            precision=str(self.cfg.precision), route=run.numerics.get("cpu_matmul"),
+            modality=run.task.backbone.modality, threads=torch.get_num_threads(), count=count,
+            steps_left=self.cfg.max_steps - self.step,
         )  # fmt: skip
         self._use_compile(run, with_compiler(choice))
 
