@@ -83,7 +83,9 @@ def test_search_page_in_chromium(served, image_folder, tmp_path):
             expect(page.locator("#status")).to_contain_text(f"6 results for “{query}”")
             assert first_names(page)[0] == expected
             expect(page.locator("figure.hit .score").first).to_have_text(f"{searcher.text(query, 1)[0]['score']:.3f}")
-            assert page.eval_on_selector("figure.hit img", "img => img.complete && img.naturalWidth > 0")
+            # the thumbnail loads after the results are drawn: wait for it (a broken one never gets a width)
+            page.wait_for_function("() => { const img = document.querySelector('figure.hit img'); "
+                                   "return img !== null && img.complete && img.naturalWidth > 0; }", timeout=15_000)
 
             page.set_input_files("#file", str(image_folder / "img3.png"))  # the file chooser
             expect(page.locator("#status")).to_contain_text("results for image img3.png")
