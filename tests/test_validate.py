@@ -77,6 +77,7 @@ def test_the_defaults_are_valid(tmp_path):
         ({"trainer.devices": "x"}, "--trainer.devices must be a number of devices"),
         ({"trainer.devices": 0}, "--trainer.devices must be a number of devices"),
         ({"trainer.nonfinite": "skp"}, "--trainer.nonfinite must be one of skip, stop, got 'skp'; did you mean 'skip'?"),
+        ({"trainer.compile": "atuo"}, "--trainer.compile must be true, false or 'auto', got 'atuo'; did you mean 'auto'?"),
         ({"trainer.precision": "bf16-mixd"}, "did you mean 'bf16-mixed'?"),
         ({"trainer.strategy": "fsdpp"}, "--trainer.strategy must be one of auto, ddp, fsdp, got 'fsdpp'; did you mean 'fsdp'?"),
         ({"trainer.accelerator": "cpus"}, "did you mean 'cpu'?"),

@@ -32,3 +32,10 @@ ITM_NEGATIVES = ("dataset", "batch")
 FALSE_IMAGE = "false_image"
 """Batch key of a random other image of the dataset per sample (ViLT's ITM negatives), which an
 image–text dataset yields on request and the Trainer transforms like ``image``."""
+COMPILE_AUTO = "auto"
+"""``trainer.compile``'s third value besides true and false (``convergent.training.compiling``)."""
+
+
+def compile_setting_ok(value: object) -> bool:
+    """Whether ``value`` is a ``trainer.compile`` setting: true, false or 'auto'."""
+    return isinstance(value, bool) or value == COMPILE_AUTO

@@ -59,6 +59,7 @@ from convergent.choices import (
     POOLINGS,
     TARGET_NORMS,
     TOKENIZER_KINDS,
+    compile_setting_ok,
 )
 from convergent.config import (
     SWEEP_DATA_AXES,
@@ -281,7 +282,7 @@ class CompileSetting:
     """``trainer.compile``: true, false or 'auto'."""
 
     def problem(self, value: bool | str) -> str | None:
-        if isinstance(value, bool) or value == "auto":
+        if compile_setting_ok(value):
             return None
         return f" must be true, false or 'auto', got {value!r}{did_you_mean(str(value), ('auto', 'true', 'false'))}"
 

@@ -16,7 +16,7 @@ backward autograd derives from it) runs under ``torch.compile``, and the compile
   - the CPU matmul route is oneDNN (:mod:`convergent.layers.linear`: AVX-512);
   - the task's backbone reads images;
   - the steps left would take at least :data:`AUTO_MIN_EAGER_S` eagerly, estimated from the
-    step's FLOPs (counted on a copy of the task on the meta device, with the first batch's
+    step's FLOPs (:func:`~convergent.training.flops.meta_step_flops`, with the first batch's
     shapes) at :data:`NOMINAL_FLOPS_PER_THREAD` per intra-op thread; no clock is read, so the
     same run on the same machine always decides the same;
   - a C++ compiler works (one tiny function is compiled to find out; if it fails, the run
@@ -29,7 +29,6 @@ same generator calls as the eager one (inductor's ``fallback_random``), so a com
 the masks an eager run of the same seed sees; its arithmetic differs in the last bits.
 """
 
-import copy
 import functools
 import os
 import warnings
@@ -38,12 +37,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from convergent.training.rng import capture_rng, restore_rng
+from convergent.choices import compile_setting_ok
 
-AUTO = "auto"
-SETTINGS = (True, False, AUTO)
 AUTO_MIN_EAGER_S = 3600.0
 """``auto`` compiles a run whose remaining steps are estimated to take at least this long
 eagerly: then even the smallest saving measured for an image backbone (5 %, the default
@@ -64,7 +60,7 @@ class CompileChoice:
 
 def check_setting(value) -> None:
     """A clear error for a ``trainer.compile`` that is not true, false or 'auto'."""
-    if not any(value is s or (isinstance(value, str) and value == s) for s in SETTINGS):
+    if not compile_setting_ok(value):
         raise ValueError(f"trainer.compile must be true, false or 'auto', not {value!r}")
 
 
@@ -106,33 +102,6 @@ def compiler_problem() -> str | None:
     except Exception as e:  # any failure of the tool chain means: do not compile
         return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     return None
-
-
-def step_flops(task: nn.Module, batch: dict) -> int:
-    """FLOPs of one forward and backward pass of ``task`` on a batch shaped like ``batch``,
-    counted on a meta-device copy: nothing is computed, and the task, its buffers and every
-    global RNG are left as they were. Raises if the task cannot run on the meta device
-    (a data-dependent branch)."""
-    state = capture_rng()
-    try:
-        shadow = copy.deepcopy(task, memo=_meta_memo(task))  # no real copy of the weights is made
-        shadow.train()
-        fake = {k: torch.empty_like(v, device="meta") if torch.is_tensor(v) else v for k, v in batch.items()}
-        with FlopCounterMode(display=False) as counter:
-            shadow(fake)["loss"].backward()
-        return int(counter.get_total_flops())
-    finally:
-        restore_rng(state)
-
-
-def _meta_memo(task: nn.Module) -> dict:
-    """A ``deepcopy`` memo that maps every parameter and buffer of ``task`` to a meta tensor."""
-    memo = {}
-    for p in task.parameters():
-        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-    for b in task.buffers():
-        memo[id(b)] = torch.empty_like(b, device="meta")
-    return memo
 
 
 def decide_auto(*, device: str, world_size: int, sharded: bool, precision: str, route: str | None, modality: str,

@@ -76,6 +76,7 @@ from lightning_fabric import Fabric
 from torch import nn
 from torch.utils.data import DataLoader
 
+from convergent.choices import COMPILE_AUTO
 from convergent.data.protocol import SKIPPED, Dataset
 from convergent.data.skips import SkipLog
 from convergent.data.transforms import transform_batch
@@ -93,15 +94,14 @@ from convergent.training.checkpoint import (
     weights_for_saving,
 )
 from convergent.training.compiling import (
-    AUTO,
     CompileChoice,
     check_setting,
     compiled,
     decide_auto,
     require_compiler,
-    step_flops,
     with_compiler,
 )
+from convergent.training.flops import meta_step_flops
 from convergent.training.fsdp import OPTIMIZER_FORMAT, fsdp_strategy, full_state, gather_into, load_full_state
 from convergent.training.metrics import MetricsLogger, ProgressReporter
 from convergent.training.nonfinite import NonfiniteCount, check_policy, divergence, weights_finite
@@ -276,12 +276,12 @@ class Trainer:
         """``trainer.compile`` (:mod:`~convergent.training.compiling`): an explicit setting, or on
         resume what the checkpoint recorded; a fresh ``auto`` run decides at its first batch."""
         setting = self.cfg.compile
-        if setting == AUTO and not run.resumed:
+        if setting == COMPILE_AUTO and not run.resumed:
             return  # _train_step settles it with the first batch's shapes
-        if setting == AUTO:
+        if setting == COMPILE_AUTO:
             choice = CompileChoice(bool(recorded), "auto: as the checkpoint being resumed recorded")
-            if choice.compiled and self.fabric.world_size > 1:
-                choice = CompileChoice(False, f"auto: eager with {self.fabric.world_size} processes")
+            if choice.compiled and not self._one_plain_process:  # auto compiles after setup: see _use_compile
+                choice = CompileChoice(False, "auto: eager (only one plain process compiles after its setup)")
             choice = with_compiler(choice)
         else:
             choice = CompileChoice(setting, f"trainer.compile={str(setting).lower()}")
@@ -297,20 +297,26 @@ class Trainer:
 
         def count() -> int | None:
             try:
-                return step_flops(run.task, batch) * self.optim_cfg.accumulate
+                return meta_step_flops(run.task, batch) * self.optim_cfg.accumulate
             except Exception:  # a task that cannot run on the meta device stays eager
                 return None
 
         choice = decide_auto(
             device=fabric.device.type, world_size=fabric.world_size, sharded=self.sharded,
             precision=str(self.cfg.precision), route=run.numerics.get("cpu_matmul"),
-            modality=run.task.backbone.modality, threads=torch.get_num_threads(), count=count,
+            modality=run.task.backbone.modality, threads=run.numerics["threads"][fabric.global_rank], count=count,
             steps_left=self.cfg.max_steps - self.step,
         )  # fmt: skip
         self._use_compile(run, with_compiler(choice))
 
+    @property
+    def _one_plain_process(self) -> bool:
+        """Fabric may wrap the task a second time (compiled) after its setup: no DDP, no FSDP."""
+        return self.fabric.world_size == 1 and not self.sharded
+
     def _use_compile(self, run: _Run, choice: CompileChoice) -> None:
-        if choice.compiled and self.cfg.compile is not True:  # one process (auto's rule): wrap it again
+        if choice.compiled and self.cfg.compile is not True:  # auto: compiled after the setup
+            assert self._one_plain_process, "auto compiles one plain process only"
             run.module = self.fabric.setup_module(compiled(run.task))
         run.compile = choice
         run.numerics["compiled"] = choice.compiled
